@@ -1,0 +1,1 @@
+//! Switchyard: a reverse proxy that keeps services up.
