@@ -1,1 +1,26 @@
 //! Switchyard: a reverse proxy that keeps services up.
+//!
+//! Request path: [`server`] accepts and speaks HTTP/1.1 and HTTP/2, [`proxy`] routes
+//! with [`router`], picks a backend with [`balance`] among the usable ones of an
+//! [`upstream`] pool (health from [`health`], passive ejection from [`breaker`]),
+//! forwards with retries, and streams the answer back. [`state`] holds the immutable
+//! snapshot every request reads; [`config`] loads and validates it; [`admin`] and
+//! [`metrics`] expose it.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod balance;
+pub mod breaker;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod upstream;

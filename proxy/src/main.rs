@@ -1,1 +1,206 @@
-fn main() {}
+//! The `switchyard` command: run from a config file, check a file, or run the demo.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use switchyard::config::Config;
+use switchyard::server::{Server, ServerOptions};
+use switchyard::{admin, demo, reload};
+use tracing::{info, warn};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A reverse proxy that keeps services up"
+)]
+struct Cli {
+    /// Config file to run (TOML).
+    #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `switchyard=debug`.
+    #[arg(long, default_value = "info", global = true, env = "SWITCHYARD_LOG")]
+    log_level: String,
+    /// Worker threads (default: one per core).
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+    /// Do not write one access-log line per request.
+    #[arg(long, global = true)]
+    no_access_log: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a config file and exit (non-zero on error), like `nginx -t`.
+    Check,
+    /// Start three demo backends (one flaky) and front them with an embedded config.
+    Demo {
+        /// Traffic listener address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin listener address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Check) = cli.command {
+        return check(cli.config.as_deref());
+    }
+    init_logging(cli.log_format, &cli.log_level);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(workers) = cli.workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    let result = runtime
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: Option<&Path>) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("switchyard check: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} listener(s), {} route(s), {} pool(s))",
+                path.display(),
+                config.listeners.len(),
+                config.routes.len(),
+                config.pools.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let options = ServerOptions {
+        access_log: !cli.no_access_log,
+    };
+    let (config, watched) = match cli.command {
+        Some(Command::Demo { listen, admin }) => {
+            let config = demo::prepare(listen, admin)
+                .await
+                .context("cannot start the demo backends")?
+                .context("the embedded demo config is invalid")?;
+            (config, None)
+        }
+        _ => {
+            let path = cli
+                .config
+                .clone()
+                .context("no config: pass --config FILE, or run `switchyard demo`")?;
+            let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (config, Some(path))
+        }
+    };
+    let admin_listen = config.admin.listen;
+    let drain = config.limits.drain_timeout;
+    let listeners: Vec<(String, SocketAddr)> = config
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.listen))
+        .collect();
+    let server = Server::start(config, options).await?;
+    let admin_address = admin::start(Arc::clone(&server), admin_listen)
+        .with_context(|| format!("cannot start the admin listener on {admin_listen}"))?;
+    let _watcher = match &watched {
+        Some(path) => match reload::watch(Arc::clone(&server), path.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "cannot watch the config file; reload with SIGHUP instead");
+                None
+            }
+        },
+        None => None,
+    };
+    for (name, _) in &listeners {
+        if let Some(address) = server.listener_address(name) {
+            println!("switchyard: listener `{name}` on http://{address}/");
+        }
+    }
+    println!("switchyard: admin on http://{admin_address}/status (also /metrics, /health/ready)");
+
+    wait_for_signals(&server, watched.as_deref()).await;
+    info!(
+        deadline_ms = drain.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    server.shutdown(drain).await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(server: &Arc<Server>, config_path: Option<&Path>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => match config_path {
+                Some(path) => {
+                    info!("SIGHUP: reloading the config");
+                    let _ = reload::reload(server, path).await;
+                }
+                None => warn!("SIGHUP ignored: the demo has no config file to reload"),
+            },
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_server: &Arc<Server>, _config_path: Option<&Path>) {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,129 @@
+//! The admin listener: liveness, readiness, Prometheus metrics and a JSON status view.
+//! It is a separate socket (loopback by default) and never reachable through a
+//! traffic listener.
+
+mod status;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tracing::{debug, info, warn};
+
+use crate::clock;
+use crate::error::{ProxyBody, full_body, text_response};
+use crate::server::{Server, bind};
+
+/// Binds the admin listener and serves it until the server shuts down.
+pub fn start(server: Arc<Server>, address: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = bind(address)?;
+    let bound = listener.local_addr()?;
+    server.set_admin_address(bound);
+    info!(address = %bound, "admin listening");
+    let shutdown = server.shutdown_token();
+    tokio::spawn(async move {
+        let builder = auto::Builder::new(TokioExecutor::new());
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = shutdown.cancelled() => break,
+            };
+            let Ok((stream, _peer)) = accepted else {
+                continue;
+            };
+            let server = Arc::clone(&server);
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let server = Arc::clone(&server);
+                    async move { Ok::<_, Infallible>(handle(&server, request).await) }
+                });
+                if let Err(e) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(error = %e, "admin connection error");
+                }
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn handle(server: &Server, request: Request<Incoming>) -> Response<ProxyBody> {
+    let path = request.uri().path();
+    match (request.method(), path) {
+        (&Method::GET, "/health") => text_response(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/health/ready") => ready(server),
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(full_body(Bytes::from(server.metrics().encode())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        (&Method::GET, "/status") => json(StatusCode::OK, &status::status(server)),
+        (_, "/health" | "/health/ready" | "/metrics" | "/status") => {
+            let mut response =
+                text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            response
+        }
+        _ => {
+            warn!(path, "unknown admin path");
+            text_response(StatusCode::NOT_FOUND, "not found\n")
+        }
+    }
+}
+
+/// 200 when the config is loaded and every pool has a usable backend (or a usable backup).
+fn ready(server: &Server) -> Response<ProxyBody> {
+    if !server.is_ready() {
+        return text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting or stopping\n",
+        );
+    }
+    let snapshot = server.snapshot();
+    let now = clock::now_ms();
+    let unusable: Vec<String> = snapshot
+        .pools
+        .iter_sorted()
+        .into_iter()
+        .filter(|p| p.usable_count(now) == 0)
+        .map(|p| p.name.to_string())
+        .collect();
+    if unusable.is_empty() {
+        text_response(StatusCode::OK, "ready\n")
+    } else {
+        let mut response = Response::new(full_body(Bytes::from(format!(
+            "not ready: no usable backend in pool(s) {}\n",
+            unusable.join(", ")
+        ))));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response
+    }
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut response = Response::new(full_body(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,112 @@
+//! The `/status` document: every listener, route, pool and backend with its state.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+
+use crate::clock;
+use crate::config::BalanceKind;
+use crate::server::Server;
+use crate::upstream::{Backend, Pool};
+
+/// Builds the JSON status view from the live snapshot.
+pub fn status(server: &Server) -> Value {
+    let snapshot = server.snapshot();
+    let now = clock::now_ms();
+    let config = &snapshot.config;
+    let listeners: Vec<Value> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "address": server.listener_address(&l.name).unwrap_or(l.listen).to_string(),
+                "tls": l.tls.is_some(),
+            })
+        })
+        .collect();
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "listener": r.listener,
+                "host": r.host,
+                "path_prefix": r.path_prefix,
+                "pool": r.pool,
+            })
+        })
+        .collect();
+    let pools: Vec<Value> = snapshot
+        .pools
+        .iter_sorted()
+        .into_iter()
+        .map(|p| pool(p, now))
+        .collect();
+    json!({
+        "ready": server.is_ready(),
+        "config": config.source.display().to_string(),
+        "admin": server.admin_address().map(|a| a.to_string()),
+        "listeners": listeners,
+        "routes": routes,
+        "pools": pools,
+    })
+}
+
+fn pool(pool: &Pool, now: u64) -> Value {
+    let balance = match &pool.config.balance {
+        BalanceKind::RoundRobin => "round-robin",
+        BalanceKind::Weighted => "weighted",
+        BalanceKind::LeastRequest => "least-request",
+        BalanceKind::Hash(_) => "hash",
+    };
+    json!({
+        "name": pool.name.as_ref(),
+        "balance": balance,
+        "usable": pool.usable_count(now),
+        "backup": pool.config.failover.backup,
+        "health_checked": pool.config.health.is_some(),
+        "backends": pool.backends.iter().map(|b| backend(pool, b, now)).collect::<Vec<_>>(),
+    })
+}
+
+fn backend(pool: &Pool, b: &Backend, now: u64) -> Value {
+    let s = &b.state;
+    let config_weight = pool
+        .config
+        .backends
+        .iter()
+        .find(|c| c.address == b.address)
+        .map(|c| c.weight);
+    let last_check = s.health.last_check().map(|c| {
+        json!({
+            "result": c.result,
+            "latency_ms": c.latency.as_secs_f64() * 1000.0,
+            "age_ms": now.saturating_sub(c.at_ms),
+        })
+    });
+    let open_until = s.breaker.open_until_ms();
+    json!({
+        "address": b.key.as_ref(),
+        "weight": s.weight.load(Ordering::Relaxed),
+        "config_weight": config_weight,
+        "effective_weight": s.effective_weight(pool.config.failover.slow_start, now),
+        "admin_state": s.admin_state().as_str(),
+        "usable": s.is_usable(now),
+        "health": s.health.status().as_str(),
+        "health_consecutive_ok": s.health.consecutive_ok(),
+        "health_consecutive_failed": s.health.consecutive_failed(),
+        "health_transitions": s.health.transitions(),
+        "last_check": last_check,
+        "breaker": s.breaker.state().as_str(),
+        "breaker_open_remaining_ms": open_until.saturating_sub(now),
+        "consecutive_failures": s.breaker.consecutive_failures(),
+        "ejections": s.breaker.ejections(),
+        "in_flight": s.in_flight.load(Ordering::Relaxed),
+        "requests": s.requests.load(Ordering::Relaxed),
+        "failures": s.failures.load(Ordering::Relaxed),
+        "connect_errors": s.connect_errors.load(Ordering::Relaxed),
+        "latency_ewma_ms": f64::from(s.latency_ewma_us.load(Ordering::Relaxed)) / 1000.0,
+    })
+}

@@ -1,0 +1,98 @@
+//! Backend selection: which usable backend of a pool takes the next request.
+//!
+//! Each algorithm is built once per config snapshot from the pool's backends and then
+//! answers [`Balancer::pick`] with a predicate saying which indexes are usable right
+//! now (health, breaker, drain, and backends already tried by this request), so the
+//! algorithms stay pure and testable without sockets.
+
+mod hash_ring;
+mod least_request;
+mod round_robin;
+mod weighted;
+
+use std::time::Duration;
+
+pub use hash_ring::{HashRing, hash_key};
+pub use least_request::LeastRequest;
+pub use round_robin::RoundRobin;
+pub use weighted::SmoothWeighted;
+
+use crate::config::BalanceKind;
+use crate::upstream::Backend;
+
+/// Per-request input to selection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickContext {
+    /// Hash of the request key for consistent hashing (`None` when the key is absent).
+    pub hash: Option<u64>,
+    /// Milliseconds on [`crate::clock`].
+    pub now_ms: u64,
+    /// The pool's slow-start window, if any.
+    pub slow_start: Option<Duration>,
+}
+
+/// A pool's selection algorithm with its state.
+#[derive(Debug)]
+pub enum Balancer {
+    RoundRobin(RoundRobin),
+    Weighted(SmoothWeighted),
+    LeastRequest(LeastRequest),
+    Hash(HashRing),
+}
+
+impl Balancer {
+    /// Builds the algorithm for `backends`.
+    pub fn build(kind: &BalanceKind, backends: &[Backend]) -> Self {
+        match kind {
+            BalanceKind::RoundRobin => Balancer::RoundRobin(RoundRobin::default()),
+            BalanceKind::Weighted => Balancer::Weighted(SmoothWeighted::new(backends.len())),
+            BalanceKind::LeastRequest => Balancer::LeastRequest(LeastRequest),
+            BalanceKind::Hash(_) => Balancer::Hash(HashRing::build(backends)),
+        }
+    }
+
+    /// Chooses the index of a usable backend, or `None` when none is usable.
+    pub fn pick(
+        &self,
+        backends: &[Backend],
+        ctx: &PickContext,
+        usable: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        if backends.is_empty() {
+            return None;
+        }
+        match self {
+            Balancer::RoundRobin(rr) => rr.pick(backends, ctx, usable),
+            Balancer::Weighted(w) => w.pick(backends, ctx, usable),
+            Balancer::LeastRequest(lr) => lr.pick(backends, ctx, usable),
+            Balancer::Hash(ring) => match ctx.hash {
+                Some(h) => ring.pick(h, usable),
+                None => RoundRobin::default().pick(backends, ctx, usable),
+            },
+        }
+    }
+}
+
+/// Whether slow start lets this backend take a request now: a recovering backend is
+/// skipped with probability `1 - factor`, so its share ramps up over the window.
+pub(crate) fn slow_start_admits(backend: &Backend, ctx: &PickContext) -> bool {
+    if ctx.slow_start.is_none() {
+        return true;
+    }
+    let factor = backend.state.slow_start_factor(ctx.slow_start, ctx.now_ms);
+    factor >= 1.0 || fastrand::f64() < factor
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::upstream::Backend;
+
+    /// `n` backends on 10.0.0.x:80 with the given weights.
+    pub fn backends(weights: &[u32]) -> Vec<Backend> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Backend::new(format!("10.0.0.{}:80", i + 1).parse().unwrap(), *w))
+            .collect()
+    }
+}

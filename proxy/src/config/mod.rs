@@ -1,0 +1,286 @@
+//! Loading and validating the config file into a [`Config`] the runtime can trust.
+//!
+//! Two stages, like sozu's `FileConfig` → `Config`: [`file`] holds the serde shape of
+//! the TOML, [`validate`] checks it as a whole (references, ranges, duplicates) and
+//! produces the typed values below. Nothing here opens sockets or spawns tasks.
+
+mod duration;
+mod error;
+pub mod file;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+
+pub use duration::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
+pub use error::{ConfigError, Problem, line_column};
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from, for messages (`<demo>` for the embedded one).
+    pub source: PathBuf,
+    pub admin: AdminConfig,
+    pub limits: Limits,
+    pub listeners: Vec<ListenerConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates config text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file: file::FileConfig =
+            toml::from_str(text).map_err(|e| error::Reporter::from_toml(path, text, &e))?;
+        validate::validate(path, text, file)
+    }
+}
+
+/// The admin listener's settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// Timeouts and caps; defaults follow `shared/reference/limits-and-defaults.md`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A client must send a whole request head within this time.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Largest request head accepted; beyond it the client gets 431.
+    pub max_header_bytes: usize,
+    /// Most header fields accepted; beyond it the client gets 431.
+    pub max_headers: usize,
+    /// Client connections accepted at once across all listeners.
+    pub max_connections: usize,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub drain_timeout: Duration,
+    /// Upstream TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per backend.
+    pub upstream_idle_per_backend: usize,
+    /// How long an idle upstream connection is kept.
+    pub upstream_idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
+            drain_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(3),
+            upstream_idle_per_backend: 64,
+            upstream_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// A traffic listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+}
+
+/// Certificate chain and key files (PEM) for a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A named route from (listener, host, path prefix) to a pool.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub listener: String,
+    /// Lower-cased host without port; `None` matches any host.
+    pub host: Option<String>,
+    /// Always starts with `/`; `/` matches everything.
+    pub path_prefix: String,
+    pub pool: String,
+}
+
+/// A pool of backends and its policies.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub balance: BalanceKind,
+    pub backends: Vec<BackendConfig>,
+    pub health: Option<HealthConfig>,
+    pub breaker: BreakerConfig,
+    pub retry: RetryConfig,
+    pub failover: FailoverConfig,
+}
+
+/// A backend as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+/// The load-balancing algorithm of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BalanceKind {
+    /// Each backend in turn.
+    RoundRobin,
+    /// Smooth weighted round-robin (nginx's algorithm).
+    Weighted,
+    /// Power of two random choices by in-flight requests per weight.
+    LeastRequest,
+    /// Consistent hashing on a request key.
+    Hash(HashOn),
+}
+
+/// The request key consistent hashing uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(HeaderName),
+    Cookie(String),
+    ClientIp,
+}
+
+/// Active health checking of each backend.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub probe: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Fraction of `interval` (0.0..=0.5) by which each probe is spread.
+    pub jitter: f64,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+/// What a health probe does.
+#[derive(Debug, Clone)]
+pub enum ProbeKind {
+    /// Connect only.
+    Tcp,
+    /// An HTTP request whose status (and optionally body) is checked.
+    Http {
+        method: http::Method,
+        path: String,
+        host: Option<String>,
+        expect_status: Vec<RangeInclusive<u16>>,
+        expect_body: Option<String>,
+    },
+}
+
+/// Passive outlier detection settings.
+#[derive(Debug, Clone)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker (0 disables this trigger).
+    pub consecutive_failures: u32,
+    /// Failure ratio over `window` that opens the breaker (`None` disables it).
+    pub error_rate: Option<f64>,
+    pub min_requests: u32,
+    pub window: Duration,
+    pub open_for: Duration,
+    pub max_open_for: Duration,
+    pub half_open_requests: u32,
+    pub max_ejected_percent: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            error_rate: None,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(300),
+            half_open_requests: 3,
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// Which failures of an attempt may be retried on another backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryOn {
+    pub connect_failure: bool,
+    pub reset: bool,
+    pub timeout: bool,
+    pub status_502: bool,
+    pub status_503: bool,
+    pub status_504: bool,
+}
+
+impl RetryOn {
+    /// Whether a response status is retryable under this policy.
+    pub fn status(&self, status: u16) -> bool {
+        match status {
+            502 => self.status_502,
+            503 => self.status_503,
+            504 => self.status_504,
+            _ => false,
+        }
+    }
+}
+
+/// Retry policy of a pool.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Extra tries after the first, each on a backend not tried yet.
+    pub attempts: u32,
+    pub on: RetryOn,
+    pub per_try_timeout: Duration,
+    /// Retries may add at most this share (percent) of the pool's request rate.
+    pub budget_percent: u32,
+    pub backoff: Duration,
+    /// Request bodies up to this size are buffered so they can be replayed.
+    pub buffer_body: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            on: RetryOn {
+                connect_failure: true,
+                reset: true,
+                timeout: true,
+                status_502: false,
+                status_503: false,
+                status_504: false,
+            },
+            per_try_timeout: Duration::from_secs(15),
+            budget_percent: 20,
+            backoff: Duration::from_millis(25),
+            buffer_body: 64 * 1024,
+        }
+    }
+}
+
+/// What to do when the pool has no usable backend.
+#[derive(Debug, Clone, Default)]
+pub struct FailoverConfig {
+    pub backup: Option<String>,
+    pub slow_start: Option<Duration>,
+    /// Below this percentage of usable backends, spread over all of them (Envoy's panic mode).
+    pub panic_threshold: Option<u32>,
+}

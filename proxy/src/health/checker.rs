@@ -1,0 +1,149 @@
+//! Runs one probe loop per backend of every pool with a `[health]` table, and keeps
+//! the set of loops in step with the live snapshot across reloads.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{CheckRecord, HealthEvaluator, HealthStatus, NativeEvaluator, Verdict, probe};
+use crate::clock;
+use crate::config::HealthConfig;
+use crate::metrics::Metrics;
+use crate::state::Snapshot;
+use crate::upstream::Backend;
+
+struct Running {
+    fingerprint: String,
+    cancel: CancellationToken,
+}
+
+/// Owns the probe loops; [`HealthSupervisor::sync`] starts, restarts and stops them.
+pub struct HealthSupervisor {
+    tasks: Mutex<HashMap<(Arc<str>, SocketAddr), Running>>,
+    metrics: Arc<Metrics>,
+    evaluator: Arc<dyn HealthEvaluator>,
+    shutdown: CancellationToken,
+}
+
+impl HealthSupervisor {
+    /// A supervisor whose loops all stop when `shutdown` fires.
+    pub fn new(metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
+        Self {
+            tasks: Mutex::new(HashMap::new()),
+            metrics,
+            evaluator: Arc::new(NativeEvaluator),
+            shutdown,
+        }
+    }
+
+    /// Makes the running loops match `snapshot`: new backends get a loop, removed ones
+    /// lose theirs, and a changed `[health]` table restarts the pool's loops. Backends
+    /// whose check did not change keep their loop and state.
+    pub fn sync(&self, snapshot: &Snapshot) {
+        let mut wanted: HashMap<(Arc<str>, SocketAddr), (Backend, HealthConfig)> = HashMap::new();
+        for pool in snapshot.pools.iter_sorted() {
+            let Some(health) = &pool.config.health else {
+                continue;
+            };
+            for backend in &pool.backends {
+                wanted.insert(
+                    (Arc::clone(&pool.name), backend.address),
+                    (backend.clone(), health.clone()),
+                );
+            }
+        }
+        let mut tasks = self.tasks.lock();
+        tasks.retain(|key, running| {
+            let keep = wanted
+                .get(key)
+                .is_some_and(|(_, cfg)| format!("{cfg:?}") == running.fingerprint);
+            if !keep {
+                running.cancel.cancel();
+            }
+            keep
+        });
+        for (key, (backend, config)) in wanted {
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            let cancel = self.shutdown.child_token();
+            tasks.insert(
+                key.clone(),
+                Running {
+                    fingerprint: format!("{config:?}"),
+                    cancel: cancel.clone(),
+                },
+            );
+            let metrics = Arc::clone(&self.metrics);
+            let evaluator = Arc::clone(&self.evaluator);
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = check_loop(key.0, backend, config, metrics, evaluator) => {}
+                    () = cancel.cancelled() => {}
+                }
+            });
+        }
+    }
+}
+
+async fn check_loop(
+    pool: Arc<str>,
+    backend: Backend,
+    config: HealthConfig,
+    metrics: Arc<Metrics>,
+    evaluator: Arc<dyn HealthEvaluator>,
+) {
+    // Spread the first probes of many backends over a fraction of the interval.
+    let first = config.interval.mul_f64(config.jitter * fastrand::f64());
+    tokio::time::sleep(first.min(Duration::from_millis(100))).await;
+    loop {
+        let report = probe(&config.probe, backend.address, config.timeout).await;
+        let verdict = evaluator.evaluate(&config, &report);
+        let (ok, result) = match &verdict {
+            Verdict::Up => (true, "ok".to_string()),
+            Verdict::Degraded(p) => (true, format!("degraded {p}%")),
+            Verdict::Down(reason) => (false, reason.clone()),
+        };
+        if let Verdict::Degraded(p) = verdict {
+            backend.state.health.set_weight_percent(p);
+        } else if ok {
+            backend.state.health.set_weight_percent(100);
+        }
+        let record = CheckRecord {
+            result: result.clone(),
+            latency: report.latency,
+            at_ms: clock::now_ms(),
+        };
+        let before = backend.state.health.status();
+        if let Some(now) = backend
+            .state
+            .health
+            .observe(record, ok, config.rise, config.fall)
+        {
+            metrics.health_transition(&pool, &backend.key, now);
+            match now {
+                HealthStatus::Down => warn!(pool = %pool, backend = %backend.key, reason = %result,
+                    latency_ms = report.latency.as_millis() as u64, "backend is DOWN"),
+                HealthStatus::Up => {
+                    if before == HealthStatus::Down {
+                        backend
+                            .state
+                            .usable_since_ms
+                            .store(clock::now_ms(), Ordering::Relaxed);
+                    }
+                    info!(pool = %pool, backend = %backend.key, latency_ms = report.latency.as_millis() as u64,
+                        "backend is UP");
+                }
+                HealthStatus::Unknown => {}
+            }
+        }
+        let spread = 1.0 + config.jitter * (2.0 * fastrand::f64() - 1.0);
+        tokio::time::sleep(config.interval.mul_f64(spread)).await;
+    }
+}

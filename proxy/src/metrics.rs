@@ -1,0 +1,389 @@
+//! Every Prometheus metric the proxy exports, defined in one place.
+//!
+//! Request-path metrics are pre-resolved per route when a snapshot is built (no label
+//! hashing or allocation per request). Per-backend state (up, breaker, in-flight) is
+//! read from the live snapshot at scrape time by a collector, so removed backends
+//! disappear from `/metrics` without bookkeeping.
+
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::breaker::BreakerState;
+use crate::clock;
+use crate::health::HealthStatus;
+use crate::state::Snapshot;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteClassLabels {
+    route: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    pool: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    pool: String,
+    backend: String,
+    to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Handles for one route, resolved once per snapshot.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    /// Counts a finished request.
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+/// The registry and the metric families.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteClassLabels, Counter>,
+    duration: Family<RouteLabels, Histogram>,
+    in_flight: Gauge,
+    connect_errors: Family<BackendLabels, Counter>,
+    retries: Family<PoolLabels, Counter>,
+    unavailable: Family<PoolLabels, Counter>,
+    failovers: Family<PoolLabels, Counter>,
+    health_transitions: Family<TransitionLabels, Counter>,
+    breaker_transitions: Family<TransitionLabels, Counter>,
+    client_errors: Family<KindLabels, Counter>,
+    reloads: Family<KindLabels, Counter>,
+    snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family under the `switchyard` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchyard");
+        let requests = Family::<RouteClassLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route and status class",
+            requests.clone(),
+        );
+        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to the end of the response body, by route",
+            duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "Requests being proxied right now",
+            in_flight.clone(),
+        );
+        let connect_errors = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "upstream_connect_errors",
+            "Failed TCP connects to a backend",
+            connect_errors.clone(),
+        );
+        let retries = Family::<PoolLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Attempts retried on another backend",
+            retries.clone(),
+        );
+        let unavailable = Family::<PoolLabels, Counter>::default();
+        registry.register(
+            "no_backend",
+            "Requests answered 503 because no backend was usable",
+            unavailable.clone(),
+        );
+        let failovers = Family::<PoolLabels, Counter>::default();
+        registry.register(
+            "failovers",
+            "Requests sent to a backup pool because this pool had no usable backend",
+            failovers.clone(),
+        );
+        let health_transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "health_transitions",
+            "Active health check state changes",
+            health_transitions.clone(),
+        );
+        let breaker_transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker state changes",
+            breaker_transitions.clone(),
+        );
+        let client_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "client_errors",
+            "Malformed or abandoned client requests, by kind",
+            client_errors.clone(),
+        );
+        let reloads = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reload attempts, by result",
+            reloads.clone(),
+        );
+        let snapshot = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(BackendCollector {
+            snapshot: Arc::clone(&snapshot),
+        }));
+        Self {
+            registry,
+            requests,
+            duration,
+            in_flight,
+            connect_errors,
+            retries,
+            unavailable,
+            failovers,
+            health_transitions,
+            breaker_transitions,
+            client_errors,
+            reloads,
+            snapshot,
+        }
+    }
+
+    /// Lets the scrape-time collector read live backend state.
+    pub fn attach(&self, snapshot: Arc<ArcSwap<Snapshot>>) {
+        let _ = self.snapshot.set(snapshot);
+    }
+
+    /// Pre-resolved handles for a route.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let by_class = STATUS_CLASSES.map(|class| {
+            self.requests
+                .get_or_create(&RouteClassLabels {
+                    route: route.to_string(),
+                    class,
+                })
+                .clone()
+        });
+        let duration = self
+            .duration
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .clone();
+        RouteMetrics { by_class, duration }
+    }
+
+    /// The global in-flight gauge.
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// Counts a failed connect to a backend.
+    pub fn connect_error(&self, pool: &str, backend: &str) {
+        self.connect_errors
+            .get_or_create(&BackendLabels {
+                pool: pool.to_string(),
+                backend: backend.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a retry in a pool.
+    pub fn retry(&self, pool: &str) {
+        self.retries.get_or_create(&pool_labels(pool)).inc();
+    }
+
+    /// Counts a request refused for lack of a usable backend.
+    pub fn no_backend(&self, pool: &str) {
+        self.unavailable.get_or_create(&pool_labels(pool)).inc();
+    }
+
+    /// Counts a request moved to the backup pool.
+    pub fn failover(&self, pool: &str) {
+        self.failovers.get_or_create(&pool_labels(pool)).inc();
+    }
+
+    /// Counts a health state change.
+    pub fn health_transition(&self, pool: &str, backend: &str, to: HealthStatus) {
+        self.health_transitions
+            .get_or_create(&TransitionLabels {
+                pool: pool.to_string(),
+                backend: backend.to_string(),
+                to: to.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a breaker state change.
+    pub fn breaker_transition(&self, pool: &str, backend: &str, to: BreakerState) {
+        self.breaker_transitions
+            .get_or_create(&TransitionLabels {
+                pool: pool.to_string(),
+                backend: backend.to_string(),
+                to: to.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a malformed or abandoned client request.
+    pub fn client_error(&self, kind: &'static str) {
+        self.client_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts a config reload by result (`ok` or `failed`).
+    pub fn reload(&self, result: &'static str) {
+        self.reloads
+            .get_or_create(&KindLabels { kind: result })
+            .inc();
+    }
+
+    /// Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn pool_labels(pool: &str) -> PoolLabels {
+    PoolLabels {
+        pool: pool.to_string(),
+    }
+}
+
+/// Reads per-backend state from the live snapshot on each scrape.
+#[derive(Debug)]
+struct BackendCollector {
+    snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
+}
+
+impl Collector for BackendCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(shared) = self.snapshot.get() else {
+            return Ok(());
+        };
+        let snapshot = shared.load_full();
+        let now = clock::now_ms();
+        let pools = snapshot.pools.iter_sorted();
+
+        let gauge = |encoder: &mut DescriptorEncoder,
+                     name: &str,
+                     help: &str,
+                     value: &dyn Fn(&crate::upstream::Backend) -> i64|
+         -> Result<(), std::fmt::Error> {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for pool in &pools {
+                for b in &pool.backends {
+                    let labels = [("pool", pool.name.as_ref()), ("backend", b.key.as_ref())];
+                    ConstGauge::new(value(b)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            Ok(())
+        };
+        gauge(
+            &mut encoder,
+            "backend_up",
+            "1 unless active health checks say the backend is down",
+            &|b| i64::from(b.state.health.status() != HealthStatus::Down),
+        )?;
+        gauge(
+            &mut encoder,
+            "backend_usable",
+            "1 when the backend may take new requests (health, breaker and admin state)",
+            &|b| i64::from(b.state.is_usable(now)),
+        )?;
+        gauge(
+            &mut encoder,
+            "backend_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            &|b| b.state.breaker.state() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "backend_in_flight",
+            "Requests in flight to the backend",
+            &|b| i64::from(b.state.in_flight.load(std::sync::atomic::Ordering::Relaxed)),
+        )?;
+        gauge(
+            &mut encoder,
+            "backend_weight",
+            "Current weight of the backend",
+            &|b| i64::from(b.state.weight.load(std::sync::atomic::Ordering::Relaxed)),
+        )?;
+
+        let mut ejections = encoder.encode_descriptor(
+            "backend_ejections",
+            "Times the circuit breaker ejected the backend",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for pool in &pools {
+            for b in &pool.backends {
+                let labels = [("pool", pool.name.as_ref()), ("backend", b.key.as_ref())];
+                ConstCounter::new(b.state.breaker.ejections())
+                    .encode(ejections.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut usable = encoder.encode_descriptor(
+            "pool_usable_backends",
+            "Backends of the pool that may take new requests",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for pool in &pools {
+            let labels = [("pool", pool.name.as_ref())];
+            ConstGauge::new(pool.usable_count(now) as i64)
+                .encode(usable.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

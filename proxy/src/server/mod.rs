@@ -1,0 +1,276 @@
+//! The running proxy: listeners, admin endpoint, health checks and the live snapshot,
+//! with config application (start and reload) and graceful shutdown.
+
+mod activity;
+mod listener;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use activity::{ActivityIo, ConnActivity, Expiry};
+pub use listener::bind;
+pub use tls::TlsError;
+
+use crate::config::{Config, ListenerConfig};
+use crate::health::HealthSupervisor;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::state::Snapshot;
+use crate::upstream::UpstreamClient;
+
+/// Why the server could not start or apply a config.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener `{name}`: cannot listen on {address}: {source}")]
+    Bind {
+        name: String,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listener `{name}`: {source}")]
+    Tls {
+        name: String,
+        #[source]
+        source: TlsError,
+    },
+}
+
+/// Settings that come from the command line rather than the config file.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Emit one access-log line per request.
+    pub access_log: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { access_log: true }
+    }
+}
+
+struct RunningListener {
+    config: ListenerConfig,
+    address: SocketAddr,
+    stop: CancellationToken,
+}
+
+/// A started proxy. Cheap to share (`Arc<Server>`); the admin API and the reloader use it.
+pub struct Server {
+    proxy: Arc<Proxy>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    listeners: Mutex<HashMap<String, RunningListener>>,
+    apply_lock: tokio::sync::Mutex<()>,
+    health: HealthSupervisor,
+    connections: Arc<Semaphore>,
+    tracker: TaskTracker,
+    drain: CancellationToken,
+    shutdown: CancellationToken,
+    ready: AtomicBool,
+    admin_address: Mutex<Option<SocketAddr>>,
+}
+
+impl Server {
+    /// Binds every listener of `config` and starts serving. The admin listener is
+    /// started separately by [`crate::admin::start`].
+    pub async fn start(config: Config, options: ServerOptions) -> Result<Arc<Server>, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+            config.clone(),
+            None,
+            &metrics,
+        )));
+        metrics.attach(Arc::clone(&snapshot));
+        let proxy = Arc::new(Proxy {
+            snapshot: Arc::clone(&snapshot),
+            client: UpstreamClient::new(&config.limits),
+            metrics: Arc::clone(&metrics),
+            access_log: options.access_log,
+        });
+        let shutdown = CancellationToken::new();
+        let server = Arc::new(Server {
+            proxy,
+            snapshot: Arc::clone(&snapshot),
+            listeners: Mutex::new(HashMap::new()),
+            apply_lock: tokio::sync::Mutex::new(()),
+            health: HealthSupervisor::new(Arc::clone(&metrics), shutdown.child_token()),
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            tracker: TaskTracker::new(),
+            drain: CancellationToken::new(),
+            shutdown,
+            ready: AtomicBool::new(false),
+            admin_address: Mutex::new(None),
+        });
+        server.sync_listeners(&config)?;
+        server.health.sync(&server.snapshot.load());
+        server.ready.store(true, Ordering::Release);
+        Ok(server)
+    }
+
+    /// Applies a new, already validated config: listeners are started or stopped as
+    /// needed (unchanged ones keep their sockets), then the new snapshot is published
+    /// in one swap with backend state carried over, then health loops are re-synced.
+    /// On error nothing is changed.
+    pub async fn apply(&self, config: Config) -> Result<(), StartError> {
+        let _serialised = self.apply_lock.lock().await;
+        let old = self.snapshot.load_full();
+        let next = Snapshot::build(config.clone(), Some(&old), &self.proxy.metrics);
+        self.prepare_listeners(&config)?;
+        self.snapshot.store(Arc::new(next));
+        self.sync_listeners(&config)?;
+        self.health.sync(&self.snapshot.load());
+        info!(source = %config.source.display(), "configuration applied");
+        Ok(())
+    }
+
+    /// Checks that every new listener can bind before anything is changed.
+    fn prepare_listeners(&self, config: &Config) -> Result<(), StartError> {
+        let running = self.listeners.lock();
+        for l in &config.listeners {
+            let unchanged = running.get(&l.name).is_some_and(|r| r.config == *l);
+            let moved_within = running
+                .values()
+                .any(|r| r.config.listen == l.listen && l.listen.port() != 0);
+            if !unchanged && !moved_within {
+                let probe = bind(l.listen).map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    address: l.listen,
+                    source,
+                })?;
+                drop(probe);
+            }
+            if let Some(tls) = &l.tls {
+                tls::acceptor(tls).map_err(|source| StartError::Tls {
+                    name: l.name.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_listeners(&self, config: &Config) -> Result<(), StartError> {
+        let mut running = self.listeners.lock();
+        running.retain(|name, r| {
+            let keep = config
+                .listeners
+                .iter()
+                .any(|l| &l.name == name && *l == r.config);
+            if !keep {
+                info!(listener = %name, address = %r.address, "listener stopped");
+                r.stop.cancel();
+            }
+            keep
+        });
+        let limits = config.limits.clone();
+        for l in &config.listeners {
+            if running.contains_key(&l.name) {
+                continue;
+            }
+            let tls = l
+                .tls
+                .as_ref()
+                .map(tls::acceptor)
+                .transpose()
+                .map_err(|source| StartError::Tls {
+                    name: l.name.clone(),
+                    source,
+                })?;
+            let socket = bind(l.listen).map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                address: l.listen,
+                source,
+            })?;
+            let address = socket.local_addr().unwrap_or(l.listen);
+            let stop = self.shutdown.child_token();
+            let ctx = listener::ListenerContext {
+                name: l.name.as_str().into(),
+                tls,
+                proxy: Arc::clone(&self.proxy),
+                limits: limits.clone(),
+                connections: Arc::clone(&self.connections),
+                tracker: self.tracker.clone(),
+                stop_accepting: stop.clone(),
+                drain: self.drain.clone(),
+            };
+            info!(listener = %l.name, %address, tls = l.tls.is_some(), "listening");
+            self.tracker.spawn(listener::accept_loop(socket, ctx));
+            running.insert(
+                l.name.clone(),
+                RunningListener {
+                    config: l.clone(),
+                    address,
+                    stop,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The bound address of a traffic listener (useful with port 0).
+    pub fn listener_address(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.lock().get(name).map(|l| l.address)
+    }
+
+    /// The live snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.proxy.metrics
+    }
+
+    /// Config loaded and listeners up (and not shutting down).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
+    }
+
+    /// Records where the admin listener ended up.
+    pub fn set_admin_address(&self, address: SocketAddr) {
+        *self.admin_address.lock() = Some(address);
+    }
+
+    /// The admin listener's bound address, once started.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        *self.admin_address.lock()
+    }
+
+    /// A token cancelled when shutdown begins; background tasks hang off it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests finish for up to
+    /// `deadline`, then return. `true` when everything finished in time.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        self.ready.store(false, Ordering::Release);
+        self.shutdown.cancel();
+        self.drain.cancel();
+        self.tracker.close();
+        let drained = tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok();
+        if drained {
+            info!("all connections drained");
+        } else {
+            tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "drain deadline passed with requests still in flight"
+            );
+        }
+        drained
+    }
+}

@@ -1,0 +1,56 @@
+//! The immutable snapshot every request reads: routers, pools and their policies.
+//!
+//! A snapshot is built whole from a validated [`Config`] and published with one
+//! `ArcSwap::store`, so no request ever sees half a config. Backend state (health,
+//! breaker, counters, runtime weight) is carried from the previous snapshot by pool
+//! name and address, the way Pingora's `Backends::do_update` reuses health by key,
+//! but in a single swap.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::router::{Route, Router};
+use crate::upstream::PoolSet;
+
+/// One consistent view of the configuration and its runtime objects.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    routers: HashMap<String, Router>,
+    pub pools: PoolSet,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing backend state from `previous`.
+    pub fn build(config: Config, previous: Option<&Snapshot>, metrics: &Metrics) -> Snapshot {
+        let pools = PoolSet::build(config.pools.values(), previous.map(|p| &p.pools));
+        let mut routers: HashMap<String, Router> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), Router::default()))
+            .collect();
+        for r in &config.routes {
+            let route = Arc::new(Route {
+                name: r.name.as_str().into(),
+                pool: r.pool.as_str().into(),
+                path_prefix: r.path_prefix.clone(),
+                metrics: metrics.route(&r.name),
+            });
+            if let Some(router) = routers.get_mut(&r.listener) {
+                router.add(r.host.as_deref(), route);
+            }
+        }
+        Snapshot {
+            config: Arc::new(config),
+            routers,
+            pools,
+        }
+    }
+
+    /// The router of a listener.
+    pub fn router(&self, listener: &str) -> Option<&Router> {
+        self.routers.get(listener)
+    }
+}

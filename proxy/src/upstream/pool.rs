@@ -1,0 +1,165 @@
+//! A pool: its backends, its balancer and its policies, as of one config snapshot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::balance::{Balancer, PickContext};
+use crate::breaker::BreakerState;
+use crate::config::PoolConfig;
+use crate::upstream::{Backend, BackendState};
+
+/// One retry costs this many milli-tokens; each first attempt deposits
+/// `budget_percent * 10`, so 20 % means one retry per five requests.
+const RETRY_COST: i64 = 1000;
+/// A pool starts with (and may save up to) this many retries, so a quiet pool can
+/// still retry a single failure.
+const RETRY_RESERVE: i64 = 10 * RETRY_COST;
+const RETRY_CAP: i64 = 100 * RETRY_COST;
+
+/// A pool of interchangeable backends.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: Arc<str>,
+    pub config: PoolConfig,
+    pub backends: Vec<Backend>,
+    pub balancer: Balancer,
+    retry_tokens: AtomicI64,
+}
+
+impl Pool {
+    /// Builds a pool, reusing the state of backends that `previous` already had.
+    pub fn build(config: PoolConfig, previous: Option<&Pool>) -> Self {
+        let backends: Vec<Backend> = config
+            .backends
+            .iter()
+            .map(|b| {
+                let kept = previous.and_then(|p| {
+                    let old = p.backends.iter().find(|o| o.address == b.address)?;
+                    let old_config_weight = p
+                        .config
+                        .backends
+                        .iter()
+                        .find(|c| c.address == b.address)
+                        .map(|c| c.weight);
+                    if old_config_weight != Some(b.weight) {
+                        old.state.weight.store(b.weight, Ordering::Relaxed);
+                    }
+                    Some(Arc::clone(&old.state))
+                });
+                match kept {
+                    Some(state) => Backend::with_state(b.address, state),
+                    None => Backend::with_state(b.address, Arc::new(BackendState::new(b.weight))),
+                }
+            })
+            .collect();
+        if config.health.is_none() {
+            for b in &backends {
+                b.state.health.reset();
+            }
+        }
+        let balancer = Balancer::build(&config.balance, &backends);
+        Self {
+            name: config.name.as_str().into(),
+            retry_tokens: AtomicI64::new(
+                previous.map_or(RETRY_RESERVE, |p| p.retry_tokens.load(Ordering::Relaxed)),
+            ),
+            config,
+            backends,
+            balancer,
+        }
+    }
+
+    /// Picks a usable backend not rejected by `exclude`.
+    pub fn pick(&self, ctx: &PickContext, exclude: impl Fn(usize) -> bool) -> Option<usize> {
+        let now = ctx.now_ms;
+        let panic = self.in_panic_mode(now);
+        self.balancer.pick(&self.backends, ctx, |i| {
+            !exclude(i) && (panic || self.backends[i].state.is_usable(now))
+        })
+    }
+
+    /// Backends that could take a request right now.
+    pub fn usable_count(&self, now_ms: u64) -> usize {
+        self.backends
+            .iter()
+            .filter(|b| b.state.is_usable(now_ms))
+            .count()
+    }
+
+    /// Envoy's panic threshold: when too few backends are usable, spread over all of
+    /// them rather than overload the few that are left.
+    fn in_panic_mode(&self, now_ms: u64) -> bool {
+        let Some(threshold) = self.config.failover.panic_threshold else {
+            return false;
+        };
+        let total = self.backends.len();
+        total > 0 && self.usable_count(now_ms) * 100 < threshold as usize * total
+    }
+
+    /// Whether one more backend may be ejected by the breaker without exceeding
+    /// `max_ejected_percent` of the pool.
+    pub fn may_eject(&self) -> bool {
+        let total = self.backends.len();
+        let ejected = self
+            .backends
+            .iter()
+            .filter(|b| b.state.breaker.state() != BreakerState::Closed)
+            .count();
+        (ejected + 1) * 100 <= self.config.breaker.max_ejected_percent as usize * total
+    }
+
+    /// Credits the retry budget for a first attempt.
+    pub fn deposit_retry_budget(&self) {
+        let credit = i64::from(self.config.retry.budget_percent) * RETRY_COST / 100;
+        let _ = self
+            .retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t < RETRY_CAP).then(|| (t + credit).min(RETRY_CAP))
+            });
+    }
+
+    /// Takes one retry from the budget; `false` when the budget is spent.
+    pub fn withdraw_retry_budget(&self) -> bool {
+        self.retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t >= RETRY_COST).then_some(t - RETRY_COST)
+            })
+            .is_ok()
+    }
+}
+
+/// All pools of a snapshot, by name.
+#[derive(Debug, Default)]
+pub struct PoolSet {
+    pools: HashMap<Arc<str>, Arc<Pool>>,
+}
+
+impl PoolSet {
+    /// Builds every pool of the config, carrying backend state over from `previous`.
+    pub fn build<'a>(
+        configs: impl Iterator<Item = &'a PoolConfig>,
+        previous: Option<&PoolSet>,
+    ) -> Self {
+        let pools = configs
+            .map(|c| {
+                let old = previous.and_then(|p| p.get(&c.name));
+                let pool = Pool::build(c.clone(), old.map(Arc::as_ref));
+                (Arc::clone(&pool.name), Arc::new(pool))
+            })
+            .collect();
+        Self { pools }
+    }
+
+    /// The pool named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.get(name)
+    }
+
+    /// Every pool, sorted by name for stable output.
+    pub fn iter_sorted(&self) -> Vec<&Arc<Pool>> {
+        let mut pools: Vec<_> = self.pools.values().collect();
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        pools
+    }
+}
