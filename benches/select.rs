@@ -1,0 +1,3 @@
+//! Criterion benchmarks of the per-request hot path: route matching, backend selection, breaker.
+
+fn main() {}

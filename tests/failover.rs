@@ -1,0 +1,3 @@
+//! Health checks, circuit breaking, retries and failover, seen from a client.
+
+mod support;

@@ -1,0 +1,3 @@
+//! The core proxy seen from a client: balancing, streaming, protocols, headers, limits, admin.
+
+mod support;

@@ -1,0 +1,346 @@
+//! Real parts for integration tests: hyper backends on ephemeral loopback ports that
+//! can be killed, revived, slowed down or made to fail, and a real proxy in front.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use parking_lot::Mutex;
+use switchyard::config::Config;
+use switchyard::server::{Server, ServerOptions};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type TestBody = BoxBody<Bytes, BoxError>;
+
+/// How a test backend answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// 200 with the backend's name as the body.
+    Ok,
+    /// This status for every request (including /health).
+    Status(u16),
+    /// Accept, read the request, never answer.
+    Hang,
+    /// Answer after this delay.
+    Slow(Duration),
+}
+
+struct Inner {
+    name: String,
+    mode: Mutex<Mode>,
+    hits: AtomicU64,
+    connections: AtomicU64,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+/// A hyper backend on 127.0.0.1. Paths: `/headers` echoes request headers as JSON,
+/// `/echo` streams the request body back, `/big?bytes=N` streams N bytes,
+/// `/ws` accepts a WebSocket-style upgrade and echoes bytes, anything else answers per [`Mode`].
+#[derive(Clone)]
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl TestBackend {
+    /// Starts a backend on an ephemeral port.
+    pub async fn start(name: &str) -> TestBackend {
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    async fn start_on(name: &str, addr: SocketAddr) -> TestBackend {
+        let inner = Arc::new(Inner {
+            name: name.to_string(),
+            mode: Mutex::new(Mode::Ok),
+            hits: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        let backend = TestBackend { addr, inner };
+        backend.listen(addr).await
+    }
+
+    async fn listen(mut self, addr: SocketAddr) -> TestBackend {
+        let listener = bind_retrying(addr).await;
+        self.addr = listener.local_addr().unwrap();
+        let inner = Arc::clone(&self.inner);
+        let accept_inner = Arc::clone(&inner);
+        inner.tasks.lock().spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                accept_inner.connections.fetch_add(1, Ordering::Relaxed);
+                let conn_inner = Arc::clone(&accept_inner);
+                accept_inner.tasks.lock().spawn(async move {
+                    let service_inner = Arc::clone(&conn_inner);
+                    let service = service_fn(move |req| {
+                        let inner = Arc::clone(&service_inner);
+                        async move { Ok::<_, Infallible>(answer(&inner, req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        self
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Changes how it answers from now on.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.inner.mode.lock() = mode;
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> u64 {
+        self.inner.hits.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// Closes the listener and every open connection (as if the process died).
+    pub fn kill(&self) {
+        self.inner.tasks.lock().abort_all();
+    }
+
+    /// Listens again on the same port.
+    pub async fn revive(&self) -> TestBackend {
+        self.inner.tasks.lock().abort_all();
+        self.clone().listen(self.addr).await
+    }
+}
+
+async fn bind_retrying(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        if socket.bind(addr).is_ok() {
+            if let Ok(listener) = socket.listen(1024) {
+                return listener;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot bind test backend on {addr}");
+}
+
+async fn answer(inner: &Inner, mut req: Request<Incoming>) -> Response<TestBody> {
+    inner.hits.fetch_add(1, Ordering::Relaxed);
+    let mode = inner.mode.lock().clone();
+    match mode {
+        Mode::Hang => {
+            std::future::pending::<()>().await;
+        }
+        Mode::Status(code) => {
+            return text(
+                StatusCode::from_u16(code).unwrap(),
+                &inner.name,
+                format!("{} failing\n", inner.name),
+            );
+        }
+        Mode::Slow(delay) => tokio::time::sleep(delay).await,
+        Mode::Ok => {}
+    }
+    match req.uri().path() {
+        "/headers" => {
+            let map: HashMap<String, String> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            text(
+                StatusCode::OK,
+                &inner.name,
+                serde_json::to_string(&map).unwrap(),
+            )
+        }
+        "/echo" => {
+            let mut response =
+                Response::new(req.into_body().map_err(|e| Box::new(e) as BoxError).boxed());
+            response
+                .headers_mut()
+                .insert("x-backend", inner.name.parse().unwrap());
+            response
+        }
+        "/big" => {
+            let bytes: usize = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("bytes="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1 << 20);
+            let body = RepeatBody {
+                chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+                left: bytes,
+            };
+            let mut response = Response::new(body.boxed());
+            response
+                .headers_mut()
+                .insert("x-backend", inner.name.parse().unwrap());
+            response
+        }
+        "/ws" => {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let mut io = TokioIo::new(upgraded);
+                    let (mut r, mut w) = tokio::io::split(&mut io);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            let mut response =
+                Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            response
+                .headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("upgrade", "websocket".parse().unwrap());
+            response
+        }
+        _ => text(StatusCode::OK, &inner.name, inner.name.clone()),
+    }
+}
+
+/// A body of `left` bytes sent in chunks, generated on the fly.
+struct RepeatBody {
+    chunk: Bytes,
+    left: usize,
+}
+
+impl http_body::Body for RepeatBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len());
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..n)))))
+    }
+}
+
+fn text(status: StatusCode, name: &str, body: String) -> Response<TestBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("x-backend", name.parse().unwrap());
+    response
+}
+
+/// A running proxy with its traffic and admin addresses.
+pub struct TestProxy {
+    pub server: Arc<Server>,
+    pub web: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Starts a proxy from config text; `listen` and admin addresses should use port 0.
+pub async fn start_proxy(config_text: &str) -> TestProxy {
+    let config = Config::parse(Path::new("test.toml"), config_text)
+        .unwrap_or_else(|e| panic!("bad test config:\n{e}"));
+    let admin_listen = config.admin.listen;
+    let first = config.listeners[0].name.clone();
+    let server = Server::start(config, ServerOptions { access_log: false })
+        .await
+        .expect("proxy starts");
+    let admin = switchyard::admin::start(Arc::clone(&server), admin_listen).expect("admin starts");
+    let web = server.listener_address(&first).unwrap();
+    TestProxy { server, web, admin }
+}
+
+/// A config with one listener, one catch-all route and pool `app` over `backends`;
+/// `pool_extra` is appended inside `[pool.app]` (balance, tables...).
+pub fn simple_config(backends: &[&TestBackend], pool_extra: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("  {{ address = \"{}\", weight = 1 }},", b.addr))
+        .collect();
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\n\
+         [pool.app]\nbackends = [\n{}\n]\n{pool_extra}\n",
+        list.join("\n")
+    )
+}
+
+/// An HTTP/1.1 client with keep-alive.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `url`; returns status, the answering backend's name and the body.
+pub async fn get(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> (u16, String, Bytes) {
+    let response = client
+        .get(url.parse().unwrap())
+        .await
+        .expect("request reaches the proxy");
+    let status = response.status().as_u16();
+    let backend = response
+        .headers()
+        .get("x-backend")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (status, backend, body)
+}
+
+/// Polls `condition` every 20 ms until it holds or `within` passes; returns whether it held.
+pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `/status` JSON of a proxy.
+pub async fn status(proxy: &TestProxy) -> serde_json::Value {
+    let (code, _, body) = get(&client(), &format!("http://{}/status", proxy.admin)).await;
+    assert_eq!(code, 200);
+    serde_json::from_slice(&body).unwrap()
+}
