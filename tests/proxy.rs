@@ -1,3 +1,644 @@
-//! The core proxy seen from a client: balancing, streaming, protocols, headers, limits, admin.
+//! The core proxy seen from a client: balancing, streaming, protocols, headers, limits,
+//! admin, config errors and graceful drain. Everything runs on loopback against real
+//! hyper backends and a real proxy.
 
 mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn spread(proxy: &TestProxy, n: usize, path: &str) -> HashMap<String, usize> {
+    let c = client();
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let (status, backend, _) = get(&c, &format!("http://{}{path}", proxy.web)).await;
+        assert_eq!(status, 200);
+        *counts.entry(backend).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_evenly() {
+    let (a, b, c) = (
+        TestBackend::start("a").await,
+        TestBackend::start("b").await,
+        TestBackend::start("c").await,
+    );
+    let proxy = start_proxy(&simple_config(&[&a, &b, &c], "balance = \"round-robin\"")).await;
+    let counts = spread(&proxy, 300, "/").await;
+    for name in ["a", "b", "c"] {
+        assert_eq!(counts[name], 100, "{counts:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_follows_weights() {
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let config =
+        simple_config(&[&a, &b], "balance = \"weighted\"").replacen("weight = 1", "weight = 3", 1);
+    let proxy = start_proxy(&config).await;
+    let counts = spread(&proxy, 400, "/").await;
+    assert_eq!(counts["a"], 300, "{counts:?}");
+    assert_eq!(counts["b"], 100, "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_avoids_the_slow_backend() {
+    let (fast, slow) = (
+        TestBackend::start("fast").await,
+        TestBackend::start("slow").await,
+    );
+    slow.set_mode(Mode::Slow(Duration::from_millis(200)));
+    let proxy = start_proxy(&simple_config(
+        &[&fast, &slow],
+        "balance = \"least-request\"",
+    ))
+    .await;
+    let url = format!("http://{}/", proxy.web);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            for _ in 0..15 {
+                assert_eq!(get(&c, &url).await.0, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        fast.hits() > 3 * slow.hits(),
+        "fast {} slow {}",
+        fast.hits(),
+        slow.hits()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_is_sticky_and_adding_a_backend_moves_few_keys() {
+    let backends = [
+        TestBackend::start("a").await,
+        TestBackend::start("b").await,
+        TestBackend::start("c").await,
+        TestBackend::start("d").await,
+    ];
+    let refs: Vec<&TestBackend> = backends.iter().take(3).collect();
+    let proxy = start_proxy(&simple_config(
+        &refs,
+        "balance = \"hash\"\nhash_on = \"header:x-user\"",
+    ))
+    .await;
+    let c = client();
+    let owner = |users: usize| {
+        let c = c.clone();
+        let web = proxy.web;
+        async move {
+            let mut map = Vec::new();
+            for u in 0..users {
+                let req = Request::get(format!("http://{web}/"))
+                    .header("x-user", format!("user-{u}"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let resp = c.request(req).await.unwrap();
+                map.push(resp.headers()["x-backend"].to_str().unwrap().to_string());
+            }
+            map
+        }
+    };
+    let before = owner(300).await;
+    assert_eq!(
+        before,
+        owner(300).await,
+        "the same key must stay on the same backend"
+    );
+    let all: Vec<&TestBackend> = backends.iter().collect();
+    let config = switchyard::config::Config::parse(
+        std::path::Path::new("test.toml"),
+        &simple_config(&all, "balance = \"hash\"\nhash_on = \"header:x-user\""),
+    )
+    .unwrap();
+    proxy.server.apply(config).await.unwrap();
+    let after = owner(300).await;
+    let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count();
+    assert!(after.iter().any(|b| b == "d"), "the new backend gets keys");
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a == b || a == "d"),
+        "keys only move to the new backend"
+    );
+    assert!(
+        (30..=120).contains(&moved),
+        "about 1/4 of 300 keys should move, moved {moved}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways() {
+    let a = TestBackend::start("a").await;
+    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let c = client();
+    // 32 MiB down.
+    let resp = c
+        .get(
+            format!("http://{}/big?bytes={}", proxy.web, 32 << 20)
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        total += frame.unwrap().into_data().map(|d| d.len()).unwrap_or(0);
+    }
+    assert_eq!(total, 32 << 20);
+    // 8 MiB up and echoed back (above the retry buffer, so it streams).
+    let payload: Vec<u8> = (0..(8 << 20)).map(|i| (i % 251) as u8).collect();
+    let req = Request::post(format!("http://{}/echo", proxy.web))
+        .body(Full::new(Bytes::from(payload.clone())))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let echoed = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(echoed == payload, "echoed body differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_is_proxied() {
+    let a = TestBackend::start("a").await;
+    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let resp = h2
+        .get(format!("http://{}/", proxy.web).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let a = TestBackend::start("a").await;
+    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let c = client();
+    for _ in 0..50 {
+        assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    }
+    assert_eq!(a.hits(), 50);
+    assert!(
+        a.connections() <= 2,
+        "50 sequential requests used {} connections",
+        a.connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_rewritten_for_the_backend() {
+    let a = TestBackend::start("a").await;
+    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let req = Request::get(format!("http://{}/headers", proxy.web))
+        .header("host", "app.example.com")
+        .header("connection", "keep-alive, x-drop-me")
+        .header("x-drop-me", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-custom", "kept")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let generated_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let seen: HashMap<String, String> = serde_json::from_slice(&body).unwrap();
+    assert!(!seen.contains_key("x-drop-me"), "{seen:?}");
+    assert!(!seen.contains_key("keep-alive"));
+    assert!(!seen.contains_key("proxy-authorization"));
+    assert_eq!(seen["x-custom"], "kept");
+    assert_eq!(seen["host"], "app.example.com");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "app.example.com");
+    assert_eq!(seen["x-request-id"], generated_id);
+    assert_eq!(generated_id.len(), 32);
+
+    let req = Request::get(format!("http://{}/headers", proxy.web))
+        .header("x-request-id", "abc-123")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "abc-123");
+    let seen: HashMap<String, String> =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(seen["x-request-id"], "abc-123");
+}
+
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_get_431() {
+    let a = TestBackend::start("a").await;
+    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let answer = raw(proxy.web, big.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(80)]
+    );
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..120 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let answer = raw(proxy.web, many.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(80)]
+    );
+    assert_eq!(a.hits(), 0);
+    let (_, _, metrics) = get(&client(), &format!("http://{}/metrics", proxy.admin)).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("switchyard_client_errors_total{kind=\"header_too_large\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_are_cut_off_but_idle_keepalive_is_not() {
+    let a = TestBackend::start("a").await;
+    let config = simple_config(&[&a], "").replace(
+        "[[listener]]",
+        "[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"2s\"\n\n[[listener]]",
+    );
+    let proxy = start_proxy(&config).await;
+    // A slowloris client: starts a head and never finishes it.
+    let mut slow = TcpStream::connect(proxy.web).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "connection should be closed");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A keep-alive connection idle for longer than the header timeout stays usable.
+    let mut idle = TcpStream::connect(proxy.web).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "idle keep-alive connection was closed too early"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through() {
+    let a = TestBackend::start("a").await;
+    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let mut s = TcpStream::connect(proxy.web).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping through the tunnel").await.unwrap();
+    let mut echoed = vec![0u8; 23];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping through the tunnel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_longest_prefix_and_404_otherwise() {
+    let (api, web, admin_app) = (
+        TestBackend::start("api").await,
+        TestBackend::start("web").await,
+        TestBackend::start("app").await,
+    );
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"api\"\nlistener = \"web\"\npath_prefix = \"/api\"\npool = \"api\"\n\
+         [[route]]\nname = \"site\"\nlistener = \"web\"\nhost = \"www.example.com\"\npool = \"web\"\n\
+         [[route]]\nname = \"app\"\nlistener = \"web\"\nhost = \"app.example.com\"\npath_prefix = \"/\"\npool = \"app\"\n\
+         [pool.api]\nbackends = [{{ address = \"{}\" }}]\n[pool.web]\nbackends = [{{ address = \"{}\" }}]\n[pool.app]\nbackends = [{{ address = \"{}\" }}]\n",
+        api.addr, web.addr, admin_app.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let c = client();
+    let ask = |host: &'static str, path: &'static str| {
+        let c = c.clone();
+        let url = format!("http://{}{path}", proxy.web);
+        async move {
+            let req = Request::get(url)
+                .header("host", host)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = c.request(req).await.unwrap();
+            (
+                resp.status().as_u16(),
+                resp.headers()
+                    .get("x-backend")
+                    .map(|v| v.to_str().unwrap().to_string()),
+            )
+        }
+    };
+    assert_eq!(
+        ask("other.example.com", "/api/users").await,
+        (200, Some("api".into()))
+    );
+    assert_eq!(
+        ask("www.example.com", "/index.html").await,
+        (200, Some("web".into()))
+    );
+    assert_eq!(
+        ask("APP.example.com:8080", "/x").await,
+        (200, Some("app".into()))
+    );
+    assert_eq!(ask("other.example.com", "/apiary").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_usable_backend_answers_503_fast() {
+    let a = TestBackend::start("a").await;
+    a.kill();
+    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let c = client();
+    let started = Instant::now();
+    let resp = c
+        .get(format!("http://{}/", proxy.web).parse().unwrap())
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        resp.status(),
+        502,
+        "a refused connect with nothing to retry on is a bad gateway"
+    );
+    // Once the breaker has ejected it, the answer is an immediate 503 with Retry-After.
+    for _ in 0..5 {
+        let _ = c
+            .get(format!("http://{}/", proxy.web).parse().unwrap())
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    let resp = c
+        .get(format!("http://{}/", proxy.web).parse().unwrap())
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_report_health_readiness_metrics_and_status() {
+    let a = TestBackend::start("a").await;
+    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let c = client();
+    assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    assert_eq!(
+        get(&c, &format!("http://{}/health", proxy.admin)).await.0,
+        200
+    );
+    assert_eq!(
+        get(&c, &format!("http://{}/health/ready", proxy.admin))
+            .await
+            .0,
+        200
+    );
+    let (_, _, metrics) = get(&c, &format!("http://{}/metrics", proxy.admin)).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    for needle in [
+        "switchyard_requests_total{route=\"all\",class=\"2xx\"} 1",
+        "switchyard_request_duration_seconds_bucket",
+        "switchyard_requests_in_flight 0",
+        &format!(
+            "switchyard_backend_up{{pool=\"app\",backend=\"{}\"}} 1",
+            a.addr
+        ),
+        "# EOF",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+    let status = status(&proxy).await;
+    let backend = &status["pools"][0]["backends"][0];
+    assert_eq!(backend["address"], a.addr.to_string());
+    assert_eq!(backend["requests"], 1);
+    assert_eq!(backend["breaker"], "closed");
+    // The admin API is not reachable through the traffic listener.
+    let (code, backend_name, _) = get(&c, &format!("http://{}/status", proxy.web)).await;
+    assert_eq!(
+        (code, backend_name.as_str()),
+        (200, "a"),
+        "traffic goes to the backend, not the admin API"
+    );
+    // Readiness fails once the only backend is ejected.
+    a.kill();
+    for _ in 0..6 {
+        let _ = c
+            .get(format!("http://{}/", proxy.web).parse().unwrap())
+            .await;
+    }
+    assert_eq!(
+        get(&c, &format!("http://{}/health/ready", proxy.admin))
+            .await
+            .0,
+        503
+    );
+}
+
+#[test]
+fn check_reports_file_line_column_and_field() {
+    let dir = std::env::temp_dir().join(format!("switchyard-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\n\n[[route]]\nname = \"r\"\nlistener = \"web\"\npool = \"nope\"\n\n[pool.app]\nbalance = \"fastest\"\nbackends = [{ address = \"127.0.0.1:9001\" }]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:8:8: route[0].pool: no pool named `nope`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:11:11: pool.app.balance: unknown balance `fastest`"
+        )),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &bad,
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\ncolour = \"blue\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{file}:4:1")) && stderr.contains("unknown field `colour`"),
+        "{stderr}"
+    );
+
+    let good = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/switchyard.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_drain_finishes_in_flight_requests() {
+    let a = TestBackend::start("a").await;
+    a.set_mode(Mode::Slow(Duration::from_millis(800)));
+    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let url = format!("http://{}/", proxy.web);
+    let in_flight = tokio::spawn(async move { get(&client(), &url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let server = Arc::clone(&proxy.server);
+    let drained = tokio::spawn(async move { server.shutdown(Duration::from_secs(5)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        TcpStream::connect(proxy.web).await.is_err(),
+        "no new connections once draining"
+    );
+    let (status, backend, _) = in_flight.await.unwrap();
+    assert_eq!((status, backend.as_str()), (200, "a"));
+    assert!(drained.await.unwrap(), "drain finished within the deadline");
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    use std::io::{BufRead, BufReader};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(TestBackend::start("a"));
+    let dir = std::env::temp_dir().join(format!("switchyard-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("proxy.toml");
+    std::fs::write(&file, simple_config(&[&backend], "")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["--no-access-log", "--config"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listener `web` on"))
+        .expect("the proxy prints its listener");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let ok = rt.block_on(async { get(&client(), &format!("http://{addr}/")).await.0 });
+    assert_eq!(ok, 200);
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_bodies_reach_the_backend() {
+    let a = TestBackend::start("a").await;
+    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{}/echo", proxy.web))
+        .body(Full::new(Bytes::from_static(b"small body")))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "small body"
+    );
+}

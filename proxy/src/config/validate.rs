@@ -29,10 +29,8 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
     let pools = pools(&file.pools, &mut r);
     let routes = routes(&file.routes, &listeners, &pools, &mut r);
 
-    if listeners
-        .iter()
-        .any(|l| l.listen == *file.admin.listen.get_ref())
-    {
+    let admin_listen = *file.admin.listen.get_ref();
+    if admin_listen.port() != 0 && listeners.iter().any(|l| l.listen == admin_listen) {
         r.at(
             file.admin.listen.span(),
             "admin.listen",

@@ -98,7 +98,8 @@ impl Pool {
     }
 
     /// Whether one more backend may be ejected by the breaker without exceeding
-    /// `max_ejected_percent` of the pool.
+    /// `max_ejected_percent` of the pool. One ejection is always allowed (as in Envoy),
+    /// so a pool of one can still fail fast.
     pub fn may_eject(&self) -> bool {
         let total = self.backends.len();
         let ejected = self
@@ -106,7 +107,8 @@ impl Pool {
             .iter()
             .filter(|b| b.state.breaker.state() != BreakerState::Closed)
             .count();
-        (ejected + 1) * 100 <= self.config.breaker.max_ejected_percent as usize * total
+        ejected == 0
+            || (ejected + 1) * 100 <= self.config.breaker.max_ejected_percent as usize * total
     }
 
     /// Credits the retry budget for a first attempt.
