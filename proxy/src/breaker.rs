@@ -62,6 +62,11 @@ impl std::fmt::Display for TripReason {
     }
 }
 
+/// The breaker refused a request: open, or half-open with no trial left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("circuit breaker is open")]
+pub struct Rejected;
+
 /// A state change the caller should log and export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -150,12 +155,12 @@ impl Breaker {
         &self,
         config: &BreakerConfig,
         now_ms: u64,
-    ) -> Result<Option<Transition>, ()> {
+    ) -> Result<Option<Transition>, Rejected> {
         match self.state() {
             BreakerState::Closed => Ok(None),
             BreakerState::Open => {
                 if now_ms < self.open_until_ms.load(Ordering::Relaxed) {
-                    return Err(());
+                    return Err(Rejected);
                 }
                 let transition = {
                     let _guard = self.transition.lock();
@@ -176,14 +181,14 @@ impl Breaker {
         }
     }
 
-    fn take_trial_permit(&self) -> Result<(), ()> {
+    fn take_trial_permit(&self) -> Result<(), Rejected> {
         if self.state() == BreakerState::Closed {
             return Ok(());
         }
         self.trial_permits
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |p| p.checked_sub(1))
             .map(|_| ())
-            .map_err(|_| ())
+            .map_err(|_| Rejected)
     }
 
     /// Records a successful request.

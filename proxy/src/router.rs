@@ -30,7 +30,7 @@ impl Router {
             None => &mut self.any_host,
         };
         list.push(route);
-        list.sort_by(|a, b| b.path_prefix.len().cmp(&a.path_prefix.len()));
+        list.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
     }
 
     /// The route for a request's host (any case, port allowed) and path.

@@ -141,10 +141,10 @@ async fn bind_retrying(addr: SocketAddr) -> TcpListener {
     for _ in 0..100 {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_reuseaddr(true).unwrap();
-        if socket.bind(addr).is_ok() {
-            if let Ok(listener) = socket.listen(1024) {
-                return listener;
-            }
+        if socket.bind(addr).is_ok()
+            && let Ok(listener) = socket.listen(1024)
+        {
+            return listener;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -228,7 +228,7 @@ fn routes(
         )) {
             r.at(
                 s.name.span(),
-                format!("{field}"),
+                field.to_string(),
                 "another route already matches the same listener, host and path_prefix",
             );
         }
@@ -331,14 +331,14 @@ fn balance(name: &str, s: &file::PoolSection, r: &mut Reporter<'_>) -> BalanceKi
             BalanceKind::RoundRobin
         }
     };
-    if let (Some(on), false) = (&s.hash_on, matches!(kind, BalanceKind::Hash(_))) {
-        if s.balance.get_ref() != "hash" {
-            r.at(
-                on.span(),
-                format!("pool.{name}.hash_on"),
-                "hash_on only applies with balance = \"hash\"",
-            );
-        }
+    if let (Some(on), false) = (&s.hash_on, matches!(kind, BalanceKind::Hash(_)))
+        && s.balance.get_ref() != "hash"
+    {
+        r.at(
+            on.span(),
+            format!("pool.{name}.hash_on"),
+            "hash_on only applies with balance = \"hash\"",
+        );
     }
     kind
 }
@@ -411,18 +411,18 @@ fn health(field: &str, h: &file::HealthSection, r: &mut Reporter<'_>) -> HealthC
         .timeout
         .as_ref()
         .map_or(Duration::from_secs(1).min(interval), |d| d.get_ref().0);
-    if let Some(t) = &h.timeout {
-        if t.get_ref().0 >= interval {
-            r.at(
-                t.span(),
-                format!("{field}.timeout"),
-                format!(
-                    "timeout ({}) must be shorter than interval ({})",
-                    t.get_ref(),
-                    super::HumanDuration(interval)
-                ),
-            );
-        }
+    if let Some(t) = &h.timeout
+        && t.get_ref().0 >= interval
+    {
+        r.at(
+            t.span(),
+            format!("{field}.timeout"),
+            format!(
+                "timeout ({}) must be shorter than interval ({})",
+                t.get_ref(),
+                super::HumanDuration(interval)
+            ),
+        );
     }
     if interval < Duration::from_millis(10) {
         r.at(0..0, format!("{field}.interval"), "must be at least 10ms");
@@ -540,14 +540,14 @@ fn breaker(field: &str, b: &file::BreakerSection, r: &mut Reporter<'_>) -> Break
         half_open_requests: b.half_open_requests.unwrap_or(d.half_open_requests),
         max_ejected_percent: b.max_ejected_percent.unwrap_or(d.max_ejected_percent),
     };
-    if let Some(rate) = config.error_rate {
-        if !(rate > 0.0 && rate <= 1.0) {
-            r.at(
-                0..0,
-                format!("{field}.error_rate"),
-                "must be a ratio above 0 and at most 1 (e.g. 0.5)",
-            );
-        }
+    if let Some(rate) = config.error_rate
+        && !(rate > 0.0 && rate <= 1.0)
+    {
+        r.at(
+            0..0,
+            format!("{field}.error_rate"),
+            "must be a ratio above 0 and at most 1 (e.g. 0.5)",
+        );
     }
     if config.max_ejected_percent > 100 {
         r.at(

@@ -99,23 +99,21 @@ pub async fn forward(
             slow_start: pool.config.failover.slow_start,
         };
         let Some(index) = pool.pick(&ctx, |i| tried.contains(i)) else {
-            if !on_backup {
-                if let Some(backup) = pool
+            if !on_backup
+                && let Some(backup) = pool
                     .config
                     .failover
                     .backup
                     .as_deref()
                     .and_then(|name| snapshot.pools.get(name))
-                {
-                    if pool.usable_count(now) == 0 {
-                        debug!(pool = %pool.name, backup = %backup.name, "failing over to backup pool");
-                        metrics.failover(&pool.name);
-                        pool = Arc::clone(backup);
-                        on_backup = true;
-                        tried.clear();
-                        continue;
-                    }
-                }
+                && pool.usable_count(now) == 0
+            {
+                debug!(pool = %pool.name, backup = %backup.name, "failing over to backup pool");
+                metrics.failover(&pool.name);
+                pool = Arc::clone(backup);
+                on_backup = true;
+                tried.clear();
+                continue;
             }
             if last_error.is_none() {
                 metrics.no_backend(&pool.name);
@@ -127,7 +125,7 @@ pub async fn forward(
         tried.insert(index);
         let backend = pool.backends[index].clone();
         match backend.state.breaker.try_acquire(&pool.config.breaker, now) {
-            Err(()) => continue,
+            Err(_rejected) => continue,
             Ok(Some(transition)) => outcome::log_transition(&pool, &backend, transition, metrics),
             Ok(None) => {}
         }

@@ -105,10 +105,11 @@ pub fn set_forwarded(
 
 /// Returns the request's id, generating and inserting one when absent or unusable.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&REQUEST_ID) {
-        if !v.is_empty() && v.len() <= 128 {
-            return v.clone();
-        }
+    if let Some(v) = headers.get(&REQUEST_ID)
+        && !v.is_empty()
+        && v.len() <= 128
+    {
+        return v.clone();
     }
     let id = new_request_id();
     headers.insert(REQUEST_ID.clone(), id.clone());

@@ -147,12 +147,10 @@ impl Proxy {
         response
             .headers_mut()
             .insert(REQUEST_ID.clone(), request_id);
-        if switching {
-            if let Some(client_upgrade) = client_upgrade {
-                let backend_upgrade = hyper::upgrade::on(&mut response);
-                upgrade::spawn_tunnel(client_upgrade, backend_upgrade, done);
-                return response.map(|_| crate::error::full_body(bytes::Bytes::new()));
-            }
+        if switching && let Some(client_upgrade) = client_upgrade {
+            let backend_upgrade = hyper::upgrade::on(&mut response);
+            upgrade::spawn_tunnel(client_upgrade, backend_upgrade, done);
+            return response.map(|_| crate::error::full_body(bytes::Bytes::new()));
         }
         response.map(|incoming| TrackedBody::new(incoming, done).boxed())
     }
