@@ -642,3 +642,89 @@ async fn post_bodies_reach_the_backend() {
         "small body"
     );
 }
+
+/// A TLS listener with a self-signed certificate; returns the proxy and the client config roots.
+async fn tls_proxy(
+    backend: &TestBackend,
+) -> (TestProxy, rustls::RootCertStore, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-tls-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    let config = simple_config(&[backend], "").replace(
+        "listen = \"127.0.0.1:0\"\n\n[[route]]",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n\n[[route]]",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        ),
+    );
+    let proxy = start_proxy(&config).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    (proxy, roots, dir)
+}
+
+async fn tls_connect(
+    proxy: &TestProxy,
+    roots: rustls::RootCertStore,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(proxy.web).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_speaks_h2_and_http11_by_alpn() {
+    let a = TestBackend::start("a").await;
+    let (proxy, roots, dir) = tls_proxy(&a).await;
+
+    let tls = tls_connect(&proxy, roots.clone(), &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://localhost/headers")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: HashMap<String, String> =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(seen["host"], "localhost");
+
+    let tls = tls_connect(&proxy, roots, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "a");
+    let _ = std::fs::remove_dir_all(&dir);
+}
