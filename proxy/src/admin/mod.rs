@@ -2,6 +2,7 @@
 //! It is a separate socket (loopback by default) and never reachable through a
 //! traffic listener.
 
+mod control;
 mod status;
 
 use std::convert::Infallible;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -34,7 +36,7 @@ pub fn start(server: Arc<Server>, address: SocketAddr) -> std::io::Result<Socket
                 accepted = listener.accept() => accepted,
                 () = shutdown.cancelled() => break,
             };
-            let Ok((stream, _peer)) = accepted else {
+            let Ok((stream, peer)) = accepted else {
                 continue;
             };
             let server = Arc::clone(&server);
@@ -42,7 +44,7 @@ pub fn start(server: Arc<Server>, address: SocketAddr) -> std::io::Result<Socket
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
                     let server = Arc::clone(&server);
-                    async move { Ok::<_, Infallible>(handle(&server, request).await) }
+                    async move { Ok::<_, Infallible>(handle(&server, peer, request).await) }
                 });
                 if let Err(e) = builder
                     .serve_connection(TokioIo::new(stream), service)
@@ -56,8 +58,34 @@ pub fn start(server: Arc<Server>, address: SocketAddr) -> std::io::Result<Socket
     Ok(bound)
 }
 
-async fn handle(server: &Server, request: Request<Incoming>) -> Response<ProxyBody> {
-    let path = request.uri().path();
+async fn handle(
+    server: &Server,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let path = request.uri().path().to_string();
+    if let Some((pool, address, action)) = control::parse(&path) {
+        if request.method() != Method::POST {
+            let mut response =
+                text_response(StatusCode::METHOD_NOT_ALLOWED, "use POST for changes\n");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let body = match http_body_util::Limited::new(request.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return text_response(StatusCode::BAD_REQUEST, "unreadable or oversized body\n");
+            }
+        };
+        let (status, value) = control::apply(server, peer, &pool, &address, action, &body);
+        return json(status, &value);
+    }
+    let path = path.as_str();
     match (request.method(), path) {
         (&Method::GET, "/health") => text_response(StatusCode::OK, "ok\n"),
         (&Method::GET, "/health/ready") => ready(server),

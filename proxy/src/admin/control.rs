@@ -1,0 +1,144 @@
+//! Runtime control of backends during deploys: drain, enable, disable, weight.
+//! Mutations are POST only; each answers with the backend's new state and is logged
+//! with the caller's address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::info;
+
+use crate::server::Server;
+use crate::upstream::{AdminState, Backend};
+
+/// A control request the admin router recognised.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Drain,
+    Enable,
+    Disable,
+    Weight,
+}
+
+/// Parses `/pools/{pool}/backends/{address}/{action}`.
+pub fn parse(path: &str) -> Option<(String, String, Action)> {
+    let rest = path.strip_prefix("/pools/")?;
+    let mut parts = rest.split('/');
+    let pool = parts.next()?.to_string();
+    if parts.next()? != "backends" {
+        return None;
+    }
+    let address = parts.next()?.to_string();
+    let action = match parts.next()? {
+        "drain" => Action::Drain,
+        "enable" => Action::Enable,
+        "disable" => Action::Disable,
+        "weight" => Action::Weight,
+        _ => return None,
+    };
+    parts.next().is_none().then_some((pool, address, action))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    weight: u32,
+}
+
+/// Applies a control action; returns the status and JSON answer.
+pub fn apply(
+    server: &Server,
+    caller: SocketAddr,
+    pool: &str,
+    address: &str,
+    action: Action,
+    body: &Bytes,
+) -> (StatusCode, Value) {
+    let snapshot = server.snapshot();
+    let Some(p) = snapshot.pools.get(pool) else {
+        return (
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no pool named `{pool}`")}),
+        );
+    };
+    let Some(backend) = p.backends.iter().find(|b| b.key.as_ref() == address) else {
+        return (
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("pool `{pool}` has no backend {address}")}),
+        );
+    };
+    let state = &backend.state;
+    match action {
+        Action::Drain => {
+            state.set_admin_state(AdminState::Draining);
+            spawn_drain_watch(backend.clone());
+        }
+        Action::Enable => state.set_admin_state(AdminState::Active),
+        Action::Disable => state.set_admin_state(AdminState::Disabled),
+        Action::Weight => match serde_json::from_slice::<WeightBody>(body) {
+            Ok(w) if w.weight <= 10_000 => state.weight.store(w.weight, Ordering::Relaxed),
+            Ok(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "weight must be between 0 and 10000"}),
+                );
+            }
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": format!("expected a JSON body like {{\"weight\": 5}}: {e}")}),
+                );
+            }
+        },
+    }
+    let admin_state = state.settle_drain();
+    info!(caller = %caller, pool, backend = address, action = ?action, admin_state = admin_state.as_str(),
+        weight = state.weight.load(Ordering::Relaxed), "admin change");
+    (
+        StatusCode::OK,
+        json!({
+            "pool": pool,
+            "address": address,
+            "admin_state": admin_state.as_str(),
+            "weight": state.weight.load(Ordering::Relaxed),
+            "in_flight": state.in_flight.load(Ordering::Relaxed),
+        }),
+    )
+}
+
+/// Marks a draining backend `drained` once its last in-flight request ends.
+fn spawn_drain_watch(backend: Backend) {
+    let backend = Arc::new(backend);
+    tokio::spawn(async move {
+        loop {
+            match backend.state.settle_drain() {
+                AdminState::Draining => tokio::time::sleep(Duration::from_millis(20)).await,
+                AdminState::Drained => {
+                    info!(backend = %backend.key, "backend drained: no request in flight");
+                    return;
+                }
+                _ => return,
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_control_paths() {
+        assert_eq!(
+            parse("/pools/app/backends/127.0.0.1:9001/drain"),
+            Some(("app".into(), "127.0.0.1:9001".into(), Action::Drain))
+        );
+        assert_eq!(parse("/pools/app/backends/127.0.0.1:9001/explode"), None);
+        assert_eq!(parse("/pools/app/127.0.0.1:9001/drain"), None);
+    }
+}
