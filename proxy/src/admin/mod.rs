@@ -90,13 +90,26 @@ async fn handle(
         (&Method::GET, "/health") => text_response(StatusCode::OK, "ok\n"),
         (&Method::GET, "/health/ready") => ready(server),
         (&Method::GET, "/metrics") => {
-            let mut response = Response::new(full_body(Bytes::from(server.metrics().encode())));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
+            let openmetrics = request
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            let (text, content_type) = if openmetrics {
+                (
+                    server.metrics().encode(),
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+                )
+            } else {
+                (
+                    server.metrics().encode_prometheus(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            };
+            let mut response = Response::new(full_body(Bytes::from(text)));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             response
         }
         (&Method::GET, "/status") => json(StatusCode::OK, &status::status(server)),
