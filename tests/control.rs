@@ -177,3 +177,50 @@ async fn weight_and_disable_change_the_split() {
     }
     assert_eq!(b.hits(), before, "a disabled backend gets nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_is_required_when_configured_and_off_loopback() {
+    let a = TestBackend::start("a").await;
+    let open = simple_config(&[&a], "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        "[admin]\nlisten = \"0.0.0.0:0\"",
+    );
+    let err =
+        switchyard::config::Config::parse(std::path::Path::new("exposed.toml"), &open).unwrap_err();
+    assert!(
+        err.to_string().contains("exposed.toml:2:10: admin.listen")
+            && err.to_string().contains("bearer token"),
+        "{err}"
+    );
+
+    let config = simple_config(&[&a], "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"",
+    );
+    let proxy = start_proxy(&config).await;
+    let path = format!("/pools/app/backends/{}/disable", a.addr);
+    assert_eq!(admin_call(&proxy, "POST", &path, "").await.0, 401);
+    assert_eq!(
+        get(&client(), &format!("http://{}/status", proxy.admin))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        get(&client(), &format!("http://{}/health", proxy.admin))
+            .await
+            .0,
+        200,
+        "liveness stays open"
+    );
+    let req = Request::post(format!("http://{}{path}", proxy.admin))
+        .header("authorization", "Bearer wrong")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(client().request(req).await.unwrap().status(), 401);
+    let req = Request::post(format!("http://{}{path}", proxy.admin))
+        .header("authorization", "Bearer s3cret")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(client().request(req).await.unwrap().status(), 200);
+}

@@ -64,6 +64,15 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let path = request.uri().path().to_string();
+    if path != "/health" && !authorised(server, &request) {
+        warn!(caller = %peer, path, "admin request without a valid bearer token");
+        let mut response =
+            text_response(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
     if let Some((pool, address, action)) = control::parse(&path) {
         if request.method() != Method::POST {
             let mut response =
@@ -126,6 +135,26 @@ async fn handle(
             text_response(StatusCode::NOT_FOUND, "not found\n")
         }
     }
+}
+
+/// Whether the request carries the configured bearer token (always true without one).
+fn authorised(server: &Server, request: &Request<Incoming>) -> bool {
+    let snapshot = server.snapshot();
+    let Some(token) = snapshot.config.admin.token.as_deref() else {
+        return true;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(presented.as_bytes(), token.as_bytes())
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// 200 when the config is loaded and every pool has a usable backend (or a usable backup).

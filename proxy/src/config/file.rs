@@ -34,6 +34,8 @@ pub struct FileConfig {
 pub struct AdminSection {
     #[serde(default = "default_admin_listen")]
     pub listen: Spanned<SocketAddr>,
+    /// Bearer token required on admin requests; mandatory off loopback.
+    pub token: Option<String>,
 }
 
 fn default_admin_listen() -> Spanned<SocketAddr> {
@@ -44,6 +46,7 @@ impl Default for AdminSection {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            token: None,
         }
     }
 }

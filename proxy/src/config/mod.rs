@@ -54,6 +54,8 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token from `admin.token` or `SWITCHYARD_ADMIN_TOKEN`.
+    pub token: Option<String>,
 }
 
 /// Timeouts and caps; defaults follow `shared/reference/limits-and-defaults.md`.

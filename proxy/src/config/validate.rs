@@ -38,10 +38,26 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         );
     }
 
+    let token = file
+        .admin
+        .token
+        .clone()
+        .or_else(|| std::env::var("SWITCHYARD_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    if !admin_listen.ip().is_loopback() && token.is_none() {
+        r.at(
+            file.admin.listen.span(),
+            "admin.listen",
+            format!(
+                "the admin API on non-loopback address {admin_listen} needs a bearer token: set admin.token or SWITCHYARD_ADMIN_TOKEN"
+            ),
+        );
+    }
     let config = Config {
         source: path.to_path_buf(),
         admin: AdminConfig {
-            listen: *file.admin.listen.get_ref(),
+            listen: admin_listen,
+            token,
         },
         limits,
         listeners,
