@@ -224,3 +224,136 @@ async fn admin_token_is_required_when_configured_and_off_loopback() {
         .unwrap();
     assert_eq!(client().request(req).await.unwrap().status(), 200);
 }
+
+fn blue_green_config(blue: &TestBackend, green: &TestBackend) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"app\"\nlistener = \"web\"\npool = \"blue\"\n\
+         [pool.blue]\nbackends = [{{ address = \"{}\" }}]\n[pool.green]\nbackends = [{{ address = \"{}\" }}]\n",
+        blue.addr, green.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_switch_under_load_fails_nothing() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let proxy = start_proxy(&blue_green_config(&blue, &green)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for _ in 0..20 {
+        let (stop, failures) = (Arc::clone(&stop), Arc::clone(&failures));
+        let url = format!("http://{}/", proxy.web);
+        load.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                if get(&c, &url).await.0 != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        admin_call(&proxy, "GET", "/routes/app/switch", "").await.0,
+        405
+    );
+    let (code, answer) =
+        admin_call(&proxy, "POST", "/routes/app/switch", r#"{"pool": "green"}"#).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["target"]["pool"], "green");
+    // Requests already on their way to blue may still land; after that, only green.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let blue_after_switch = blue.hits();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        blue.hits(),
+        blue_after_switch,
+        "new requests reach only green"
+    );
+    assert!(green.hits() > 0);
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no request failed across the switch"
+    );
+
+    let (code, answer) = admin_call(
+        &proxy,
+        "POST",
+        "/routes/app/switch",
+        r#"{"pool": "purple"}"#,
+    )
+    .await;
+    assert_eq!(code, 400, "{answer}");
+    assert_eq!(
+        admin_call(
+            &proxy,
+            "POST",
+            "/routes/nope/switch",
+            r#"{"pool": "green"}"#
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_split_follows_percentages_and_sticky_clients_stay() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let proxy = start_proxy(&blue_green_config(&blue, &green)).await;
+    let (code, answer) = admin_call(
+        &proxy,
+        "POST",
+        "/routes/app/split",
+        r#"{"pools": {"blue": 90, "green": 10}}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let c = client();
+    for _ in 0..2000 {
+        assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    }
+    let share = green.hits() as f64 / 2000.0;
+    assert!((0.07..=0.13).contains(&share), "green got {share}");
+
+    let (code, _) = admin_call(
+        &proxy,
+        "POST",
+        "/routes/app/split",
+        r#"{"pools": {"blue": 50, "green": 50}, "sticky": "header:x-user"}"#,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let mut sides = std::collections::HashSet::new();
+    for user in 0..40 {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5 {
+            let req = Request::get(format!("http://{}/", proxy.web))
+                .header("x-user", format!("user-{user}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = c.request(req).await.unwrap();
+            seen.insert(resp.headers()["x-backend"].to_str().unwrap().to_string());
+        }
+        assert_eq!(seen.len(), 1, "user-{user} changed side: {seen:?}");
+        sides.extend(seen);
+    }
+    assert_eq!(sides.len(), 2, "sticky users land on both sides");
+    let state = status(&proxy).await;
+    assert_eq!(
+        state["routes"][0]["target"]["split"]["green"], 50,
+        "{state}"
+    );
+}

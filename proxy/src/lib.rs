@@ -23,4 +23,5 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod traffic;
 pub mod upstream;

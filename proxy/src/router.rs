@@ -9,7 +9,8 @@ use crate::metrics::RouteMetrics;
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
-    pub pool: Arc<str>,
+    /// The pool (or pools, during a canary) this route sends to.
+    pub target: crate::traffic::RouteTarget,
     pub path_prefix: String,
     pub metrics: RouteMetrics,
 }
@@ -97,7 +98,7 @@ mod tests {
     fn route(name: &str, prefix: &str) -> Arc<Route> {
         Arc::new(Route {
             name: name.into(),
-            pool: "p".into(),
+            target: crate::traffic::RouteTarget::Pool("p".into()),
             path_prefix: prefix.into(),
             metrics: crate::metrics::Metrics::new().route(name),
         })

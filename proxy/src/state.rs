@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::router::{Route, Router};
+use crate::traffic::{Overrides, RouteTarget};
 use crate::upstream::PoolSet;
 
 /// One consistent view of the configuration and its runtime objects.
@@ -19,25 +20,43 @@ use crate::upstream::PoolSet;
 pub struct Snapshot {
     pub config: Arc<Config>,
     routers: HashMap<String, Router>,
+    routes: HashMap<String, Arc<Route>>,
     pub pools: PoolSet,
 }
 
 impl Snapshot {
     /// Builds a snapshot, reusing backend state from `previous`.
-    pub fn build(config: Config, previous: Option<&Snapshot>, metrics: &Metrics) -> Snapshot {
+    pub fn build(
+        config: Config,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+        overrides: &Overrides,
+    ) -> Snapshot {
         let pools = PoolSet::build(config.pools.values(), previous.map(|p| &p.pools));
         let mut routers: HashMap<String, Router> = config
             .listeners
             .iter()
             .map(|l| (l.name.clone(), Router::default()))
             .collect();
+        let mut routes = HashMap::new();
         for r in &config.routes {
+            let target = overrides
+                .get(&r.name)
+                .filter(|o| {
+                    o.config_pool == r.pool
+                        && o.target.pools().iter().all(|p| pools.get(p).is_some())
+                })
+                .map_or_else(
+                    || RouteTarget::Pool(r.pool.as_str().into()),
+                    |o| o.target.clone(),
+                );
             let route = Arc::new(Route {
                 name: r.name.as_str().into(),
-                pool: r.pool.as_str().into(),
+                target,
                 path_prefix: r.path_prefix.clone(),
                 metrics: metrics.route(&r.name),
             });
+            routes.insert(r.name.clone(), Arc::clone(&route));
             if let Some(router) = routers.get_mut(&r.listener) {
                 router.add(r.host.as_deref(), route);
             }
@@ -45,8 +64,14 @@ impl Snapshot {
         Snapshot {
             config: Arc::new(config),
             routers,
+            routes,
             pools,
         }
+    }
+
+    /// The route named `name` (for the admin API), from any listener.
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.get(name)
     }
 
     /// The router of a listener.

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
+use crate::config::HashOn;
 use crate::server::Server;
+use crate::traffic::RouteTarget;
 use crate::upstream::{AdminState, Backend};
 
 /// A control request the admin router recognised.
@@ -141,4 +143,103 @@ mod tests {
         assert_eq!(parse("/pools/app/backends/127.0.0.1:9001/explode"), None);
         assert_eq!(parse("/pools/app/127.0.0.1:9001/drain"), None);
     }
+}
+
+/// A route-level control request: `/routes/{route}/switch` or `/routes/{route}/split`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteAction {
+    Switch,
+    Split,
+}
+
+/// Parses `/routes/{route}/{switch|split}`.
+pub fn parse_route(path: &str) -> Option<(String, RouteAction)> {
+    let rest = path.strip_prefix("/routes/")?;
+    let (route, action) = rest.split_once('/')?;
+    let action = match action {
+        "switch" => RouteAction::Switch,
+        "split" => RouteAction::Split,
+        _ => return None,
+    };
+    (!route.is_empty()).then(|| (route.to_string(), action))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    pool: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitBody {
+    pools: std::collections::BTreeMap<String, u32>,
+    sticky: Option<String>,
+}
+
+/// Applies a route switch or split; returns the status and JSON answer.
+pub async fn apply_route(
+    server: &Server,
+    caller: SocketAddr,
+    route: &str,
+    action: RouteAction,
+    body: &Bytes,
+) -> (StatusCode, Value) {
+    let target = match action {
+        RouteAction::Switch => match serde_json::from_slice::<SwitchBody>(body) {
+            Ok(b) => RouteTarget::Pool(b.pool.as_str().into()),
+            Err(e) => return bad_request(format!("expected {{\"pool\": \"green\"}}: {e}")),
+        },
+        RouteAction::Split => match serde_json::from_slice::<SplitBody>(body) {
+            Ok(b) if b.pools.is_empty() => return bad_request("`pools` is empty".into()),
+            Ok(b) => {
+                let sticky = match b.sticky.as_deref().map(parse_sticky).transpose() {
+                    Ok(s) => s,
+                    Err(e) => return bad_request(e),
+                };
+                RouteTarget::Split {
+                    pools: b
+                        .pools
+                        .into_iter()
+                        .map(|(p, w)| (Arc::from(p.as_str()), w))
+                        .collect(),
+                    sticky,
+                }
+            }
+            Err(e) => {
+                return bad_request(format!(
+                    "expected {{\"pools\": {{\"blue\": 90, \"green\": 10}}, \"sticky\": \"header:x-user\"}}: {e}"
+                ));
+            }
+        },
+    };
+    match server.set_route_target(route, target).await {
+        Ok(target) => {
+            info!(caller = %caller, route, target = %target.to_json(), "admin route change");
+            (
+                StatusCode::OK,
+                json!({ "route": route, "target": target.to_json() }),
+            )
+        }
+        Err(e) if e.starts_with("no route") => (StatusCode::NOT_FOUND, json!({ "error": e })),
+        Err(e) => bad_request(e),
+    }
+}
+
+fn parse_sticky(text: &str) -> Result<HashOn, String> {
+    if let Some(name) = text.strip_prefix("header:") {
+        return http::HeaderName::from_bytes(name.as_bytes())
+            .map(HashOn::Header)
+            .map_err(|_| format!("`{name}` is not a header name"));
+    }
+    if let Some(name) = text.strip_prefix("cookie:") {
+        return Ok(HashOn::Cookie(name.to_string()));
+    }
+    Err(format!(
+        "sticky must be \"header:NAME\" or \"cookie:NAME\", not `{text}`"
+    ))
+}
+
+fn bad_request(message: String) -> (StatusCode, Value) {
+    (StatusCode::BAD_REQUEST, json!({ "error": message }))
 }

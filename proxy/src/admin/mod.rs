@@ -73,21 +73,26 @@ async fn handle(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     }
+    if let Some((route, action)) = control::parse_route(&path) {
+        if request.method() != Method::POST {
+            return method_not_allowed("POST");
+        }
+        let body = match read_body(request).await {
+            Some(body) => body,
+            None => {
+                return text_response(StatusCode::BAD_REQUEST, "unreadable or oversized body\n");
+            }
+        };
+        let (status, value) = control::apply_route(server, peer, &route, action, &body).await;
+        return json(status, &value);
+    }
     if let Some((pool, address, action)) = control::parse(&path) {
         if request.method() != Method::POST {
-            let mut response =
-                text_response(StatusCode::METHOD_NOT_ALLOWED, "use POST for changes\n");
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return response;
+            return method_not_allowed("POST");
         }
-        let body = match http_body_util::Limited::new(request.into_body(), 64 * 1024)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
+        let body = match read_body(request).await {
+            Some(body) => body,
+            None => {
                 return text_response(StatusCode::BAD_REQUEST, "unreadable or oversized body\n");
             }
         };
@@ -122,19 +127,28 @@ async fn handle(
             response
         }
         (&Method::GET, "/status") => json(StatusCode::OK, &status::status(server)),
-        (_, "/health" | "/health/ready" | "/metrics" | "/status") => {
-            let mut response =
-                text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET"));
-            response
-        }
+        (_, "/health" | "/health/ready" | "/metrics" | "/status") => method_not_allowed("GET"),
         _ => {
             warn!(path, "unknown admin path");
             text_response(StatusCode::NOT_FOUND, "not found\n")
         }
     }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<ProxyBody> {
+    let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+async fn read_body(request: Request<Incoming>) -> Option<Bytes> {
+    http_body_util::Limited::new(request.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .ok()
+        .map(|c| c.to_bytes())
 }
 
 /// Whether the request carries the configured bearer token (always true without one).

@@ -35,6 +35,7 @@ pub fn status(server: &Server) -> Value {
                 "host": r.host,
                 "path_prefix": r.path_prefix,
                 "pool": r.pool,
+                "target": snapshot.route(&r.name).map(|route| route.target.to_json()),
             })
         })
         .collect();

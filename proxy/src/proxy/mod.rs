@@ -84,10 +84,11 @@ impl Proxy {
             return done.local(ProxyError::NoRoute.response());
         };
         done.route = Some(Arc::clone(&route));
-        let Some(pool) = snapshot.pools.get(&route.pool).cloned() else {
+        let pool_name = route.target.choose(request.headers());
+        let Some(pool) = snapshot.pools.get(pool_name).cloned() else {
             return done.local(
                 ProxyError::NoBackend {
-                    pool: Arc::clone(&route.pool),
+                    pool: Arc::clone(pool_name),
                 }
                 .response(),
             );

@@ -27,6 +27,7 @@ use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::state::Snapshot;
+use crate::traffic::{Overrides, RouteOverride, RouteTarget};
 use crate::upstream::UpstreamClient;
 
 /// Why the server could not start or apply a config.
@@ -72,6 +73,7 @@ pub struct Server {
     snapshot: Arc<ArcSwap<Snapshot>>,
     listeners: Mutex<HashMap<String, RunningListener>>,
     apply_lock: tokio::sync::Mutex<()>,
+    overrides: Mutex<Overrides>,
     health: HealthSupervisor,
     connections: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -90,6 +92,7 @@ impl Server {
             config.clone(),
             None,
             &metrics,
+            &Overrides::new(),
         )));
         metrics.attach(Arc::clone(&snapshot));
         let proxy = Arc::new(Proxy {
@@ -104,6 +107,7 @@ impl Server {
             snapshot: Arc::clone(&snapshot),
             listeners: Mutex::new(HashMap::new()),
             apply_lock: tokio::sync::Mutex::new(()),
+            overrides: Mutex::new(Overrides::new()),
             health: HealthSupervisor::new(Arc::clone(&metrics), shutdown.child_token()),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             tracker: TaskTracker::new(),
@@ -125,13 +129,55 @@ impl Server {
     pub async fn apply(&self, config: Config) -> Result<(), StartError> {
         let _serialised = self.apply_lock.lock().await;
         let old = self.snapshot.load_full();
-        let next = Snapshot::build(config.clone(), Some(&old), &self.proxy.metrics);
+        let overrides = self.overrides.lock().clone();
+        let next = Snapshot::build(config.clone(), Some(&old), &self.proxy.metrics, &overrides);
         self.prepare_listeners(&config)?;
         self.snapshot.store(Arc::new(next));
         self.sync_listeners(&config)?;
         self.health.sync(&self.snapshot.load());
         info!(source = %config.source.display(), "configuration applied");
         Ok(())
+    }
+
+    /// Points a route at another pool or split (blue/green, canary) until the config
+    /// changes that route. Takes effect with one snapshot swap.
+    pub async fn set_route_target(
+        &self,
+        route: &str,
+        target: RouteTarget,
+    ) -> Result<RouteTarget, String> {
+        let current = self.snapshot.load_full();
+        let Some(route_config) = current.config.routes.iter().find(|r| r.name == route) else {
+            return Err(format!("no route named `{route}`"));
+        };
+        if let Some(missing) = target
+            .pools()
+            .into_iter()
+            .find(|p| current.pools.get(p).is_none())
+        {
+            return Err(format!("no pool named `{missing}`"));
+        }
+        let target = match target {
+            RouteTarget::Split { pools, .. } if pools.iter().all(|(_, w)| *w == 0) => {
+                return Err("a split needs at least one pool with a weight above 0".into());
+            }
+            RouteTarget::Split { pools, .. } if pools.len() == 1 => {
+                RouteTarget::Pool(Arc::clone(&pools[0].0))
+            }
+            other => other,
+        };
+        self.overrides.lock().insert(
+            route.to_string(),
+            RouteOverride {
+                target: target.clone(),
+                config_pool: route_config.pool.clone(),
+            },
+        );
+        self.apply((*current.config).clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(route, target = %target.to_json(), "route switched");
+        Ok(target)
     }
 
     /// Checks that every new listener can bind before anything is changed.
