@@ -122,12 +122,12 @@ async fn drain_under_load_loses_nothing_and_stops_new_requests() {
     );
     a.set_mode(Mode::Ok);
     let before = a.hits();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back = eventually(Duration::from_secs(5), || a.hits() > before).await;
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.await.unwrap();
     }
-    assert!(a.hits() > before, "enabled backend takes traffic again");
+    assert!(back, "enabled backend takes traffic again");
     assert_eq!(
         failures.load(Ordering::Relaxed),
         0,
@@ -356,4 +356,57 @@ async fn canary_split_follows_percentages_and_sticky_clients_stay() {
         state["routes"][0]["target"]["split"]["green"], 50,
         "{state}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_changes_survive_a_restart_through_the_state_file() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let dir = std::env::temp_dir().join(format!("switchyard-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state_file = dir.join("state.json");
+    let config = blue_green_config(&blue, &green).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"",
+            state_file.display()
+        ),
+    );
+    let first = start_proxy(&config).await;
+    let drain = format!("/pools/blue/backends/{}/drain", blue.addr);
+    assert_eq!(admin_call(&first, "POST", &drain, "").await.0, 200);
+    let weight = format!("/pools/green/backends/{}/weight", green.addr);
+    assert_eq!(
+        admin_call(&first, "POST", &weight, r#"{"weight": 7}"#)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        admin_call(&first, "POST", "/routes/app/switch", r#"{"pool": "green"}"#)
+            .await
+            .0,
+        200
+    );
+    assert!(first.server.shutdown(Duration::from_secs(2)).await);
+    assert!(state_file.exists(), "the state file is written");
+
+    let second = start_proxy(&config).await;
+    let state = status(&second).await;
+    let pools = state["pools"].as_array().unwrap();
+    let blue_state = pools.iter().find(|p| p["name"] == "blue").unwrap();
+    let green_state = pools.iter().find(|p| p["name"] == "green").unwrap();
+    assert_eq!(
+        blue_state["backends"][0]["admin_state"], "drained",
+        "{state}"
+    );
+    assert_eq!(green_state["backends"][0]["weight"], 7);
+    assert_eq!(state["routes"][0]["target"]["pool"], "green");
+    assert_eq!(
+        get(&client(), &format!("http://{}/", second.web)).await.1,
+        "green"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

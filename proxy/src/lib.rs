@@ -18,6 +18,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod persist;
 pub mod proxy;
 pub mod reload;
 pub mod router;

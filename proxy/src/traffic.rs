@@ -69,15 +69,26 @@ impl RouteTarget {
                     .collect();
                 serde_json::json!({
                     "split": split,
-                    "sticky": sticky.as_ref().map(|s| match s {
-                        HashOn::Header(h) => format!("header:{h}"),
-                        HashOn::Cookie(c) => format!("cookie:{c}"),
-                        HashOn::ClientIp => "client-ip".to_string(),
-                    }),
+                    "sticky": sticky.as_ref().map(sticky_name),
                 })
             }
         }
     }
+}
+
+/// Parses `header:NAME` or `cookie:NAME`.
+pub fn parse_sticky(text: &str) -> Result<HashOn, String> {
+    if let Some(name) = text.strip_prefix("header:") {
+        return http::HeaderName::from_bytes(name.as_bytes())
+            .map(HashOn::Header)
+            .map_err(|_| format!("`{name}` is not a header name"));
+    }
+    if let Some(name) = text.strip_prefix("cookie:") {
+        return Ok(HashOn::Cookie(name.to_string()));
+    }
+    Err(format!(
+        "sticky must be \"header:NAME\" or \"cookie:NAME\", not `{text}`"
+    ))
 }
 
 fn sticky_key(on: &HashOn, headers: &HeaderMap) -> Option<u64> {
@@ -92,6 +103,15 @@ fn sticky_key(on: &HashOn, headers: &HeaderMap) -> Option<u64> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| hash_key(v.as_bytes())),
         HashOn::ClientIp => None,
+    }
+}
+
+/// `header:NAME` / `cookie:NAME`, the inverse of [`parse_sticky`].
+pub fn sticky_name(on: &HashOn) -> String {
+    match on {
+        HashOn::Header(h) => format!("header:{h}"),
+        HashOn::Cookie(c) => format!("cookie:{c}"),
+        HashOn::ClientIp => "client-ip".to_string(),
     }
 }
 

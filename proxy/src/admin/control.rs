@@ -13,7 +13,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
-use crate::config::HashOn;
 use crate::server::Server;
 use crate::traffic::RouteTarget;
 use crate::upstream::{AdminState, Backend};
@@ -193,7 +192,12 @@ pub async fn apply_route(
         RouteAction::Split => match serde_json::from_slice::<SplitBody>(body) {
             Ok(b) if b.pools.is_empty() => return bad_request("`pools` is empty".into()),
             Ok(b) => {
-                let sticky = match b.sticky.as_deref().map(parse_sticky).transpose() {
+                let sticky = match b
+                    .sticky
+                    .as_deref()
+                    .map(crate::traffic::parse_sticky)
+                    .transpose()
+                {
                     Ok(s) => s,
                     Err(e) => return bad_request(e),
                 };
@@ -224,20 +228,6 @@ pub async fn apply_route(
         Err(e) if e.starts_with("no route") => (StatusCode::NOT_FOUND, json!({ "error": e })),
         Err(e) => bad_request(e),
     }
-}
-
-fn parse_sticky(text: &str) -> Result<HashOn, String> {
-    if let Some(name) = text.strip_prefix("header:") {
-        return http::HeaderName::from_bytes(name.as_bytes())
-            .map(HashOn::Header)
-            .map_err(|_| format!("`{name}` is not a header name"));
-    }
-    if let Some(name) = text.strip_prefix("cookie:") {
-        return Ok(HashOn::Cookie(name.to_string()));
-    }
-    Err(format!(
-        "sticky must be \"header:NAME\" or \"cookie:NAME\", not `{text}`"
-    ))
 }
 
 fn bad_request(message: String) -> (StatusCode, Value) {

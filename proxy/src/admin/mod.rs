@@ -84,6 +84,7 @@ async fn handle(
             }
         };
         let (status, value) = control::apply_route(server, peer, &route, action, &body).await;
+        server.save_state();
         return json(status, &value);
     }
     if let Some((pool, address, action)) = control::parse(&path) {
@@ -97,6 +98,7 @@ async fn handle(
             }
         };
         let (status, value) = control::apply(server, peer, &pool, &address, action, &body);
+        server.save_state();
         return json(status, &value);
     }
     let path = path.as_str();

@@ -36,6 +36,8 @@ pub struct AdminSection {
     pub listen: Spanned<SocketAddr>,
     /// Bearer token required on admin requests; mandatory off loopback.
     pub token: Option<String>,
+    /// Where runtime changes are kept across restarts (relative to this file).
+    pub state_file: Option<String>,
 }
 
 fn default_admin_listen() -> Spanned<SocketAddr> {
@@ -47,6 +49,7 @@ impl Default for AdminSection {
         Self {
             listen: default_admin_listen(),
             token: None,
+            state_file: None,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token from `admin.token` or `SWITCHYARD_ADMIN_TOKEN`.
     pub token: Option<String>,
+    /// State file for runtime changes, resolved against the config's directory.
+    pub state_file: Option<PathBuf>,
 }
 
 /// Timeouts and caps; defaults follow `shared/reference/limits-and-defaults.md`.

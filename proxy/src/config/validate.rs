@@ -58,6 +58,7 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         admin: AdminConfig {
             listen: admin_listen,
             token,
+            state_file: file.admin.state_file.as_ref().map(|f| base_dir.join(f)),
         },
         limits,
         listeners,

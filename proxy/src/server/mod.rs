@@ -117,6 +117,7 @@ impl Server {
             admin_address: Mutex::new(None),
         });
         server.sync_listeners(&config)?;
+        server.restore_state(&config).await;
         server.health.sync(&server.snapshot.load());
         server.ready.store(true, Ordering::Release);
         Ok(server)
@@ -178,6 +179,40 @@ impl Server {
             .map_err(|e| e.to_string())?;
         info!(route, target = %target.to_json(), "route switched");
         Ok(target)
+    }
+
+    /// Reads the state file (if configured) and re-applies drains, weights and route
+    /// overrides. A broken file is logged and ignored: serving beats refusing to start.
+    async fn restore_state(&self, config: &Config) {
+        let Some(path) = &config.admin.state_file else {
+            return;
+        };
+        match crate::persist::read(path) {
+            Ok(saved) => {
+                let overrides = crate::persist::restore(&self.snapshot.load(), &saved);
+                if !overrides.is_empty() {
+                    *self.overrides.lock() = overrides;
+                    if let Err(e) = self.apply(config.clone()).await {
+                        tracing::warn!(error = %e, "cannot re-apply saved route overrides");
+                    }
+                }
+                info!(file = %path.display(), backends = saved.backends.len(), routes = saved.routes.len(),
+                    "runtime state restored");
+            }
+            Err(e) => tracing::error!(error = %e, "ignoring the state file"),
+        }
+    }
+
+    /// Writes runtime changes to the state file, if one is configured.
+    pub fn save_state(&self) {
+        let snapshot = self.snapshot.load_full();
+        let Some(path) = &snapshot.config.admin.state_file else {
+            return;
+        };
+        let saved = crate::persist::capture(&snapshot, &self.overrides.lock());
+        if let Err(e) = crate::persist::write(path, &saved) {
+            tracing::error!(error = %e, "cannot write the state file; runtime changes will not survive a restart");
+        }
     }
 
     /// Checks that every new listener can bind before anything is changed.
