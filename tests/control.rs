@@ -410,3 +410,68 @@ async fn runtime_changes_survive_a_restart_through_the_state_file() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn ctl(admin: std::net::SocketAddr, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["ctl", "--admin", &admin.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_drives_the_admin_api_and_prints_tables() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let proxy = start_proxy(&blue_green_config(&blue, &green)).await;
+    let admin = proxy.admin;
+    let blue_addr = blue.addr.to_string();
+    let (ok, out, err) =
+        tokio::task::spawn_blocking(move || ctl(admin, &["drain", "blue", &blue_addr]))
+            .await
+            .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("\"admin_state\":\"drain"), "{out}");
+    let (ok, out, _) =
+        tokio::task::spawn_blocking(move || ctl(admin, &["split", "app", "blue=90", "green=10"]))
+            .await
+            .unwrap();
+    assert!(ok && out.contains("\"green\":10"), "{out}");
+    let (ok, table, _) = tokio::task::spawn_blocking(move || ctl(admin, &["status"]))
+        .await
+        .unwrap();
+    assert!(ok);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("POOL") && header.contains("BREAKER") && header.contains("IN-FLIGHT"),
+        "{table}"
+    );
+    let blue_line = table
+        .lines()
+        .find(|l| l.contains(&blue.addr.to_string()))
+        .unwrap();
+    assert!(
+        blue_line.contains("drained") || blue_line.contains("draining"),
+        "{table}"
+    );
+    assert!(table.contains("{\"blue\":90,\"green\":10}"), "{table}");
+    let (ok, _, err) =
+        tokio::task::spawn_blocking(move || ctl(admin, &["switch", "app", "purple"]))
+            .await
+            .unwrap();
+    assert!(!ok && err.contains("no pool named `purple`"), "{err}");
+    let (ok, _, err) = tokio::task::spawn_blocking(move || ctl(admin, &["reload"]))
+        .await
+        .unwrap();
+    assert!(
+        !ok && err.contains("not running from a config file"),
+        "{err}"
+    );
+}

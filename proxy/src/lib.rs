@@ -14,6 +14,7 @@ pub mod balance;
 pub mod breaker;
 pub mod clock;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod health;

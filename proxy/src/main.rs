@@ -42,6 +42,20 @@ struct Cli {
 enum Command {
     /// Validate a config file and exit (non-zero on error), like `nginx -t`.
     Check,
+    /// Talk to a running proxy's admin API.
+    Ctl {
+        /// Admin address (host:port).
+        #[arg(long, default_value = "127.0.0.1:9901", env = "SWITCHYARD_ADMIN")]
+        admin: String,
+        /// Bearer token for the admin API.
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
+        token: Option<String>,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// Start three demo backends (one flaky) and front them with an embedded config.
     Demo {
         /// Traffic listener address.
@@ -51,6 +65,37 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlAction {
+    /// Pools, backends and routes as tables.
+    Status,
+    /// Stop sending new requests to a backend; in-flight ones finish.
+    Drain { pool: String, backend: String },
+    /// Put a backend back into rotation.
+    Enable { pool: String, backend: String },
+    /// Take a backend out of rotation at once.
+    Disable { pool: String, backend: String },
+    /// Set a backend's weight.
+    Weight {
+        pool: String,
+        backend: String,
+        weight: u32,
+    },
+    /// Move a route to another pool (blue/green).
+    Switch { route: String, pool: String },
+    /// Split a route across pools, e.g. `blue=90 green=10`.
+    Split {
+        route: String,
+        #[arg(required = true)]
+        pools: Vec<String>,
+        /// Keep each client on one side: `header:NAME` or `cookie:NAME`.
+        #[arg(long)]
+        sticky: Option<String>,
+    },
+    /// Reload the config file.
+    Reload,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -63,6 +108,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Check) = cli.command {
         return check(cli.config.as_deref());
+    }
+    if let Some(Command::Ctl {
+        admin,
+        token,
+        json,
+        action,
+    }) = cli.command
+    {
+        return ctl(&admin, token.as_deref(), json, action);
     }
     init_logging(cli.log_format, &cli.log_level);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -106,6 +160,106 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
 }
 
+fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitCode {
+    use http::Method;
+    use switchyard::ctl::{Call, render_status, send};
+    let backend_path =
+        |pool: &str, backend: &str, verb: &str| format!("/pools/{pool}/backends/{backend}/{verb}");
+    let call = match &action {
+        CtlAction::Status => Call {
+            method: Method::GET,
+            path: "/status".into(),
+            body: None,
+        },
+        CtlAction::Drain { pool, backend } => Call {
+            method: Method::POST,
+            path: backend_path(pool, backend, "drain"),
+            body: None,
+        },
+        CtlAction::Enable { pool, backend } => Call {
+            method: Method::POST,
+            path: backend_path(pool, backend, "enable"),
+            body: None,
+        },
+        CtlAction::Disable { pool, backend } => Call {
+            method: Method::POST,
+            path: backend_path(pool, backend, "disable"),
+            body: None,
+        },
+        CtlAction::Weight {
+            pool,
+            backend,
+            weight,
+        } => Call {
+            method: Method::POST,
+            path: backend_path(pool, backend, "weight"),
+            body: Some(serde_json::json!({ "weight": weight })),
+        },
+        CtlAction::Switch { route, pool } => Call {
+            method: Method::POST,
+            path: format!("/routes/{route}/switch"),
+            body: Some(serde_json::json!({ "pool": pool })),
+        },
+        CtlAction::Split {
+            route,
+            pools,
+            sticky,
+        } => {
+            let mut split = serde_json::Map::new();
+            for item in pools {
+                let Some((pool, weight)) = item
+                    .split_once('=')
+                    .and_then(|(p, w)| Some((p, w.parse::<u32>().ok()?)))
+                else {
+                    eprintln!("switchyard ctl: `{item}` is not POOL=WEIGHT (e.g. green=10)");
+                    return ExitCode::from(2);
+                };
+                split.insert(pool.to_string(), weight.into());
+            }
+            Call {
+                method: Method::POST,
+                path: format!("/routes/{route}/split"),
+                body: Some(serde_json::json!({ "pools": split, "sticky": sticky })),
+            }
+        }
+        CtlAction::Reload => Call {
+            method: Method::POST,
+            path: "/reload".into(),
+            body: None,
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard ctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(send(admin, token, &call)) {
+        Ok(value) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(value) => {
+            match action {
+                CtlAction::Status => print!("{}", render_status(&value)),
+                _ => println!("{}", serde_json::to_string(&value).unwrap_or_default()),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let options = ServerOptions {
         access_log: !cli.no_access_log,
@@ -135,6 +289,9 @@ async fn run(cli: Cli) -> Result<()> {
         .map(|l| (l.name.clone(), l.listen))
         .collect();
     let server = Server::start(config, options).await?;
+    if let Some(path) = &watched {
+        server.set_config_path(path.clone());
+    }
     let admin_address = admin::start(Arc::clone(&server), admin_listen)
         .with_context(|| format!("cannot start the admin listener on {admin_listen}"))?;
     let _watcher = match &watched {

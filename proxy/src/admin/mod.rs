@@ -129,6 +129,26 @@ async fn handle(
             response
         }
         (&Method::GET, "/status") => json(StatusCode::OK, &status::status(server)),
+        (&Method::POST, "/reload") => match server.config_path() {
+            None => json(
+                StatusCode::CONFLICT,
+                &serde_json::json!({"error": "not running from a config file"}),
+            ),
+            Some(path) => match crate::reload::reload(server, &path).await {
+                Ok(()) => {
+                    info!(caller = %peer, "config reloaded on request");
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({"reloaded": path.display().to_string()}),
+                    )
+                }
+                Err(e) => json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &serde_json::json!({"error": e.to_string(), "kept": "the running config"}),
+                ),
+            },
+        },
+        (_, "/reload") => method_not_allowed("POST"),
         (_, "/health" | "/health/ready" | "/metrics" | "/status") => method_not_allowed("GET"),
         _ => {
             warn!(path, "unknown admin path");

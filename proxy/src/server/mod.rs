@@ -81,6 +81,7 @@ pub struct Server {
     shutdown: CancellationToken,
     ready: AtomicBool,
     admin_address: Mutex<Option<SocketAddr>>,
+    config_path: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl Server {
@@ -115,6 +116,7 @@ impl Server {
             shutdown,
             ready: AtomicBool::new(false),
             admin_address: Mutex::new(None),
+            config_path: Mutex::new(None),
         });
         server.sync_listeners(&config)?;
         server.restore_state(&config).await;
@@ -322,6 +324,16 @@ impl Server {
     /// Records where the admin listener ended up.
     pub fn set_admin_address(&self, address: SocketAddr) {
         *self.admin_address.lock() = Some(address);
+    }
+
+    /// Remembers the file the config came from, for `POST /reload`.
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        *self.config_path.lock() = Some(path);
+    }
+
+    /// The config file, when running from one.
+    pub fn config_path(&self) -> Option<std::path::PathBuf> {
+        self.config_path.lock().clone()
     }
 
     /// The admin listener's bound address, once started.
