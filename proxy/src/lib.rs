@@ -1,1 +1,2 @@
 //! Switchyard: a reverse proxy that keeps services up.
+pub mod plugin;
