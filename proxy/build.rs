@@ -97,8 +97,14 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SWITCHYARD_SKIP_PLUGIN_BUILD");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     watch_sources(&plugins);
-    println!("cargo:rustc-env=SWITCHYARD_PLUGIN_DIR={}", shipped_dir.display());
-    println!("cargo:rustc-env=SWITCHYARD_TEST_PLUGIN_DIR={}", testing_dir.display());
+    println!(
+        "cargo:rustc-env=SWITCHYARD_PLUGIN_DIR={}",
+        shipped_dir.display()
+    );
+    println!(
+        "cargo:rustc-env=SWITCHYARD_TEST_PLUGIN_DIR={}",
+        testing_dir.display()
+    );
 
     if env::var_os("SWITCHYARD_SKIP_PLUGIN_BUILD").is_some_and(|v| v != "0") {
         println!("cargo:warning=SWITCHYARD_SKIP_PLUGIN_BUILD is set: plugins not built");
@@ -142,7 +148,10 @@ fn check_wasm_target() {
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
     let Some(sysroot) = sysroot else {
-        panic!("could not run `{} --print sysroot`", rustc.to_string_lossy());
+        panic!(
+            "could not run `{} --print sysroot`",
+            rustc.to_string_lossy()
+        );
     };
     if !sysroot.join("lib/rustlib").join(WASM_TARGET).exists() {
         panic!(

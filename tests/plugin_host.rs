@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use switchyard::plugin::{
     BreakerState, BreakerStats, FailureKind, HealthVerdict, InstanceReuse, Outcome, Plugin,
-    PluginError, PluginKind, PluginRuntime, PluginSpec, ProbeError, ProbeReport,
-    QuarantinePolicy, RecoveryAction, RouteCandidate, RouteDecision, RouteRequest,
-    shipped_plugin_dir, test_plugin_dir,
+    PluginError, PluginKind, PluginRuntime, PluginSpec, ProbeError, ProbeReport, QuarantinePolicy,
+    RecoveryAction, RouteCandidate, RouteDecision, RouteRequest, shipped_plugin_dir,
+    test_plugin_dir,
 };
 
 /// Upper bound for a call that must be cut off by a 2 ms deadline, generous
@@ -177,7 +177,10 @@ fn canary_rejects_bad_config() {
         r#"{"percent":150,"canary":[]}"#,
     )
     .expect_err("percent over 100");
-    assert!(matches!(err, PluginError::Init(ref m) if m.contains("percent")), "{err}");
+    assert!(
+        matches!(err, PluginError::Init(ref m) if m.contains("percent")),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------- latency
@@ -253,11 +256,21 @@ fn json_health_judges_status_documents() {
     let eval = |status, body: &str, error| h.evaluate(&probe(status, body.as_bytes(), error));
 
     assert_eq!(
-        eval(Some(200), r#"{"status":"ok","checks":{"db":"up","cache":"up"}}"#, None).ok(),
+        eval(
+            Some(200),
+            r#"{"status":"ok","checks":{"db":"up","cache":"up"}}"#,
+            None
+        )
+        .ok(),
         Some(HealthVerdict::Up)
     );
     assert_eq!(
-        eval(Some(200), r#"{"status":"ok","checks":{"db":"up","cache":"down"}}"#, None).ok(),
+        eval(
+            Some(200),
+            r#"{"status":"ok","checks":{"db":"up","cache":"down"}}"#,
+            None
+        )
+        .ok(),
         Some(HealthVerdict::Degraded(40))
     );
     assert_eq!(
@@ -437,7 +450,10 @@ fn repeated_failures_quarantine_the_plugin() {
     assert!(p.stats().is_quarantined());
     let (r, took) = timed(&p, "/");
     assert!(matches!(r, Err(PluginError::Quarantined)), "{r:?}");
-    assert!(took < Duration::from_millis(5), "quarantined calls do not run the plugin");
+    assert!(
+        took < Duration::from_millis(5),
+        "quarantined calls do not run the plugin"
+    );
     std::thread::sleep(Duration::from_millis(350));
     assert_recovers(&p);
     assert_eq!(p.stats().quarantines(), 1);
@@ -459,15 +475,25 @@ fn fresh_instance_per_call_keeps_no_state() {
 #[test]
 fn init_failures_refuse_the_load() {
     let err = hostile(r#"{"init":"error"}"#).expect_err("init error");
-    assert!(matches!(err, PluginError::Init(ref m) if m.contains("refusing")), "{err}");
+    assert!(
+        matches!(err, PluginError::Init(ref m) if m.contains("refusing")),
+        "{err}"
+    );
     let err = hostile(r#"{"init":"trap"}"#).expect_err("init trap");
     assert!(matches!(err, PluginError::Init(_)), "{err}");
     let start = Instant::now();
     let err = hostile(r#"{"init":"loop"}"#).expect_err("init loop");
     assert!(matches!(err, PluginError::Init(_)), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     let err = hostile(r#"{"init":"bad-header"}"#).expect_err("bad header");
-    assert!(matches!(err, PluginError::Invalid(ref m) if m.contains("header")), "{err}");
+    assert!(
+        matches!(err, PluginError::Invalid(ref m) if m.contains("header")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -479,10 +505,19 @@ fn hostile_health_verdicts_are_validated() {
         latency: Duration::from_micros(us),
         ..probe(Some(200), b"", None)
     };
-    assert!(matches!(h.evaluate(&with_latency(1)), Err(PluginError::Invalid(_))));
-    assert!(matches!(h.evaluate(&with_latency(2)), Err(PluginError::Invalid(_))));
+    assert!(matches!(
+        h.evaluate(&with_latency(1)),
+        Err(PluginError::Invalid(_))
+    ));
+    assert!(matches!(
+        h.evaluate(&with_latency(2)),
+        Err(PluginError::Invalid(_))
+    ));
     let start = Instant::now();
-    assert!(matches!(h.evaluate(&with_latency(3)), Err(PluginError::Timeout { .. })));
+    assert!(matches!(
+        h.evaluate(&with_latency(3)),
+        Err(PluginError::Timeout { .. })
+    ));
     assert!(start.elapsed() < DEADLINE_BOUND);
     assert_eq!(h.evaluate(&with_latency(9)).ok(), Some(HealthVerdict::Up));
 }
@@ -515,13 +550,19 @@ fn unreadable_and_corrupt_files_are_clear_errors() {
     let garbage = dir.join("garbage.wasm");
     std::fs::write(&garbage, b"definitely not wasm").expect("write");
     let err = load("x", PluginKind::Routing, garbage, "{}").expect_err("garbage");
-    assert!(matches!(err, PluginError::Compile { ref detail, .. } if detail.contains("not a WebAssembly")), "{err}");
+    assert!(
+        matches!(err, PluginError::Compile { ref detail, .. } if detail.contains("not a WebAssembly")),
+        "{err}"
+    );
 
     let core = dir.join("core.wasm");
     // The smallest core module: magic and version 1, no sections.
     std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
     let err = load("x", PluginKind::Routing, core, "{}").expect_err("core module");
-    assert!(matches!(err, PluginError::Compile { ref detail, .. } if detail.contains("wasm32-wasip2")), "{err}");
+    assert!(
+        matches!(err, PluginError::Compile { ref detail, .. } if detail.contains("wasm32-wasip2")),
+        "{err}"
+    );
 
     let truncated = dir.join("truncated.wasm");
     let bytes = std::fs::read(shipped("latency")).expect("read");
@@ -535,18 +576,31 @@ fn unreadable_and_corrupt_files_are_clear_errors() {
 fn spec_limits_are_checked() {
     let mut spec = PluginSpec::new("l", PluginKind::Routing, shipped("latency"));
     spec.timeout = Duration::ZERO;
-    assert_eq!(runtime().load(&spec).expect_err("timeout").kind_label(), "spec");
+    assert_eq!(
+        runtime().load(&spec).expect_err("timeout").kind_label(),
+        "spec"
+    );
     spec.timeout = Duration::from_millis(2);
     spec.memory_bytes = 1 << 40;
-    assert_eq!(runtime().load(&spec).expect_err("memory").kind_label(), "spec");
+    assert_eq!(
+        runtime().load(&spec).expect_err("memory").kind_label(),
+        "spec"
+    );
 }
 
 #[test]
 fn inspect_reports_worlds_and_imports() {
     let info = switchyard::plugin::inspect(&shipped("canary")).expect("inspect");
     assert_eq!(info.loadable_as(), vec![PluginKind::Routing]);
-    assert!(info.exports.iter().any(|e| e.starts_with("choose(")), "{info}");
-    assert!(info.imports.iter().any(|i| i.name.starts_with("switchyard:policy/host@")));
+    assert!(
+        info.exports.iter().any(|e| e.starts_with("choose(")),
+        "{info}"
+    );
+    assert!(
+        info.imports
+            .iter()
+            .any(|i| i.name.starts_with("switchyard:policy/host@"))
+    );
     let text = info.to_string();
     assert!(text.contains("verdict: loads as routing"), "{text}");
 

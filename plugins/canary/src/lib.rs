@@ -57,13 +57,19 @@ impl Guest for Canary {
         let mut cfg: Config =
             serde_json::from_str(&config).map_err(|e| format!("canary config: {e}"))?;
         if cfg.percent > 100 {
-            return Err(format!("canary config: percent {} is over 100", cfg.percent));
+            return Err(format!(
+                "canary config: percent {} is over 100",
+                cfg.percent
+            ));
         }
         if let Some(h) = cfg.header.as_mut() {
             h.make_ascii_lowercase();
         }
         if cfg.canary.is_empty() {
-            host::log(LogLevel::Warn, "canary list is empty: all traffic goes to stable");
+            host::log(
+                LogLevel::Warn,
+                "canary list is empty: all traffic goes to stable",
+            );
         }
         RNG.set(host::random_u64() | 1);
         CONFIG.set(cfg);

@@ -43,7 +43,10 @@ impl Guest for Latency {
     }
 
     fn choose(_req: Request, candidates: Vec<Candidate>) -> Decision {
-        let healthy = candidates.iter().filter(|c| c.healthy && c.weight > 0).count();
+        let healthy = candidates
+            .iter()
+            .filter(|c| c.healthy && c.weight > 0)
+            .count();
         let nth = |n: usize| {
             candidates
                 .iter()

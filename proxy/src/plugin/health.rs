@@ -75,7 +75,11 @@ impl World for HealthInstance {
         })
     }
 
-    fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
         self.bindings.call_init(store, config)
     }
 }
@@ -147,7 +151,11 @@ impl HealthPlugin {
             }),
         };
         self.instances.call(
-            |slot| slot.world.bindings.call_evaluate(&mut slot.store, wit_probe),
+            |slot| {
+                slot.world
+                    .bindings
+                    .call_evaluate(&mut slot.store, wit_probe)
+            },
             validate,
         )
     }

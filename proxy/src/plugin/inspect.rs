@@ -104,8 +104,8 @@ impl fmt::Display for PluginInfo {
 /// Compiles `path` and reports its exports, imports and which worlds it
 /// implements. Fails only if the file cannot be read or compiled.
 pub fn inspect(path: &Path) -> Result<PluginInfo, PluginError> {
-    let engine = Engine::new(&runtime::base_config())
-        .map_err(|e| PluginError::Runtime(format!("{e:#}")))?;
+    let engine =
+        Engine::new(&runtime::base_config()).map_err(|e| PluginError::Runtime(format!("{e:#}")))?;
     let (component, digest) = runtime::compile(&engine, path)?;
     let size_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let ty = component.component_type();

@@ -48,7 +48,11 @@ pub(crate) trait World: Sized + Send + 'static {
 
     fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self>;
-    fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>>;
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>>;
 }
 
 /// An instance and the store it lives in.
@@ -80,7 +84,12 @@ pub(crate) struct Instances<W: World> {
 }
 
 impl<W: World> Instances<W> {
-    pub(crate) fn new(engine: Engine, pre: W::Pre, settings: Settings, stats: Arc<PluginStats>) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        pre: W::Pre,
+        settings: Settings,
+        stats: Arc<PluginStats>,
+    ) -> Self {
         let max_idle = std::thread::available_parallelism()
             .map_or(2, |n| n.get() * 2)
             .clamp(2, 64);
@@ -190,7 +199,12 @@ impl<W: World> Instances<W> {
     }
 
     /// Turns a wasmtime error into the plugin error it stands for.
-    fn classify(&self, e: wasmtime::Error, store: &Store<HostState>, limit: Duration) -> PluginError {
+    fn classify(
+        &self,
+        e: wasmtime::Error,
+        store: &Store<HostState>,
+        limit: Duration,
+    ) -> PluginError {
         if store.data().limiter.exceeded || e.is::<MemoryExceeded>() {
             return PluginError::Memory {
                 limit: self.settings.memory_bytes,

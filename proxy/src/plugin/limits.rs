@@ -54,7 +54,9 @@ pub const MAX_CALLS_PER_INSTANCE: u32 = 1_000_000;
 pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos().max(1);
     let ticks = timeout.as_nanos().div_ceil(tick);
-    u64::try_from(ticks).unwrap_or(u64::MAX - 1).saturating_add(1)
+    u64::try_from(ticks)
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
 }
 
 /// Checks a response status chosen by a plugin.

@@ -101,7 +101,11 @@ impl World for RecoveryInstance {
         })
     }
 
-    fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
         self.bindings.call_init(store, config)
     }
 }
@@ -152,7 +156,11 @@ impl RecoveryPlugin {
             }),
         };
         self.instances.call(
-            |slot| slot.world.bindings.call_on_outcome(&mut slot.store, stats, outcome),
+            |slot| {
+                slot.world
+                    .bindings
+                    .call_on_outcome(&mut slot.store, stats, outcome)
+            },
             validate,
         )
     }

@@ -91,7 +91,11 @@ impl World for RoutingInstance {
         })
     }
 
-    fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
         self.bindings.call_init(store, config)
     }
 }
@@ -145,7 +149,10 @@ impl RoutingPlugin {
         req: &RouteRequest<'_>,
         candidates: &[RouteCandidate],
     ) -> Result<RouteDecision, PluginError> {
-        const EMPTY: Header<'static> = Header { name: "", value: "" };
+        const EMPTY: Header<'static> = Header {
+            name: "",
+            value: "",
+        };
         let mut headers = [EMPTY; limits::MAX_HEADER_ENTRIES];
         let mut n = 0;
         'names: for name in &self.wanted {
@@ -195,7 +202,10 @@ impl RoutingPlugin {
 }
 
 /// Checks a decision against the candidates it was made from.
-fn validate(decision: wit::Decision, candidates: &[RouteCandidate]) -> Result<RouteDecision, PluginError> {
+fn validate(
+    decision: wit::Decision,
+    candidates: &[RouteCandidate],
+) -> Result<RouteDecision, PluginError> {
     match decision {
         wit::Decision::Backend(index) => {
             if candidates.iter().any(|c| c.index == index) {
@@ -237,20 +247,37 @@ mod tests {
     #[test]
     fn formats_addresses_without_allocating() {
         let mut buf = [0u8; 48];
-        assert_eq!(format_ip("192.0.2.7".parse().unwrap(), &mut buf), "192.0.2.7");
-        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
+        assert_eq!(
+            format_ip("192.0.2.7".parse().unwrap(), &mut buf),
+            "192.0.2.7"
+        );
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
         let mut buf = [0u8; 48];
         assert_eq!(format_ip(v6, &mut buf), v6.to_string());
     }
 
     #[test]
     fn decisions_are_validated() {
-        let cands = [RouteCandidate { index: 7, ..Default::default() }];
-        assert_eq!(validate(wit::Decision::Backend(7), &cands).ok(), Some(RouteDecision::Backend(7)));
+        let cands = [RouteCandidate {
+            index: 7,
+            ..Default::default()
+        }];
+        assert_eq!(
+            validate(wit::Decision::Backend(7), &cands).ok(),
+            Some(RouteDecision::Backend(7))
+        );
         assert!(validate(wit::Decision::Backend(0), &cands).is_err());
-        let bad = wit::Decision::Respond(wit::Response { status: 99, body: String::new() });
+        let bad = wit::Decision::Respond(wit::Response {
+            status: 99,
+            body: String::new(),
+        });
         assert!(validate(bad, &cands).is_err());
-        let big = wit::Decision::Respond(wit::Response { status: 200, body: "x".repeat(5000) });
+        let big = wit::Decision::Respond(wit::Response {
+            status: 200,
+            body: "x".repeat(5000),
+        });
         assert!(validate(big, &cands).is_err());
     }
 }

@@ -16,22 +16,19 @@ use super::error::PluginError;
 /// Upper bounds (inclusive) of the call-duration buckets, in nanoseconds.
 /// A last, implicit bucket holds everything slower.
 pub const DURATION_BUCKETS_NS: [u64; 12] = [
-    500,
-    1_000,
-    2_500,
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
     2_500_000,
 ];
 
 /// Labels of the call-error counters, in [`PluginStats::errors`] order.
-pub const ERROR_KINDS: [&str; 6] = ["trap", "timeout", "memory", "invalid", "quarantined", "other"];
+pub const ERROR_KINDS: [&str; 6] = [
+    "trap",
+    "timeout",
+    "memory",
+    "invalid",
+    "quarantined",
+    "other",
+];
 
 /// When a plugin is taken out of service, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -321,12 +318,24 @@ mod tests {
         let s = PluginStats::new("t", policy(Duration::from_millis(1)));
         let now = Instant::now();
         for _ in 0..4 {
-            s.record_error(now, Duration::ZERO, &PluginError::Timeout { limit: Duration::ZERO });
+            s.record_error(
+                now,
+                Duration::ZERO,
+                &PluginError::Timeout {
+                    limit: Duration::ZERO,
+                },
+            );
         }
         assert!(s.quarantined_at(now));
         assert!(!s.quarantined_at(now + Duration::from_millis(5)));
         // The window was cleared, so one more failure does not re-quarantine.
-        s.record_error(now, Duration::ZERO, &PluginError::Timeout { limit: Duration::ZERO });
+        s.record_error(
+            now,
+            Duration::ZERO,
+            &PluginError::Timeout {
+                limit: Duration::ZERO,
+            },
+        );
         assert!(!s.quarantined_at(now + Duration::from_millis(5)));
     }
 }

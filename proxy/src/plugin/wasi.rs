@@ -16,9 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{
-    Component, ComponentType, Lift, LinkerInstance, Lower, ResourceType,
-};
+use wasmtime::component::{Component, ComponentType, Lift, LinkerInstance, Lower, ResourceType};
 
 use super::host::{HostState, monotonic_ns};
 

@@ -9,7 +9,6 @@ use std::hint::black_box;
 
 wit_bindgen::generate!({ world: "health-check", path: "../../../wit" });
 
-
 struct HostileHealth;
 
 impl Guest for HostileHealth {
