@@ -58,15 +58,28 @@ pub(crate) fn bind(
                     instance.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?;
                 }
                 ComponentItem::ComponentFunc(_) => {
-                    if !bind_real(&mut instance, interface, export)? {
-                        stub(&mut instance, name, export)?;
-                    }
+                    bind_func(&mut instance, name, interface, export)?;
                 }
                 _ => {}
             }
         }
     }
     Ok(())
+}
+
+/// Binds `func` of the import `name`: the real implementation when there is
+/// one, a trap otherwise.
+fn bind_func(
+    instance: &mut LinkerInstance<'_, HostState>,
+    name: &str,
+    interface: &str,
+    func: &str,
+) -> wasmtime::Result<()> {
+    if bind_real(instance, interface, func)? {
+        Ok(())
+    } else {
+        stub(instance, name, func)
+    }
 }
 
 /// Binds the real implementation of `interface.func`, if there is one.
