@@ -20,7 +20,7 @@
 //!
 //! // On the request path: synchronous, bounded by `spec.timeout`.
 //! if let Some(routing) = plugin.as_routing() {
-//!     # let (req, candidates) = todo!();
+//!     # let (req, candidates): (switchyard::plugin::RouteRequest<'_>, Vec<switchyard::plugin::RouteCandidate>) = todo!();
 //!     match routing.choose(&req, &candidates) {
 //!         Ok(decision) => { /* act on it: it has been validated */ }
 //!         Err(e) => { /* fail mode; count e.kind_label() */ }
