@@ -9,8 +9,8 @@ use wasmtime::component::InstancePre;
 
 use super::bindings::health::switchyard::policy::health_types as wit;
 use super::bindings::health::{HealthCheck, HealthCheckPre};
-use super::bindings::routing::switchyard::policy::types::Header;
 use super::error::PluginError;
+use super::headers::SelectedHeaders;
 use super::host::HostState;
 use super::instance::{Instances, World};
 use super::limits;
@@ -85,29 +85,17 @@ impl World for HealthInstance {
 }
 
 /// A loaded health-check plugin. `evaluate` may be called concurrently.
+#[derive(Debug)]
 pub struct HealthPlugin {
     instances: Instances<HealthInstance>,
     wanted: Vec<HeaderName>,
 }
 
-impl std::fmt::Debug for HealthPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HealthPlugin")
-            .field("name", &self.instances.settings().name)
-            .finish_non_exhaustive()
-    }
-}
-
 impl HealthPlugin {
     pub(crate) fn load(instances: Instances<HealthInstance>) -> Result<Self, PluginError> {
-        let mut slot = instances.fresh()?;
-        let names = slot
-            .world
-            .bindings
-            .call_wanted_headers(&mut slot.store)
-            .map_err(|e| PluginError::Init(format!("wanted-headers failed: {e:#}")))?;
+        let names =
+            instances.smoke(|slot| slot.world.bindings.call_wanted_headers(&mut slot.store))?;
         let wanted = limits::header_names(names)?;
-        instances.park(slot);
         Ok(Self { instances, wanted })
     }
 
@@ -124,23 +112,11 @@ impl HealthPlugin {
     /// Asks the plugin to judge a probe. The verdict is validated (reason
     /// length, percent range).
     pub fn evaluate(&self, probe: &ProbeReport<'_>) -> Result<HealthVerdict, PluginError> {
-        let mut headers: Vec<Header<'_>> = Vec::new();
-        for name in &self.wanted {
-            for value in probe.headers.get_all(name) {
-                if let Ok(value) = value.to_str()
-                    && headers.len() < limits::MAX_HEADER_ENTRIES
-                {
-                    headers.push(Header {
-                        name: name.as_str(),
-                        value,
-                    });
-                }
-            }
-        }
+        let headers = SelectedHeaders::select(&self.wanted, probe.headers);
         let body = &probe.body_prefix[..probe.body_prefix.len().min(limits::MAX_PROBE_BODY_BYTES)];
         let wit_probe = wit::Probe {
             status: probe.status,
-            headers: &headers,
+            headers: headers.as_slice(),
             body_prefix: body,
             latency_us: u32::try_from(probe.latency.as_micros()).unwrap_or(u32::MAX),
             error: probe.error.map(|e| match e {

@@ -108,10 +108,6 @@ impl<W: World> Instances<W> {
         &self.stats
     }
 
-    pub(crate) fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Instantiates and initialises a new instance, under the init deadline.
     pub(crate) fn fresh(&self) -> Result<Slot<W>, PluginError> {
         let state = HostState::new(self.settings.name.clone(), self.settings.memory_bytes);
@@ -135,9 +131,20 @@ impl<W: World> Instances<W> {
         })
     }
 
-    /// Returns an instance to the idle stack (used after the load-time
-    /// smoke test, so the first real call finds a warm instance).
-    pub(crate) fn park(&self, slot: Slot<W>) {
+    /// The load-time smoke test: instantiates, runs `init`, then `f` (under
+    /// the init deadline), and keeps the instance warm for the first call.
+    pub(crate) fn smoke<T>(
+        &self,
+        f: impl FnOnce(&mut Slot<W>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
+        let mut slot = self.fresh()?;
+        let out = f(&mut slot).map_err(|e| PluginError::Init(format!("{e:#}")))?;
+        self.park(slot);
+        Ok(out)
+    }
+
+    /// Returns an instance to the idle stack.
+    fn park(&self, slot: Slot<W>) {
         if self.settings.reuse == InstanceReuse::Pooled {
             let mut idle = self.idle.lock();
             if idle.len() < self.max_idle {
@@ -223,6 +230,17 @@ impl<W: World> Instances<W> {
                 PluginError::Trap(msg)
             }
         }
+    }
+}
+
+impl<W: World> std::fmt::Debug for Instances<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instances")
+            .field("world", &W::WORLD)
+            .field("name", &self.settings.name)
+            .field("reuse", &self.settings.reuse)
+            .field("idle", &self.idle.lock().len())
+            .finish_non_exhaustive()
     }
 }
 

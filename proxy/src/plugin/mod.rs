@@ -46,11 +46,13 @@
 //!
 //! `runtime` (engine, linker, ticker, loading), `instance` (warm instance
 //! pool and guarded calls), `routing` / `health` / `recovery` (one world
-//! each: public types, validation), `limits`, `stats`, `error`, `inspect`,
-//! `host` (the host interface), `wasi` (stubbed WASI), `bindings`.
+//! each: public types, validation), `headers` (declared-header selection),
+//! `limits`, `stats`, `error`, `inspect`, `host` (the host interface),
+//! `wasi` (stubbed WASI), `bindings`.
 
 mod bindings;
 mod error;
+mod headers;
 mod health;
 mod host;
 mod inspect;

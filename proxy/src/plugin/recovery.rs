@@ -111,22 +111,14 @@ impl World for RecoveryInstance {
 }
 
 /// A loaded recovery plugin. Calls may run concurrently.
+#[derive(Debug)]
 pub struct RecoveryPlugin {
     instances: Instances<RecoveryInstance>,
 }
 
-impl std::fmt::Debug for RecoveryPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecoveryPlugin")
-            .field("name", &self.instances.settings().name)
-            .finish_non_exhaustive()
-    }
-}
-
 impl RecoveryPlugin {
     pub(crate) fn load(instances: Instances<RecoveryInstance>) -> Result<Self, PluginError> {
-        let slot = instances.fresh()?;
-        instances.park(slot);
+        instances.smoke(|_| Ok(()))?;
         Ok(Self { instances })
     }
 

@@ -9,9 +9,9 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::bindings::routing::switchyard::policy::routing_types as wit;
-use super::bindings::routing::switchyard::policy::types::Header;
 use super::bindings::routing::{Routing, RoutingPre};
 use super::error::PluginError;
+use super::headers::SelectedHeaders;
 use super::host::HostState;
 use super::instance::{Instances, Slot, World};
 use super::limits;
@@ -102,31 +102,18 @@ impl World for RoutingInstance {
 
 /// A loaded routing plugin. Cheap to share; `choose` may be called from
 /// many threads at once.
+#[derive(Debug)]
 pub struct RoutingPlugin {
     instances: Instances<RoutingInstance>,
     wanted: Vec<HeaderName>,
 }
 
-impl std::fmt::Debug for RoutingPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoutingPlugin")
-            .field("name", &self.instances.settings().name)
-            .field("wanted", &self.wanted)
-            .finish_non_exhaustive()
-    }
-}
-
 impl RoutingPlugin {
     /// Runs the load-time smoke test: one instance, `init`, `wanted-headers`.
     pub(crate) fn load(instances: Instances<RoutingInstance>) -> Result<Self, PluginError> {
-        let mut slot = instances.fresh()?;
-        let names = slot
-            .world
-            .bindings
-            .call_wanted_headers(&mut slot.store)
-            .map_err(|e| PluginError::Init(format!("wanted-headers failed: {e:#}")))?;
+        let names =
+            instances.smoke(|slot| slot.world.bindings.call_wanted_headers(&mut slot.store))?;
         let wanted = limits::header_names(names)?;
-        instances.park(slot);
         Ok(Self { instances, wanted })
     }
 
@@ -149,27 +136,7 @@ impl RoutingPlugin {
         req: &RouteRequest<'_>,
         candidates: &[RouteCandidate],
     ) -> Result<RouteDecision, PluginError> {
-        const EMPTY: Header<'static> = Header {
-            name: "",
-            value: "",
-        };
-        let mut headers = [EMPTY; limits::MAX_HEADER_ENTRIES];
-        let mut n = 0;
-        'names: for name in &self.wanted {
-            for value in req.headers.get_all(name) {
-                if n == headers.len() {
-                    break 'names;
-                }
-                // Non-UTF-8 header values are not passed to plugins.
-                if let Ok(value) = value.to_str() {
-                    headers[n] = Header {
-                        name: name.as_str(),
-                        value,
-                    };
-                    n += 1;
-                }
-            }
-        }
+        let headers = SelectedHeaders::select(&self.wanted, req.headers);
         let mut ip_buf = [0u8; 48];
         let client_ip = format_ip(req.client_ip, &mut ip_buf);
         let request = wit::Request {
@@ -177,7 +144,7 @@ impl RoutingPlugin {
             path: req.path,
             host: req.host,
             client_ip,
-            headers: &headers[..n],
+            headers: headers.as_slice(),
         };
         self.instances.call(
             |slot: &mut Slot<RoutingInstance>| {
