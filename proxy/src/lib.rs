@@ -20,6 +20,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod persist;
+pub mod plugin;
 pub mod proxy;
 pub mod reload;
 pub mod router;

@@ -1,0 +1,221 @@
+//! Builds the policy plugins in `plugins/` as WebAssembly components, so a
+//! fresh clone gets working plugins from `cargo build`, `cargo test` and
+//! `cargo run` alone.
+//!
+//! The plugins are a separate cargo workspace built for `wasm32-wasip2`. It
+//! gets its own target directory (`target/wasm-plugins` at the repository
+//! root, or `$SWITCHYARD_PLUGIN_TARGET_DIR`), so the nested cargo never waits
+//! on the lock of the build that runs this script.
+//!
+//! Exported to the crate at compile time:
+//! - `SWITCHYARD_PLUGIN_DIR`: directory holding the shipped plugins as
+//!   `canary.wasm`, `latency.wasm`, `json-health.wasm`,
+//!   `adaptive-breaker.wasm`;
+//! - `SWITCHYARD_TEST_PLUGIN_DIR`: directory holding the hostile test
+//!   plugins (`hostile.wasm`, `hostile-health.wasm`, `wrong-world.wasm`).
+//!
+//! Set `SWITCHYARD_SKIP_PLUGIN_BUILD=1` to skip the nested build (the
+//! variables are still set; the files may then be missing).
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Plugins shipped for operators: (cargo artifact stem, published name).
+const SHIPPED: &[(&str, &str)] = &[
+    ("canary", "canary"),
+    ("latency", "latency"),
+    ("json_health", "json-health"),
+    ("adaptive_breaker", "adaptive-breaker"),
+];
+
+/// Plugins that only exist to test the sandbox.
+const TESTING: &[(&str, &str)] = &[
+    ("hostile", "hostile"),
+    ("hostile_health", "hostile-health"),
+    ("wrong_world", "wrong-world"),
+];
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Variables the outer cargo sets (or a user may set for the outer build)
+/// that would break or redirect the nested build.
+const REMOVED_VARS: &[&str] = &[
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTDOCFLAGS",
+    "CARGO_ENCODED_RUSTDOCFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "CARGO_BUILD_TARGET_DIR",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_BUILD_RUSTC_WRAPPER",
+    "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_MAKEFLAGS",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTC_LINKER",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "OUT_DIR",
+    "TARGET",
+    "HOST",
+    "PROFILE",
+    "OPT_LEVEL",
+    "DEBUG",
+    "NUM_JOBS",
+];
+
+/// Prefixes of per-target or per-package variables set by the outer cargo.
+const REMOVED_PREFIXES: &[&str] = &[
+    "CARGO_CFG_",
+    "CARGO_FEATURE_",
+    "CARGO_PKG_",
+    "CARGO_TARGET_",
+    "CARGO_PROFILE_",
+    "DEP_",
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root = manifest_dir
+        .parent()
+        .expect("the proxy crate sits inside the repository")
+        .to_path_buf();
+    let plugins = root.join("plugins");
+    let target_dir = env::var_os("SWITCHYARD_PLUGIN_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target").join("wasm-plugins"));
+    let shipped_dir = target_dir.join("dist");
+    let testing_dir = shipped_dir.join("testing");
+
+    println!("cargo:rerun-if-env-changed=SWITCHYARD_PLUGIN_TARGET_DIR");
+    println!("cargo:rerun-if-env-changed=SWITCHYARD_SKIP_PLUGIN_BUILD");
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    watch_sources(&plugins);
+    println!(
+        "cargo:rustc-env=SWITCHYARD_PLUGIN_DIR={}",
+        shipped_dir.display()
+    );
+    println!(
+        "cargo:rustc-env=SWITCHYARD_TEST_PLUGIN_DIR={}",
+        testing_dir.display()
+    );
+
+    if env::var_os("SWITCHYARD_SKIP_PLUGIN_BUILD").is_some_and(|v| v != "0") {
+        println!("cargo:warning=SWITCHYARD_SKIP_PLUGIN_BUILD is set: plugins not built");
+        return;
+    }
+    check_wasm_target();
+    build_plugins(&plugins, &target_dir);
+
+    let built = target_dir.join(WASM_TARGET).join("release");
+    publish(&built, &shipped_dir, SHIPPED);
+    publish(&built, &testing_dir, TESTING);
+}
+
+/// Emits `rerun-if-changed` for every source file of the plugin workspace,
+/// skipping build output so a manual build inside `plugins/` does not
+/// trigger a rebuild here.
+fn watch_sources(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            watch_sources(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}
+
+/// Fails early, with the fix, when the toolchain lacks the wasm target.
+fn check_wasm_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else {
+        panic!(
+            "could not run `{} --print sysroot`",
+            rustc.to_string_lossy()
+        );
+    };
+    if !sysroot.join("lib/rustlib").join(WASM_TARGET).exists() {
+        panic!(
+            "the `{WASM_TARGET}` Rust target is not installed, and Switchyard needs it to \
+             build its policy plugins.\n\
+             Install it with:  rustup target add {WASM_TARGET}\n\
+             (or set SWITCHYARD_SKIP_PLUGIN_BUILD=1 to build without plugins)"
+        );
+    }
+}
+
+/// Runs the nested `cargo build` with a cleaned environment.
+fn build_plugins(plugins: &Path, target_dir: &Path) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(plugins)
+        .arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(WASM_TARGET)
+        .arg("--target-dir")
+        .arg(target_dir);
+    for var in REMOVED_VARS {
+        cmd.env_remove(var);
+    }
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy();
+        if REMOVED_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let output = match cmd.output() {
+        Ok(output) => output,
+        Err(e) => panic!("could not run cargo to build the plugins: {e}"),
+    };
+    if !output.status.success() {
+        panic!(
+            "building the plugins in {} failed ({}):\n{}{}",
+            plugins.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+    }
+}
+
+/// Copies built components to their published names, touching a file only
+/// when its content changed so downstream mtimes stay stable.
+fn publish(built: &Path, dest: &Path, plugins: &[(&str, &str)]) {
+    if let Err(e) = fs::create_dir_all(dest) {
+        panic!("could not create {}: {e}", dest.display());
+    }
+    for (stem, name) in plugins {
+        let from = built.join(format!("{stem}.wasm"));
+        let to = dest.join(format!("{name}.wasm"));
+        let bytes = match fs::read(&from) {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("plugin {} was not built: {e}", from.display()),
+        };
+        if fs::read(&to).is_ok_and(|old| old == bytes) {
+            continue;
+        }
+        if let Err(e) = fs::write(&to, &bytes) {
+            panic!("could not write {}: {e}", to.display());
+        }
+    }
+}

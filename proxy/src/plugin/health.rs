@@ -1,0 +1,152 @@
+//! Health-check plugins: judge the result of an active probe.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName};
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::bindings::health::switchyard::policy::health_types as wit;
+use super::bindings::health::{HealthCheck, HealthCheckPre};
+use super::error::PluginError;
+use super::headers::SelectedHeaders;
+use super::host::HostState;
+use super::instance::{Instances, World};
+use super::limits;
+use super::stats::PluginStats;
+
+/// Why a probe got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeError {
+    /// No answer within the probe timeout.
+    Timeout,
+    /// Connection refused.
+    Refused,
+    /// Connection reset.
+    Reset,
+    /// Anything else (TLS, protocol, ...).
+    Other,
+}
+
+/// The outcome of one probe, borrowed from the prober.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeReport<'a> {
+    /// HTTP status, if a response arrived.
+    pub status: Option<u16>,
+    /// Response headers; the plugin sees only those it declared.
+    pub headers: &'a HeaderMap,
+    /// Start of the body; only the first 4 KiB are passed on.
+    pub body_prefix: &'a [u8],
+    /// Time to response or failure.
+    pub latency: Duration,
+    /// Set when no response arrived.
+    pub error: Option<ProbeError>,
+}
+
+/// A validated health verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthVerdict {
+    /// Serving normally.
+    Up,
+    /// Not serving, with a reason of at most 256 bytes.
+    Down(String),
+    /// Serving at reduced weight: percent in 0..=100.
+    Degraded(u8),
+}
+
+/// A health-check world instance.
+pub(crate) struct HealthInstance {
+    bindings: HealthCheck,
+}
+
+impl World for HealthInstance {
+    const WORLD: &'static str = "health-check";
+    const EXPORTS: &'static [&'static str] = &["init", "wanted-headers", "evaluate"];
+    type Pre = HealthCheckPre<HostState>;
+
+    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        HealthCheckPre::new(pre)
+    }
+
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+        Ok(Self {
+            bindings: pre.instantiate(store)?,
+        })
+    }
+
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.bindings.call_init(store, config)
+    }
+}
+
+/// A loaded health-check plugin. `evaluate` may be called concurrently.
+#[derive(Debug)]
+pub struct HealthPlugin {
+    instances: Instances<HealthInstance>,
+    wanted: Vec<HeaderName>,
+}
+
+impl HealthPlugin {
+    pub(crate) fn load(instances: Instances<HealthInstance>) -> Result<Self, PluginError> {
+        let names =
+            instances.smoke(|slot| slot.world.bindings.call_wanted_headers(&mut slot.store))?;
+        let wanted = limits::header_names(names)?;
+        Ok(Self { instances, wanted })
+    }
+
+    /// Live statistics of this plugin version.
+    pub fn stats(&self) -> &PluginStats {
+        self.instances.stats()
+    }
+
+    /// The response headers this plugin reads.
+    pub fn wanted_headers(&self) -> &[HeaderName] {
+        &self.wanted
+    }
+
+    /// Asks the plugin to judge a probe. The verdict is validated (reason
+    /// length, percent range).
+    pub fn evaluate(&self, probe: &ProbeReport<'_>) -> Result<HealthVerdict, PluginError> {
+        let headers = SelectedHeaders::select(&self.wanted, probe.headers);
+        let body = &probe.body_prefix[..probe.body_prefix.len().min(limits::MAX_PROBE_BODY_BYTES)];
+        let wit_probe = wit::Probe {
+            status: probe.status,
+            headers: headers.as_slice(),
+            body_prefix: body,
+            latency_us: u32::try_from(probe.latency.as_micros()).unwrap_or(u32::MAX),
+            error: probe.error.map(|e| match e {
+                ProbeError::Timeout => wit::ErrorKind::Timeout,
+                ProbeError::Refused => wit::ErrorKind::Refused,
+                ProbeError::Reset => wit::ErrorKind::Reset,
+                ProbeError::Other => wit::ErrorKind::Other,
+            }),
+        };
+        self.instances.call(
+            |slot| {
+                slot.world
+                    .bindings
+                    .call_evaluate(&mut slot.store, wit_probe)
+            },
+            validate,
+        )
+    }
+}
+
+fn validate(verdict: wit::Verdict) -> Result<HealthVerdict, PluginError> {
+    match verdict {
+        wit::Verdict::Up => Ok(HealthVerdict::Up),
+        wit::Verdict::Down(reason) => {
+            limits::reason(&reason)?;
+            Ok(HealthVerdict::Down(reason))
+        }
+        wit::Verdict::Degraded(pct) if pct <= 100 => Ok(HealthVerdict::Degraded(pct)),
+        wit::Verdict::Degraded(pct) => Err(PluginError::Invalid(format!(
+            "degraded weight {pct}% is over 100%"
+        ))),
+    }
+}

@@ -1,0 +1,250 @@
+//! Routing plugins: pick the backend for each request.
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, StatusCode};
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::bindings::routing::switchyard::policy::routing_types as wit;
+use super::bindings::routing::{Routing, RoutingPre};
+use super::error::PluginError;
+use super::headers::SelectedHeaders;
+use super::host::HostState;
+use super::instance::{Instances, Slot, World};
+use super::limits;
+use super::stats::PluginStats;
+
+/// The request being routed, borrowed from the proxy's own request.
+///
+/// Only the headers the plugin declared (see
+/// [`RoutingPlugin::wanted_headers`]) are copied into the call.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRequest<'a> {
+    /// Method, e.g. `"GET"`.
+    pub method: &'a str,
+    /// Path without query.
+    pub path: &'a str,
+    /// Host the client asked for.
+    pub host: &'a str,
+    /// Client address.
+    pub client_ip: IpAddr,
+    /// All request headers; the plugin sees only those it declared.
+    pub headers: &'a HeaderMap,
+}
+
+/// One backend the request may go to, as the plugin sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteCandidate {
+    /// Stable backend index; [`RouteDecision::Backend`] names one of these.
+    pub index: u32,
+    /// Configured weight.
+    pub weight: u32,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// Latency moving average, in microseconds.
+    pub latency_ewma_us: u32,
+    /// Recent error rate, in thousandths.
+    pub error_rate_permille: u16,
+    /// Whether health checks and the breaker admit this backend.
+    pub healthy: bool,
+}
+
+/// What a routing plugin decided, after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteDecision {
+    /// Forward to the candidate whose `index` this is (guaranteed to be one
+    /// of the candidates passed in).
+    Backend(u32),
+    /// Answer directly (status guaranteed 200..=599, body at most 4 KiB).
+    Respond {
+        /// Response status.
+        status: StatusCode,
+        /// Response body.
+        body: String,
+    },
+    /// Refuse the request (the proxy answers 403).
+    Reject,
+}
+
+/// A routing world instance plus its reusable candidate buffer.
+pub(crate) struct RoutingInstance {
+    bindings: Routing,
+    candidates: Vec<wit::Candidate>,
+}
+
+impl World for RoutingInstance {
+    const WORLD: &'static str = "routing";
+    const EXPORTS: &'static [&'static str] = &["init", "wanted-headers", "choose"];
+    type Pre = RoutingPre<HostState>;
+
+    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        RoutingPre::new(pre)
+    }
+
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+        Ok(Self {
+            bindings: pre.instantiate(store)?,
+            candidates: Vec::new(),
+        })
+    }
+
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.bindings.call_init(store, config)
+    }
+}
+
+/// A loaded routing plugin. Cheap to share; `choose` may be called from
+/// many threads at once.
+#[derive(Debug)]
+pub struct RoutingPlugin {
+    instances: Instances<RoutingInstance>,
+    wanted: Vec<HeaderName>,
+}
+
+impl RoutingPlugin {
+    /// Runs the load-time smoke test: one instance, `init`, `wanted-headers`.
+    pub(crate) fn load(instances: Instances<RoutingInstance>) -> Result<Self, PluginError> {
+        let names =
+            instances.smoke(|slot| slot.world.bindings.call_wanted_headers(&mut slot.store))?;
+        let wanted = limits::header_names(names)?;
+        Ok(Self { instances, wanted })
+    }
+
+    /// Live statistics of this plugin version.
+    pub fn stats(&self) -> &PluginStats {
+        self.instances.stats()
+    }
+
+    /// The request headers this plugin reads; the proxy may use it to skip
+    /// work, and only these are passed to [`Self::choose`].
+    pub fn wanted_headers(&self) -> &[HeaderName] {
+        &self.wanted
+    }
+
+    /// Asks the plugin where `req` should go. The result is validated: a
+    /// backend index is one of `candidates`, a response is well-formed.
+    /// Fails with the plugin's error (trap, timeout, ...) or `Quarantined`.
+    pub fn choose(
+        &self,
+        req: &RouteRequest<'_>,
+        candidates: &[RouteCandidate],
+    ) -> Result<RouteDecision, PluginError> {
+        let headers = SelectedHeaders::select(&self.wanted, req.headers);
+        let mut ip_buf = [0u8; 48];
+        let client_ip = format_ip(req.client_ip, &mut ip_buf);
+        let request = wit::Request {
+            method: req.method,
+            path: req.path,
+            host: req.host,
+            client_ip,
+            headers: headers.as_slice(),
+        };
+        self.instances.call(
+            |slot: &mut Slot<RoutingInstance>| {
+                let RoutingInstance {
+                    bindings,
+                    candidates: buf,
+                } = &mut slot.world;
+                buf.clear();
+                buf.extend(candidates.iter().map(|c| wit::Candidate {
+                    index: c.index,
+                    weight: c.weight,
+                    in_flight: c.in_flight,
+                    latency_ewma_us: c.latency_ewma_us,
+                    error_rate_permille: c.error_rate_permille,
+                    healthy: c.healthy,
+                }));
+                bindings.call_choose(&mut slot.store, request, buf)
+            },
+            |decision| validate(decision, candidates),
+        )
+    }
+}
+
+/// Checks a decision against the candidates it was made from.
+fn validate(
+    decision: wit::Decision,
+    candidates: &[RouteCandidate],
+) -> Result<RouteDecision, PluginError> {
+    match decision {
+        wit::Decision::Backend(index) => {
+            if candidates.iter().any(|c| c.index == index) {
+                Ok(RouteDecision::Backend(index))
+            } else {
+                Err(PluginError::Invalid(format!(
+                    "backend index {index} is not among the {} candidates",
+                    candidates.len()
+                )))
+            }
+        }
+        wit::Decision::Respond(r) => {
+            let status = limits::status(r.status)?;
+            limits::body(&r.body)?;
+            Ok(RouteDecision::Respond {
+                status,
+                body: r.body,
+            })
+        }
+        wit::Decision::Reject => Ok(RouteDecision::Reject),
+    }
+}
+
+/// Formats an address into `buf` without allocating.
+fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // An IPv6 address is at most 45 characters, so this cannot fail.
+    let len = match write!(cursor, "{ip}") {
+        Ok(()) => usize::try_from(cursor.position()).unwrap_or(0),
+        Err(_) => 0,
+    };
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_addresses_without_allocating() {
+        let mut buf = [0u8; 48];
+        assert_eq!(
+            format_ip("192.0.2.7".parse().unwrap(), &mut buf),
+            "192.0.2.7"
+        );
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        let mut buf = [0u8; 48];
+        assert_eq!(format_ip(v6, &mut buf), v6.to_string());
+    }
+
+    #[test]
+    fn decisions_are_validated() {
+        let cands = [RouteCandidate {
+            index: 7,
+            ..Default::default()
+        }];
+        assert_eq!(
+            validate(wit::Decision::Backend(7), &cands).ok(),
+            Some(RouteDecision::Backend(7))
+        );
+        assert!(validate(wit::Decision::Backend(0), &cands).is_err());
+        let bad = wit::Decision::Respond(wit::Response {
+            status: 99,
+            body: String::new(),
+        });
+        assert!(validate(bad, &cands).is_err());
+        let big = wit::Decision::Respond(wit::Response {
+            status: 200,
+            body: "x".repeat(5000),
+        });
+        assert!(validate(big, &cands).is_err());
+    }
+}

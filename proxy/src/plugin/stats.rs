@@ -1,0 +1,341 @@
+//! Per-plugin call statistics and quarantine.
+//!
+//! Counters are plain atomics so the hot path pays a few relaxed increments.
+//! Call durations go into fixed buckets that map one-to-one onto a
+//! Prometheus histogram. Quarantine looks at a sliding window of one-second
+//! buckets: when too large a share of recent calls failed, the plugin is not
+//! called at all for a cool-off period, so a broken plugin costs neither CPU
+//! (traps are not free) nor log noise.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use super::error::PluginError;
+
+/// Upper bounds (inclusive) of the call-duration buckets, in nanoseconds.
+/// A last, implicit bucket holds everything slower.
+pub const DURATION_BUCKETS_NS: [u64; 12] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000,
+];
+
+/// Labels of the call-error counters, in [`PluginStats::errors`] order.
+pub const ERROR_KINDS: [&str; 6] = [
+    "trap",
+    "timeout",
+    "memory",
+    "invalid",
+    "quarantined",
+    "other",
+];
+
+/// When a plugin is taken out of service, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuarantinePolicy {
+    /// Length of the sliding window (rounded to whole seconds, 1..=60).
+    pub window: Duration,
+    /// Calls the window needs before the error share counts.
+    pub min_calls: u32,
+    /// Error share (0.0..=1.0) above which the plugin is quarantined.
+    pub max_error_ratio: f64,
+    /// How long a quarantine lasts.
+    pub cool_off: Duration,
+}
+
+impl Default for QuarantinePolicy {
+    /// More than half of at least 20 calls in 10 s failed: 30 s out.
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            min_calls: 20,
+            max_error_ratio: 0.5,
+            cool_off: Duration::from_secs(30),
+        }
+    }
+}
+
+const MAX_WINDOW_SECS: usize = 60;
+
+/// One second of the sliding window.
+#[derive(Debug, Default)]
+struct Second {
+    /// Which second (since `PluginStats::origin`) this slot holds, plus one
+    /// (zero means empty).
+    stamp: AtomicU64,
+    calls: AtomicU32,
+    errors: AtomicU32,
+}
+
+/// Live statistics of one plugin version.
+#[derive(Debug)]
+pub struct PluginStats {
+    origin: Instant,
+    policy: QuarantinePolicy,
+    window_secs: usize,
+    calls: AtomicU64,
+    errors: [AtomicU64; ERROR_KINDS.len()],
+    buckets: [AtomicU64; DURATION_BUCKETS_NS.len() + 1],
+    duration_sum_ns: AtomicU64,
+    window: Box<[Second]>,
+    /// Nanoseconds since `origin` until which the plugin is quarantined.
+    quarantined_until: AtomicU64,
+    quarantined: AtomicBool,
+    quarantines: AtomicU64,
+    name: String,
+}
+
+/// A consistent-enough copy of the duration histogram, for exporters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DurationSummary {
+    /// Count per bucket; `buckets[i]` counts calls of at most
+    /// `DURATION_BUCKETS_NS[i]`, the last entry counts the rest.
+    pub buckets: Vec<u64>,
+    /// Sum of all call durations, in nanoseconds.
+    pub sum_ns: u64,
+    /// Number of calls observed.
+    pub count: u64,
+}
+
+impl PluginStats {
+    pub(crate) fn new(name: &str, policy: QuarantinePolicy) -> Self {
+        let window_secs = usize::try_from(policy.window.as_secs())
+            .unwrap_or(MAX_WINDOW_SECS)
+            .clamp(1, MAX_WINDOW_SECS);
+        Self {
+            origin: Instant::now(),
+            policy,
+            window_secs,
+            calls: AtomicU64::new(0),
+            errors: Default::default(),
+            buckets: Default::default(),
+            duration_sum_ns: AtomicU64::new(0),
+            window: (0..window_secs).map(|_| Second::default()).collect(),
+            quarantined_until: AtomicU64::new(0),
+            quarantined: AtomicBool::new(false),
+            quarantines: AtomicU64::new(0),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Calls that ran the plugin (successful or not; quarantined calls are
+    /// not counted here).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Relaxed)
+    }
+
+    /// Errors by kind, labelled by [`ERROR_KINDS`].
+    pub fn errors(&self) -> [(&'static str, u64); ERROR_KINDS.len()] {
+        let mut out = [("", 0); ERROR_KINDS.len()];
+        for (i, label) in ERROR_KINDS.iter().enumerate() {
+            out[i] = (label, self.errors[i].load(Relaxed));
+        }
+        out
+    }
+
+    /// Errors of one kind label (see [`PluginError::kind_label`]).
+    pub fn errors_of(&self, label: &str) -> u64 {
+        ERROR_KINDS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.errors[i].load(Relaxed))
+    }
+
+    /// The call-duration histogram.
+    pub fn durations(&self) -> DurationSummary {
+        let buckets: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        DurationSummary {
+            count: buckets.iter().sum(),
+            buckets,
+            sum_ns: self.duration_sum_ns.load(Relaxed),
+        }
+    }
+
+    /// How many times the plugin entered quarantine.
+    pub fn quarantines(&self) -> u64 {
+        self.quarantines.load(Relaxed)
+    }
+
+    /// Whether calls are currently refused. Logs once when a quarantine ends.
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined_at(Instant::now())
+    }
+
+    pub(crate) fn quarantined_at(&self, now: Instant) -> bool {
+        if !self.quarantined.load(Relaxed) {
+            return false;
+        }
+        if self.nanos(now) < self.quarantined_until.load(Relaxed) {
+            return true;
+        }
+        if self.quarantined.swap(false, Relaxed) {
+            // Start afresh: the failures that caused the quarantine must not
+            // cause the next one.
+            for s in self.window.iter() {
+                s.stamp.store(0, Relaxed);
+            }
+            tracing::info!(plugin = %self.name, "plugin quarantine ended, calling it again");
+        }
+        false
+    }
+
+    pub(crate) fn record_ok(&self, started: Instant, elapsed: Duration) {
+        self.calls.fetch_add(1, Relaxed);
+        self.observe(elapsed);
+        self.second(started).calls.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_error(&self, started: Instant, elapsed: Duration, error: &PluginError) {
+        let kind = match error {
+            PluginError::Trap(_) => 0,
+            PluginError::Timeout { .. } => 1,
+            PluginError::Memory { .. } => 2,
+            PluginError::Invalid(_) => 3,
+            PluginError::Quarantined => 4,
+            _ => 5,
+        };
+        self.errors[kind].fetch_add(1, Relaxed);
+        if matches!(error, PluginError::Quarantined) {
+            return;
+        }
+        self.calls.fetch_add(1, Relaxed);
+        self.observe(elapsed);
+        let second = self.second(started);
+        second.calls.fetch_add(1, Relaxed);
+        second.errors.fetch_add(1, Relaxed);
+        self.check_quarantine(started);
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let i = DURATION_BUCKETS_NS.partition_point(|b| *b < ns);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.duration_sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The window slot of the second containing `t`, cleared if stale.
+    fn second(&self, t: Instant) -> &Second {
+        let sec = self.nanos(t) / 1_000_000_000;
+        let stamp = sec + 1;
+        let slot = &self.window[(sec % self.window_secs as u64) as usize];
+        let old = slot.stamp.load(Relaxed);
+        if old != stamp
+            && slot
+                .stamp
+                .compare_exchange(old, stamp, Relaxed, Relaxed)
+                .is_ok()
+        {
+            // A racing increment may be lost here; the window is a heuristic.
+            slot.calls.store(0, Relaxed);
+            slot.errors.store(0, Relaxed);
+        }
+        slot
+    }
+
+    fn check_quarantine(&self, now: Instant) {
+        let current = self.nanos(now) / 1_000_000_000 + 1;
+        let oldest = current.saturating_sub(self.window_secs as u64 - 1);
+        let (mut calls, mut errors) = (0u64, 0u64);
+        for s in self.window.iter() {
+            let stamp = s.stamp.load(Relaxed);
+            if stamp >= oldest && stamp <= current {
+                calls += u64::from(s.calls.load(Relaxed));
+                errors += u64::from(s.errors.load(Relaxed));
+            }
+        }
+        if calls < u64::from(self.policy.min_calls)
+            || (errors as f64) <= self.policy.max_error_ratio * calls as f64
+        {
+            return;
+        }
+        let until = self
+            .nanos(now)
+            .saturating_add(u64::try_from(self.policy.cool_off.as_nanos()).unwrap_or(u64::MAX));
+        self.quarantined_until.store(until, Relaxed);
+        if !self.quarantined.swap(true, Relaxed) {
+            self.quarantines.fetch_add(1, Relaxed);
+            tracing::warn!(
+                plugin = %self.name,
+                errors, calls,
+                cool_off = ?self.policy.cool_off,
+                "plugin failing too often, quarantined"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(cool_off: Duration) -> QuarantinePolicy {
+        QuarantinePolicy {
+            window: Duration::from_secs(10),
+            min_calls: 4,
+            max_error_ratio: 0.5,
+            cool_off,
+        }
+    }
+
+    #[test]
+    fn buckets_and_sum() {
+        let s = PluginStats::new("t", QuarantinePolicy::default());
+        let now = Instant::now();
+        s.record_ok(now, Duration::from_nanos(400));
+        s.record_ok(now, Duration::from_micros(3));
+        s.record_ok(now, Duration::from_secs(1));
+        let d = s.durations();
+        assert_eq!(d.count, 3);
+        assert_eq!(d.buckets[0], 1);
+        assert_eq!(d.buckets[3], 1);
+        assert_eq!(d.buckets[DURATION_BUCKETS_NS.len()], 1);
+        assert_eq!(s.calls(), 3);
+    }
+
+    #[test]
+    fn quarantine_needs_enough_calls_and_errors() {
+        let s = PluginStats::new("t", policy(Duration::from_secs(60)));
+        let now = Instant::now();
+        let trap = PluginError::Trap("x".into());
+        s.record_error(now, Duration::ZERO, &trap);
+        s.record_error(now, Duration::ZERO, &trap);
+        assert!(!s.quarantined_at(now), "too few calls");
+        s.record_ok(now, Duration::ZERO);
+        s.record_ok(now, Duration::ZERO);
+        assert!(!s.quarantined_at(now), "exactly half is not over half");
+        s.record_error(now, Duration::ZERO, &trap);
+        assert!(s.quarantined_at(now));
+        assert_eq!(s.quarantines(), 1);
+        assert_eq!(s.errors_of("trap"), 3);
+    }
+
+    #[test]
+    fn quarantine_ends_after_cool_off() {
+        let s = PluginStats::new("t", policy(Duration::from_millis(1)));
+        let now = Instant::now();
+        for _ in 0..4 {
+            s.record_error(
+                now,
+                Duration::ZERO,
+                &PluginError::Timeout {
+                    limit: Duration::ZERO,
+                },
+            );
+        }
+        assert!(s.quarantined_at(now));
+        assert!(!s.quarantined_at(now + Duration::from_millis(5)));
+        // The window was cleared, so one more failure does not re-quarantine.
+        s.record_error(
+            now,
+            Duration::ZERO,
+            &PluginError::Timeout {
+                limit: Duration::ZERO,
+            },
+        );
+        assert!(!s.quarantined_at(now + Duration::from_millis(5)));
+    }
+}
