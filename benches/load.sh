@@ -227,8 +227,9 @@ start_bg() {
 be1=$(free_port)
 be2=$(free_port)
 body_marker="switchyard-load-backend"
+# The body is BODY_BYTES long including the " N\n" that tells the backends apart.
 body=$body_marker
-while ((${#body} < BODY_BYTES)); do body+=x; done
+while ((${#body} < BODY_BYTES - 3)); do body+=x; done
 mkdir -p "$tmp/nginx"
 cat >"$tmp/nginx/nginx.conf" <<EOF
 daemon off;
