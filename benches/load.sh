@@ -95,6 +95,10 @@ cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM
     for pid in "${pids[@]}"; do stop_pid "$pid"; done
+    # keep the processes' logs (and configs) with the results, for anomalies
+    if [[ -n ${raw:-} && -d $raw ]]; then
+        cp "$tmp"/*.log "$tmp"/*.cfg "$tmp"/*.toml "$raw"/ 2>/dev/null || true
+    fi
     if [[ $KEEP_TMP == 1 ]]; then
         log "kept $tmp"
     else
