@@ -22,7 +22,9 @@
 #                          for an A/A check of the noise) and "direct" (wrk straight at
 #                          the first backend, no proxy)
 #   SWITCHYARD_BIN         use this binary instead of building one
-#   SWITCHYARD_LOG [warn]  RUST_LOG for Switchyard
+#   SWITCHYARD_LOG [warn]  Switchyard's log filter (--log-level, and RUST_LOG)
+#   ACCESS_LOG [0]         1: leave Switchyard's per-request access log on (HAProxy
+#                          logs nothing in either case)
 #   SWITCHYARD_CONFIG_EXTRA  TOML text appended to every Switchyard config
 #   POLICY                 a plugin name: adds the contender "switchyard-policy", whose
 #                          pool uses balance = "plugin:$POLICY", reported as a ratio
@@ -56,6 +58,7 @@ POLICY_CONFIG=${POLICY_CONFIG:-}
 RESULTS_DIR=${RESULTS_DIR:-$repo/benches/results}
 KEEP_TMP=${KEEP_TMP:-0}
 NO_INSTALL=${NO_INSTALL:-0}
+ACCESS_LOG=${ACCESS_LOG:-0}
 
 if [[ -n $POLICY && " $CONTENDERS " != *" switchyard-policy "* ]]; then
     CONTENDERS="$CONTENDERS switchyard-policy"
@@ -92,6 +95,10 @@ cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM
     for pid in "${pids[@]}"; do stop_pid "$pid"; done
+    # keep the processes' logs (and configs) with the results, for anomalies
+    if [[ -n ${raw:-} && -d $raw ]]; then
+        cp "$tmp"/*.log "$tmp"/*.cfg "$tmp"/*.toml "$raw"/ 2>/dev/null || true
+    fi
     if [[ $KEEP_TMP == 1 ]]; then
         log "kept $tmp"
     else
@@ -224,8 +231,9 @@ start_bg() {
 be1=$(free_port)
 be2=$(free_port)
 body_marker="switchyard-load-backend"
+# The body is BODY_BYTES long including the " N\n" that tells the backends apart.
 body=$body_marker
-while ((${#body} < BODY_BYTES)); do body+=x; done
+while ((${#body} < BODY_BYTES - 3)); do body+=x; done
 mkdir -p "$tmp/nginx"
 cat >"$tmp/nginx/nginx.conf" <<EOF
 daemon off;
@@ -325,16 +333,27 @@ backends = [
 EOF
     if [[ -n $SWITCHYARD_CONFIG_EXTRA ]]; then printf '\n%s\n' "$SWITCHYARD_CONFIG_EXTRA" >>"$tmp/$name.toml"; fi
     if [[ -n $extra ]]; then printf '\n%s\n' "$extra" >>"$tmp/$name.toml"; fi
+    if ((switchyard_has_check)) &&
+        ! "$switchyard_bin" check --config "$tmp/$name.toml" >"$tmp/$name.check" 2>&1; then
+        cat "$tmp/$name.check" >&2
+        die "switchyard rejected $tmp/$name.toml (written for contender $name)"
+    fi
     start_bg "$name" env RUST_LOG="$SWITCHYARD_LOG" TOKIO_WORKER_THREADS="$PROXY_THREADS" \
         "${pin_px[@]}" "$switchyard_bin" "${switchyard_flags[@]}" --config "$tmp/$name.toml"
     wait_listening "$name" "$last_pid" "$port"
     port_of[$name]=$port pid_of[$name]=$last_pid
 }
 
+# Use the flags this build has: the thread count (TOKIO_WORKER_THREADS is set
+# as well, for builds without --workers), the log level, and no access log
+# unless ACCESS_LOG=1 (the HAProxy config logs nothing either).
+switchyard_has_check=0
 if ((need_switchyard)); then
-    if "$switchyard_bin" --help 2>&1 | grep -q -- '--workers'; then
-        switchyard_flags=(--workers "$PROXY_THREADS")
-    fi
+    sy_help=$("$switchyard_bin" --help 2>&1 || true)
+    if [[ $sy_help == *--workers* ]]; then switchyard_flags+=(--workers "$PROXY_THREADS"); fi
+    if [[ $sy_help == *--log-level* ]]; then switchyard_flags+=(--log-level "$SWITCHYARD_LOG"); fi
+    if [[ $ACCESS_LOG != 1 && $sy_help == *--no-access-log* ]]; then switchyard_flags+=(--no-access-log); fi
+    if [[ $sy_help =~ [[:space:]]check[[:space:]] ]]; then switchyard_has_check=1; fi
 fi
 
 for c in $CONTENDERS; do

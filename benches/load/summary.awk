@@ -1,7 +1,8 @@
 # Reads the "run ..." lines of a load summary file and prints
 #   - a human-readable report, every line prefixed with "# "
 #   - "median contender=C conns=N rps=X p99_ms=Y runs=K" lines
-#   - "ratio conns=N of=A to=B rps=X p99=Y" lines: A's median over B's median
+#   - "ratio conns=N of=A to=B rps=X p99=Y paired_rps=X2 paired_p99=Y2" lines:
+#     A's median over B's median, and the median of the per-round ratios
 #     (rps above 1: A is faster; p99 above 1: A's tail latency is worse)
 # Variables: contenders (space-separated, the first is the reference),
 #            connections (space-separated).
@@ -16,6 +17,28 @@ function median(list,    a, n, i, j, t) {
     }
     if (n % 2) return a[(n + 1) / 2] + 0
     return (a[n / 2] + a[n / 2 + 1]) / 2
+}
+
+# Median over rounds of A's figure over B's figure in the same round: the two
+# runs were taken back to back, so this follows drift better than a ratio of
+# medians. which: 1 for requests/s, 2 for p99.
+function paired(a, b, n, which,    r, x, y, list) {
+    list = ""
+    for (r = 1; r <= max_round; r++) {
+        if (!((a, n, r) in by_round) || !((b, n, r) in by_round)) continue
+        split(by_round[a, n, r], x, SUBSEP)
+        split(by_round[b, n, r], y, SUBSEP)
+        if (x[which] == "NA" || y[which] == "NA" || y[which] + 0 == 0) continue
+        list = list " " (x[which] / y[which])
+    }
+    return list == "" ? "NA" : sprintf("%.3f", median(list))
+}
+
+function report(a, b, ia, ib, n) {
+    printf "# ratio %s / %s: throughput %s, p99 %s  (median of per-round ratios: throughput %s, p99 %s)\n", \
+        a, b, ratio(mr[ia], mr[ib]), ratio(mp[ia], mp[ib]), paired(a, b, n, 1), paired(a, b, n, 2)
+    printf "ratio conns=%s of=%s to=%s rps=%s p99=%s paired_rps=%s paired_p99=%s\n", \
+        n, a, b, ratio(mr[ia], mr[ib]), ratio(mp[ia], mp[ib]), paired(a, b, n, 1), paired(a, b, n, 2)
 }
 
 function ratio(x, y) {
@@ -34,6 +57,8 @@ $1 == "run" {
     if (kv["p99_ms"] != "NA") p99[key] = p99[key] " " kv["p99_ms"]
     rps_runs[key] = rps_runs[key] sprintf(" %10s", kv["rps"])
     p99_runs[key] = p99_runs[key] sprintf(" %10s", kv["p99_ms"])
+    by_round[kv["contender"], kv["conns"], kv["round"]] = kv["rps"] SUBSEP kv["p99_ms"]
+    if (kv["round"] + 0 > max_round) max_round = kv["round"] + 0
     errs[key] += kv["socket_errors"]
     non2xx[key] += kv["non2xx"]
     nruns[key]++
@@ -59,8 +84,7 @@ END {
         }
         for (i = 2; i <= nc; i++) {
             if (!((C[i] SUBSEP n) in nruns) || !((ref SUBSEP n) in nruns)) continue
-            printf "# ratio %s / %s: throughput %s, p99 %s\n", C[i], ref, ratio(mr[i], mr[1]), ratio(mp[i], mp[1])
-            printf "ratio conns=%s of=%s to=%s rps=%s p99=%s\n", n, C[i], ref, ratio(mr[i], mr[1]), ratio(mp[i], mp[1])
+            report(C[i], ref, i, 1, n)
         }
         # a policy plugin is also compared with the native balancer
         nat = 0
@@ -68,8 +92,7 @@ END {
         for (i = 1; i <= nc; i++) {
             if (C[i] != "switchyard-policy" || !nat || nat == 1) continue
             if (!((C[i] SUBSEP n) in nruns) || !((C[nat] SUBSEP n) in nruns)) continue
-            printf "# ratio %s / %s: throughput %s, p99 %s\n", C[i], C[nat], ratio(mr[i], mr[nat]), ratio(mp[i], mp[nat])
-            printf "ratio conns=%s of=%s to=%s rps=%s p99=%s\n", n, C[i], C[nat], ratio(mr[i], mr[nat]), ratio(mp[i], mp[nat])
+            report(C[i], C[nat], i, nat, n)
         }
         print "#"
     }
