@@ -610,3 +610,21 @@ fn inspect_reports_worlds_and_imports() {
     assert!(info.loadable_as().is_empty());
     assert!(info.to_string().contains("will NOT load"));
 }
+
+#[test]
+fn plugin_check_command_reports_the_world_and_exit_status() {
+    let run = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["plugin", "check"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&switchyard::plugin::shipped_plugin_dir().join("canary.wasm"));
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(stdout.contains("loads as routing"), "{stdout}");
+    let wrong = run(&switchyard::plugin::test_plugin_dir().join("wrong-world.wasm"));
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stdout).contains("will NOT load"));
+}

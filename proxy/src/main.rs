@@ -42,6 +42,11 @@ struct Cli {
 enum Command {
     /// Validate a config file and exit (non-zero on error), like `nginx -t`.
     Check,
+    /// Inspect WebAssembly policy plugins.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// Talk to a running proxy's admin API.
     Ctl {
         /// Admin address (host:port).
@@ -98,6 +103,12 @@ enum CtlAction {
     Reload,
 }
 
+#[derive(Subcommand, Debug)]
+enum PluginAction {
+    /// Report which world a component implements and whether it would load.
+    Check { file: PathBuf },
+}
+
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum LogFormat {
     Text,
@@ -108,6 +119,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Check) = cli.command {
         return check(cli.config.as_deref());
+    }
+    if let Some(Command::Plugin {
+        action: PluginAction::Check { file },
+    }) = &cli.command
+    {
+        return plugin_check(file);
     }
     if let Some(Command::Ctl {
         admin,
@@ -155,6 +172,23 @@ fn check(path: Option<&Path>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plugin_check(file: &Path) -> ExitCode {
+    match switchyard::plugin::inspect(file) {
+        Ok(info) => {
+            println!("{info}");
+            if info.loadable_as().is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
             ExitCode::FAILURE
         }
     }
