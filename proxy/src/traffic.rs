@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::balance::hash_key;
+use crate::balance::request_key_hash;
 use crate::config::HashOn;
 
 /// Where a route sends its requests.
@@ -36,7 +36,7 @@ impl RouteTarget {
                 }
                 let roll = sticky
                     .as_ref()
-                    .and_then(|on| sticky_key(on, headers))
+                    .and_then(|on| request_key_hash(on, headers, None))
                     .map_or_else(|| fastrand::u64(..total), |h| h % total);
                 let mut acc = 0;
                 for (pool, weight) in pools {
@@ -89,21 +89,6 @@ pub fn parse_sticky(text: &str) -> Result<HashOn, String> {
     Err(format!(
         "sticky must be \"header:NAME\" or \"cookie:NAME\", not `{text}`"
     ))
-}
-
-fn sticky_key(on: &HashOn, headers: &HeaderMap) -> Option<u64> {
-    match on {
-        HashOn::Header(name) => headers.get(name).map(|v| hash_key(v.as_bytes())),
-        HashOn::Cookie(name) => headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| hash_key(v.as_bytes())),
-        HashOn::ClientIp => None,
-    }
 }
 
 /// `header:NAME` / `cookie:NAME`, the inverse of [`parse_sticky`].

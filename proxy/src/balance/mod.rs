@@ -17,7 +17,7 @@ pub use least_request::LeastRequest;
 pub use round_robin::RoundRobin;
 pub use weighted::SmoothWeighted;
 
-use crate::config::BalanceKind;
+use crate::config::{BalanceKind, HashOn};
 use crate::upstream::Backend;
 
 /// Per-request input to selection.
@@ -70,6 +70,30 @@ impl Balancer {
                 None => RoundRobin::default().pick(backends, ctx, usable),
             },
         }
+    }
+}
+
+/// The hash of a request's key (a header, a cookie or the client address), shared by
+/// consistent hashing and sticky canary splits; `None` when the key is absent.
+pub fn request_key_hash(
+    on: &HashOn,
+    headers: &http::HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
+) -> Option<u64> {
+    match on {
+        HashOn::Header(name) => headers.get(name).map(|v| hash_key(v.as_bytes())),
+        HashOn::Cookie(name) => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| hash_key(v.as_bytes())),
+        HashOn::ClientIp => client_ip.map(|ip| match ip {
+            std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
+            std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
+        }),
     }
 }
 

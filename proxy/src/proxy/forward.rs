@@ -14,9 +14,8 @@ use tracing::debug;
 
 use super::body::RequestBody;
 use super::outcome::{self, Outcome};
-use crate::balance::{PickContext, hash_key};
+use crate::balance::{PickContext, request_key_hash};
 use crate::clock;
-use crate::config::HashOn;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
@@ -254,27 +253,7 @@ fn request_hash(pool: &Pool, target: &Target<'_>) -> Option<u64> {
     let crate::config::BalanceKind::Hash(on) = &pool.config.balance else {
         return None;
     };
-    match on {
-        HashOn::Header(name) => target
-            .parts
-            .headers
-            .get(name)
-            .map(|v| hash_key(v.as_bytes())),
-        HashOn::Cookie(name) => target
-            .parts
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| hash_key(v.as_bytes())),
-        HashOn::ClientIp => Some(match target.client_ip {
-            std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
-            std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
-        }),
-    }
+    request_key_hash(on, &target.parts.headers, Some(target.client_ip))
 }
 
 /// Builds the request for one attempt: same head, absolute URI to the backend.
