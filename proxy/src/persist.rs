@@ -65,12 +65,7 @@ pub fn capture(snapshot: &Snapshot, overrides: &crate::traffic::Overrides) -> Sa
     let mut saved = SavedState::default();
     for pool in snapshot.pools.iter_sorted() {
         for b in &pool.backends {
-            let config_weight = pool
-                .config
-                .backends
-                .iter()
-                .find(|c| c.address == b.address)
-                .map_or(1, |c| c.weight);
+            let config_weight = pool.config_weight(b.address).unwrap_or(1);
             let weight = b.state.weight.load(Ordering::Relaxed);
             let admin = b.state.admin_state();
             if admin != AdminState::Active || weight != config_weight {
@@ -151,12 +146,7 @@ pub fn restore(snapshot: &Snapshot, saved: &SavedState) -> crate::traffic::Overr
                 _ => AdminState::Active,
             };
             b.state.set_admin_state(admin);
-            let config_weight = pool
-                .config
-                .backends
-                .iter()
-                .find(|c| c.address == b.address)
-                .map_or(1, |c| c.weight);
+            let config_weight = pool.config_weight(b.address).unwrap_or(1);
             if config_weight == s.config_weight {
                 b.state.weight.store(s.weight, Ordering::Relaxed);
             }

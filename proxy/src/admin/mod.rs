@@ -74,28 +74,18 @@ async fn handle(
         return response;
     }
     if let Some((route, action)) = control::parse_route(&path) {
-        if request.method() != Method::POST {
-            return method_not_allowed("POST");
-        }
-        let body = match read_body(request).await {
-            Some(body) => body,
-            None => {
-                return text_response(StatusCode::BAD_REQUEST, "unreadable or oversized body\n");
-            }
+        let body = match mutation_body(request).await {
+            Ok(body) => body,
+            Err(response) => return response,
         };
         let (status, value) = control::apply_route(server, peer, &route, action, &body).await;
         server.save_state();
         return json(status, &value);
     }
     if let Some((pool, address, action)) = control::parse(&path) {
-        if request.method() != Method::POST {
-            return method_not_allowed("POST");
-        }
-        let body = match read_body(request).await {
-            Some(body) => body,
-            None => {
-                return text_response(StatusCode::BAD_REQUEST, "unreadable or oversized body\n");
-            }
+        let body = match mutation_body(request).await {
+            Ok(body) => body,
+            Err(response) => return response,
         };
         let (status, value) = control::apply(server, peer, &pool, &address, action, &body);
         server.save_state();
@@ -165,12 +155,16 @@ fn method_not_allowed(allow: &'static str) -> Response<ProxyBody> {
     response
 }
 
-async fn read_body(request: Request<Incoming>) -> Option<Bytes> {
+/// The body of a mutation: POST only (405 otherwise), at most 64 KiB (400 otherwise).
+async fn mutation_body(request: Request<Incoming>) -> Result<Bytes, Response<ProxyBody>> {
+    if request.method() != Method::POST {
+        return Err(method_not_allowed("POST"));
+    }
     http_body_util::Limited::new(request.into_body(), 64 * 1024)
         .collect()
         .await
-        .ok()
         .map(|c| c.to_bytes())
+        .map_err(|_| text_response(StatusCode::BAD_REQUEST, "unreadable or oversized body\n"))
 }
 
 /// Whether the request carries the configured bearer token (always true without one).

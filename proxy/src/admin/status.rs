@@ -74,12 +74,7 @@ fn pool(pool: &Pool, now: u64) -> Value {
 
 fn backend(pool: &Pool, b: &Backend, now: u64) -> Value {
     let s = &b.state;
-    let config_weight = pool
-        .config
-        .backends
-        .iter()
-        .find(|c| c.address == b.address)
-        .map(|c| c.weight);
+    let config_weight = pool.config_weight(b.address);
     let last_check = s.health.last_check().map(|c| {
         json!({
             "result": c.result,

@@ -20,7 +20,7 @@ use tracing::info;
 pub use body::{BodyEnd, BodyOutcome, RequestBody, TrackedBody};
 pub use headers::{REQUEST_ID, ensure_request_id, is_upgrade, set_forwarded, strip_hop_by_hop};
 
-use crate::error::{ProxyBody, ProxyError, text_response};
+use crate::error::{ProxyBody, ProxyError};
 use crate::metrics::Metrics;
 use crate::router::Route;
 use crate::server::ConnActivity;
@@ -229,9 +229,4 @@ impl Drop for Completion {
     fn drop(&mut self) {
         self.finish(BodyOutcome::Abandoned);
     }
-}
-
-/// A plain response for requests that never reach the proxy pipeline.
-pub fn simple_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    text_response(status, text)
 }

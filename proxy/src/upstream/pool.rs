@@ -36,12 +36,7 @@ impl Pool {
             .map(|b| {
                 let kept = previous.and_then(|p| {
                     let old = p.backends.iter().find(|o| o.address == b.address)?;
-                    let old_config_weight = p
-                        .config
-                        .backends
-                        .iter()
-                        .find(|c| c.address == b.address)
-                        .map(|c| c.weight);
+                    let old_config_weight = p.config_weight(b.address);
                     if old_config_weight != Some(b.weight) {
                         old.state.weight.store(b.weight, Ordering::Relaxed);
                     }
@@ -68,6 +63,15 @@ impl Pool {
             backends,
             balancer,
         }
+    }
+
+    /// The weight the config gives the backend at `address` (runtime changes aside).
+    pub fn config_weight(&self, address: std::net::SocketAddr) -> Option<u32> {
+        self.config
+            .backends
+            .iter()
+            .find(|c| c.address == address)
+            .map(|c| c.weight)
     }
 
     /// Picks a usable backend not rejected by `exclude`.
