@@ -365,7 +365,7 @@ for c in $CONTENDERS; do
             [[ -n $POLICY ]] || die "switchyard-policy needs POLICY=NAME"
             pcfg=$POLICY_CONFIG
             if [[ -n $POLICY_WASM ]]; then
-                pcfg=$(printf '[plugin.%s]\npath = "%s"\n%s' "$POLICY" "$POLICY_WASM" "$POLICY_CONFIG")
+                pcfg=$(printf '[plugin.%s]\nkind = "routing"\npath = "%s"\n%s' "$POLICY" "$POLICY_WASM" "$POLICY_CONFIG")
             fi
             start_switchyard "$c" "plugin:$POLICY" "$pcfg"
             ;;

@@ -1,6 +1,7 @@
-//! Cost of one routing decision through the wasm `latency` plugin with four
-//! candidates: a warm, reused instance versus a fresh store and instance
-//! (plus `init`) per call.
+//! Cost of one routing decision with four backends: the wasm `latency` plugin
+//! called directly (a warm, reused instance versus a fresh store and instance plus
+//! `init` per call), and a whole `Pool::select` with that plugin versus the native
+//! least-request balancer it stands in for.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,17 +13,22 @@ use switchyard::plugin::{
     shipped_plugin_dir,
 };
 
-fn plugin_call(c: &mut Criterion) {
-    let runtime = PluginRuntime::new().expect("runtime");
-    let path = shipped_plugin_dir().join("latency.wasm");
-    let headers = HeaderMap::new();
-    let req = RouteRequest {
+/// The request every benchmark routes.
+fn sample_request(headers: &HeaderMap) -> RouteRequest<'_> {
+    RouteRequest {
         method: "GET",
         path: "/api/items",
         host: "example.test",
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
-        headers: &headers,
-    };
+        headers,
+    }
+}
+
+fn plugin_call(c: &mut Criterion) {
+    let runtime = PluginRuntime::new().expect("runtime");
+    let path = shipped_plugin_dir().join("latency.wasm");
+    let headers = HeaderMap::new();
+    let req = sample_request(&headers);
     let candidates: Vec<RouteCandidate> = (0..4)
         .map(|i| RouteCandidate {
             index: i,
@@ -53,5 +59,53 @@ fn plugin_call(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, plugin_call);
+/// `Pool::select` as the proxy calls it, native balancer versus routing plugin.
+fn pool_select(c: &mut Criterion) {
+    use switchyard::balance::PickContext;
+    use switchyard::config::Config;
+    use switchyard::metrics::Metrics;
+    use switchyard::policy::{PluginRegistry, PoolPolicies};
+    use switchyard::upstream::Pool;
+
+    let path = shipped_plugin_dir().join("latency.wasm");
+    let text = format!(
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"native\"\n\
+         [pool.native]\nbalance = \"least-request\"\nbackends = [{b}]\n\
+         [pool.wasm]\nbalance = \"plugin:latency\"\nfallback_balance = \"least-request\"\nbackends = [{b}]\n\
+         [plugin.latency]\nkind = \"routing\"\npath = '{}'\ntimeout = \"100ms\"\n",
+        path.display(),
+        b = (1..=4)
+            .map(|i| format!("{{ address = \"10.0.0.{i}:80\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let config = Config::parse(std::path::Path::new("bench.toml"), &text).expect("config");
+    let registry = PluginRegistry::new();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    let plugins = runtime
+        .block_on(registry.prepare(&config))
+        .map(|prepared| registry.commit(prepared))
+        .expect("plugins load");
+    let metrics = Metrics::new();
+    let headers = HeaderMap::new();
+    let req = sample_request(&headers);
+    let ctx = PickContext {
+        hash: None,
+        now_ms: 1,
+        slow_start: None,
+    };
+    let mut group = c.benchmark_group("pool_select_4_backends");
+    for name in ["native", "wasm"] {
+        let pool_config = config.pools[name].clone();
+        let policies = PoolPolicies::resolve(&pool_config, &plugins, &metrics);
+        let pool = Pool::build(pool_config, None, policies);
+        group.bench_function(name, |b| {
+            b.iter(|| pool.select(black_box(&ctx), Some(black_box(&req)), |_| false))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, plugin_call, pool_select);
 criterion_main!(benches);

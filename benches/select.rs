@@ -25,7 +25,11 @@ fn pool(balance: &str) -> Pool {
         backends.join(", ")
     );
     let config = Config::parse(Path::new("bench.toml"), &text).expect("valid bench config");
-    Pool::build(config.pools["app"].clone(), None)
+    Pool::build(
+        config.pools["app"].clone(),
+        None,
+        switchyard::policy::PoolPolicies::default(),
+    )
 }
 
 fn selection(c: &mut Criterion) {

@@ -153,13 +153,38 @@ fn check_wasm_target() {
             rustc.to_string_lossy()
         );
     };
-    if !sysroot.join("lib/rustlib").join(WASM_TARGET).exists() {
+    let installed = || sysroot.join("lib/rustlib").join(WASM_TARGET).exists();
+    if !installed() {
+        install_wasm_target();
+    }
+    if !installed() {
         panic!(
             "the `{WASM_TARGET}` Rust target is not installed, and Switchyard needs it to \
              build its policy plugins.\n\
              Install it with:  rustup target add {WASM_TARGET}\n\
              (or set SWITCHYARD_SKIP_PLUGIN_BUILD=1 to build without plugins)"
         );
+    }
+}
+
+/// Under rustup, does what `rust-toolchain.toml` asks for but rustup skips when the
+/// toolchain is already installed: adds the wasm target to the active toolchain.
+fn install_wasm_target() {
+    let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") else {
+        return;
+    };
+    println!(
+        "cargo:warning=installing the {WASM_TARGET} target with rustup (listed in rust-toolchain.toml)"
+    );
+    let status = Command::new("rustup")
+        .arg("target")
+        .arg("add")
+        .arg("--toolchain")
+        .arg(&toolchain)
+        .arg(WASM_TARGET)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        println!("cargo:warning=`rustup target add {WASM_TARGET}` failed");
     }
 }
 

@@ -468,30 +468,7 @@ async fn admin_endpoints_report_health_readiness_metrics_and_status() {
         !metrics.contains("# EOF"),
         "Prometheus text format by default"
     );
-    if let Ok(mut promtool) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        use std::io::Write;
-        promtool
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(metrics.as_bytes())
-            .unwrap();
-        let out = promtool.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        eprintln!("promtool not installed: skipping `promtool check metrics`");
-    }
+    assert_promtool_accepts(&metrics);
     let status = status(&proxy).await;
     let backend = &status["pools"][0]["backends"][0];
     assert_eq!(backend["address"], a.addr.to_string());

@@ -3,13 +3,10 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::*;
 use switchyard::config::Config;
-use switchyard::server::{Server, ServerOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_edits_reload_under_load_and_bad_edits_keep_the_running_config() {
@@ -23,37 +20,8 @@ async fn file_edits_reload_under_load_and_bad_edits_keep_the_running_config() {
     let file = dir.join("switchyard.toml");
     std::fs::write(&file, simple_config(&[&a, &b], "")).unwrap();
 
-    let server = Server::start(
-        Config::load(&file).unwrap(),
-        ServerOptions { access_log: false },
-    )
-    .await
-    .unwrap();
-    let admin =
-        switchyard::admin::start(Arc::clone(&server), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let _watcher = switchyard::reload::watch(Arc::clone(&server), file.clone()).unwrap();
-    let web = server.listener_address("web").unwrap();
-    let proxy = TestProxy {
-        server: Arc::clone(&server),
-        web,
-        admin,
-    };
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut load = Vec::new();
-    for _ in 0..20 {
-        let (stop, failures) = (Arc::clone(&stop), Arc::clone(&failures));
-        let url = format!("http://{web}/");
-        load.push(tokio::spawn(async move {
-            let client = client();
-            while !stop.load(Ordering::Relaxed) {
-                if get(&client, &url).await.0 != 200 {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let (proxy, _watcher) = start_watched_proxy(&file).await;
+    let load = Load::start(20, format!("http://{}/", proxy.web));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Add `c`, remove `a`: traffic follows within a second.
@@ -85,15 +53,8 @@ async fn file_edits_reload_under_load_and_bad_edits_keep_the_running_config() {
         "{metrics}"
     );
 
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.await.unwrap();
-    }
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "no request failed across the reloads"
-    );
+    let (_, failed) = load.stop().await;
+    assert_eq!(failed, 0, "no request failed across the reloads");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -46,8 +46,13 @@ impl BreakerState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TripReason {
     ConsecutiveFailures(u32),
-    ErrorRate { failures: u32, requests: u32 },
+    ErrorRate {
+        failures: u32,
+        requests: u32,
+    },
     TrialFailed,
+    /// A recovery plugin decided.
+    Policy,
 }
 
 impl std::fmt::Display for TripReason {
@@ -58,6 +63,7 @@ impl std::fmt::Display for TripReason {
                 write!(f, "{failures} of {requests} requests failed in the window")
             }
             TripReason::TrialFailed => write!(f, "a half-open trial request failed"),
+            TripReason::Policy => write!(f, "the recovery policy decided"),
         }
     }
 }
@@ -191,10 +197,27 @@ impl Breaker {
             .map_err(|_| Rejected)
     }
 
+    /// Counts one outcome (consecutive failures and the sliding window) without
+    /// deciding anything; returns the consecutive failures after it. A recovery plugin
+    /// reads these counts and decides itself.
+    pub fn observe(&self, window: Duration, now_ms: u64, failed: bool) -> u32 {
+        self.count(window, now_ms, failed);
+        if failed {
+            self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            0
+        }
+    }
+
     /// Records a successful request.
     pub fn record_success(&self, config: &BreakerConfig, now_ms: u64) -> Option<Transition> {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-        self.count(config.window, now_ms, false);
+        self.observe(config.window, now_ms, false);
+        self.after_success(config)
+    }
+
+    /// The native decision after a counted success: enough half-open trials close.
+    pub fn after_success(&self, config: &BreakerConfig) -> Option<Transition> {
         if self.state() != BreakerState::HalfOpen {
             return None;
         }
@@ -222,8 +245,18 @@ impl Breaker {
         now_ms: u64,
         may_eject: impl FnOnce() -> bool,
     ) -> Option<Transition> {
-        let consecutive = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        self.count(config.window, now_ms, true);
+        let consecutive = self.observe(config.window, now_ms, true);
+        self.after_failure(config, now_ms, consecutive, may_eject)
+    }
+
+    /// The native decision after a counted failure: the thresholds of `config`.
+    pub fn after_failure(
+        &self,
+        config: &BreakerConfig,
+        now_ms: u64,
+        consecutive: u32,
+        may_eject: impl FnOnce() -> bool,
+    ) -> Option<Transition> {
         let reason = match self.state() {
             BreakerState::Open => return None,
             BreakerState::HalfOpen => TripReason::TrialFailed,
@@ -282,9 +315,23 @@ impl Breaker {
         self.state
             .store(BreakerState::Open as u8, Ordering::Release);
         Some(Transition::Opened {
-            reason: TripReason::TrialFailed,
+            reason: TripReason::Policy,
             open_for,
         })
+    }
+
+    /// Moves an open breaker to half-open now, with `trials` trial requests (used by
+    /// recovery plugins).
+    pub fn force_half_open(&self, trials: u32) -> Option<Transition> {
+        let _guard = self.transition.lock();
+        if self.state() == BreakerState::HalfOpen {
+            return None;
+        }
+        self.trial_permits.store(trials.max(1), Ordering::Relaxed);
+        self.trial_successes.store(0, Ordering::Relaxed);
+        self.state
+            .store(BreakerState::HalfOpen as u8, Ordering::Release);
+        Some(Transition::HalfOpened)
     }
 
     /// Forces the breaker closed (used by recovery plugins and the admin API).
@@ -356,6 +403,7 @@ mod tests {
             max_open_for: Duration::from_millis(350),
             half_open_requests: 2,
             max_ejected_percent: 50,
+            plugin: None,
         }
     }
 

@@ -111,6 +111,10 @@ pub async fn prepare(
         .replace("{{admin}}", &admin.to_string())
         .replace("{{alpha}}", &alpha.to_string())
         .replace("{{bravo}}", &bravo.to_string())
-        .replace("{{charlie}}", &charlie.to_string());
+        .replace("{{charlie}}", &charlie.to_string())
+        .replace(
+            "{{plugins}}",
+            &crate::plugin::shipped_plugin_dir().display().to_string(),
+        );
     Ok(Config::parse(Path::new("<demo>"), &text))
 }

@@ -53,6 +53,15 @@ pub enum ProxyError {
     /// The client's request body failed or stalled.
     #[error("request body: {0}")]
     ClientBody(String),
+    /// The routing plugin answered the request itself.
+    #[error("the routing policy answered {status}")]
+    PolicyResponse { status: StatusCode, body: Bytes },
+    /// The routing plugin refused the request.
+    #[error("the routing policy rejected the request")]
+    Rejected,
+    /// The routing plugin failed and its `on_error` is `fail-closed`.
+    #[error("the routing policy of pool `{pool}` failed")]
+    PolicyFailed { pool: Arc<str> },
 }
 
 impl ProxyError {
@@ -65,12 +74,24 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Status { status, .. } => *status,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::PolicyResponse { status, .. } => *status,
+            ProxyError::Rejected => StatusCode::FORBIDDEN,
+            ProxyError::PolicyFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// A short plain-text response; 503s carry `Retry-After`.
     pub fn response(&self) -> Response<ProxyBody> {
         let status = self.status();
+        if let ProxyError::PolicyResponse { body, .. } = self {
+            let mut response = Response::new(full_body(body.clone()));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            return response;
+        }
         let text = match self {
             ProxyError::NoRoute => "no route for this host and path\n",
             ProxyError::NoBackend { .. } => "no backend available, retry later\n",
@@ -78,6 +99,9 @@ impl ProxyError {
             ProxyError::Timeout { .. } => "backend timed out\n",
             ProxyError::Status { .. } => "backend unavailable\n",
             ProxyError::ClientBody(_) => "bad request body\n",
+            ProxyError::PolicyResponse { .. } => "",
+            ProxyError::Rejected => "rejected by the routing policy\n",
+            ProxyError::PolicyFailed { .. } => "routing policy unavailable, retry later\n",
         };
         let mut response = text_response(status, text);
         if status == StatusCode::SERVICE_UNAVAILABLE {

@@ -21,6 +21,7 @@ pub mod health;
 pub mod metrics;
 pub mod persist;
 pub mod plugin;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod router;

@@ -161,12 +161,16 @@ fn check(path: Option<&Path>) -> ExitCode {
     };
     match Config::load(path) {
         Ok(config) => {
+            if !check_plugins(&config) {
+                return ExitCode::FAILURE;
+            }
             println!(
-                "{}: ok ({} listener(s), {} route(s), {} pool(s))",
+                "{}: ok ({} listener(s), {} route(s), {} pool(s), {} plugin(s))",
                 path.display(),
                 config.listeners.len(),
                 config.routes.len(),
-                config.pools.len()
+                config.pools.len(),
+                config.plugins.len()
             );
             ExitCode::SUCCESS
         }
@@ -175,6 +179,34 @@ fn check(path: Option<&Path>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads every plugin of the config once (compile, link, `init`), as a start or a
+/// reload would, and reports each failure.
+fn check_plugins(config: &Config) -> bool {
+    if config.plugins.is_empty() {
+        return true;
+    }
+    let runtime = match switchyard::plugin::PluginRuntime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the plugin runtime: {e}");
+            return false;
+        }
+    };
+    let mut ok = true;
+    for plugin in config.plugins.values() {
+        if let Err(e) = runtime.load(&plugin.spec) {
+            eprintln!(
+                "{}: plugin.{}: {} does not load: {e}",
+                config.source.display(),
+                plugin.spec.name,
+                plugin.spec.path.display()
+            );
+            ok = false;
+        }
+    }
+    ok
 }
 
 fn plugin_check(file: &Path) -> ExitCode {

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -19,6 +19,8 @@ use prometheus_client::registry::Registry;
 use crate::breaker::BreakerState;
 use crate::clock;
 use crate::health::HealthStatus;
+use crate::plugin::DURATION_BUCKETS_NS;
+use crate::policy::PluginRegistry;
 use crate::state::Snapshot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +57,24 @@ struct KindLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabels {
+    what: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginResultLabels {
+    plugin: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    pool: String,
+    plugin: String,
+    agree: &'static str,
+}
+
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Handles for one route, resolved once per snapshot.
@@ -88,7 +108,11 @@ pub struct Metrics {
     breaker_transitions: Family<TransitionLabels, Counter>,
     client_errors: Family<KindLabels, Counter>,
     reloads: Family<KindLabels, Counter>,
+    reload_failures: Family<WhatLabels, Counter>,
+    plugin_reloads: Family<PluginResultLabels, Counter>,
+    shadow: Family<ShadowLabels, Counter>,
     snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
+    plugins: Arc<OnceLock<Arc<PluginRegistry>>>,
 }
 
 impl Default for Metrics {
@@ -169,9 +193,31 @@ impl Metrics {
             "Config reload attempts, by result",
             reloads.clone(),
         );
+        let reload_failures = Family::<WhatLabels, Counter>::default();
+        registry.register(
+            "reload_failures",
+            "Config or plugin reloads refused (the running version stayed), by what was reloaded",
+            reload_failures.clone(),
+        );
+        let plugin_reloads = Family::<PluginResultLabels, Counter>::default();
+        registry.register(
+            "plugin_reloads",
+            "Plugin file changes picked up, by plugin and result",
+            plugin_reloads.clone(),
+        );
+        let shadow = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "plugin_shadow_decisions",
+            "Decisions of a shadow routing plugin, by whether they matched the live policy",
+            shadow.clone(),
+        );
         let snapshot = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(BackendCollector {
             snapshot: Arc::clone(&snapshot),
+        }));
+        let plugins = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(PluginCollector {
+            registry: Arc::clone(&plugins),
         }));
         Self {
             registry,
@@ -186,7 +232,46 @@ impl Metrics {
             breaker_transitions,
             client_errors,
             reloads,
+            reload_failures,
+            plugin_reloads,
+            shadow,
             snapshot,
+            plugins,
+        }
+    }
+
+    /// Lets the scrape-time collector read plugin call statistics.
+    pub fn attach_plugins(&self, registry: Arc<PluginRegistry>) {
+        let _ = self.plugins.set(registry);
+    }
+
+    /// The (agree, disagree) counters of a pool's shadow plugin.
+    pub fn shadow_counters(&self, pool: &str, plugin: &str) -> (Counter, Counter) {
+        let get = |agree| {
+            self.shadow
+                .get_or_create(&ShadowLabels {
+                    pool: pool.to_string(),
+                    plugin: plugin.to_string(),
+                    agree,
+                })
+                .clone()
+        };
+        (get("true"), get("false"))
+    }
+
+    /// Counts a plugin file reload by result (`ok` or `failed`).
+    pub fn plugin_reload(&self, plugin: &str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.plugin_reloads
+            .get_or_create(&PluginResultLabels {
+                plugin: plugin.to_string(),
+                result,
+            })
+            .inc();
+        if !ok {
+            self.reload_failures
+                .get_or_create(&WhatLabels { what: "plugin" })
+                .inc();
         }
     }
 
@@ -276,6 +361,11 @@ impl Metrics {
         self.reloads
             .get_or_create(&KindLabels { kind: result })
             .inc();
+        if result == "failed" {
+            self.reload_failures
+                .get_or_create(&WhatLabels { what: "config" })
+                .inc();
+        }
     }
 
     /// Prometheus text format 0.0.4, which `promtool check metrics` and every scraper
@@ -417,6 +507,105 @@ impl Collector for BackendCollector {
             let labels = [("pool", pool.name.as_ref())];
             ConstGauge::new(pool.usable_count(now) as i64)
                 .encode(usable.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads every plugin's call statistics on each scrape.
+#[derive(Debug)]
+struct PluginCollector {
+    registry: Arc<OnceLock<Arc<PluginRegistry>>>,
+}
+
+impl Collector for PluginCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let Some(registry) = self.registry.get() else {
+            return Ok(());
+        };
+        let slots = registry.slots();
+        let actives: Vec<_> = slots.iter().map(|s| s.current_full()).collect();
+
+        let mut calls = encoder.encode_descriptor(
+            "plugin_calls",
+            "Calls that ran a plugin (quarantined calls excluded), by plugin",
+            None,
+            MetricType::Counter,
+        )?;
+        for a in &actives {
+            let labels = [("plugin", a.plugin.name())];
+            ConstCounter::new(a.plugin.stats().calls()).encode(calls.encode_family(&labels)?)?;
+        }
+
+        let mut errors = encoder.encode_descriptor(
+            "plugin_errors",
+            "Failed plugin calls, by plugin and kind (trap, timeout, memory, invalid, ...)",
+            None,
+            MetricType::Counter,
+        )?;
+        for a in &actives {
+            for (kind, count) in a.plugin.stats().errors() {
+                let labels = [("plugin", a.plugin.name()), ("kind", kind)];
+                ConstCounter::new(count).encode(errors.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut durations = encoder.encode_descriptor(
+            "plugin_call_duration_seconds",
+            "Time spent in one plugin call, by plugin",
+            None,
+            MetricType::Histogram,
+        )?;
+        for a in &actives {
+            let summary = a.plugin.stats().durations();
+            let buckets: Vec<(f64, u64)> = summary
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, count)| {
+                    let bound = DURATION_BUCKETS_NS
+                        .get(i)
+                        .map_or(f64::MAX, |ns| *ns as f64 / 1e9);
+                    (bound, *count)
+                })
+                .collect();
+            let labels = [("plugin", a.plugin.name())];
+            durations
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    summary.sum_ns as f64 / 1e9,
+                    summary.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+
+        let mut quarantined = encoder.encode_descriptor(
+            "plugin_quarantined",
+            "1 while a plugin is quarantined after repeated failures (the native policy stands in)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for a in &actives {
+            let labels = [("plugin", a.plugin.name())];
+            ConstGauge::new(i64::from(a.plugin.stats().is_quarantined()))
+                .encode(quarantined.encode_family(&labels)?)?;
+        }
+
+        let mut info = encoder.encode_descriptor(
+            "plugin_loaded",
+            "The loaded version of each plugin (always 1), with its kind and file digest",
+            None,
+            MetricType::Gauge,
+        )?;
+        for a in &actives {
+            let labels = [
+                ("plugin", a.plugin.name()),
+                ("kind", a.plugin.kind().world()),
+                ("digest", a.plugin.digest()),
+            ];
+            ConstGauge::new(1).encode(info.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -1,12 +1,15 @@
-//! Reloading the config file on change (notify), on SIGHUP and on demand. A new file
+//! Reloading the config file and plugin files on change (notify), on SIGHUP and on
+//! demand. A new file
 //! is parsed and validated in full before anything changes; a bad one leaves the
 //! running config in place, is logged with its exact location, and is counted.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -38,48 +41,103 @@ pub async fn reload(server: &Server, path: &Path) -> Result<(), ReloadError> {
     result
 }
 
-/// Watches the config file and reloads after it changes (debounced: editors write in
-/// several steps). Returns the watcher, which must be kept alive.
-pub fn watch(server: Arc<Server>, path: PathBuf) -> notify::Result<notify::RecommendedWatcher> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let file_name = path.file_name().map(ToOwned::to_owned);
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+/// Watches the config file and every plugin file, and reloads what changed
+/// (debounced: editors and `cp` write in several steps). A changed config is
+/// reloaded whole; a changed plugin file is hot-swapped alone. Returns the watcher,
+/// which must be kept alive.
+pub fn watch(server: Arc<Server>, path: PathBuf) -> notify::Result<Arc<Mutex<RecommendedWatcher>>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else {
             return;
         };
-        let relevant = matches!(
+        if matches!(
             event.kind,
             EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_)
-        ) && event
-            .paths
-            .iter()
-            .any(|p| p.file_name().map(ToOwned::to_owned) == file_name);
-        if relevant {
-            let _ = tx.send(());
+        ) {
+            for p in event.paths {
+                let _ = tx.send(p);
+            }
         }
     })?;
-    let directory = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    watcher.watch(&directory, RecursiveMode::NonRecursive)?;
+    let watcher = Arc::new(Mutex::new(watcher));
+    let mut watched = HashSet::new();
+    watch_directories(&watcher, &mut watched, &path, &server.plugins().paths())?;
     let shutdown = server.shutdown_token();
+    let handle = Arc::clone(&watcher);
     tokio::spawn(async move {
         loop {
-            tokio::select! {
-                received = rx.recv() => if received.is_none() { break },
+            let first = tokio::select! {
+                received = rx.recv() => match received { Some(p) => p, None => break },
                 () = shutdown.cancelled() => break,
-            }
-            // Let a burst of writes settle, then reload once.
+            };
+            // Let a burst of writes settle, then act once per file.
             tokio::time::sleep(Duration::from_millis(150)).await;
-            while rx.try_recv().is_ok() {}
-            if !path.exists() {
-                warn!(file = %path.display(), "config file disappeared; keeping the running config");
-                continue;
+            let mut changed = vec![first];
+            while let Ok(p) = rx.try_recv() {
+                changed.push(p);
             }
-            info!(file = %path.display(), "config file changed, reloading");
-            let _ = reload(&server, &path).await;
+            if changed.iter().any(|p| same_file(p, &path)) {
+                if path.exists() {
+                    info!(file = %path.display(), "config file changed, reloading");
+                    let _ = reload(&server, &path).await;
+                } else {
+                    warn!(file = %path.display(), "config file disappeared; keeping the running config");
+                }
+            }
+            for plugin in server.plugins().paths() {
+                if changed.iter().any(|p| same_file(p, &plugin)) {
+                    info!(file = %plugin.display(), "plugin file changed, reloading it");
+                    let _ = server.reload_plugin_file(&plugin).await;
+                }
+            }
+            if let Err(e) =
+                watch_directories(&handle, &mut watched, &path, &server.plugins().paths())
+            {
+                warn!(error = %e, "cannot watch a plugin directory; its changes need SIGHUP or POST /reload");
+            }
         }
     });
     Ok(watcher)
+}
+
+/// Adds a non-recursive watch on the directory of the config file and of every plugin
+/// file not watched yet.
+fn watch_directories(
+    watcher: &Mutex<RecommendedWatcher>,
+    watched: &mut HashSet<PathBuf>,
+    config: &Path,
+    plugins: &[PathBuf],
+) -> notify::Result<()> {
+    for file in std::iter::once(config).chain(plugins.iter().map(PathBuf::as_path)) {
+        let directory = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if watched.insert(directory.clone()) {
+            watcher
+                .lock()
+                .watch(&directory, RecursiveMode::NonRecursive)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether an event path names `wanted`, however either was spelled (relative,
+/// with `..`, through a symlinked directory).
+fn same_file(event: &Path, wanted: &Path) -> bool {
+    if event == wanted {
+        return true;
+    }
+    if event.file_name() != wanted.file_name() {
+        return false;
+    }
+    let parent = |p: &Path| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .canonicalize()
+            .ok()
+    };
+    matches!((parent(event), parent(wanted)), (Some(a), Some(b)) if a == b)
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::policy::{PluginMap, PoolPolicies};
 use crate::router::{Route, Router};
 use crate::traffic::{Overrides, RouteTarget};
 use crate::upstream::PoolSet;
@@ -25,14 +26,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot, reusing backend state from `previous`.
+    /// Builds a snapshot, reusing backend state from `previous`; pools resolve their
+    /// `plugin:NAME` references in `plugins`.
     pub fn build(
         config: Config,
         previous: Option<&Snapshot>,
         metrics: &Metrics,
         overrides: &Overrides,
+        plugins: &PluginMap,
     ) -> Snapshot {
-        let pools = PoolSet::build(config.pools.values(), previous.map(|p| &p.pools));
+        let pools = PoolSet::build(config.pools.values(), previous.map(|p| &p.pools), |pool| {
+            PoolPolicies::resolve(pool, plugins, metrics)
+        });
         let mut routers: HashMap<String, Router> = config
             .listeners
             .iter()

@@ -305,8 +305,22 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// GET `url`; returns status, the answering backend's name and the body.
 pub async fn get(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> (u16, String, Bytes) {
+    get_with(client, url, None).await
+}
+
+/// GET `url` with one extra header; returns status, the answering backend's name and
+/// the body.
+pub async fn get_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    header: Option<(&str, &str)>,
+) -> (u16, String, Bytes) {
+    let mut request = Request::get(url);
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
     let response = client
-        .get(url.parse().unwrap())
+        .request(request.body(Full::new(Bytes::new())).unwrap())
         .await
         .expect("request reaches the proxy");
     let status = response.status().as_u16();
@@ -343,4 +357,102 @@ pub async fn status(proxy: &TestProxy) -> serde_json::Value {
     let (code, _, body) = get(&client(), &format!("http://{}/status", proxy.admin)).await;
     assert_eq!(code, 200);
     serde_json::from_slice(&body).unwrap()
+}
+
+/// Steady background traffic: `clients` loops of GET `url`, each counting requests
+/// that were not answered 200.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the clients.
+    pub fn start(clients: usize, url: String) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let served = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, served, failed, url) =
+                    (stop.clone(), served.clone(), failed.clone(), url.clone());
+                tokio::spawn(async move {
+                    let c = client();
+                    while !stop.load(Ordering::Relaxed) {
+                        if get(&c, &url).await.0 != 200 {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            served,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Stops the clients and returns (requests served, requests failed).
+    pub async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.served.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Starts a proxy from a config file, with the file watcher that reloads it (and its
+/// plugin files) on change. Keep the returned watcher alive.
+pub async fn start_watched_proxy(
+    file: &Path,
+) -> (TestProxy, Arc<Mutex<notify::RecommendedWatcher>>) {
+    let server = Server::start(
+        Config::load(file).unwrap_or_else(|e| panic!("bad test config:\n{e}")),
+        ServerOptions { access_log: false },
+    )
+    .await
+    .expect("proxy starts");
+    let admin =
+        switchyard::admin::start(Arc::clone(&server), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let watcher = switchyard::reload::watch(Arc::clone(&server), file.to_path_buf()).unwrap();
+    let web = server.listener_address("web").unwrap();
+    (TestProxy { server, web, admin }, watcher)
+}
+
+/// Runs `promtool check metrics` on an exposition (skipped, with a note, where promtool
+/// is not installed; `.ci/run` installs it).
+pub fn assert_promtool_accepts(metrics: &str) {
+    use std::io::Write;
+    let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: skipping `promtool check metrics`");
+        return;
+    };
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

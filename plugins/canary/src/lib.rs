@@ -7,8 +7,7 @@
 //! Within a group the choice is random, weighted by the backends' weights.
 //!
 //! ```toml
-//! [[plugin]]
-//! name = "canary"
+//! [plugin.canary]
 //! kind = "routing"
 //! path = "plugins/canary.wasm"
 //! config = { header = "x-canary", value = "always", percent = 5, canary = [2] }

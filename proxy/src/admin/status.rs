@@ -52,7 +52,46 @@ pub fn status(server: &Server) -> Value {
         "listeners": listeners,
         "routes": routes,
         "pools": pools,
+        "plugins": plugins(server),
     })
+}
+
+/// Each loaded plugin: which version (digest, load time), its limits and how its
+/// calls are going.
+fn plugins(server: &Server) -> Vec<Value> {
+    server
+        .plugins()
+        .slots()
+        .iter()
+        .map(|slot| {
+            let active = slot.current_full();
+            let stats = active.plugin.stats();
+            let loaded_at = active
+                .plugin
+                .loaded_at()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let errors: serde_json::Map<String, Value> = stats
+                .errors()
+                .iter()
+                .map(|(kind, n)| ((*kind).to_string(), json!(n)))
+                .collect();
+            json!({
+                "name": slot.name().as_ref(),
+                "kind": active.plugin.kind().world(),
+                "path": active.config.spec.path.display().to_string(),
+                "digest": active.plugin.digest(),
+                "loaded_at": loaded_at,
+                "on_error": active.config.on_error.as_str(),
+                "timeout_ms": active.config.spec.timeout.as_secs_f64() * 1000.0,
+                "memory_bytes": active.config.spec.memory_bytes,
+                "calls": stats.calls(),
+                "errors": errors,
+                "quarantined": stats.is_quarantined(),
+                "quarantines": stats.quarantines(),
+            })
+        })
+        .collect()
 }
 
 fn pool(pool: &Pool, now: u64) -> Value {
@@ -62,9 +101,19 @@ fn pool(pool: &Pool, now: u64) -> Value {
         BalanceKind::LeastRequest => "least-request",
         BalanceKind::Hash(_) => "hash",
     };
+    let name = |slot: &Option<std::sync::Arc<crate::policy::PluginSlot>>| {
+        slot.as_ref().map(|s| s.name().to_string())
+    };
+    let policies = &pool.policies;
     json!({
         "name": pool.name.as_ref(),
         "balance": balance,
+        "plugins": {
+            "routing": name(&policies.routing),
+            "shadow": policies.shadow.as_ref().map(|s| s.slot.name().to_string()),
+            "health": name(&policies.health),
+            "recovery": name(&policies.recovery),
+        },
         "usable": pool.usable_count(now),
         "backup": pool.config.failover.backup,
         "health_checked": pool.config.health.is_some(),

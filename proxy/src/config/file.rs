@@ -26,6 +26,24 @@ pub struct FileConfig {
     pub routes: Vec<RouteSection>,
     #[serde(default, rename = "pool")]
     pub pools: BTreeMap<String, Spanned<PoolSection>>,
+    #[serde(default, rename = "plugin")]
+    pub plugins: BTreeMap<String, Spanned<PluginSection>>,
+}
+
+/// `[plugin.NAME]`: a WebAssembly policy component and its limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// `routing`, `health` or `recovery`.
+    pub kind: Spanned<String>,
+    /// The `.wasm` component, relative to this file.
+    pub path: Spanned<String>,
+    /// Passed to the plugin's `init` as JSON.
+    pub config: Option<toml::Table>,
+    pub timeout: Option<Spanned<HumanDuration>>,
+    pub memory: Option<Spanned<ByteSize>>,
+    /// `fallback` (to the native policy) or `fail-closed`.
+    pub on_error: Option<Spanned<String>>,
 }
 
 /// `[admin]`: the loopback control listener.
@@ -103,7 +121,11 @@ pub struct RouteSection {
 pub struct PoolSection {
     #[serde(default = "default_balance")]
     pub balance: Spanned<String>,
+    /// The native algorithm used when `balance = "plugin:..."` cannot answer.
+    pub fallback_balance: Option<Spanned<String>>,
     pub hash_on: Option<Spanned<String>>,
+    /// A routing plugin run beside the live policy without acting on it.
+    pub shadow: Option<Spanned<String>>,
     pub backends: Spanned<Vec<BackendSection>>,
     pub health: Option<HealthSection>,
     #[serde(default)]
@@ -114,7 +136,7 @@ pub struct PoolSection {
     pub failover: FailoverSection,
 }
 
-fn default_balance() -> Spanned<String> {
+pub(super) fn default_balance() -> Spanned<String> {
     Spanned::new(0..0, "round-robin".to_string())
 }
 
@@ -147,6 +169,8 @@ pub struct HealthSection {
     pub jitter: Option<Spanned<String>>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
+    /// `plugin:NAME` to judge probes with a health-check plugin.
+    pub evaluate: Option<Spanned<String>>,
 }
 
 /// An expected status: `200` or a range `"200-399"`.
@@ -169,6 +193,8 @@ pub struct BreakerSection {
     pub max_open_for: Option<HumanDuration>,
     pub half_open_requests: Option<u32>,
     pub max_ejected_percent: Option<u32>,
+    /// `plugin:NAME` to let a recovery plugin drive the breaker.
+    pub policy: Option<Spanned<String>>,
 }
 
 /// `[pool.NAME.retry]`: how failed attempts move to another backend.

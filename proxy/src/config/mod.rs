@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+use crate::plugin::PluginSpec;
+
 pub use duration::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
 pub use error::{ConfigError, Problem, line_column};
 
@@ -30,6 +32,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub routes: Vec<RouteConfig>,
     pub pools: BTreeMap<String, PoolConfig>,
+    /// WebAssembly policy plugins, by name.
+    pub plugins: BTreeMap<String, PluginConfig>,
 }
 
 impl Config {
@@ -126,11 +130,47 @@ pub struct RouteConfig {
     pub pool: String,
 }
 
+/// A `[plugin.NAME]` table: what to load (the path resolved against the config
+/// file's directory, the `config` table as JSON, the limits) and what a failed call
+/// falls back to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    pub spec: PluginSpec,
+    pub on_error: OnError,
+}
+
+/// What a request (or probe, or outcome) gets when its plugin call fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Use the native policy for that call: routing picks natively, health judges
+    /// natively, the breaker applies its own thresholds.
+    #[default]
+    Fallback,
+    /// Refuse: routing answers 503, health counts the probe as failed, the breaker
+    /// keeps its state.
+    FailClosed,
+}
+
+impl OnError {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Fallback => "fallback",
+            OnError::FailClosed => "fail-closed",
+        }
+    }
+}
+
 /// A pool of backends and its policies.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub name: String,
+    /// The native algorithm; with a routing plugin, the one it falls back to.
     pub balance: BalanceKind,
+    /// `balance = "plugin:NAME"`: the routing plugin choosing backends.
+    pub routing_plugin: Option<String>,
+    /// `shadow = "plugin:NAME"`: a routing plugin evaluated but never obeyed.
+    pub shadow_plugin: Option<String>,
     pub backends: Vec<BackendConfig>,
     pub health: Option<HealthConfig>,
     pub breaker: BreakerConfig,
@@ -176,6 +216,8 @@ pub struct HealthConfig {
     pub jitter: f64,
     pub rise: u32,
     pub fall: u32,
+    /// `evaluate = "plugin:NAME"`: a health-check plugin judging each probe.
+    pub plugin: Option<String>,
 }
 
 /// What a health probe does.
@@ -206,6 +248,8 @@ pub struct BreakerConfig {
     pub max_open_for: Duration,
     pub half_open_requests: u32,
     pub max_ejected_percent: u32,
+    /// `policy = "plugin:NAME"`: a recovery plugin deciding when to open and close.
+    pub plugin: Option<String>,
 }
 
 impl Default for BreakerConfig {
@@ -219,6 +263,7 @@ impl Default for BreakerConfig {
             max_open_for: Duration::from_secs(300),
             half_open_requests: 3,
             max_ejected_percent: 50,
+            plugin: None,
         }
     }
 }

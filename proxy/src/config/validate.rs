@@ -12,9 +12,10 @@ use super::error::Reporter;
 use super::file::{self, FileConfig, StatusSpec};
 use super::{
     AdminConfig, BackendConfig, BalanceKind, BreakerConfig, Config, ConfigError, FailoverConfig,
-    HashOn, HealthConfig, Limits, ListenerConfig, PoolConfig, ProbeKind, RetryConfig, RetryOn,
-    RouteConfig, TlsConfig,
+    HashOn, HealthConfig, Limits, ListenerConfig, OnError, PluginConfig, PoolConfig, ProbeKind,
+    RetryConfig, RetryOn, RouteConfig, TlsConfig,
 };
+use crate::plugin::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, PluginKind, PluginSpec};
 
 const BALANCE_CHOICES: &str = "round-robin, weighted, least-request, hash";
 const RETRY_ON_CHOICES: &str = "connect-failure, reset, timeout, 502, 503, 504";
@@ -26,7 +27,8 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
 
     let limits = limits(&file.limits, &mut r);
     let listeners = listeners(&file.listeners, &base_dir, &mut r);
-    let pools = pools(&file.pools, &mut r);
+    let plugins = plugins(&file.plugins, &base_dir, &mut r);
+    let pools = pools(&file.pools, &plugins, &mut r);
     let routes = routes(&file.routes, &listeners, &pools, &mut r);
 
     let admin_listen = *file.admin.listen.get_ref();
@@ -64,6 +66,7 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         listeners,
         routes,
         pools,
+        plugins,
     };
     r.finish(config)
 }
@@ -260,18 +263,195 @@ fn routes(
     out
 }
 
+fn plugins(
+    sections: &BTreeMap<String, Spanned<file::PluginSection>>,
+    base_dir: &Path,
+    r: &mut Reporter<'_>,
+) -> BTreeMap<String, PluginConfig> {
+    let mut out = BTreeMap::new();
+    for (name, spanned) in sections {
+        let s = spanned.get_ref();
+        let field = format!("plugin.{name}");
+        let kind = match s.kind.get_ref().as_str() {
+            "routing" => PluginKind::Routing,
+            "health" | "health-check" => PluginKind::Health,
+            "recovery" => PluginKind::Recovery,
+            other => {
+                r.at(
+                    s.kind.span(),
+                    format!("{field}.kind"),
+                    format!("unknown kind `{other}`; expected routing, health or recovery"),
+                );
+                PluginKind::Routing
+            }
+        };
+        let path = existing_file(&s.path, base_dir, &format!("{field}.path"), r);
+        let config_json = match &s.config {
+            None => "{}".to_string(),
+            Some(table) => serde_json::to_string(table).unwrap_or_else(|e| {
+                r.at(spanned.span(), format!("{field}.config"), e.to_string());
+                "{}".to_string()
+            }),
+        };
+        let timeout = s.timeout.as_ref().map_or(DEFAULT_TIMEOUT, |t| {
+            let (min, max) = crate::plugin::TIMEOUT_RANGE;
+            let value = t.get_ref().0;
+            if !(min..=max).contains(&value) {
+                r.at(
+                    t.span(),
+                    format!("{field}.timeout"),
+                    format!("must be between {min:?} and {max:?}"),
+                );
+            }
+            value
+        });
+        let memory_bytes = s.memory.as_ref().map_or(DEFAULT_MEMORY_BYTES, |m| {
+            let value = m.get_ref().0;
+            let (min, max) = (
+                crate::plugin::MIN_MEMORY_BYTES,
+                crate::plugin::MAX_MEMORY_BYTES,
+            );
+            if !(min..=max).contains(&value) {
+                r.at(
+                    m.span(),
+                    format!("{field}.memory"),
+                    format!("must be between {}MiB and {}MiB", min >> 20, max >> 20),
+                );
+            }
+            value
+        });
+        let on_error = match s.on_error.as_ref().map(|o| (o, o.get_ref().as_str())) {
+            None | Some((_, "fallback")) => OnError::Fallback,
+            Some((_, "fail-closed")) => OnError::FailClosed,
+            Some((o, other)) => {
+                r.at(
+                    o.span(),
+                    format!("{field}.on_error"),
+                    format!("unknown on_error `{other}`; expected fallback or fail-closed"),
+                );
+                OnError::Fallback
+            }
+        };
+        let mut spec = PluginSpec::new(name, kind, path);
+        spec.config_json = config_json;
+        spec.timeout = timeout;
+        spec.memory_bytes = memory_bytes;
+        out.insert(name.clone(), PluginConfig { spec, on_error });
+    }
+    out
+}
+
+/// Checks a `plugin:NAME` reference: the prefix, that the plugin exists, and that it
+/// does the job the field needs.
+fn plugin_ref(
+    value: &Spanned<String>,
+    field: &str,
+    wanted: PluginKind,
+    plugins: &BTreeMap<String, PluginConfig>,
+    r: &mut Reporter<'_>,
+) -> Option<String> {
+    let Some(name) = value.get_ref().strip_prefix("plugin:") else {
+        r.at(
+            value.span(),
+            field,
+            format!("expected \"plugin:NAME\", found `{}`", value.get_ref()),
+        );
+        return None;
+    };
+    match plugins.get(name) {
+        None => {
+            let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+            r.at(
+                value.span(),
+                field,
+                if known.is_empty() {
+                    format!("no plugin named `{name}`: declare it in a [plugin.{name}] table")
+                } else {
+                    format!("no plugin named `{name}` (declared: {})", known.join(", "))
+                },
+            );
+            None
+        }
+        Some(p) if p.spec.kind != wanted => {
+            r.at(
+                value.span(),
+                field,
+                format!(
+                    "plugin `{name}` is a {} plugin; this field needs a {} plugin",
+                    p.spec.kind.world(),
+                    wanted.world()
+                ),
+            );
+            None
+        }
+        Some(_) => Some(name.to_string()),
+    }
+}
+
 fn pools(
     sections: &BTreeMap<String, Spanned<file::PoolSection>>,
+    plugins: &BTreeMap<String, PluginConfig>,
     r: &mut Reporter<'_>,
 ) -> BTreeMap<String, PoolConfig> {
     let mut out = BTreeMap::new();
     for (name, spanned) in sections {
         let s = spanned.get_ref();
         let field = format!("pool.{name}");
-        let balance = balance(name, s, r);
+        let (balance, routing_plugin) = if s.balance.get_ref().starts_with("plugin:") {
+            let plugin = plugin_ref(
+                &s.balance,
+                &format!("{field}.balance"),
+                PluginKind::Routing,
+                plugins,
+                r,
+            );
+            let fallback = s
+                .fallback_balance
+                .clone()
+                .unwrap_or_else(super::file::default_balance);
+            (balance(name, &fallback, s, r), plugin)
+        } else {
+            if let Some(f) = &s.fallback_balance {
+                r.at(
+                    f.span(),
+                    format!("{field}.fallback_balance"),
+                    "fallback_balance only applies with balance = \"plugin:NAME\"",
+                );
+            }
+            (balance(name, &s.balance, s, r), None)
+        };
+        let shadow_plugin = s.shadow.as_ref().and_then(|v| {
+            plugin_ref(
+                v,
+                &format!("{field}.shadow"),
+                PluginKind::Routing,
+                plugins,
+                r,
+            )
+        });
         let backends = backends(&field, &s.backends, r);
-        let health = s.health.as_ref().map(|h| health(&field, h, r));
-        let breaker = breaker(&field, &s.breaker, r);
+        let mut health = s.health.as_ref().map(|h| health(&field, h, r));
+        if let (Some(h), Some(cfg)) = (&s.health, health.as_mut()) {
+            cfg.plugin = h.evaluate.as_ref().and_then(|v| {
+                plugin_ref(
+                    v,
+                    &format!("{field}.health.evaluate"),
+                    PluginKind::Health,
+                    plugins,
+                    r,
+                )
+            });
+        }
+        let mut breaker = breaker(&field, &s.breaker, r);
+        breaker.plugin = s.breaker.policy.as_ref().and_then(|v| {
+            plugin_ref(
+                v,
+                &format!("{field}.breaker.policy"),
+                PluginKind::Recovery,
+                plugins,
+                r,
+            )
+        });
         let retry = retry(&field, &s.retry, r);
         let failover = FailoverConfig {
             backup: s.failover.backup.as_ref().map(|b| b.get_ref().clone()),
@@ -305,6 +485,8 @@ fn pools(
             PoolConfig {
                 name: name.clone(),
                 balance,
+                routing_plugin,
+                shadow_plugin,
                 backends,
                 health,
                 breaker,
@@ -316,9 +498,20 @@ fn pools(
     out
 }
 
-fn balance(name: &str, s: &file::PoolSection, r: &mut Reporter<'_>) -> BalanceKind {
-    let field = format!("pool.{name}.balance");
-    let kind = match s.balance.get_ref().as_str() {
+/// The native algorithm named by `value` (`balance`, or `fallback_balance` when
+/// `balance` names a plugin).
+fn balance(
+    name: &str,
+    value: &Spanned<String>,
+    s: &file::PoolSection,
+    r: &mut Reporter<'_>,
+) -> BalanceKind {
+    let field = if std::ptr::eq(value, &s.balance) {
+        format!("pool.{name}.balance")
+    } else {
+        format!("pool.{name}.fallback_balance")
+    };
+    let kind = match value.get_ref().as_str() {
         "" | "round-robin" => BalanceKind::RoundRobin,
         "weighted" => BalanceKind::Weighted,
         "least-request" => BalanceKind::LeastRequest,
@@ -332,7 +525,7 @@ fn balance(name: &str, s: &file::PoolSection, r: &mut Reporter<'_>) -> BalanceKi
             },
             None => {
                 r.at(
-                    s.balance.span(),
+                    value.span(),
                     field,
                     "balance = \"hash\" needs hash_on = \"header:NAME\", \"cookie:NAME\" or \"client-ip\"",
                 );
@@ -341,7 +534,7 @@ fn balance(name: &str, s: &file::PoolSection, r: &mut Reporter<'_>) -> BalanceKi
         },
         other => {
             r.at(
-                s.balance.span(),
+                value.span(),
                 field,
                 format!("unknown balance `{other}`; expected one of {BALANCE_CHOICES}"),
             );
@@ -349,7 +542,7 @@ fn balance(name: &str, s: &file::PoolSection, r: &mut Reporter<'_>) -> BalanceKi
         }
     };
     if let (Some(on), false) = (&s.hash_on, matches!(kind, BalanceKind::Hash(_)))
-        && s.balance.get_ref() != "hash"
+        && value.get_ref() != "hash"
     {
         r.at(
             on.span(),
@@ -517,6 +710,7 @@ fn health(field: &str, h: &file::HealthSection, r: &mut Reporter<'_>) -> HealthC
         jitter,
         rise: rise.max(1),
         fall: fall.max(1),
+        plugin: None,
     }
 }
 
@@ -556,6 +750,7 @@ fn breaker(field: &str, b: &file::BreakerSection, r: &mut Reporter<'_>) -> Break
         max_open_for: b.max_open_for.map_or(d.max_open_for, |v| v.0),
         half_open_requests: b.half_open_requests.unwrap_or(d.half_open_requests),
         max_ejected_percent: b.max_ejected_percent.unwrap_or(d.max_ejected_percent),
+        plugin: None,
     };
     if let Some(rate) = config.error_rate
         && !(rate > 0.0 && rate <= 1.0)

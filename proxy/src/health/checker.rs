@@ -18,6 +18,9 @@ use crate::metrics::Metrics;
 use crate::state::Snapshot;
 use crate::upstream::Backend;
 
+/// The pool's health-check plugin, if it has one.
+type Plugin = Option<Arc<crate::policy::PluginSlot>>;
+
 struct Running {
     fingerprint: String,
     cancel: CancellationToken,
@@ -46,7 +49,8 @@ impl HealthSupervisor {
     /// lose theirs, and a changed `[health]` table restarts the pool's loops. Backends
     /// whose check did not change keep their loop and state.
     pub fn sync(&self, snapshot: &Snapshot) {
-        let mut wanted: HashMap<(Arc<str>, SocketAddr), (Backend, HealthConfig)> = HashMap::new();
+        let mut wanted: HashMap<(Arc<str>, SocketAddr), (Backend, HealthConfig, Plugin)> =
+            HashMap::new();
         for pool in snapshot.pools.iter_sorted() {
             let Some(health) = &pool.config.health else {
                 continue;
@@ -54,7 +58,11 @@ impl HealthSupervisor {
             for backend in &pool.backends {
                 wanted.insert(
                     (Arc::clone(&pool.name), backend.address),
-                    (backend.clone(), health.clone()),
+                    (
+                        backend.clone(),
+                        health.clone(),
+                        pool.policies.health.clone(),
+                    ),
                 );
             }
         }
@@ -62,13 +70,13 @@ impl HealthSupervisor {
         tasks.retain(|key, running| {
             let keep = wanted
                 .get(key)
-                .is_some_and(|(_, cfg)| format!("{cfg:?}") == running.fingerprint);
+                .is_some_and(|(_, cfg, _)| format!("{cfg:?}") == running.fingerprint);
             if !keep {
                 running.cancel.cancel();
             }
             keep
         });
-        for (key, (backend, config)) in wanted {
+        for (key, (backend, config, plugin)) in wanted {
             if tasks.contains_key(&key) {
                 continue;
             }
@@ -84,7 +92,7 @@ impl HealthSupervisor {
             let evaluator = Arc::clone(&self.evaluator);
             tokio::spawn(async move {
                 tokio::select! {
-                    () = check_loop(key.0, backend, config, metrics, evaluator) => {}
+                    () = check_loop(key.0, backend, config, metrics, evaluator, plugin) => {}
                     () = cancel.cancelled() => {}
                 }
             });
@@ -98,13 +106,18 @@ async fn check_loop(
     config: HealthConfig,
     metrics: Arc<Metrics>,
     evaluator: Arc<dyn HealthEvaluator>,
+    plugin: Plugin,
 ) {
     // Spread the first probes of many backends over a fraction of the interval.
     let first = config.interval.mul_f64(config.jitter * fastrand::f64());
     tokio::time::sleep(first.min(Duration::from_millis(100))).await;
     loop {
         let report = probe(&config.probe, backend.address, config.timeout).await;
-        let verdict = evaluator.evaluate(&config, &report);
+        let latency = report.latency;
+        let verdict = match &plugin {
+            Some(slot) => crate::policy::health::evaluate(slot, &config, report).await,
+            None => evaluator.evaluate(&config, &report),
+        };
         let (ok, result) = match &verdict {
             Verdict::Up => (true, "ok".to_string()),
             Verdict::Degraded(p) => (true, format!("degraded {p}%")),
@@ -117,7 +130,7 @@ async fn check_loop(
         }
         let record = CheckRecord {
             result: result.clone(),
-            latency: report.latency,
+            latency,
             at_ms: clock::now_ms(),
         };
         let before = backend.state.health.status();
@@ -129,7 +142,7 @@ async fn check_loop(
             metrics.health_transition(&pool, &backend.key, now);
             match now {
                 HealthStatus::Down => warn!(pool = %pool, backend = %backend.key, reason = %result,
-                    latency_ms = report.latency.as_millis() as u64, "backend is DOWN"),
+                    latency_ms = latency.as_millis() as u64, "backend is DOWN"),
                 HealthStatus::Up => {
                     if before == HealthStatus::Down {
                         backend
@@ -137,7 +150,7 @@ async fn check_loop(
                             .usable_since_ms
                             .store(clock::now_ms(), Ordering::Relaxed);
                     }
-                    info!(pool = %pool, backend = %backend.key, latency_ms = report.latency.as_millis() as u64,
+                    info!(pool = %pool, backend = %backend.key, latency_ms = latency.as_millis() as u64,
                         "backend is UP");
                 }
                 HealthStatus::Unknown => {}

@@ -12,7 +12,7 @@ use super::bindings::health::{HealthCheck, HealthCheckPre};
 use super::error::PluginError;
 use super::headers::SelectedHeaders;
 use super::host::HostState;
-use super::instance::{Instances, World};
+use super::instance::{Instances, world};
 use super::limits;
 use super::stats::PluginStats;
 
@@ -60,29 +60,12 @@ pub(crate) struct HealthInstance {
     bindings: HealthCheck,
 }
 
-impl World for HealthInstance {
-    const WORLD: &'static str = "health-check";
-    const EXPORTS: &'static [&'static str] = &["init", "wanted-headers", "evaluate"];
-    type Pre = HealthCheckPre<HostState>;
-
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        HealthCheckPre::new(pre)
-    }
-
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        Ok(Self {
-            bindings: pre.instantiate(store)?,
-        })
-    }
-
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.bindings.call_init(store, config)
-    }
-}
+world!(
+    HealthInstance {},
+    HealthCheckPre,
+    "health-check",
+    ["init", "wanted-headers", "evaluate"]
+);
 
 /// A loaded health-check plugin. `evaluate` may be called concurrently.
 #[derive(Debug)]

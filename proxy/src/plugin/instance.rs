@@ -55,6 +55,42 @@ pub(crate) trait World: Sized + Send + 'static {
     ) -> wasmtime::Result<Result<(), String>>;
 }
 
+/// Implements [`World`] for a struct that holds one world's generated `bindings`
+/// plus reusable buffers (listed in braces, created empty): every world links,
+/// instantiates and runs `init` the same way.
+macro_rules! world {
+    ($instance:ident { $($buffer:ident),* }, $pre:ident, $world:literal, [$($export:literal),+ $(,)?]) => {
+        impl $crate::plugin::instance::World for $instance {
+            const WORLD: &'static str = $world;
+            const EXPORTS: &'static [&'static str] = &[$($export),+];
+            type Pre = $pre<HostState>;
+
+            fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+                $pre::new(pre)
+            }
+
+            fn instantiate(
+                pre: &Self::Pre,
+                store: &mut Store<HostState>,
+            ) -> wasmtime::Result<Self> {
+                Ok(Self {
+                    bindings: pre.instantiate(store)?,
+                    $($buffer: Default::default(),)*
+                })
+            }
+
+            fn init(
+                &self,
+                store: &mut Store<HostState>,
+                config: &str,
+            ) -> wasmtime::Result<Result<(), String>> {
+                self.bindings.call_init(store, config)
+            }
+        }
+    };
+}
+pub(crate) use world;
+
 /// An instance and the store it lives in.
 pub(crate) struct Slot<W> {
     pub(crate) store: Store<HostState>,

@@ -73,6 +73,7 @@ pub use inspect::{ImportGrant, ImportInfo, PluginInfo, inspect};
 pub use instance::InstanceReuse;
 pub use limits::{
     DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_BODY_BYTES, MAX_MEMORY_BYTES, MAX_PROBE_BODY_BYTES,
+    MIN_MEMORY_BYTES, TIMEOUT_RANGE,
 };
 pub use recovery::{
     BreakerState, BreakerStats, FailureKind, Outcome, RecoveryAction, RecoveryPlugin,
@@ -104,7 +105,7 @@ impl PluginKind {
 }
 
 /// Everything needed to load one plugin version.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginSpec {
     /// Operator-chosen name, used in logs and metrics.
     pub name: String,

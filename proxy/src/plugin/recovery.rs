@@ -10,7 +10,7 @@ use super::bindings::recovery::switchyard::policy::recovery_types as wit;
 use super::bindings::recovery::{Recovery, RecoveryPre};
 use super::error::PluginError;
 use super::host::HostState;
-use super::instance::{Instances, World};
+use super::instance::{Instances, world};
 use super::limits;
 use super::stats::PluginStats;
 
@@ -86,29 +86,12 @@ pub(crate) struct RecoveryInstance {
     bindings: Recovery,
 }
 
-impl World for RecoveryInstance {
-    const WORLD: &'static str = "recovery";
-    const EXPORTS: &'static [&'static str] = &["init", "on-outcome", "on-tick"];
-    type Pre = RecoveryPre<HostState>;
-
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        RecoveryPre::new(pre)
-    }
-
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        Ok(Self {
-            bindings: pre.instantiate(store)?,
-        })
-    }
-
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.bindings.call_init(store, config)
-    }
-}
+world!(
+    RecoveryInstance {},
+    RecoveryPre,
+    "recovery",
+    ["init", "on-outcome", "on-tick"]
+);
 
 /// A loaded recovery plugin. Calls may run concurrently.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use super::bindings::routing::{Routing, RoutingPre};
 use super::error::PluginError;
 use super::headers::SelectedHeaders;
 use super::host::HostState;
-use super::instance::{Instances, Slot, World};
+use super::instance::{Instances, Slot, world};
 use super::limits;
 use super::stats::PluginStats;
 
@@ -75,30 +75,12 @@ pub(crate) struct RoutingInstance {
     candidates: Vec<wit::Candidate>,
 }
 
-impl World for RoutingInstance {
-    const WORLD: &'static str = "routing";
-    const EXPORTS: &'static [&'static str] = &["init", "wanted-headers", "choose"];
-    type Pre = RoutingPre<HostState>;
-
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        RoutingPre::new(pre)
-    }
-
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        Ok(Self {
-            bindings: pre.instantiate(store)?,
-            candidates: Vec::new(),
-        })
-    }
-
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.bindings.call_init(store, config)
-    }
-}
+world!(
+    RoutingInstance { candidates },
+    RoutingPre,
+    "routing",
+    ["init", "wanted-headers", "choose"]
+);
 
 /// A loaded routing plugin. Cheap to share; `choose` may be called from
 /// many threads at once.

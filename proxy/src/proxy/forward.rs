@@ -18,6 +18,8 @@ use crate::balance::{PickContext, request_key_hash};
 use crate::clock;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::plugin::RouteRequest;
+use crate::policy::routing::Selection;
 use crate::state::Snapshot;
 use crate::upstream::{Backend, Pool, UpstreamClient};
 
@@ -34,6 +36,29 @@ pub struct Target<'a> {
     pub client_ip: std::net::IpAddr,
     /// Upgrade requests get exactly one attempt.
     pub single_attempt: bool,
+}
+
+/// The request as a routing plugin sees it.
+fn route_request<'a>(target: &'a Target<'a>) -> RouteRequest<'a> {
+    let parts = target.parts;
+    let host = parts
+        .uri
+        .host()
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+        })
+        .unwrap_or("");
+    RouteRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        host,
+        client_ip: target.client_ip,
+        headers: &parts.headers,
+    }
 }
 
 /// Backends already tried by this request, so no backend is tried twice.
@@ -97,7 +122,21 @@ pub async fn forward(
             now_ms: now,
             slow_start: pool.config.failover.slow_start,
         };
-        let Some(index) = pool.pick(&ctx, |i| tried.contains(i)) else {
+        let view = pool.policies.routes().then(|| route_request(target));
+        let index = match pool.select(&ctx, view.as_ref(), |i| tried.contains(i)) {
+            Selection::Backend(index) => Some(index),
+            Selection::Exhausted => None,
+            Selection::Respond { status, body } => {
+                return Err(ProxyError::PolicyResponse { status, body });
+            }
+            Selection::Reject => return Err(ProxyError::Rejected),
+            Selection::PolicyFailed => {
+                return Err(ProxyError::PolicyFailed {
+                    pool: Arc::clone(&pool.name),
+                });
+            }
+        };
+        let Some(index) = index else {
             if !on_backup
                 && let Some(backup) = pool
                     .config

@@ -46,21 +46,21 @@ pub fn record(pool: &Pool, backend: &Backend, outcome: Outcome, metrics: &Metric
     let state = &backend.state;
     let now = clock::now_ms();
     let config = &pool.config.breaker;
-    let transition = match outcome {
-        Outcome::Success(latency) => {
-            state.record_latency(latency);
-            state.breaker.record_success(config, now)
+    if let Outcome::Success(latency) = outcome {
+        state.record_latency(latency);
+    } else {
+        state.failures.fetch_add(1, Ordering::Relaxed);
+        if outcome == Outcome::ConnectFailed {
+            state.connect_errors.fetch_add(1, Ordering::Relaxed);
+            metrics.connect_error(&pool.name, &backend.key);
         }
-        failure => {
-            state.failures.fetch_add(1, Ordering::Relaxed);
-            if failure == Outcome::ConnectFailed {
-                state.connect_errors.fetch_add(1, Ordering::Relaxed);
-                metrics.connect_error(&pool.name, &backend.key);
-            }
-            state
-                .breaker
-                .record_failure(config, now, || pool.may_eject())
-        }
+    }
+    let transition = match (&pool.policies.recovery, outcome) {
+        (Some(slot), _) => crate::policy::recovery::on_outcome(pool, backend, slot, outcome, now),
+        (None, Outcome::Success(_)) => state.breaker.record_success(config, now),
+        (None, _) => state
+            .breaker
+            .record_failure(config, now, || pool.may_eject()),
     };
     if let Some(t) = transition {
         log_transition(pool, backend, t, metrics);

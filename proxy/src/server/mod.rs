@@ -25,6 +25,7 @@ pub use tls::TlsError;
 use crate::config::{Config, ListenerConfig};
 use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
+use crate::policy::{PluginLoadError, PluginRegistry};
 use crate::proxy::Proxy;
 use crate::state::Snapshot;
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
@@ -46,6 +47,8 @@ pub enum StartError {
         #[source]
         source: TlsError,
     },
+    #[error("{0}")]
+    Plugin(#[from] PluginLoadError),
 }
 
 /// Settings that come from the command line rather than the config file.
@@ -74,6 +77,7 @@ pub struct Server {
     listeners: Mutex<HashMap<String, RunningListener>>,
     apply_lock: tokio::sync::Mutex<()>,
     overrides: Mutex<Overrides>,
+    plugins: Arc<PluginRegistry>,
     health: HealthSupervisor,
     connections: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -89,13 +93,17 @@ impl Server {
     /// started separately by [`crate::admin::start`].
     pub async fn start(config: Config, options: ServerOptions) -> Result<Arc<Server>, StartError> {
         let metrics = Arc::new(Metrics::new());
+        let plugins = Arc::new(PluginRegistry::new());
+        let prepared = plugins.prepare(&config).await?;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
             config.clone(),
             None,
             &metrics,
             &Overrides::new(),
+            &plugins.commit(prepared),
         )));
         metrics.attach(Arc::clone(&snapshot));
+        metrics.attach_plugins(Arc::clone(&plugins));
         let proxy = Arc::new(Proxy {
             snapshot: Arc::clone(&snapshot),
             client: UpstreamClient::new(&config.limits),
@@ -109,6 +117,7 @@ impl Server {
             listeners: Mutex::new(HashMap::new()),
             apply_lock: tokio::sync::Mutex::new(()),
             overrides: Mutex::new(Overrides::new()),
+            plugins,
             health: HealthSupervisor::new(Arc::clone(&metrics), shutdown.child_token()),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             tracker: TaskTracker::new(),
@@ -121,6 +130,11 @@ impl Server {
         server.sync_listeners(&config)?;
         server.restore_state(&config).await;
         server.health.sync(&server.snapshot.load());
+        tokio::spawn(crate::policy::recovery::run_ticker(
+            Arc::clone(&server.snapshot),
+            Arc::clone(&server.proxy.metrics),
+            server.shutdown.child_token(),
+        ));
         server.ready.store(true, Ordering::Release);
         Ok(server)
     }
@@ -133,13 +147,45 @@ impl Server {
         let _serialised = self.apply_lock.lock().await;
         let old = self.snapshot.load_full();
         let overrides = self.overrides.lock().clone();
-        let next = Snapshot::build(config.clone(), Some(&old), &self.proxy.metrics, &overrides);
+        let prepared = self.plugins.prepare(&config).await?;
         self.prepare_listeners(&config)?;
+        let plugins = self.plugins.commit(prepared);
+        let next = Snapshot::build(
+            config.clone(),
+            Some(&old),
+            &self.proxy.metrics,
+            &overrides,
+            &plugins,
+        );
         self.snapshot.store(Arc::new(next));
         self.sync_listeners(&config)?;
         self.health.sync(&self.snapshot.load());
         info!(source = %config.source.display(), "configuration applied");
         Ok(())
+    }
+
+    /// Hot-swaps the plugins loaded from `path` after the file changed. A file that
+    /// fails to load (corrupt, wrong world, too large, too slow to compile) leaves the
+    /// running version in place; the failure is logged and counted.
+    pub async fn reload_plugin_file(&self, path: &std::path::Path) -> Vec<PluginLoadError> {
+        let _serialised = self.apply_lock.lock().await;
+        let (swapped, failures) = self.plugins.reload_file(path).await;
+        for name in &swapped {
+            self.proxy.metrics.plugin_reload(name, true);
+        }
+        for failure in &failures {
+            self.proxy
+                .metrics
+                .plugin_reload(failure.plugin().unwrap_or(""), false);
+            tracing::error!(file = %path.display(), error = %failure,
+                "plugin reload failed, keeping the running version");
+        }
+        failures
+    }
+
+    /// The plugin registry (for `/status` and the file watcher).
+    pub fn plugins(&self) -> &Arc<PluginRegistry> {
+        &self.plugins
     }
 
     /// Points a route at another pool or split (blue/green, canary) until the config

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use crate::balance::{Balancer, PickContext};
 use crate::breaker::BreakerState;
 use crate::config::PoolConfig;
+use crate::plugin::RouteRequest;
+use crate::policy::PoolPolicies;
+use crate::policy::routing::{self, Selection};
 use crate::upstream::{Backend, BackendState};
 
 /// One retry costs this many milli-tokens; each first attempt deposits
@@ -24,12 +27,14 @@ pub struct Pool {
     pub config: PoolConfig,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
+    /// Plugins standing in for (or beside) the native policies.
+    pub policies: PoolPolicies,
     retry_tokens: AtomicI64,
 }
 
 impl Pool {
     /// Builds a pool, reusing the state of backends that `previous` already had.
-    pub fn build(config: PoolConfig, previous: Option<&Pool>) -> Self {
+    pub fn build(config: PoolConfig, previous: Option<&Pool>, policies: PoolPolicies) -> Self {
         let backends: Vec<Backend> = config
             .backends
             .iter()
@@ -62,6 +67,7 @@ impl Pool {
             config,
             backends,
             balancer,
+            policies,
         }
     }
 
@@ -81,6 +87,28 @@ impl Pool {
         self.balancer.pick(&self.backends, ctx, |i| {
             !exclude(i) && (panic || self.backends[i].state.is_usable(now))
         })
+    }
+
+    /// Picks where a request goes: the routing plugin when the pool has one (with the
+    /// native balancer as its fallback), else the native balancer. `request` is only
+    /// read by plugins.
+    pub fn select(
+        &self,
+        ctx: &PickContext,
+        request: Option<&RouteRequest<'_>>,
+        exclude: impl Fn(usize) -> bool,
+    ) -> Selection {
+        let native = || self.pick(ctx, &exclude);
+        match request {
+            Some(request) if self.policies.routes() => {
+                let now = ctx.now_ms;
+                let panic = self.in_panic_mode(now);
+                let admits =
+                    |i: usize| !exclude(i) && (panic || self.backends[i].state.is_usable(now));
+                routing::select(self, request, now, &admits, &native)
+            }
+            _ => native().map_or(Selection::Exhausted, Selection::Backend),
+        }
     }
 
     /// Backends that could take a request right now.
@@ -146,11 +174,12 @@ impl PoolSet {
     pub fn build<'a>(
         configs: impl Iterator<Item = &'a PoolConfig>,
         previous: Option<&PoolSet>,
+        mut policies: impl FnMut(&PoolConfig) -> PoolPolicies,
     ) -> Self {
         let pools = configs
             .map(|c| {
                 let old = previous.and_then(|p| p.get(&c.name));
-                let pool = Pool::build(c.clone(), old.map(Arc::as_ref));
+                let pool = Pool::build(c.clone(), old.map(Arc::as_ref), policies(c));
                 (Arc::clone(&pool.name), Arc::new(pool))
             })
             .collect();

@@ -1,0 +1,57 @@
+//! Probe verdicts from a health-check plugin, with the native evaluator as fallback.
+
+use std::sync::Arc;
+
+use super::{PluginSlot, Recourse, recourse};
+use crate::config::HealthConfig;
+use crate::health::{HealthEvaluator, NativeEvaluator, ProbeError, ProbeReport, Verdict};
+use crate::plugin::{self, HealthVerdict};
+
+/// Judges one probe with the plugin in `slot`. The call runs on a blocking thread:
+/// probes are not on the request path, and a plugin with a long deadline must not
+/// hold up an async worker.
+pub async fn evaluate(
+    slot: &Arc<PluginSlot>,
+    config: &HealthConfig,
+    report: ProbeReport,
+) -> Verdict {
+    let active = slot.current_full();
+    let task = tokio::task::spawn_blocking(move || {
+        let result = match active.plugin.as_health() {
+            Some(health) => health.evaluate(&view(&report)),
+            None => Err(plugin::PluginError::Invalid(
+                "not a health-check plugin".into(),
+            )),
+        };
+        (result, report, active.config.on_error)
+    });
+    let Ok((result, report, on_error)) = task.await else {
+        return Verdict::Down("health plugin task failed".into());
+    };
+    match result {
+        Ok(HealthVerdict::Up) => Verdict::Up,
+        Ok(HealthVerdict::Degraded(percent)) => Verdict::Degraded(percent),
+        Ok(HealthVerdict::Down(reason)) => Verdict::Down(reason),
+        Err(e) => match recourse(&e, on_error) {
+            Recourse::Native => NativeEvaluator.evaluate(config, &report),
+            Recourse::FailClosed => {
+                Verdict::Down(format!("health plugin failed: {}", e.kind_label()))
+            }
+        },
+    }
+}
+
+fn view(report: &ProbeReport) -> plugin::ProbeReport<'_> {
+    plugin::ProbeReport {
+        status: report.status,
+        headers: &report.headers,
+        body_prefix: &report.body_prefix,
+        latency: report.latency,
+        error: report.error.as_ref().map(|e| match e {
+            ProbeError::Timeout => plugin::ProbeError::Timeout,
+            ProbeError::Refused => plugin::ProbeError::Refused,
+            ProbeError::Reset => plugin::ProbeError::Reset,
+            ProbeError::Other(_) => plugin::ProbeError::Other,
+        }),
+    }
+}

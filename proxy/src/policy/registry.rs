@@ -1,0 +1,302 @@
+//! Loading plugins off the async workers and swapping new versions in while traffic
+//! flows.
+//!
+//! Each configured plugin has one [`PluginSlot`] for the life of the process (or until
+//! the config drops it). Pools, probe loops and the breaker ticker hold the slot, and
+//! read its current version with one `ArcSwap` load per call, so a hot swap (new file
+//! or new `[plugin.NAME]` table) reaches every user at once while calls in flight
+//! finish on the version they started with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use sha2::{Digest as _, Sha256};
+use tracing::{info, warn};
+
+use crate::config::{Config, PluginConfig};
+use crate::plugin::{Plugin, PluginError, PluginRuntime};
+
+/// Files larger than this are refused before compiling.
+pub const MAX_PLUGIN_FILE_BYTES: u64 = 64 << 20;
+/// A compile taking longer than this is abandoned and the old version kept.
+pub const COMPILE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Plugins by name, as pools resolve their `plugin:NAME` references.
+pub type PluginMap = HashMap<String, Arc<PluginSlot>>;
+
+/// Why a plugin version could not be loaded. The running version (if any) stays.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginLoadError {
+    #[error("plugin `{name}`: {source}")]
+    Load {
+        name: String,
+        #[source]
+        source: PluginError,
+    },
+    #[error("plugin `{name}`: cannot read {path}: {source}")]
+    Read {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("plugin `{name}`: {path} is {size} bytes, over the {MAX_PLUGIN_FILE_BYTES}-byte limit")]
+    TooLarge {
+        name: String,
+        path: PathBuf,
+        size: u64,
+    },
+    #[error("plugin `{name}`: compiling {path} took longer than {COMPILE_DEADLINE:?}")]
+    CompileTimeout { name: String, path: PathBuf },
+    #[error("plugin `{name}`: the loader thread failed: {detail}")]
+    Loader { name: String, detail: String },
+    #[error("the plugin runtime cannot start: {0}")]
+    Runtime(#[source] PluginError),
+}
+
+impl PluginLoadError {
+    /// The plugin concerned (none when the runtime itself failed).
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            Self::Load { name, .. }
+            | Self::Read { name, .. }
+            | Self::TooLarge { name, .. }
+            | Self::CompileTimeout { name, .. }
+            | Self::Loader { name, .. } => Some(name),
+            Self::Runtime(_) => None,
+        }
+    }
+}
+
+/// One loaded version with the table it was loaded from.
+#[derive(Debug)]
+pub struct Active {
+    pub config: PluginConfig,
+    pub plugin: Plugin,
+}
+
+/// A configured plugin's stable handle; see the module docs.
+#[derive(Debug)]
+pub struct PluginSlot {
+    name: Arc<str>,
+    active: ArcSwap<Active>,
+}
+
+impl PluginSlot {
+    /// The operator's name for it.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The version to use for the next call.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Active>> {
+        self.active.load()
+    }
+
+    /// The version to hand to a blocking task.
+    pub fn current_full(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+}
+
+/// Versions loaded by [`PluginRegistry::prepare`], not yet visible to anyone.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    loaded: Vec<Active>,
+    wanted: Vec<String>,
+}
+
+/// Owns the wasm runtime (started on first use) and every plugin slot.
+#[derive(Debug, Default)]
+pub struct PluginRegistry {
+    runtime: Mutex<Option<PluginRuntime>>,
+    slots: Mutex<BTreeMap<String, Arc<PluginSlot>>>,
+}
+
+impl PluginRegistry {
+    /// An empty registry; the wasm engine starts only when a plugin is configured.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn runtime(&self) -> Result<PluginRuntime, PluginLoadError> {
+        let mut runtime = self.runtime.lock();
+        if let Some(r) = runtime.as_ref() {
+            return Ok(r.clone());
+        }
+        let created = PluginRuntime::new().map_err(PluginLoadError::Runtime)?;
+        *runtime = Some(created.clone());
+        Ok(created)
+    }
+
+    /// Loads every plugin of `config` whose table or file differs from the running
+    /// version. Compiling happens on blocking threads; nothing is installed, so a
+    /// failure leaves every running version in place.
+    pub async fn prepare(&self, config: &Config) -> Result<Prepared, PluginLoadError> {
+        let mut prepared = Prepared {
+            loaded: Vec::new(),
+            wanted: config.plugins.keys().cloned().collect(),
+        };
+        for plugin in config.plugins.values() {
+            let digest = file_digest(plugin)?;
+            let unchanged = self
+                .slots
+                .lock()
+                .get(&plugin.spec.name)
+                .is_some_and(|slot| {
+                    let active = slot.current();
+                    active.config == *plugin && active.plugin.digest() == digest
+                });
+            if !unchanged {
+                prepared.loaded.push(self.load(plugin.clone()).await?);
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Installs prepared versions, drops plugins the config no longer has, and
+    /// returns the slots by name for the next snapshot.
+    pub fn commit(&self, prepared: Prepared) -> PluginMap {
+        let mut slots = self.slots.lock();
+        for active in prepared.loaded {
+            let name = active.config.spec.name.clone();
+            match slots.get(&name) {
+                Some(slot) => {
+                    info!(plugin = %name, from = %short(slot.current().plugin.digest()),
+                        to = %short(active.plugin.digest()), "plugin version swapped in");
+                    slot.active.store(Arc::new(active));
+                }
+                None => {
+                    slots.insert(
+                        name.clone(),
+                        Arc::new(PluginSlot {
+                            name: name.as_str().into(),
+                            active: ArcSwap::from_pointee(active),
+                        }),
+                    );
+                }
+            }
+        }
+        slots.retain(|name, _| prepared.wanted.contains(name));
+        slots
+            .iter()
+            .map(|(name, slot)| (name.clone(), Arc::clone(slot)))
+            .collect()
+    }
+
+    /// Reloads every plugin loaded from `path` (its file changed). A plugin whose
+    /// file is unchanged is skipped; one that fails to load keeps running as before.
+    /// Returns the names swapped and the failures.
+    pub async fn reload_file(&self, path: &Path) -> (Vec<String>, Vec<PluginLoadError>) {
+        let affected: Vec<Arc<PluginSlot>> = self
+            .slots
+            .lock()
+            .values()
+            .filter(|s| same_file(&s.current().config.spec.path, path))
+            .cloned()
+            .collect();
+        let mut swapped = Vec::new();
+        let mut failures = Vec::new();
+        for slot in affected {
+            let config = slot.current().config.clone();
+            match file_digest(&config) {
+                Ok(digest) if digest == slot.current().plugin.digest() => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    failures.push(e);
+                    continue;
+                }
+            }
+            match self.load(config).await {
+                Ok(active) => {
+                    info!(plugin = %slot.name, from = %short(slot.current().plugin.digest()),
+                        to = %short(active.plugin.digest()), "plugin file changed: new version swapped in");
+                    slot.active.store(Arc::new(active));
+                    swapped.push(slot.name.to_string());
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        (swapped, failures)
+    }
+
+    /// Files to watch for hot reload.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
+            .slots
+            .lock()
+            .values()
+            .map(|s| s.current().config.spec.path.clone())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// Every slot, sorted by name (for `/status` and `/metrics`).
+    pub fn slots(&self) -> Vec<Arc<PluginSlot>> {
+        self.slots.lock().values().cloned().collect()
+    }
+
+    /// Compiles, links, instantiates and `init`s one version on a blocking thread.
+    async fn load(&self, config: PluginConfig) -> Result<Active, PluginLoadError> {
+        let runtime = self.runtime()?;
+        let name = config.spec.name.clone();
+        let path = config.spec.path.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let plugin = runtime.load(&config.spec);
+            plugin.map(|plugin| Active { config, plugin })
+        });
+        match tokio::time::timeout(COMPILE_DEADLINE, task).await {
+            Err(_) => Err(PluginLoadError::CompileTimeout { name, path }),
+            Ok(Err(join)) => Err(PluginLoadError::Loader {
+                name,
+                detail: join.to_string(),
+            }),
+            Ok(Ok(result)) => result.map_err(|source| {
+                warn!(plugin = %name, error = %source, "plugin failed to load");
+                PluginLoadError::Load { name, source }
+            }),
+        }
+    }
+}
+
+/// SHA-256 of the plugin file (hex), after checking its size.
+fn file_digest(config: &PluginConfig) -> Result<String, PluginLoadError> {
+    let read_error = |source| PluginLoadError::Read {
+        name: config.spec.name.clone(),
+        path: config.spec.path.clone(),
+        source,
+    };
+    let size = std::fs::metadata(&config.spec.path)
+        .map_err(read_error)?
+        .len();
+    if size > MAX_PLUGIN_FILE_BYTES {
+        return Err(PluginLoadError::TooLarge {
+            name: config.spec.name.clone(),
+            path: config.spec.path.clone(),
+            size,
+        });
+    }
+    let bytes = std::fs::read(&config.spec.path).map_err(read_error)?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}

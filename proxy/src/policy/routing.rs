@@ -1,0 +1,204 @@
+//! Backend choice by a routing plugin, with the native balancer as fallback, and
+//! shadow evaluation of a candidate policy that is never obeyed.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::StatusCode;
+use prometheus_client::metrics::counter::Counter;
+use tracing::{debug, info};
+
+use super::{PluginSlot, Recourse, recourse};
+use crate::plugin::{PluginError, RouteCandidate, RouteDecision, RouteRequest};
+use crate::upstream::Pool;
+
+/// Where a request goes, as decided by the pool's policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Send it to this backend index of the pool.
+    Backend(usize),
+    /// The routing plugin answers the client itself.
+    Respond { status: StatusCode, body: Bytes },
+    /// The routing plugin refuses the request (403).
+    Reject,
+    /// The plugin failed and `on_error = "fail-closed"` (503).
+    PolicyFailed,
+    /// No backend may take the request.
+    Exhausted,
+}
+
+/// A routing plugin run beside the live policy, whose agreement is counted.
+#[derive(Debug)]
+pub struct Shadow {
+    pub slot: Arc<PluginSlot>,
+    pub agree: Counter,
+    pub disagree: Counter,
+    /// Clock milliseconds of the last disagreement logged, to sample the log.
+    last_logged_ms: AtomicU64,
+}
+
+impl Shadow {
+    /// A shadow with its two pre-resolved counters.
+    pub fn new(slot: Arc<PluginSlot>, agree: Counter, disagree: Counter) -> Self {
+        Self {
+            slot,
+            agree,
+            disagree,
+            last_logged_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Disagreements are logged at most this often per pool.
+const DISAGREEMENT_LOG_INTERVAL_MS: u64 = 1000;
+
+thread_local! {
+    /// Reused per worker thread so a routing call allocates nothing.
+    static CANDIDATES: RefCell<Vec<RouteCandidate>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Chooses with the pool's routing plugin (and runs its shadow), falling back to
+/// `native` as the plugin's `on_error` and quarantine say. `admits` says which
+/// backend indexes may take the request now.
+pub fn select(
+    pool: &Pool,
+    request: &RouteRequest<'_>,
+    now_ms: u64,
+    admits: &dyn Fn(usize) -> bool,
+    native: &dyn Fn() -> Option<usize>,
+) -> Selection {
+    CANDIDATES.with_borrow_mut(|candidates| {
+        fill_candidates(pool, now_ms, admits, candidates);
+        if candidates.is_empty() {
+            return Selection::Exhausted;
+        }
+        let live = match &pool.policies.routing {
+            Some(slot) => match ask(slot, request, candidates) {
+                Ok(decision) => from_decision(decision),
+                Err(e) => {
+                    debug!(pool = %pool.name, plugin = %slot.name(), error = %e, "routing plugin call failed");
+                    match recourse(&e, slot.current().config.on_error) {
+                        Recourse::Native => native().map_or(Selection::Exhausted, Selection::Backend),
+                        Recourse::FailClosed => Selection::PolicyFailed,
+                    }
+                }
+            },
+            None => native().map_or(Selection::Exhausted, Selection::Backend),
+        };
+        if let Some(shadow) = &pool.policies.shadow {
+            compare(pool, shadow, request, candidates, &live, now_ms);
+        }
+        live
+    })
+}
+
+fn fill_candidates(
+    pool: &Pool,
+    now_ms: u64,
+    admits: &dyn Fn(usize) -> bool,
+    out: &mut Vec<RouteCandidate>,
+) {
+    out.clear();
+    let slow_start = pool.config.failover.slow_start;
+    let window = pool.config.breaker.window;
+    for (i, b) in pool.backends.iter().enumerate() {
+        if !admits(i) {
+            continue;
+        }
+        let s = &b.state;
+        let (requests, failures) = s.breaker.window_counts(window, now_ms);
+        let error_rate_permille = if requests == 0 {
+            0
+        } else {
+            (u64::from(failures) * 1000 / u64::from(requests)).min(1000) as u16
+        };
+        out.push(RouteCandidate {
+            index: i as u32,
+            weight: s.effective_weight(slow_start, now_ms).ceil() as u32,
+            in_flight: s.in_flight.load(Ordering::Relaxed),
+            latency_ewma_us: s.latency_ewma_us.load(Ordering::Relaxed),
+            error_rate_permille,
+            healthy: true,
+        });
+    }
+}
+
+fn ask(
+    slot: &PluginSlot,
+    request: &RouteRequest<'_>,
+    candidates: &[RouteCandidate],
+) -> Result<RouteDecision, PluginError> {
+    let active = slot.current();
+    match active.plugin.as_routing() {
+        Some(routing) => routing.choose(request, candidates),
+        None => Err(PluginError::Invalid(format!(
+            "`{}` is not a routing plugin",
+            slot.name()
+        ))),
+    }
+}
+
+fn from_decision(decision: RouteDecision) -> Selection {
+    match decision {
+        RouteDecision::Backend(i) => Selection::Backend(i as usize),
+        RouteDecision::Respond { status, body } => Selection::Respond {
+            status,
+            body: Bytes::from(body),
+        },
+        RouteDecision::Reject => Selection::Reject,
+    }
+}
+
+/// Runs the shadow on the same inputs and counts whether it would have done the same.
+fn compare(
+    pool: &Pool,
+    shadow: &Shadow,
+    request: &RouteRequest<'_>,
+    candidates: &[RouteCandidate],
+    live: &Selection,
+    now_ms: u64,
+) {
+    if matches!(live, Selection::Exhausted | Selection::PolicyFailed) {
+        return;
+    }
+    let Ok(decision) = ask(&shadow.slot, request, candidates) else {
+        // Counted in the shadow plugin's own error metrics.
+        return;
+    };
+    let proposed = from_decision(decision);
+    let agree = match (live, &proposed) {
+        (Selection::Respond { status: a, .. }, Selection::Respond { status: b, .. }) => a == b,
+        (a, b) => a == b,
+    };
+    if agree {
+        shadow.agree.inc();
+        return;
+    }
+    shadow.disagree.inc();
+    let last = shadow.last_logged_ms.load(Ordering::Relaxed);
+    if now_ms >= last + DISAGREEMENT_LOG_INTERVAL_MS
+        && shadow
+            .last_logged_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        info!(pool = %pool.name, shadow = %shadow.slot.name(), path = request.path,
+            live = %describe(pool, live), shadow_choice = %describe(pool, &proposed),
+            "shadow routing policy disagrees (sampled)");
+    }
+}
+
+fn describe(pool: &Pool, selection: &Selection) -> String {
+    match selection {
+        Selection::Backend(i) => pool
+            .backends
+            .get(*i)
+            .map_or_else(|| format!("backend #{i}"), |b| b.key.to_string()),
+        Selection::Respond { status, .. } => format!("respond {}", status.as_u16()),
+        Selection::Reject => "reject".into(),
+        Selection::PolicyFailed => "policy failed".into(),
+        Selection::Exhausted => "no backend".into(),
+    }
+}

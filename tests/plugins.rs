@@ -1,0 +1,563 @@
+//! WebAssembly policies in a real proxy: each shipped plugin doing its job in front of
+//! real backends, hostile plugins failing only their own calls, shadow evaluation, and
+//! hot swaps of a plugin file while traffic flows.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use support::*;
+use switchyard::config::Config;
+use switchyard::plugin::{shipped_plugin_dir, test_plugin_dir};
+
+fn shipped(name: &str) -> String {
+    shipped_plugin_dir().join(name).display().to_string()
+}
+
+fn testing(name: &str) -> String {
+    test_plugin_dir().join(name).display().to_string()
+}
+
+/// `[plugin.NAME]` table text.
+fn plugin_table(name: &str, kind: &str, path: &str, extra: &str) -> String {
+    format!("\n[plugin.{name}]\nkind = \"{kind}\"\npath = '{path}'\n{extra}\n")
+}
+
+async fn metrics_text(proxy: &TestProxy) -> String {
+    let (_, _, body) = get(&client(), &format!("http://{}/metrics", proxy.admin)).await;
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The value of the first metric line starting with `prefix`.
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn plugin_status<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["plugins"]
+        .as_array()
+        .expect("plugins array")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("plugin {name} in /status: {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_plugin_sends_flagged_requests_to_the_canary_backend() {
+    let stable = TestBackend::start("stable").await;
+    let canary = TestBackend::start("canary").await;
+    let extra = format!(
+        "balance = \"plugin:canary\"\n{}",
+        plugin_table(
+            "canary",
+            "routing",
+            &shipped("canary.wasm"),
+            "config = { header = \"x-canary\", canary = [1], percent = 0 }",
+        )
+    );
+    let proxy = start_proxy(&simple_config(&[&stable, &canary], &extra)).await;
+    let c = client();
+    let url = format!("http://{}/", proxy.web);
+    for _ in 0..20 {
+        let (status, backend, _) = get_with(&c, &url, None).await;
+        assert_eq!((status, backend.as_str()), (200, "stable"));
+        let (status, backend, _) = get_with(&c, &url, Some(("x-canary", "1"))).await;
+        assert_eq!((status, backend.as_str()), (200, "canary"));
+    }
+
+    let status = status(&proxy).await;
+    let plugin = plugin_status(&status, "canary");
+    assert_eq!(plugin["kind"], "routing");
+    assert_eq!(plugin["digest"].as_str().unwrap().len(), 64);
+    assert!(plugin["calls"].as_u64().unwrap() >= 40, "{plugin}");
+    assert_eq!(plugin["quarantined"], false);
+    assert_eq!(status["pools"][0]["plugins"]["routing"], "canary");
+    let metrics = metrics_text(&proxy).await;
+    assert!(
+        metric(&metrics, "switchyard_plugin_calls_total{plugin=\"canary\"}").unwrap() >= 40.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "switchyard_plugin_call_duration_seconds_bucket{le=\"+Inf\",plugin=\"canary\"} 40"
+        ),
+        "{metrics}"
+    );
+    assert_promtool_accepts(&metrics);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_plugin_steers_traffic_away_from_a_slow_backend() {
+    let fast = TestBackend::start("fast").await;
+    let slow = TestBackend::start("slow").await;
+    slow.set_mode(Mode::Slow(Duration::from_millis(40)));
+    let extra = format!(
+        "balance = \"plugin:latency\"\n{}",
+        plugin_table("latency", "routing", &shipped("latency.wasm"), "")
+    );
+    let proxy = start_proxy(&simple_config(&[&fast, &slow], &extra)).await;
+    let c = client();
+    let url = format!("http://{}/", proxy.web);
+    for _ in 0..200 {
+        assert_eq!(get(&c, &url).await.0, 200);
+    }
+    assert!(
+        slow.hits() < 20,
+        "the slow backend got {} of 200 requests",
+        slow.hits()
+    );
+}
+
+/// A backend whose `/health` answers a JSON document the test can change.
+async fn json_backend(name: &'static str, health: Arc<Mutex<String>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let health = Arc::clone(&health);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let body = if req.uri().path() == "/health" {
+                        health.lock().clone()
+                    } else {
+                        name.to_string()
+                    };
+                    async move {
+                        let mut response = Response::new(Full::new(Bytes::from(body)));
+                        response
+                            .headers_mut()
+                            .insert("x-backend", name.parse().unwrap());
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_health_plugin_judges_backends_by_their_status_document() {
+    let ok = r#"{"status":"ok","checks":{"db":"up","cache":"up"}}"#;
+    let a_health = Arc::new(Mutex::new(ok.to_string()));
+    let b_health = Arc::new(Mutex::new(ok.to_string()));
+    let a = json_backend("a", Arc::clone(&a_health)).await;
+    let b = json_backend("b", Arc::clone(&b_health)).await;
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbackends = [{{ address = \"{a}\" }}, {{ address = \"{b}\" }}]\n\
+         [pool.app.health]\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\nrise = 1\nfall = 1\n\
+         evaluate = \"plugin:json\"\n{}",
+        plugin_table(
+            "json",
+            "health",
+            &shipped("json-health.wasm"),
+            "config = { field = \"status\", up = [\"ok\"], required = { \"checks.db\" = [\"up\"] }, \
+             optional = { \"checks.cache\" = [\"up\"] }, degraded-percent = 50 }",
+        )
+    );
+    let proxy = start_proxy(&config).await;
+    let health_of = |status: &serde_json::Value, i: usize| {
+        status["pools"][0]["backends"][i]["health"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut up = false;
+    for _ in 0..50 {
+        let s = status(&proxy).await;
+        if health_of(&s, 0) == "up" && health_of(&s, 1) == "up" {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "both backends come up: {}", status(&proxy).await);
+
+    // The database of `a` fails: the plugin says down, and traffic avoids `a`.
+    *a_health.lock() = r#"{"status":"ok","checks":{"db":"down","cache":"up"}}"#.into();
+    let mut down = serde_json::Value::Null;
+    for _ in 0..50 {
+        let s = status(&proxy).await;
+        if health_of(&s, 0) == "down" {
+            down = s;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(health_of(&down, 0), "down", "{down}");
+    let reason = down["pools"][0]["backends"][0]["last_check"]["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("db"),
+        "the reason names the check: {reason}"
+    );
+    let c = client();
+    for _ in 0..10 {
+        let (status, backend, _) = get(&c, &format!("http://{}/", proxy.web)).await;
+        assert_eq!((status, backend.as_str()), (200, "b"));
+    }
+
+    // A failing optional check only degrades `b`.
+    *b_health.lock() = r#"{"status":"ok","checks":{"db":"up","cache":"down"}}"#.into();
+    let mut degraded = false;
+    for _ in 0..50 {
+        let s = status(&proxy).await;
+        let result = s["pools"][0]["backends"][1]["last_check"]["result"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if result.starts_with("degraded") {
+            degraded = health_of(&s, 1) == "up";
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(degraded, "b is degraded but up: {}", status(&proxy).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_breaker_plugin_ejects_a_failing_backend() {
+    let good = TestBackend::start("good").await;
+    let bad = TestBackend::start("bad").await;
+    bad.set_mode(Mode::Status(500));
+    let extra = format!(
+        "[pool.app.breaker]\npolicy = \"plugin:adaptive\"\n\
+         [pool.app.retry]\nattempts = 0\n{}",
+        plugin_table(
+            "adaptive",
+            "recovery",
+            &shipped("adaptive-breaker.wasm"),
+            "config = { consecutive-failures = 2, base-open-ms = 60000, max-open-ms = 60000 }",
+        )
+    );
+    let proxy = start_proxy(&simple_config(&[&good, &bad], &extra)).await;
+    let c = client();
+    let url = format!("http://{}/", proxy.web);
+    for _ in 0..10 {
+        get(&c, &url).await;
+    }
+    let s = status(&proxy).await;
+    let bad_state = &s["pools"][0]["backends"][1];
+    assert_eq!(bad_state["breaker"], "open", "{bad_state}");
+    assert!(bad_state["breaker_open_remaining_ms"].as_u64().unwrap() > 50_000);
+    let hits = bad.hits();
+    assert_eq!(hits, 2, "the breaker opened after 2 consecutive failures");
+    for _ in 0..20 {
+        let (status, backend, _) = get(&c, &url).await;
+        assert_eq!((status, backend.as_str()), (200, "good"));
+    }
+    assert_eq!(bad.hits(), hits, "no request reaches the ejected backend");
+    assert_eq!(s["pools"][0]["plugins"]["recovery"], "adaptive");
+}
+
+/// Resident memory of this process, in bytes.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_routing_plugin_calls_fail_alone_within_their_deadline() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let extra = format!(
+        "balance = \"plugin:hostile\"\n{}",
+        plugin_table(
+            "hostile",
+            "routing",
+            &testing("hostile.wasm"),
+            "timeout = \"5ms\"\nmemory = \"4MiB\"",
+        )
+    );
+    let proxy = start_proxy(&simple_config(&[&a, &b], &extra)).await;
+    let web = proxy.web;
+
+    // Steady traffic of well-behaved requests on the side.
+    let load = Load::start(8, format!("http://{web}/fine"));
+
+    // Every hostile call fails within its deadline and the request falls back to
+    // the native balancer.
+    let rss_before = resident_bytes();
+    let c = client();
+    for path in [
+        "/loop",
+        "/grow",
+        "/recurse",
+        "/trap",
+        "/bad-index",
+        "/bad-status",
+        "/big-body",
+    ] {
+        for _ in 0..3 {
+            let started = Instant::now();
+            let (status, backend, _) = get(&c, &format!("http://{web}{path}")).await;
+            assert_eq!(status, 200, "{path} falls back to the native policy");
+            assert!(!backend.is_empty(), "{path} reached a backend");
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "{path} took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    // Direct responses from the plugin are obeyed.
+    let (code, backend, body) = get(&c, &format!("http://{web}/count")).await;
+    assert_eq!((code, backend.as_str()), (200, ""));
+    assert!(String::from_utf8_lossy(&body).trim().parse::<u64>().is_ok());
+
+    // A memory bomb over and over: each instance is capped and thrown away.
+    for _ in 0..40 {
+        assert_eq!(get(&c, &format!("http://{web}/grow")).await.0, 200);
+    }
+    let growth = resident_bytes().saturating_sub(rss_before);
+    assert!(growth < 256 << 20, "resident memory grew by {growth} bytes");
+
+    let s = status(&proxy).await;
+    let plugin = plugin_status(&s, "hostile");
+    for kind in ["trap", "timeout", "memory", "invalid"] {
+        assert!(
+            plugin["errors"][kind].as_u64().unwrap() > 0,
+            "{kind}: {plugin}"
+        );
+    }
+    let metrics = metrics_text(&proxy).await;
+    assert!(
+        metric(
+            &metrics,
+            "switchyard_plugin_errors_total{plugin=\"hostile\",kind=\"timeout\"}"
+        )
+        .unwrap()
+            > 0.0,
+        "{metrics}"
+    );
+
+    let (served, failed) = load.stop().await;
+    assert!(served > 50, "side traffic flowed: {served}");
+    assert_eq!(failed, 0, "side traffic never failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_failing_every_call_is_quarantined_and_traffic_keeps_flowing() {
+    let a = TestBackend::start("a").await;
+    let extra = format!(
+        "balance = \"plugin:hostile\"\n{}",
+        plugin_table("hostile", "routing", &testing("hostile.wasm"), "")
+    );
+    let proxy = start_proxy(&simple_config(&[&a], &extra)).await;
+    let c = client();
+    for _ in 0..60 {
+        assert_eq!(get(&c, &format!("http://{}/trap", proxy.web)).await.0, 200);
+    }
+    let s = status(&proxy).await;
+    let plugin = plugin_status(&s, "hostile").clone();
+    assert_eq!(plugin["quarantined"], true, "{plugin}");
+    assert_eq!(plugin["quarantines"], 1);
+    // Quarantined: the plugin is not run, the native policy serves.
+    for _ in 0..20 {
+        assert_eq!(get(&c, &format!("http://{}/trap", proxy.web)).await.0, 200);
+    }
+    let later = status(&proxy).await;
+    assert_eq!(plugin_status(&later, "hostile")["calls"], plugin["calls"]);
+    let metrics = metrics_text(&proxy).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "switchyard_plugin_quarantined{plugin=\"hostile\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_routing_plugin_answers_503_when_it_fails() {
+    let a = TestBackend::start("a").await;
+    let extra = format!(
+        "balance = \"plugin:hostile\"\n{}",
+        plugin_table(
+            "hostile",
+            "routing",
+            &testing("hostile.wasm"),
+            "timeout = \"5ms\"\non_error = \"fail-closed\"",
+        )
+    );
+    let proxy = start_proxy(&simple_config(&[&a], &extra)).await;
+    let c = client();
+    assert_eq!(get(&c, &format!("http://{}/trap", proxy.web)).await.0, 503);
+    assert_eq!(get(&c, &format!("http://{}/loop", proxy.web)).await.0, 503);
+    assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_plugin_counts_agreement_without_acting() {
+    let stable = TestBackend::start("stable").await;
+    let canary = TestBackend::start("canary").await;
+    let extra = format!(
+        "balance = \"plugin:canary\"\nshadow = \"plugin:first\"\n{}{}",
+        plugin_table(
+            "canary",
+            "routing",
+            &shipped("canary.wasm"),
+            "config = { header = \"x-canary\", canary = [1] }",
+        ),
+        plugin_table("first", "routing", &testing("hostile.wasm"), "")
+    );
+    let proxy = start_proxy(&simple_config(&[&stable, &canary], &extra)).await;
+    let c = client();
+    let url = format!("http://{}/", proxy.web);
+    for _ in 0..10 {
+        assert_eq!(get_with(&c, &url, None).await.1, "stable");
+    }
+    for _ in 0..5 {
+        // The shadow (always the first backend) would send these elsewhere; the
+        // live policy still decides.
+        assert_eq!(
+            get_with(&c, &url, Some(("x-canary", "1"))).await.1,
+            "canary"
+        );
+    }
+    let metrics = metrics_text(&proxy).await;
+    let count = |agree: &str| {
+        metric(
+            &metrics,
+            &format!(
+                "switchyard_plugin_shadow_decisions_total{{pool=\"app\",plugin=\"first\",agree=\"{agree}\"}}"
+            ),
+        )
+    };
+    assert_eq!(count("true"), Some(10.0), "{metrics}");
+    assert_eq!(count("false"), Some(5.0), "{metrics}");
+}
+
+#[test]
+fn plugin_references_are_checked_with_their_location() {
+    let text = format!(
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbalance = \"plugin:nope\"\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n\
+         [pool.app.breaker]\npolicy = \"plugin:router\"\n{}{}",
+        plugin_table(
+            "router",
+            "routing",
+            &shipped("canary.wasm"),
+            "timeout = \"1h\""
+        ),
+        plugin_table(
+            "ghost",
+            "routing",
+            "/nonexistent/ghost.wasm",
+            "on_error = \"maybe\""
+        ),
+    );
+    let err = Config::parse(Path::new("sy.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "sy.toml:9:11: pool.app.balance: no plugin named `nope` (declared: ghost, router)",
+        "pool.app.breaker.policy: plugin `router` is a routing plugin; this field needs a recovery plugin",
+        "plugin.router.timeout: must be between",
+        "plugin.ghost.path: file /nonexistent/ghost.wasm does not exist",
+        "plugin.ghost.on_error: unknown on_error `maybe`",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+}
+
+/// Copies `from` over `to` atomically (write beside, then rename), as deploy tools do.
+fn install(from: &str, to: &Path) {
+    let temp = to.with_extension("tmp");
+    std::fs::copy(from, &temp).unwrap();
+    std::fs::rename(&temp, to).unwrap();
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_file_hot_swaps_under_load_and_a_corrupt_file_keeps_the_old_version() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let dir = temp_dir("plugin-swap");
+    let router = dir.join("router.wasm");
+    // Version 1 sends everything to the first backend.
+    install(&testing("hostile.wasm"), &router);
+    let file = dir.join("switchyard.toml");
+    let extra = format!(
+        "balance = \"plugin:router\"\n{}",
+        // A deadline generous enough that a busy test machine never times a call out:
+        // this test is about swapping, not deadlines.
+        plugin_table("router", "routing", "router.wasm", "timeout = \"100ms\"")
+    );
+    std::fs::write(&file, simple_config(&[&a, &b], &extra)).unwrap();
+    let (proxy, _watcher) = start_watched_proxy(&file).await;
+    let load = Load::start(20, format!("http://{}/", proxy.web));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(b.hits(), 0, "version 1 sends nothing to b");
+    let v1_digest = plugin_status(&status(&proxy).await, "router")["digest"].clone();
+
+    // Version 2 spreads load over both backends.
+    install(&shipped("latency.wasm"), &router);
+    let swapped_at = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(1), || b.hits() > 0).await,
+        "traffic follows the new version within a second"
+    );
+    let took = swapped_at.elapsed();
+    let v2 = plugin_status(&status(&proxy).await, "router").clone();
+    assert_ne!(v2["digest"], v1_digest);
+
+    // A corrupt file is refused; the running version stays and keeps routing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(&router, b"\0asm garbage, not a component").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let b_hits = b.hits();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.hits() > b_hits, "version 2 still routes to b");
+    let after = plugin_status(&status(&proxy).await, "router").clone();
+    assert_eq!(after["digest"], v2["digest"], "the running version stayed");
+    let metrics = metrics_text(&proxy).await;
+    assert!(
+        metric(
+            &metrics,
+            "switchyard_reload_failures_total{what=\"plugin\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+
+    let (served, failed) = load.stop().await;
+    eprintln!("hot swap: new version took traffic after {took:?}; {served} requests served");
+    assert!(served > 200, "load flowed: {served}");
+    assert_eq!(failed, 0, "no request failed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
