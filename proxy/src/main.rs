@@ -376,6 +376,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     println!("switchyard: admin on http://{admin_address}/status (also /metrics, /health/ready)");
+    println!("switchyard: dashboard on http://{admin_address}/");
 
     wait_for_signals(&server, watched.as_deref()).await;
     info!(

@@ -1,8 +1,10 @@
-//! The admin listener: liveness, readiness, Prometheus metrics and a JSON status view.
+//! The admin listener: liveness, readiness, Prometheus metrics, a JSON status view and
+//! the live dashboard at `/`.
 //! It is a separate socket (loopback by default) and never reachable through a
 //! traffic listener.
 
 mod control;
+mod dashboard;
 mod status;
 
 use std::convert::Infallible;
@@ -64,6 +66,10 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let path = request.uri().path().to_string();
+    // The dashboard's static files hold no data; its data calls need the token as usual.
+    if let Some(response) = dashboard::serve(request.method(), &path) {
+        return response;
+    }
     if path != "/health" && !authorised(server, &request) {
         warn!(caller = %peer, path, "admin request without a valid bearer token");
         let mut response =

@@ -1,0 +1,544 @@
+// Switchyard dashboard: polls /status on the admin listener and renders pools, backends,
+// routes and plugins. Every data call carries the bearer token when one was entered; the
+// token lives in sessionStorage only (gone when the tab closes).
+"use strict";
+
+(function () {
+  const POLL_MS = 1000;
+  const FETCH_TIMEOUT_MS = 3000;
+  const TOKEN_KEY = "switchyard.adminToken";
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    summary: $("summary"),
+    banner: $("banner"),
+    result: $("action-result"),
+    pools: $("pools"),
+    routes: $("routes").tBodies[0],
+    pluginsSection: $("plugins-section"),
+    plugins: $("plugins").tBodies[0],
+    updated: $("updated"),
+    tokenForm: $("token-form"),
+    token: $("token"),
+    tokenForget: $("token-forget"),
+  };
+
+  // Last counters per backend, for rates between two polls.
+  const previous = new Map();
+  let timer = null;
+  let inFlight = false;
+
+  function readToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (_) {
+      return "";
+    }
+  }
+
+  function writeToken(value) {
+    try {
+      if (value) {
+        sessionStorage.setItem(TOKEN_KEY, value);
+      } else {
+        sessionStorage.removeItem(TOKEN_KEY);
+      }
+    } catch (_) {
+      // Storage may be unavailable (private mode); the token then lasts for this page only.
+    }
+    memoryToken = value;
+  }
+
+  let memoryToken = readToken();
+
+  function headers(extra) {
+    const h = Object.assign({ Accept: "application/json" }, extra || {});
+    if (memoryToken) {
+      h.Authorization = "Bearer " + memoryToken;
+    }
+    return h;
+  }
+
+  async function call(method, path, body) {
+    const controller = new AbortController();
+    const timeout = setTimeout(() => controller.abort(), FETCH_TIMEOUT_MS);
+    try {
+      const init = {
+        method,
+        headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }),
+        cache: "no-store",
+        credentials: "omit",
+        signal: controller.signal,
+      };
+      if (body !== undefined) {
+        init.body = JSON.stringify(body);
+      }
+      return await fetch(path, init);
+    } finally {
+      clearTimeout(timeout);
+    }
+  }
+
+  // ---- connection state -------------------------------------------------------------
+
+  function showBanner(text) {
+    ui.banner.textContent = text;
+    ui.banner.hidden = false;
+    document.body.classList.add("disconnected");
+  }
+
+  function hideBanner() {
+    ui.banner.hidden = true;
+    ui.banner.textContent = "";
+    document.body.classList.remove("disconnected");
+  }
+
+  function needToken(wrong) {
+    ui.tokenForm.hidden = false;
+    showBanner(
+      wrong
+        ? "The admin API refused the token. Enter the admin bearer token to continue."
+        : "The admin API needs a bearer token. Enter it above to see live status."
+    );
+    ui.summary.textContent = "Waiting for the admin token.";
+  }
+
+  // ---- polling ----------------------------------------------------------------------
+
+  async function poll() {
+    if (inFlight) {
+      return;
+    }
+    inFlight = true;
+    try {
+      const response = await call("GET", "/status");
+      if (response.status === 401) {
+        needToken(Boolean(memoryToken));
+        return;
+      }
+      if (!response.ok) {
+        showBanner("Disconnected: /status answered " + response.status + ". Retrying every second…");
+        return;
+      }
+      const status = await response.json();
+      hideBanner();
+      render(status);
+    } catch (error) {
+      const why = error && error.name === "AbortError" ? "timed out" : "unreachable";
+      showBanner("Disconnected: the admin API is " + why + ". Retrying every second…");
+    } finally {
+      inFlight = false;
+    }
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      await poll();
+      schedule();
+    }, POLL_MS);
+  }
+
+  async function refreshNow() {
+    clearTimeout(timer);
+    await poll();
+    schedule();
+  }
+
+  // ---- rendering helpers ------------------------------------------------------------
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      node.setAttribute(key, value);
+    }
+    if (text !== undefined) {
+      node.textContent = text;
+    }
+    return node;
+  }
+
+  function setText(node, text) {
+    const value = String(text);
+    if (node.textContent !== value) {
+      node.textContent = value;
+    }
+  }
+
+  function fmtRate(perSecond) {
+    if (perSecond === null) {
+      return "–";
+    }
+    return perSecond >= 100 ? perSecond.toFixed(0) : perSecond.toFixed(1);
+  }
+
+  function fmtPercent(ratio) {
+    if (ratio === null) {
+      return "–";
+    }
+    return (ratio * 100).toFixed(ratio > 0 && ratio < 0.1 ? 1 : 0) + "%";
+  }
+
+  // Keeps the characters backend addresses use (host:port, [v6]:port) readable in the path;
+  // the admin router matches the address as written in the config.
+  function pathPart(text) {
+    return encodeURIComponent(text).replace(/%3A/gi, ":").replace(/%5B/gi, "[").replace(/%5D/gi, "]");
+  }
+
+  // ---- pools and backends -----------------------------------------------------------
+
+  const COLUMNS = [
+    ["address", "Backend"],
+    ["health", "Health"],
+    ["breaker", "Breaker"],
+    ["admin_state", "Admin state"],
+    ["weight", "Weight", "num"],
+    ["effective_weight", "Effective", "num"],
+    ["in_flight", "In flight", "num"],
+    ["rate", "Req/s", "num"],
+    ["error_rate", "Errors", "num"],
+    ["actions", "Actions"],
+  ];
+
+  function poolTable(pool) {
+    const id = "pool-" + pool.name;
+    let section = ui.pools.querySelector('section[data-pool="' + CSS.escape(pool.name) + '"]');
+    if (section) {
+      return section;
+    }
+    section = el("section", { "data-pool": pool.name, "aria-labelledby": id + "-title", class: "pool" });
+    const heading = el("h3", { id: id + "-title" });
+    heading.append(el("span", { class: "pool-name" }, pool.name), el("span", { class: "pool-meta" }));
+    const table = el("table", { id: id, "data-pool": pool.name });
+    table.append(el("caption", { class: "visually-hidden" }, "Backends of pool " + pool.name));
+    const headRow = el("tr");
+    for (const [, label, cls] of COLUMNS) {
+      headRow.append(el("th", cls ? { scope: "col", class: cls } : { scope: "col" }, label));
+    }
+    const thead = el("thead");
+    thead.append(headRow);
+    table.append(thead, el("tbody"));
+    section.append(heading, table);
+    ui.pools.append(section);
+    return section;
+  }
+
+  function backendRow(tbody, pool, backend) {
+    const selector = 'tr[data-backend="' + CSS.escape(backend.address) + '"]';
+    let row = tbody.querySelector(selector);
+    if (row) {
+      return row;
+    }
+    row = el("tr", { "data-backend": backend.address, "data-pool": pool.name });
+    for (const [field, , cls] of COLUMNS) {
+      const cell = el(field === "address" ? "th" : "td", { "data-field": field });
+      if (field === "address") {
+        cell.setAttribute("scope", "row");
+      }
+      if (cls) {
+        cell.classList.add(cls);
+      }
+      row.append(cell);
+    }
+    const actions = row.querySelector('[data-field="actions"]');
+    const label = backend.address + " in pool " + pool.name;
+    for (const action of ["drain", "enable", "disable"]) {
+      const button = el("button", { type: "button", "data-action": action, "aria-label": action + " " + label }, action);
+      button.addEventListener("click", () => act(pool.name, backend.address, action));
+      actions.append(button);
+    }
+    const form = el("form", { class: "weight-form", "data-action": "weight" });
+    const input = el("input", {
+      type: "number",
+      min: "0",
+      max: "1000000",
+      step: "1",
+      inputmode: "numeric",
+      required: "",
+      "data-weight-input": "",
+      "aria-label": "new weight for " + label,
+    });
+    const set = el("button", { type: "submit", "data-action": "set-weight", "aria-label": "set weight of " + label }, "set weight");
+    form.append(input, set);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const weight = Number(input.value);
+      if (!Number.isInteger(weight) || weight < 0) {
+        report("Weight must be a whole number of 0 or more.", true);
+        return;
+      }
+      act(pool.name, backend.address, "weight", { weight }).then(() => {
+        input.value = "";
+      });
+    });
+    actions.append(form);
+    tbody.append(row);
+    return row;
+  }
+
+  function rates(key, backend, now) {
+    const before = previous.get(key);
+    previous.set(key, { requests: backend.requests, failures: backend.failures, at: now });
+    if (!before || backend.requests < before.requests || backend.failures < before.failures) {
+      return { rate: null, errors: null };
+    }
+    const seconds = (now - before.at) / 1000;
+    const requests = backend.requests - before.requests;
+    const failures = backend.failures - before.failures;
+    if (seconds <= 0) {
+      return { rate: null, errors: null };
+    }
+    let errors = 0;
+    if (requests > 0) {
+      errors = Math.min(1, failures / requests);
+    } else if (failures > 0) {
+      errors = 1;
+    }
+    return { rate: requests / seconds, errors };
+  }
+
+  function renderBackend(row, pool, backend, now) {
+    const field = (name) => row.querySelector('[data-field="' + name + '"]');
+    const { rate, errors } = rates(pool.name + "|" + backend.address, backend, now);
+    row.dataset.health = backend.health;
+    row.dataset.breaker = backend.breaker;
+    row.dataset.adminState = backend.admin_state;
+    row.dataset.usable = String(backend.usable);
+    row.classList.toggle("unusable", !backend.usable);
+
+    setText(field("address"), backend.address);
+    badge(field("health"), backend.health, "health-" + backend.health);
+    const breaker = backend.breaker === "open" && backend.breaker_open_remaining_ms > 0
+      ? "open (" + Math.ceil(backend.breaker_open_remaining_ms / 1000) + " s)"
+      : backend.breaker;
+    badge(field("breaker"), breaker, "breaker-" + backend.breaker);
+    badge(field("admin_state"), backend.admin_state, "admin-" + backend.admin_state);
+    const configured = backend.config_weight;
+    setText(
+      field("weight"),
+      configured !== null && configured !== undefined && configured !== backend.weight
+        ? backend.weight + " (config " + configured + ")"
+        : backend.weight
+    );
+    setText(field("effective_weight"), backend.effective_weight);
+    setText(field("in_flight"), backend.in_flight);
+    setText(field("rate"), fmtRate(rate));
+    const errorCell = field("error_rate");
+    setText(errorCell, fmtPercent(errors));
+    errorCell.classList.toggle("bad", errors !== null && errors > 0);
+
+    const buttons = row.querySelectorAll("button[data-action]");
+    for (const button of buttons) {
+      const action = button.dataset.action;
+      const state = backend.admin_state;
+      button.disabled =
+        (action === "drain" && (state === "draining" || state === "drained")) ||
+        (action === "enable" && state === "active") ||
+        (action === "disable" && state === "disabled");
+    }
+  }
+
+  function badge(cell, text, cls) {
+    let span = cell.firstElementChild;
+    if (!span) {
+      span = el("span");
+      cell.append(span);
+    }
+    setText(span, text);
+    const wanted = "badge " + cls;
+    if (span.className !== wanted) {
+      span.className = wanted;
+    }
+  }
+
+  function renderPools(pools) {
+    const now = performance.now();
+    const seenPools = new Set();
+    for (const pool of pools) {
+      seenPools.add(pool.name);
+      const section = poolTable(pool);
+      const meta = section.querySelector(".pool-meta");
+      const parts = [pool.balance, pool.usable + " of " + pool.backends.length + " usable"];
+      if (pool.backup) {
+        parts.push("backup " + pool.backup);
+      }
+      if (!pool.health_checked) {
+        parts.push("no active health check");
+      }
+      setText(meta, " — " + parts.join(", "));
+      section.classList.toggle("pool-down", pool.usable === 0);
+      const tbody = section.querySelector("tbody");
+      const seenRows = new Set();
+      for (const backend of pool.backends) {
+        seenRows.add(backend.address);
+        renderBackend(backendRow(tbody, pool, backend), pool, backend, now);
+      }
+      for (const row of Array.from(tbody.rows)) {
+        if (!seenRows.has(row.dataset.backend)) {
+          previous.delete(pool.name + "|" + row.dataset.backend);
+          row.remove();
+        }
+      }
+    }
+    for (const section of Array.from(ui.pools.children)) {
+      if (!seenPools.has(section.dataset.pool)) {
+        section.remove();
+      }
+    }
+  }
+
+  // ---- routes and plugins -----------------------------------------------------------
+
+  function targetText(target, fallbackPool) {
+    if (!target) {
+      return "pool " + fallbackPool;
+    }
+    if (target.pool) {
+      return "pool " + target.pool;
+    }
+    if (target.split) {
+      const shares = Object.entries(target.split).map(([pool, share]) => pool + " " + share + "%");
+      let text = "split " + shares.join(" / ");
+      if (target.sticky) {
+        text += " (sticky on " + target.sticky + ")";
+      }
+      return text;
+    }
+    return JSON.stringify(target);
+  }
+
+  function fillRows(tbody, items, key, cells) {
+    const fresh = document.createDocumentFragment();
+    for (const item of items) {
+      const row = el("tr", { [key]: item.name });
+      cells(item).forEach((value, index) => {
+        const cell = el(index === 0 ? "th" : "td", index === 0 ? { scope: "row" } : {});
+        if (value instanceof Node) {
+          cell.append(value);
+        } else {
+          cell.textContent = value === null || value === undefined ? "–" : String(value);
+        }
+        row.append(cell);
+      });
+      fresh.append(row);
+    }
+    // Replace only when something changed, so text selection survives quiet refreshes.
+    const probe = el("tbody");
+    probe.append(fresh.cloneNode(true));
+    if (probe.innerHTML !== tbody.innerHTML) {
+      tbody.replaceChildren(fresh);
+    }
+  }
+
+  function renderRoutes(routes) {
+    fillRows(ui.routes, routes, "data-route", (route) => [
+      route.name,
+      route.listener,
+      route.host,
+      route.path_prefix,
+      targetText(route.target, route.pool),
+    ]);
+  }
+
+  function renderPlugins(plugins) {
+    if (!Array.isArray(plugins)) {
+      ui.pluginsSection.hidden = true;
+      return;
+    }
+    ui.pluginsSection.hidden = false;
+    fillRows(ui.plugins, plugins, "data-plugin", (plugin) => {
+      const errors = plugin.errors && typeof plugin.errors === "object"
+        ? Object.entries(plugin.errors).map(([kind, count]) => kind + ": " + count).join(", ")
+        : "";
+      const state = el("span", { class: "badge " + (plugin.quarantined ? "plugin-quarantined" : "plugin-ok") },
+        plugin.quarantined ? "quarantined" : "active");
+      const digest = typeof plugin.digest === "string" ? plugin.digest : "";
+      const short = el("code", { title: digest }, digest.replace(/^sha256:/, "").slice(0, 12));
+      return [
+        plugin.name,
+        plugin.kind,
+        state,
+        plugin.calls,
+        errors || "none",
+        plugin.on_error,
+        plugin.loaded_at,
+        short,
+        plugin.path,
+      ];
+    });
+    if (plugins.length === 0) {
+      const row = el("tr");
+      row.append(el("td", { colspan: "9" }, "No plugins loaded."));
+      ui.plugins.replaceChildren(row);
+    }
+  }
+
+  function render(status) {
+    const listeners = (status.listeners || [])
+      .map((l) => l.name + " " + (l.tls ? "https://" : "http://") + l.address)
+      .join(", ");
+    setText(
+      ui.summary,
+      (status.ready ? "Ready" : "Not ready") +
+        " · config " + status.config +
+        (listeners ? " · listeners " + listeners : "")
+    );
+    document.body.dataset.ready = String(Boolean(status.ready));
+    renderPools(status.pools || []);
+    renderRoutes(status.routes || []);
+    renderPlugins(status.plugins);
+    ui.updated.dateTime = new Date().toISOString();
+    setText(ui.updated, new Date().toLocaleTimeString());
+  }
+
+  // ---- actions ----------------------------------------------------------------------
+
+  function report(text, isError) {
+    ui.result.textContent = text;
+    ui.result.classList.toggle("error", Boolean(isError));
+  }
+
+  async function act(pool, address, action, body) {
+    const path = "/pools/" + pathPart(pool) + "/backends/" + pathPart(address) + "/" + action;
+    try {
+      const response = await call("POST", path, body === undefined ? undefined : body);
+      let answer = {};
+      try {
+        answer = await response.json();
+      } catch (_) {
+        answer = {};
+      }
+      if (response.status === 401) {
+        needToken(Boolean(memoryToken));
+        report(action + " " + address + ": refused, the admin token is missing or wrong.", true);
+      } else if (!response.ok) {
+        report(action + " " + address + " failed: " + (answer.error || "HTTP " + response.status), true);
+      } else {
+        const state = answer.admin_state ? " → " + answer.admin_state : "";
+        const weight = action === "weight" && answer.weight !== undefined ? " → weight " + answer.weight : "";
+        report(action + " " + address + " in " + pool + ": done" + (weight || state) + ".", false);
+      }
+    } catch (_) {
+      report(action + " " + address + " failed: the admin API is unreachable.", true);
+    }
+    await refreshNow();
+  }
+
+  // ---- token form -------------------------------------------------------------------
+
+  ui.tokenForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    writeToken(ui.token.value.trim());
+    ui.token.value = "";
+    ui.tokenForm.hidden = true;
+    refreshNow();
+  });
+
+  ui.tokenForget.addEventListener("click", () => {
+    writeToken("");
+    ui.token.value = "";
+    refreshNow();
+  });
+
+  refreshNow();
+})();

@@ -1,0 +1,177 @@
+// Drives the admin dashboard in headless Chromium for tests/dashboard.rs.
+//
+//   node dashboard.mjs ADMIN_URL TOKEN VICTIM_ADDR OTHER_ADDR
+//
+// Talks to the Rust test line by line: it prints `listed`, `down`, `drained`, `weight`,
+// `banner ok` and `done` as each check passes, and waits for `killed` (the test stopped
+// VICTIM_ADDR) and `verified` (the test confirmed a change through /status) on stdin.
+// Any failed check prints `fail: ...` on stderr and exits non-zero. Every wait is bounded.
+
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const STEP_MS = 8000;
+const TOTAL_MS = 25000;
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const [adminUrl, token, victim, other] = process.argv.slice(2);
+if (!adminUrl || !token || !victim || !other) {
+  console.error("usage: node dashboard.mjs ADMIN_URL TOKEN VICTIM_ADDR OTHER_ADDR");
+  process.exit(2);
+}
+
+let browser = null;
+const watchdog = setTimeout(() => fail(`gave up after ${TOTAL_MS} ms`), TOTAL_MS);
+
+function fail(message) {
+  console.error(`fail: ${message}`);
+  const close = browser ? browser.close().catch(() => {}) : Promise.resolve();
+  close.finally(() => process.exit(1));
+}
+
+function say(line) {
+  process.stdout.write(line + "\n");
+}
+
+// Lines from the Rust test, consumed in order.
+const incoming = [];
+const waiting = [];
+createInterface({ input: process.stdin }).on("line", (line) => {
+  const next = waiting.shift();
+  if (next) {
+    next(line);
+  } else {
+    incoming.push(line);
+  }
+});
+
+function hear(expected) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no \`${expected}\` from the test within ${STEP_MS} ms`)), STEP_MS);
+    const take = (line) => {
+      clearTimeout(timer);
+      if (line.startsWith(expected)) {
+        resolve(line);
+      } else {
+        reject(new Error(`expected \`${expected}\` from the test, got \`${line}\``));
+      }
+    };
+    const queued = incoming.shift();
+    if (queued !== undefined) {
+      take(queued);
+    } else {
+      waiting.push(take);
+    }
+  });
+}
+
+const row = (address) => `tr[data-backend="${address}"]`;
+
+async function main() {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+    timeout: STEP_MS,
+  });
+  const page = await browser.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`uncaught: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error" && /Content Security Policy|Refused to/i.test(message.text())) {
+      problems.push(`csp: ${message.text()}`);
+    }
+  });
+
+  const response = await page.goto(adminUrl + "/", { waitUntil: "load" });
+  if (!response || response.status() !== 200) {
+    throw new Error(`GET / answered ${response && response.status()}`);
+  }
+  const csp = response.headers()["content-security-policy"] || "";
+  if (!csp.includes("default-src 'self'")) {
+    throw new Error(`GET / without a strict CSP: ${csp}`);
+  }
+
+  // The admin API has a token: the page asks for it, then shows data.
+  await page.locator("#token-form").waitFor({ state: "visible" });
+  await page.locator("#banner").waitFor({ state: "visible" });
+  await page.fill("#token", token);
+  await page.click("#token-save");
+  await page.waitForSelector(`${row(victim)}[data-health="up"]`);
+  await page.waitForSelector(`${row(other)}[data-health="up"]`);
+  await page.locator("#banner").waitFor({ state: "hidden" });
+  const rows = await page.locator("tr[data-backend]").count();
+  if (rows !== 2) {
+    throw new Error(`expected 2 backend rows, saw ${rows}`);
+  }
+  const target = await page.locator('tr[data-route="all"] td').last().textContent();
+  if (!target || !target.includes("pool app")) {
+    throw new Error(`route target shows \`${target}\``);
+  }
+  say(`listed ${victim} ${other}`);
+
+  await hear("killed");
+  const killedAt = Date.now();
+  await page.waitForSelector(`${row(victim)}[data-health="down"]`);
+  say(`down ${victim} ${Date.now() - killedAt}ms`);
+
+  await page.click(`${row(victim)} button[data-action="drain"]`);
+  await page.waitForSelector(`${row(victim)}:is([data-admin-state="draining"], [data-admin-state="drained"])`);
+  const state = await page.getAttribute(row(victim), "data-admin-state");
+  const drainButton = page.locator(`${row(victim)} button[data-action="drain"]`);
+  if (!(await drainButton.isDisabled())) {
+    throw new Error("drain stays clickable on a draining backend");
+  }
+  say(`drained ${victim} ${state}`);
+  await hear("verified");
+
+  await page.fill(`${row(other)} input[data-weight-input]`, "5");
+  await page.click(`${row(other)} button[data-action="set-weight"]`);
+  await page.waitForFunction(
+    (selector) => {
+      const cell = document.querySelector(selector);
+      return cell !== null && cell.textContent.startsWith("5");
+    },
+    `${row(other)} [data-field="weight"]`,
+    { timeout: STEP_MS }
+  );
+  say(`weight ${other} 5`);
+  await hear("verified");
+
+  // Rates are numbers once two polls have been seen.
+  const rate = await page.locator(`${row(other)} [data-field="rate"]`).textContent();
+  if (!/^\d/.test(rate || "")) {
+    throw new Error(`request rate shows \`${rate}\``);
+  }
+
+  // Polling failures show the banner; recovery hides it.
+  await page.route("**/status", (route) => route.abort("connectionrefused"));
+  await page.locator("#banner").waitFor({ state: "visible" });
+  const banner = (await page.locator("#banner").textContent()) || "";
+  if (!banner.includes("Disconnected")) {
+    throw new Error(`banner says \`${banner}\``);
+  }
+  await page.unroute("**/status");
+  await page.locator("#banner").waitFor({ state: "hidden" });
+  say("banner ok");
+
+  // The token survives a reload of the tab (sessionStorage).
+  await page.reload({ waitUntil: "load" });
+  await page.waitForSelector(`${row(other)}[data-health="up"]`);
+  if (await page.locator("#token-form").isVisible()) {
+    throw new Error("token asked again after a reload");
+  }
+
+  if (process.env.DASHBOARD_SCREENSHOT) {
+    await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
+  }
+  if (problems.length > 0) {
+    throw new Error(problems.join("; "));
+  }
+  await browser.close();
+  clearTimeout(watchdog);
+  say("done");
+  process.exit(0);
+}
+
+main().catch((error) => fail(error && error.message ? error.message : String(error)));

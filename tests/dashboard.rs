@@ -1,0 +1,202 @@
+//! The admin dashboard: served with strict headers without a token, and driven in a real
+//! headless Chromium against a proxy with live backends (skipped when no browser is installed).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use support::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const TOKEN: &str = "dash-s3cret";
+const FAST_HEALTH: &str = "[pool.app.health]\ntype = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"50ms\"\njitter = \"0%\"\nrise = 1\nfall = 2\n";
+
+fn with_token(config: String) -> String {
+    config.replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\""),
+    )
+}
+
+/// GET with an optional bearer token; returns status, headers and body.
+async fn fetch(url: &str, token: Option<&str>) -> (u16, http::HeaderMap, Bytes) {
+    let mut req = Request::get(url);
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let resp = client()
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status.as_u16(), parts.headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_is_served_without_a_token_but_its_data_is_not() {
+    let a = TestBackend::start("a").await;
+    let proxy = start_proxy(&with_token(simple_config(&[&a], ""))).await;
+    let base = format!("http://{}", proxy.admin);
+
+    let (code, headers, body) = fetch(&format!("{base}/"), None).await;
+    assert_eq!(code, 200, "the page itself holds no data");
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let html = String::from_utf8_lossy(&body);
+    assert!(html.contains("<script src=\"/ui/app.js\" defer></script>"));
+    assert!(html.contains("href=\"/ui/style.css\""));
+
+    let (code, headers, body) = fetch(&format!("{base}/ui/app.js"), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+    assert!(headers.contains_key("content-security-policy"));
+    assert!(String::from_utf8_lossy(&body).contains("/status"));
+    let (code, headers, _) = fetch(&format!("{base}/ui/style.css"), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(headers["content-type"], "text/css; charset=utf-8");
+
+    assert_eq!(fetch(&format!("{base}/ui/nope.js"), None).await.0, 404);
+    assert_eq!(fetch(&format!("{base}/nope"), Some(TOKEN)).await.0, 404);
+    let post = Request::post(format!("{base}/"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(client().request(post).await.unwrap().status(), 405);
+
+    // Data still needs the token.
+    assert_eq!(fetch(&format!("{base}/status"), None).await.0, 401);
+    assert_eq!(fetch(&format!("{base}/status"), Some(TOKEN)).await.0, 200);
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn browser_missing(dir: &Path) -> Option<String> {
+    if !Path::new(CHROMIUM).exists() {
+        return Some(format!(
+            "skipping: no chromium at {CHROMIUM} (install with apt-get install chromium)"
+        ));
+    }
+    if !dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        return Some(format!(
+            "skipping: node_modules missing: run npm ci in tests/browser ({})",
+            dir.display()
+        ));
+    }
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    if !node.is_ok_and(|s| s.success()) {
+        return Some("skipping: node not found on PATH (install Node.js 20+)".to_string());
+    }
+    None
+}
+
+/// The next line the browser script prints, which must start with `prefix`.
+async fn expect_line(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
+    let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("no `{prefix}` from the browser script within 15 s"))
+        .expect("the browser script's stdout is readable")
+        .unwrap_or_else(|| panic!("the browser script ended before `{prefix}`"));
+    assert!(
+        line.starts_with(prefix),
+        "expected `{prefix}` from the browser script, got `{line}`"
+    );
+    line
+}
+
+fn backend_state(state: &serde_json::Value, address: &str) -> serde_json::Value {
+    state["pools"][0]["backends"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["address"] == address))
+        .cloned()
+        .unwrap_or_else(|| panic!("no backend {address} in {state}"))
+}
+
+async fn status_with_token(proxy: &TestProxy) -> serde_json::Value {
+    let (code, _, body) = fetch(&format!("http://{}/status", proxy.admin), Some(TOKEN)).await;
+    assert_eq!(code, 200);
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_headless_chromium_shows_a_dead_backend_and_drains_it() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    if let Some(why) = browser_missing(&dir) {
+        eprintln!("{why}");
+        return;
+    }
+    let started = Instant::now();
+    let (victim, other) = (
+        TestBackend::start("victim").await,
+        TestBackend::start("other").await,
+    );
+    let config = with_token(simple_config(&[&victim, &other], FAST_HEALTH));
+    let proxy = start_proxy(&config).await;
+
+    let mut child = Command::new("node")
+        .arg(dir.join("dashboard.mjs"))
+        .arg(format!("http://{}", proxy.admin))
+        .arg(TOKEN)
+        .arg(victim.addr.to_string())
+        .arg(other.addr.to_string())
+        .current_dir(&dir)
+        .env("CHROMIUM_PATH", CHROMIUM)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+
+    expect_line(&mut lines, "listed").await;
+    victim.kill();
+    stdin.write_all(b"killed\n").await.unwrap();
+    let down = expect_line(&mut lines, &format!("down {}", victim.addr)).await;
+    eprintln!("dashboard showed the dead backend: {down}");
+
+    let drained = expect_line(&mut lines, &format!("drained {}", victim.addr)).await;
+    let state = backend_state(&status_with_token(&proxy).await, &victim.addr.to_string());
+    let admin_state = state["admin_state"].as_str().unwrap_or_default();
+    assert!(
+        admin_state == "draining" || admin_state == "drained",
+        "the drain button drained it: {state}"
+    );
+    assert!(drained.ends_with(admin_state) || admin_state == "drained");
+    assert_eq!(state["health"], "down");
+    stdin.write_all(b"verified\n").await.unwrap();
+
+    expect_line(&mut lines, &format!("weight {} 5", other.addr)).await;
+    let state = backend_state(&status_with_token(&proxy).await, &other.addr.to_string());
+    assert_eq!(state["weight"], 5, "the weight form set it: {state}");
+    stdin.write_all(b"verified\n").await.unwrap();
+
+    expect_line(&mut lines, "banner ok").await;
+    expect_line(&mut lines, "done").await;
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the browser script exits")
+        .expect("the browser script's status");
+    assert!(exit.success(), "browser script failed: {exit}");
+    eprintln!("browser test took {:?}", started.elapsed());
+}
