@@ -105,6 +105,8 @@ pub struct PoolSection {
     pub balance: Spanned<String>,
     pub hash_on: Option<Spanned<String>>,
     pub backends: Spanned<Vec<BackendSection>>,
+    /// How long upgraded (WebSocket) connections may stay open on a draining backend.
+    pub drain_grace: Option<HumanDuration>,
     pub health: Option<HealthSection>,
     #[serde(default)]
     pub breaker: BreakerSection,

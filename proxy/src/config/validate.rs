@@ -306,6 +306,7 @@ fn pools(
                 name: name.clone(),
                 balance,
                 backends,
+                drain_grace: s.drain_grace.map_or(super::DEFAULT_DRAIN_GRACE, |d| d.0),
                 health,
                 breaker,
                 retry,
