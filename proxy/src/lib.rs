@@ -18,6 +18,7 @@ pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod health;
+pub mod membership;
 pub mod metrics;
 pub mod persist;
 pub mod plugin;

@@ -3,6 +3,7 @@
 //! traffic listener.
 
 mod control;
+mod members;
 mod status;
 
 use std::convert::Infallible;
@@ -59,7 +60,7 @@ pub fn start(server: Arc<Server>, address: SocketAddr) -> std::io::Result<Socket
 }
 
 async fn handle(
-    server: &Server,
+    server: &Arc<Server>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -72,6 +73,9 @@ async fn handle(
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
+    }
+    if let Some(target) = members::parse(&path) {
+        return members::handle(server, peer, target, request).await;
     }
     if let Some((route, action)) = control::parse_route(&path) {
         let body = match mutation_body(request).await {

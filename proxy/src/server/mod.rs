@@ -3,6 +3,7 @@
 
 mod activity;
 mod listener;
+mod members;
 mod tls;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use tracing::info;
 
 pub use activity::{ActivityIo, ConnActivity, Expiry};
 pub use listener::bind;
+pub use members::MemberError;
 pub use tls::TlsError;
 
 use crate::config::{Config, ListenerConfig};
@@ -82,6 +84,9 @@ pub struct Server {
     ready: AtomicBool,
     admin_address: Mutex<Option<SocketAddr>>,
     config_path: Mutex<Option<std::path::PathBuf>>,
+    /// The config as loaded, before runtime backend changes are laid over it.
+    base_config: Mutex<Arc<Config>>,
+    members: Mutex<crate::membership::RuntimeBackends>,
 }
 
 impl Server {
@@ -117,6 +122,8 @@ impl Server {
             ready: AtomicBool::new(false),
             admin_address: Mutex::new(None),
             config_path: Mutex::new(None),
+            base_config: Mutex::new(Arc::new(config.clone())),
+            members: Mutex::new(crate::membership::RuntimeBackends::default()),
         });
         server.sync_listeners(&config)?;
         server.restore_state(&config).await;
@@ -133,11 +140,18 @@ impl Server {
         let _serialised = self.apply_lock.lock().await;
         let old = self.snapshot.load_full();
         let overrides = self.overrides.lock().clone();
+        let base = config.clone();
+        let config = self.members.lock().overlay(config);
         let next = Snapshot::build(config.clone(), Some(&old), &self.proxy.metrics, &overrides);
         self.prepare_listeners(&config)?;
         self.snapshot.store(Arc::new(next));
         self.sync_listeners(&config)?;
         self.health.sync(&self.snapshot.load());
+        let dropped = self.members.lock().reconcile(&base);
+        *self.base_config.lock() = Arc::new(base);
+        if dropped && self.is_ready() {
+            self.save_state();
+        }
         info!(source = %config.source.display(), "configuration applied");
         Ok(())
     }
@@ -176,9 +190,7 @@ impl Server {
                 config_pool: route_config.pool.clone(),
             },
         );
-        self.apply((*current.config).clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        self.reapply().await.map_err(|e| e.to_string())?;
         info!(route, target = %target.to_json(), "route switched");
         Ok(target)
     }
@@ -191,6 +203,12 @@ impl Server {
         };
         match crate::persist::read(path) {
             Ok(saved) => {
+                if !saved.members.is_empty() {
+                    *self.members.lock() = saved.members.clone();
+                    if let Err(e) = self.apply(config.clone()).await {
+                        tracing::warn!(error = %e, "cannot re-apply saved backend additions and removals");
+                    }
+                }
                 let overrides = crate::persist::restore(&self.snapshot.load(), &saved);
                 if !overrides.is_empty() {
                     *self.overrides.lock() = overrides;
@@ -211,7 +229,8 @@ impl Server {
         let Some(path) = &snapshot.config.admin.state_file else {
             return;
         };
-        let saved = crate::persist::capture(&snapshot, &self.overrides.lock());
+        let mut saved = crate::persist::capture(&snapshot, &self.overrides.lock());
+        saved.members = self.members.lock().clone();
         if let Err(e) = crate::persist::write(path, &saved) {
             tracing::error!(error = %e, "cannot write the state file; runtime changes will not survive a restart");
         }
