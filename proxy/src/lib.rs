@@ -24,6 +24,7 @@ pub mod persist;
 pub mod plugin;
 pub mod proxy;
 pub mod reload;
+pub mod rollout;
 pub mod router;
 pub mod server;
 pub mod state;

@@ -4,6 +4,7 @@
 
 mod control;
 mod members;
+mod rollout;
 mod status;
 
 use std::convert::Infallible;
@@ -73,6 +74,9 @@ async fn handle(
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
+    }
+    if let Some((route, abort)) = rollout::parse(&path) {
+        return rollout::handle(server, peer, &route, abort, request).await;
     }
     if let Some(target) = members::parse(&path) {
         return members::handle(server, peer, target, request).await;

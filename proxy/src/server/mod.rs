@@ -4,6 +4,7 @@
 mod activity;
 mod listener;
 mod members;
+mod rollouts;
 mod tls;
 
 use std::collections::HashMap;
@@ -87,6 +88,7 @@ pub struct Server {
     /// The config as loaded, before runtime backend changes are laid over it.
     base_config: Mutex<Arc<Config>>,
     members: Mutex<crate::membership::RuntimeBackends>,
+    rollouts: crate::rollout::Rollouts,
 }
 
 impl Server {
@@ -124,6 +126,7 @@ impl Server {
             config_path: Mutex::new(None),
             base_config: Mutex::new(Arc::new(config.clone())),
             members: Mutex::new(crate::membership::RuntimeBackends::default()),
+            rollouts: crate::rollout::Rollouts::default(),
         });
         server.sync_listeners(&config)?;
         server.restore_state(&config).await;
@@ -149,6 +152,7 @@ impl Server {
         self.health.sync(&self.snapshot.load());
         let dropped = self.members.lock().reconcile(&base);
         *self.base_config.lock() = Arc::new(base);
+        self.rollouts.abort_invalid(&config);
         if dropped && self.is_ready() {
             self.save_state();
         }
@@ -157,11 +161,41 @@ impl Server {
     }
 
     /// Points a route at another pool or split (blue/green, canary) until the config
-    /// changes that route. Takes effect with one snapshot swap.
+    /// changes that route. Takes effect with one snapshot swap; stops a rollout of
+    /// that route.
     pub async fn set_route_target(
         &self,
         route: &str,
         target: RouteTarget,
+    ) -> Result<RouteTarget, String> {
+        self.rollouts
+            .abort(route, "superseded by a switch or split of the route");
+        self.route_target(route, target, None).await
+    }
+
+    /// [`Server::set_route_target`] for a rollout step: does nothing (`Ok(false)`)
+    /// once `token` is cancelled, so a stopped rollout never overwrites a later change.
+    pub async fn set_route_target_unless(
+        &self,
+        route: &str,
+        target: RouteTarget,
+        token: &CancellationToken,
+    ) -> Result<bool, String> {
+        match self.route_target(route, target, Some(token)).await {
+            Ok(_) => Ok(!token.is_cancelled()),
+            Err(e) if token.is_cancelled() => {
+                tracing::debug!(route, error = %e, "stopped rollout step not applied");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn route_target(
+        &self,
+        route: &str,
+        target: RouteTarget,
+        unless: Option<&CancellationToken>,
     ) -> Result<RouteTarget, String> {
         let current = self.snapshot.load_full();
         let Some(route_config) = current.config.routes.iter().find(|r| r.name == route) else {
@@ -183,13 +217,19 @@ impl Server {
             }
             other => other,
         };
-        self.overrides.lock().insert(
-            route.to_string(),
-            RouteOverride {
-                target: target.clone(),
-                config_pool: route_config.pool.clone(),
-            },
-        );
+        {
+            let mut overrides = self.overrides.lock();
+            if unless.is_some_and(CancellationToken::is_cancelled) {
+                return Ok(target);
+            }
+            overrides.insert(
+                route.to_string(),
+                RouteOverride {
+                    target: target.clone(),
+                    config_pool: route_config.pool.clone(),
+                },
+            );
+        }
         self.reapply().await.map_err(|e| e.to_string())?;
         info!(route, target = %target.to_json(), "route switched");
         Ok(target)

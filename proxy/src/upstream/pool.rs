@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use crate::balance::{Balancer, PickContext};
 use crate::breaker::BreakerState;
 use crate::config::PoolConfig;
+use crate::rollout::PoolTraffic;
 use crate::upstream::{Backend, BackendState};
 
 /// One retry costs this many milli-tokens; each first attempt deposits
@@ -24,6 +25,8 @@ pub struct Pool {
     pub config: PoolConfig,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
+    /// Request, failure and latency counters that rollout guards read; kept across rebuilds.
+    pub traffic: Arc<PoolTraffic>,
     retry_tokens: AtomicI64,
 }
 
@@ -59,6 +62,7 @@ impl Pool {
             retry_tokens: AtomicI64::new(
                 previous.map_or(RETRY_RESERVE, |p| p.retry_tokens.load(Ordering::Relaxed)),
             ),
+            traffic: previous.map_or_else(Arc::default, |p| Arc::clone(&p.traffic)),
             config,
             backends,
             balancer,
