@@ -74,7 +74,8 @@ fn backend_addresses(status: &serde_json::Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_backend_takes_traffic_under_load() {
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
-    let proxy = start_proxy(&simple_config(&[&a], "")).await;
+    let health = "[pool.app.health]\ntype = \"http\"\npath = \"/\"\ninterval = \"100ms\"\ntimeout = \"50ms\"\nrise = 1\n";
+    let proxy = start_proxy(&simple_config(&[&a], health)).await;
     let path = "/pools/app/backends";
     assert_eq!(admin_call(&proxy, "GET", path, "").await.0, 405);
     let (code, answer) = admin_call(&proxy, "POST", path, r#"{"address": "nowhere"}"#).await;
@@ -113,6 +114,24 @@ async fn added_backend_takes_traffic_under_load() {
     }
     assert_eq!(failures.load(Ordering::Relaxed), 0, "no request failed");
     assert_eq!(backend_addresses(&status(&proxy).await).len(), 2);
+    // The pool is health checked, so the added backend gets its own probe loop.
+    let mut up = false;
+    for _ in 0..50 {
+        let now = status(&proxy).await;
+        let added = now["pools"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["address"] == b.addr.to_string())
+            .cloned()
+            .unwrap();
+        if added["health"] == "up" && added["last_check"].is_object() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(up, "the added backend is probed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -321,3 +321,81 @@ async fn abort_and_a_new_switch_stop_a_rollout() {
         assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.1, "green");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_green_breaks_the_p99_guard() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    green.set_mode(Mode::Slow(Duration::from_millis(250)));
+    let proxy = start_proxy(&blue_green(&blue, &green)).await;
+    let load = Load::start(&proxy, 20);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (code, answer) = admin_call(
+        &proxy,
+        "POST",
+        "/routes/all/rollout",
+        r#"{"to": "green", "steps": [50, 100], "interval": "1s",
+            "guard": {"max_error_rate": 0.5, "max_p99_ratio": 2.0, "min_requests": 10}}"#,
+    )
+    .await;
+    assert_eq!(code, 202, "{answer}");
+    let done = wait_rollout(&proxy, Duration::from_secs(4), |r| r["state"] != "running").await;
+    let (_, failed) = load.stop().await;
+    let rollout = &done["rollout"];
+    assert_eq!(rollout["state"], "rolled_back", "{done}");
+    assert!(
+        rollout["reason"].as_str().unwrap().contains("p99"),
+        "{done}"
+    );
+    let verdict = &rollout["last_verdict"];
+    assert!(
+        verdict["green"]["p99_ms"].as_f64().unwrap()
+            > 2.0 * verdict["blue"]["p99_ms"].as_f64().unwrap(),
+        "{done}"
+    );
+    assert_eq!(done["target"]["pool"], "blue", "{done}");
+    assert_eq!(failed, 0, "slow is not failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_that_removes_the_route_stops_its_rollout() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let config = blue_green(&blue, &green);
+    let proxy = start_proxy(&config).await;
+    let (code, _) = admin_call(
+        &proxy,
+        "POST",
+        "/routes/all/rollout",
+        r#"{"to": "green", "steps": [20, 100], "interval": "10s"}"#,
+    )
+    .await;
+    assert_eq!(code, 202);
+    let rollout = proxy.server.rollout("all").unwrap();
+    assert_eq!(rollout.state(), switchyard::rollout::RolloutState::Running);
+
+    let dir = std::env::temp_dir().join(format!("switchyard-rollout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("switchyard.toml");
+    std::fs::write(
+        &file,
+        config.replace("name = \"all\"", "name = \"everything\""),
+    )
+    .unwrap();
+    switchyard::reload::reload(&proxy.server, &file)
+        .await
+        .unwrap();
+    assert_eq!(rollout.state(), switchyard::rollout::RolloutState::Aborted);
+    assert!(rollout.cancelled().is_cancelled());
+    assert!(
+        rollout.to_json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("removed by a config reload")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
