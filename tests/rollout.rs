@@ -320,6 +320,26 @@ async fn abort_and_a_new_switch_stop_a_rollout() {
     for _ in 0..20 {
         assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.1, "green");
     }
+
+    // Shutdown stops a running rollout too.
+    let (code, answer) = admin_call(
+        &proxy,
+        "POST",
+        "/routes/all/rollout",
+        r#"{"to": "blue", "interval": "10s"}"#,
+    )
+    .await;
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(answer["rollout"]["from"], "green");
+    let rollout = proxy.server.rollout("all").unwrap();
+    proxy.server.shutdown(Duration::from_millis(500)).await;
+    assert!(
+        eventually(Duration::from_secs(1), || rollout.state()
+            == switchyard::rollout::RolloutState::Aborted)
+        .await,
+        "{}",
+        rollout.to_json()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

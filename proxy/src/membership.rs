@@ -17,15 +17,19 @@ use crate::config::{BackendConfig, Config};
 /// configured weight it was removed at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
+    /// The backend's `ip:port`.
     pub address: SocketAddr,
+    /// Added weight, or the configured weight at removal.
     pub weight: u32,
 }
 
 /// Runtime additions and removals, by pool name. Persisted in the state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeBackends {
+    /// Backends the config does not list, added through the admin API.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub added: BTreeMap<String, Vec<Member>>,
+    /// Configured backends taken out through the admin API.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub removed: BTreeMap<String, Vec<Member>>,
 }

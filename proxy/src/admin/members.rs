@@ -23,9 +23,9 @@ const MAX_WEIGHT: u32 = 10_000;
 /// Which membership path was asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MemberPath {
-    /// `/pools/{pool}/backends`
+    /// `/pools/{pool}/backends`: add a backend.
     Pool(String),
-    /// `/pools/{pool}/backends/{address}`
+    /// `/pools/{pool}/backends/{address}`: remove one.
     Backend(String, String),
 }
 

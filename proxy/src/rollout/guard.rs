@@ -35,7 +35,9 @@ pub struct Verdict {
     pub healthy: bool,
     /// Whether the new side had enough requests for the error-rate check.
     pub judged: bool,
+    /// The new side's window.
     pub green: TrafficSample,
+    /// The old side's window.
     pub blue: TrafficSample,
     /// A sentence for logs and `/status`.
     pub detail: String,

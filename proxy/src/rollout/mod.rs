@@ -30,9 +30,13 @@ use crate::config::Config;
 /// Where a rollout is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RolloutState {
+    /// Walking its steps.
     Running,
+    /// All traffic is on the new pool.
     Completed,
+    /// The guard broke; all traffic went back to the old pool.
     RolledBack,
+    /// Stopped by an operator, a new switch or split, a reload or shutdown.
     Aborted,
 }
 
@@ -75,12 +79,15 @@ struct Progress {
 /// One rollout of one route: its plan and where it got to.
 #[derive(Debug)]
 pub struct Rollout {
+    /// The route being moved.
     pub route: String,
     /// The pool traffic moves away from (the route's pool when the rollout began).
     pub from: Arc<str>,
+    /// The pool traffic moves to.
     pub to: Arc<str>,
     /// The pool the config names for the route; a reload that changes it ends the rollout.
     pub config_pool: String,
+    /// What was asked for: steps, interval, stickiness, guard.
     pub plan: Plan,
     cancel: CancellationToken,
     progress: Mutex<Progress>,

@@ -23,7 +23,10 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
             .await
         {
             Ok(true) => server.save_state(),
-            Ok(false) => return,
+            Ok(false) => {
+                stopped(&rollout);
+                return;
+            }
             Err(e) => {
                 roll_back(
                     &server,
@@ -55,7 +58,10 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
             let wait = deadline.saturating_duration_since(now).min(every);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = token.cancelled() => return,
+                () = token.cancelled() => {
+                    stopped(&rollout);
+                    return;
+                }
             }
             let verdict = rollout.plan.guard.judge(
                 green.sample().since(&green_start),
@@ -83,6 +89,17 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
     }
     if rollout.finish(RolloutState::Completed, None) {
         info!(route, to = %rollout.to, "rollout completed: all traffic on the new pool");
+    }
+}
+
+/// Marks a rollout whose token was cancelled from outside (shutdown) as aborted;
+/// one stopped by abort, supersede or reload is already marked.
+fn stopped(rollout: &Rollout) {
+    if rollout.finish(
+        RolloutState::Aborted,
+        Some("stopped: the proxy is shutting down".into()),
+    ) {
+        info!(route = %rollout.route, "rollout stopped by shutdown");
     }
 }
 

@@ -73,6 +73,7 @@ pub struct Plan {
     pub interval: Duration,
     /// Keeps each client on one side during the split.
     pub sticky: Option<HashOn>,
+    /// When a step counts as broken.
     pub guard: Guard,
 }
 

@@ -66,7 +66,9 @@ impl PoolTraffic {
 /// A copy of a pool's counters; subtracting two gives one window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TrafficSample {
+    /// Attempts answered or failed.
     pub requests: u64,
+    /// 5xx, connection failures, timeouts, no backend, broken bodies.
     pub failures: u64,
     latency: [u64; BUCKETS],
 }
