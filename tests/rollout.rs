@@ -419,3 +419,40 @@ async fn reload_that_removes_the_route_stops_its_rollout() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_without_enough_traffic_is_held_then_rolled_back() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let proxy = start_proxy(&blue_green(&blue, &green)).await;
+    let started = Instant::now();
+    let (code, _) = admin_call(
+        &proxy,
+        "POST",
+        "/routes/all/rollout",
+        r#"{"to": "green", "steps": [50, 100], "interval": "150ms"}"#,
+    )
+    .await;
+    assert_eq!(code, 202);
+    // No traffic at all: the first step is held for 4 intervals, never advanced.
+    let held = wait_rollout(&proxy, Duration::from_millis(400), |_| false).await;
+    assert_eq!(held["rollout"]["state"], "running", "{held}");
+    assert_eq!(held["rollout"]["percent"], 50, "{held}");
+    let done = wait_rollout(&proxy, Duration::from_secs(3), |r| r["state"] != "running").await;
+    let took = started.elapsed();
+    assert_eq!(done["rollout"]["state"], "rolled_back", "{done}");
+    assert!(
+        done["rollout"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not judged"),
+        "{done}"
+    );
+    assert_eq!(done["target"]["pool"], "blue", "{done}");
+    assert!(
+        took >= Duration::from_millis(590),
+        "held 4 intervals: {took:?}"
+    );
+}

@@ -10,6 +10,10 @@ use crate::rollout::PoolTraffic;
 use crate::server::Server;
 use crate::traffic::RouteTarget;
 
+/// A step that has not seen `min_requests` on the new side is held this many extra
+/// intervals; a rollout never advances on a step it could not judge.
+const MAX_EXTENSIONS: u32 = 3;
+
 /// Runs `rollout` to completion, rollback or cancellation. Owned by the server
 /// (cancelled on shutdown, abort, a new switch or split, or a reload that invalidates it).
 pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
@@ -51,7 +55,8 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
             return;
         };
         let (green_start, blue_start) = (green.sample(), blue.sample());
-        let deadline = Instant::now() + rollout.plan.interval;
+        let mut deadline = Instant::now() + rollout.plan.interval;
+        let mut extensions = 0;
         let every = tick(rollout.plan.interval);
         loop {
             let now = Instant::now();
@@ -67,7 +72,7 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
                 green.sample().since(&green_start),
                 blue.sample().since(&blue_start),
             );
-            let healthy = verdict.healthy;
+            let (healthy, judged) = (verdict.healthy, verdict.judged);
             let detail = verdict.detail.clone();
             rollout.record(verdict);
             if !healthy {
@@ -81,10 +86,27 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
                 .await;
                 return;
             }
-            if Instant::now() >= deadline {
+            if Instant::now() < deadline {
+                continue;
+            }
+            if judged {
                 info!(route, step = index, percent, verdict = %detail, "rollout step held");
                 break;
             }
+            if extensions == MAX_EXTENSIONS {
+                warn!(route, step = index, percent, reason = %detail,
+                    "rollout step could not be judged: rolling back");
+                let reason = format!(
+                    "step {index} ({percent}%): {detail} after {} intervals",
+                    MAX_EXTENSIONS + 1
+                );
+                roll_back(&server, &rollout, reason).await;
+                return;
+            }
+            extensions += 1;
+            deadline += rollout.plan.interval;
+            info!(route, step = index, percent, verdict = %detail,
+                "not enough traffic to judge the step yet: holding it one more interval");
         }
     }
     if rollout.finish(RolloutState::Completed, None) {
