@@ -74,6 +74,60 @@ pub async fn send(admin: &str, token: Option<&str>, call: &Call) -> Result<Value
     Ok(value)
 }
 
+/// `ctl rollout`: the call that starts a rollout of `route` (steps as `5,25,50,100`),
+/// or with `abort` the one that stops it.
+pub fn rollout_call(
+    route: &str,
+    to: Option<&str>,
+    steps: Option<&str>,
+    interval: Option<&str>,
+    abort: bool,
+) -> Result<Call, CtlError> {
+    if abort {
+        return Ok(Call {
+            method: Method::POST,
+            path: format!("/routes/{route}/rollout/abort"),
+            body: None,
+        });
+    }
+    let to = to.ok_or_else(|| CtlError::Invalid("--to POOL is required (or --abort)".into()))?;
+    let mut body = serde_json::json!({ "to": to });
+    if let Some(steps) = steps {
+        let parsed: Result<Vec<u32>, _> =
+            steps.split(',').map(|s| s.trim().parse::<u32>()).collect();
+        let parsed = parsed.map_err(|_| {
+            CtlError::Invalid(format!("--steps `{steps}` is not a list like 5,25,50,100"))
+        })?;
+        body["steps"] = parsed.into();
+    }
+    if let Some(interval) = interval {
+        body["interval"] = interval.into();
+    }
+    Ok(Call {
+        method: Method::POST,
+        path: format!("/routes/{route}/rollout"),
+        body: Some(body),
+    })
+}
+
+/// `ctl add-backend`: adds `address` to `pool` with `weight`.
+pub fn add_backend_call(pool: &str, address: &str, weight: u32) -> Call {
+    Call {
+        method: Method::POST,
+        path: format!("/pools/{pool}/backends"),
+        body: Some(serde_json::json!({ "address": address, "weight": weight })),
+    }
+}
+
+/// `ctl remove-backend`: drains `address` out of `pool`, then removes it.
+pub fn remove_backend_call(pool: &str, address: &str) -> Call {
+    Call {
+        method: Method::DELETE,
+        path: format!("/pools/{pool}/backends/{address}"),
+        body: None,
+    }
+}
+
 /// Renders `/status` as a table: one line per backend.
 pub fn render_status(status: &Value) -> String {
     let mut rows = vec![
@@ -127,6 +181,39 @@ pub fn render_status(status: &Value) -> String {
         ]);
     }
     out.push_str(&table(&routes));
+    let rollouts: Vec<[String; 6]> = status["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["rollout"].is_object())
+        .map(|r| {
+            let o = &r["rollout"];
+            [
+                text(&r["name"]),
+                format!("{} -> {}", text(&o["from"]), text(&o["to"])),
+                text(&o["state"]),
+                text(&o["percent"]),
+                text(&o["last_verdict"]["detail"]),
+                text(&o["reason"]),
+            ]
+        })
+        .collect();
+    if !rollouts.is_empty() {
+        let mut rows = vec![
+            [
+                "ROLLOUT",
+                "POOLS",
+                "STATE",
+                "PERCENT",
+                "LAST VERDICT",
+                "REASON",
+            ]
+            .map(str::to_string),
+        ];
+        rows.extend(rollouts);
+        out.push('\n');
+        out.push_str(&table(&rows));
+    }
     out
 }
 
@@ -148,4 +235,26 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_calls() {
+        let call =
+            rollout_call("web", Some("green"), Some("5, 50,100"), Some("10s"), false).unwrap();
+        assert_eq!(call.path, "/routes/web/rollout");
+        assert_eq!(
+            call.body,
+            Some(serde_json::json!({"to": "green", "steps": [5, 50, 100], "interval": "10s"}))
+        );
+        assert_eq!(
+            rollout_call("web", None, None, None, true).unwrap().path,
+            "/routes/web/rollout/abort"
+        );
+        assert!(rollout_call("web", None, None, None, false).is_err());
+        assert!(rollout_call("web", Some("g"), Some("5,x"), None, false).is_err());
+    }
 }

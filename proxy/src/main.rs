@@ -101,6 +101,31 @@ enum CtlAction {
     },
     /// Reload the config file.
     Reload,
+    /// Move a route to another pool in guarded steps, or stop a running rollout.
+    Rollout {
+        route: String,
+        /// The pool to roll out to.
+        #[arg(long, required_unless_present = "abort")]
+        to: Option<String>,
+        /// Percentages of traffic on the new pool, e.g. `5,25,50,100`.
+        #[arg(long)]
+        steps: Option<String>,
+        /// How long each step is held, e.g. `10s`.
+        #[arg(long)]
+        interval: Option<String>,
+        /// Stop the running rollout and send the route back to its old pool.
+        #[arg(long, conflicts_with_all = ["to", "steps", "interval"])]
+        abort: bool,
+    },
+    /// Add a backend to a pool at run time.
+    AddBackend {
+        pool: String,
+        address: String,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Drain a backend, then remove it from its pool.
+    RemoveBackend { pool: String, backend: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -293,6 +318,33 @@ fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitC
             path: "/reload".into(),
             body: None,
         },
+        CtlAction::Rollout {
+            route,
+            to,
+            steps,
+            interval,
+            abort,
+        } => match switchyard::ctl::rollout_call(
+            route,
+            to.as_deref(),
+            steps.as_deref(),
+            interval.as_deref(),
+            *abort,
+        ) {
+            Ok(call) => call,
+            Err(e) => {
+                eprintln!("switchyard ctl: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        CtlAction::AddBackend {
+            pool,
+            address,
+            weight,
+        } => switchyard::ctl::add_backend_call(pool, address, *weight),
+        CtlAction::RemoveBackend { pool, backend } => {
+            switchyard::ctl::remove_backend_call(pool, backend)
+        }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

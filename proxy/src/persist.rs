@@ -1,5 +1,5 @@
 //! The state file: runtime changes made through the admin API (drain, disable,
-//! weights, route switches and splits) written atomically after each change and read
+//! weights, route switches and splits, added and removed backends) written atomically after each change and read
 //! back at start, so a restart does not undo a deploy in progress (HAProxy's
 //! `server-state-file`, always on when configured).
 
@@ -41,6 +41,9 @@ pub struct SavedState {
     /// Route name → override.
     #[serde(default)]
     pub routes: BTreeMap<String, SavedRoute>,
+    /// Backends added or removed at run time (see [`crate::membership`]).
+    #[serde(default)]
+    pub members: crate::membership::RuntimeBackends,
 }
 
 /// A backend's operator-set state.

@@ -77,7 +77,7 @@ pub fn apply(
     match action {
         Action::Drain => {
             state.set_admin_state(AdminState::Draining);
-            spawn_drain_watch(backend.clone());
+            spawn_drain_watch(backend.clone(), p.config.drain_grace);
         }
         Action::Enable => state.set_admin_state(AdminState::Active),
         Action::Disable => state.set_admin_state(AdminState::Disabled),
@@ -112,20 +112,11 @@ pub fn apply(
     )
 }
 
-/// Marks a draining backend `drained` once its last in-flight request ends.
-fn spawn_drain_watch(backend: Backend) {
-    let backend = Arc::new(backend);
+/// Marks a draining backend `drained` once its last in-flight request ends, closing
+/// its upgraded connections once the pool's drain grace is over.
+fn spawn_drain_watch(backend: Backend, grace: Duration) {
     tokio::spawn(async move {
-        loop {
-            match backend.state.settle_drain() {
-                AdminState::Draining => tokio::time::sleep(Duration::from_millis(20)).await,
-                AdminState::Drained => {
-                    info!(backend = %backend.key, "backend drained: no request in flight");
-                    return;
-                }
-                _ => return,
-            }
-        }
+        crate::upstream::wait_drained(&backend, grace, None).await;
     });
 }
 

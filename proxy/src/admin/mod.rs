@@ -5,6 +5,8 @@
 
 mod control;
 mod dashboard;
+mod members;
+mod rollout;
 mod status;
 
 use std::convert::Infallible;
@@ -61,7 +63,7 @@ pub fn start(server: Arc<Server>, address: SocketAddr) -> std::io::Result<Socket
 }
 
 async fn handle(
-    server: &Server,
+    server: &Arc<Server>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -78,6 +80,12 @@ async fn handle(
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
+    }
+    if let Some((route, abort)) = rollout::parse(&path) {
+        return rollout::handle(server, peer, &route, abort, request).await;
+    }
+    if let Some(target) = members::parse(&path) {
+        return members::handle(server, peer, target, request).await;
     }
     if let Some((route, action)) = control::parse_route(&path) {
         let body = match mutation_body(request).await {

@@ -36,6 +36,7 @@ pub fn status(server: &Server) -> Value {
                 "path_prefix": r.path_prefix,
                 "pool": r.pool,
                 "target": snapshot.route(&r.name).map(|route| route.target.to_json()),
+                "rollout": server.rollout(&r.name).map(|r| r.to_json()),
             })
         })
         .collect();

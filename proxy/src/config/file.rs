@@ -127,6 +127,8 @@ pub struct PoolSection {
     /// A routing plugin run beside the live policy without acting on it.
     pub shadow: Option<Spanned<String>>,
     pub backends: Spanned<Vec<BackendSection>>,
+    /// How long upgraded (WebSocket) connections may stay open on a draining backend.
+    pub drain_grace: Option<HumanDuration>,
     pub health: Option<HealthSection>,
     #[serde(default)]
     pub breaker: BreakerSection,

@@ -172,11 +172,17 @@ pub struct PoolConfig {
     /// `shadow = "plugin:NAME"`: a routing plugin evaluated but never obeyed.
     pub shadow_plugin: Option<String>,
     pub backends: Vec<BackendConfig>,
+    /// Upgraded (WebSocket) connections to a draining backend are closed after this
+    /// long, so a drain (or a removal) ends even with long-lived tunnels open.
+    pub drain_grace: Duration,
     pub health: Option<HealthConfig>,
     pub breaker: BreakerConfig,
     pub retry: RetryConfig,
     pub failover: FailoverConfig,
 }
+
+/// Default of `[pool.NAME] drain_grace`.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// A backend as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]

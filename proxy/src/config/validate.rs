@@ -488,6 +488,7 @@ fn pools(
                 routing_plugin,
                 shadow_plugin,
                 backends,
+                drain_grace: s.drain_grace.map_or(super::DEFAULT_DRAIN_GRACE, |d| d.0),
                 health,
                 breaker,
                 retry,

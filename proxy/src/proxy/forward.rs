@@ -155,6 +155,7 @@ pub async fn forward(
             }
             if last_error.is_none() {
                 metrics.no_backend(&pool.name);
+                pool.traffic.observe(crate::rollout::Observation::Failed);
             }
             return Err(last_error.unwrap_or(ProxyError::NoBackend {
                 pool: Arc::clone(&pool.name),

@@ -8,6 +8,7 @@ use tracing::{info, warn};
 use crate::breaker::{BreakerState, Transition};
 use crate::clock;
 use crate::metrics::Metrics;
+use crate::rollout::Observation;
 use crate::upstream::{Backend, Pool};
 
 /// What one attempt against one backend amounted to.
@@ -46,6 +47,11 @@ pub fn record(pool: &Pool, backend: &Backend, outcome: Outcome, metrics: &Metric
     let state = &backend.state;
     let now = clock::now_ms();
     let config = &pool.config.breaker;
+    pool.traffic.observe(match outcome {
+        Outcome::Success(latency) => Observation::Answered(latency),
+        Outcome::BodyFailed => Observation::BodyFailed,
+        _ => Observation::Failed,
+    });
     if let Outcome::Success(latency) = outcome {
         state.record_latency(latency);
     } else {

@@ -3,6 +3,8 @@
 
 mod activity;
 mod listener;
+mod members;
+mod rollouts;
 mod tls;
 
 use std::collections::HashMap;
@@ -20,6 +22,7 @@ use tracing::info;
 
 pub use activity::{ActivityIo, ConnActivity, Expiry};
 pub use listener::bind;
+pub use members::MemberError;
 pub use tls::TlsError;
 
 use crate::config::{Config, ListenerConfig};
@@ -86,6 +89,10 @@ pub struct Server {
     ready: AtomicBool,
     admin_address: Mutex<Option<SocketAddr>>,
     config_path: Mutex<Option<std::path::PathBuf>>,
+    /// The config as loaded, before runtime backend changes are laid over it.
+    base_config: Mutex<Arc<Config>>,
+    members: Mutex<crate::membership::RuntimeBackends>,
+    rollouts: crate::rollout::Rollouts,
 }
 
 impl Server {
@@ -126,6 +133,9 @@ impl Server {
             ready: AtomicBool::new(false),
             admin_address: Mutex::new(None),
             config_path: Mutex::new(None),
+            base_config: Mutex::new(Arc::new(config.clone())),
+            members: Mutex::new(crate::membership::RuntimeBackends::default()),
+            rollouts: crate::rollout::Rollouts::default(),
         });
         server.sync_listeners(&config)?;
         server.restore_state(&config).await;
@@ -148,6 +158,8 @@ impl Server {
         let old = self.snapshot.load_full();
         let overrides = self.overrides.lock().clone();
         let prepared = self.plugins.prepare(&config).await?;
+        let base = config.clone();
+        let config = self.members.lock().overlay(config);
         self.prepare_listeners(&config)?;
         let plugins = self.plugins.commit(prepared);
         let next = Snapshot::build(
@@ -160,6 +172,12 @@ impl Server {
         self.snapshot.store(Arc::new(next));
         self.sync_listeners(&config)?;
         self.health.sync(&self.snapshot.load());
+        let dropped = self.members.lock().reconcile(&base);
+        *self.base_config.lock() = Arc::new(base);
+        self.rollouts.abort_invalid(&config);
+        if dropped && self.is_ready() {
+            self.save_state();
+        }
         info!(source = %config.source.display(), "configuration applied");
         Ok(())
     }
@@ -189,11 +207,41 @@ impl Server {
     }
 
     /// Points a route at another pool or split (blue/green, canary) until the config
-    /// changes that route. Takes effect with one snapshot swap.
+    /// changes that route. Takes effect with one snapshot swap; stops a rollout of
+    /// that route.
     pub async fn set_route_target(
         &self,
         route: &str,
         target: RouteTarget,
+    ) -> Result<RouteTarget, String> {
+        self.rollouts
+            .abort(route, "superseded by a switch or split of the route");
+        self.route_target(route, target, None).await
+    }
+
+    /// [`Server::set_route_target`] for a rollout step: does nothing (`Ok(false)`)
+    /// once `token` is cancelled, so a stopped rollout never overwrites a later change.
+    pub async fn set_route_target_unless(
+        &self,
+        route: &str,
+        target: RouteTarget,
+        token: &CancellationToken,
+    ) -> Result<bool, String> {
+        match self.route_target(route, target, Some(token)).await {
+            Ok(_) => Ok(!token.is_cancelled()),
+            Err(e) if token.is_cancelled() => {
+                tracing::debug!(route, error = %e, "stopped rollout step not applied");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn route_target(
+        &self,
+        route: &str,
+        target: RouteTarget,
+        unless: Option<&CancellationToken>,
     ) -> Result<RouteTarget, String> {
         let current = self.snapshot.load_full();
         let Some(route_config) = current.config.routes.iter().find(|r| r.name == route) else {
@@ -215,16 +263,20 @@ impl Server {
             }
             other => other,
         };
-        self.overrides.lock().insert(
-            route.to_string(),
-            RouteOverride {
-                target: target.clone(),
-                config_pool: route_config.pool.clone(),
-            },
-        );
-        self.apply((*current.config).clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        {
+            let mut overrides = self.overrides.lock();
+            if unless.is_some_and(CancellationToken::is_cancelled) {
+                return Ok(target);
+            }
+            overrides.insert(
+                route.to_string(),
+                RouteOverride {
+                    target: target.clone(),
+                    config_pool: route_config.pool.clone(),
+                },
+            );
+        }
+        self.reapply().await.map_err(|e| e.to_string())?;
         info!(route, target = %target.to_json(), "route switched");
         Ok(target)
     }
@@ -237,6 +289,12 @@ impl Server {
         };
         match crate::persist::read(path) {
             Ok(saved) => {
+                if !saved.members.is_empty() {
+                    *self.members.lock() = saved.members.clone();
+                    if let Err(e) = self.apply(config.clone()).await {
+                        tracing::warn!(error = %e, "cannot re-apply saved backend additions and removals");
+                    }
+                }
                 let overrides = crate::persist::restore(&self.snapshot.load(), &saved);
                 if !overrides.is_empty() {
                     *self.overrides.lock() = overrides;
@@ -257,7 +315,8 @@ impl Server {
         let Some(path) = &snapshot.config.admin.state_file else {
             return;
         };
-        let saved = crate::persist::capture(&snapshot, &self.overrides.lock());
+        let mut saved = crate::persist::capture(&snapshot, &self.overrides.lock());
+        saved.members = self.members.lock().clone();
         if let Err(e) = crate::persist::write(path, &saved) {
             tracing::error!(error = %e, "cannot write the state file; runtime changes will not survive a restart");
         }

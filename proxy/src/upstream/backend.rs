@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::uri::Authority;
+use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
 use crate::health::HealthState;
@@ -99,6 +100,10 @@ pub struct BackendState {
     pub latency_ewma_us: AtomicU32,
     /// When the backend last became usable after being unusable (ms clock; 0 = since start).
     pub usable_since_ms: AtomicU64,
+    /// Upgraded (WebSocket) tunnels open to this backend; each also counts in `in_flight`.
+    pub tunnels: AtomicU32,
+    /// Cancelled to close every open tunnel when a drain's grace period ends.
+    tunnel_close: parking_lot::Mutex<CancellationToken>,
 }
 
 impl BackendState {
@@ -115,7 +120,20 @@ impl BackendState {
             connect_errors: AtomicU64::new(0),
             latency_ewma_us: AtomicU32::new(0),
             usable_since_ms: AtomicU64::new(0),
+            tunnels: AtomicU32::new(0),
+            tunnel_close: parking_lot::Mutex::new(CancellationToken::new()),
         }
+    }
+
+    /// The token a new tunnel watches; it fires when the tunnels are told to close.
+    pub fn tunnel_token(&self) -> CancellationToken {
+        self.tunnel_close.lock().clone()
+    }
+
+    /// Closes every open tunnel (a drain's grace period is over); later tunnels get a
+    /// fresh token.
+    pub fn close_tunnels(&self) {
+        std::mem::take(&mut *self.tunnel_close.lock()).cancel();
     }
 
     /// The operator's current intent.

@@ -2,8 +2,10 @@
 
 mod backend;
 pub mod client;
+mod drain;
 mod pool;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
 pub use client::{UpstreamBody, UpstreamClient};
+pub use drain::{DrainEnd, wait_drained};
 pub use pool::{Pool, PoolSet};

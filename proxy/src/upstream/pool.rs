@@ -10,6 +10,7 @@ use crate::config::PoolConfig;
 use crate::plugin::RouteRequest;
 use crate::policy::PoolPolicies;
 use crate::policy::routing::{self, Selection};
+use crate::rollout::PoolTraffic;
 use crate::upstream::{Backend, BackendState};
 
 /// One retry costs this many milli-tokens; each first attempt deposits
@@ -29,6 +30,8 @@ pub struct Pool {
     pub balancer: Balancer,
     /// Plugins standing in for (or beside) the native policies.
     pub policies: PoolPolicies,
+    /// Request, failure and latency counters that rollout guards read; kept across rebuilds.
+    pub traffic: Arc<PoolTraffic>,
     retry_tokens: AtomicI64,
 }
 
@@ -64,6 +67,7 @@ impl Pool {
             retry_tokens: AtomicI64::new(
                 previous.map_or(RETRY_RESERVE, |p| p.retry_tokens.load(Ordering::Relaxed)),
             ),
+            traffic: previous.map_or_else(Arc::default, |p| Arc::clone(&p.traffic)),
             config,
             backends,
             balancer,

@@ -1,0 +1,139 @@
+//! Per-pool traffic counters for rollout guards: requests, failures and a small
+//! fixed-bucket latency histogram. Cumulative atomics on the hot path; a rollout step
+//! takes a [`TrafficSample`] at its start and end and judges the difference.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in microseconds (the last bucket is open).
+const BOUNDS_US: [u64; 23] = [
+    500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 50_000, 75_000,
+    100_000, 150_000, 200_000, 300_000, 500_000, 750_000, 1_000_000, 1_500_000, 2_000_000,
+    5_000_000, 10_000_000,
+];
+const BUCKETS: usize = BOUNDS_US.len() + 1;
+
+/// What one attempt against a pool amounted to, as far as a rollout guard cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// A non-5xx answer after this long.
+    Answered(Duration),
+    /// A 5xx, connect failure, reset, timeout, or no backend at all.
+    Failed,
+    /// A response body that broke after its headers were counted as a success.
+    BodyFailed,
+}
+
+/// Cumulative counters of one pool, kept across snapshot rebuilds so a rollout can
+/// measure a window that spans route switches.
+#[derive(Debug, Default)]
+pub struct PoolTraffic {
+    requests: AtomicU64,
+    failures: AtomicU64,
+    latency: [AtomicU64; BUCKETS],
+}
+
+impl PoolTraffic {
+    /// Counts one observation (a few relaxed atomic adds).
+    pub fn observe(&self, observation: Observation) {
+        match observation {
+            Observation::Answered(latency) => {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+                let bucket = BOUNDS_US.partition_point(|&b| b < us);
+                self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+            }
+            Observation::Failed => {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Observation::BodyFailed => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The counters as of now.
+    pub fn sample(&self) -> TrafficSample {
+        TrafficSample {
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            latency: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A copy of a pool's counters; subtracting two gives one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrafficSample {
+    /// Attempts answered or failed.
+    pub requests: u64,
+    /// 5xx, connection failures, timeouts, no backend, broken bodies.
+    pub failures: u64,
+    latency: [u64; BUCKETS],
+}
+
+impl TrafficSample {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &TrafficSample) -> TrafficSample {
+        TrafficSample {
+            requests: self.requests.saturating_sub(earlier.requests),
+            failures: self.failures.saturating_sub(earlier.failures),
+            latency: std::array::from_fn(|i| self.latency[i].saturating_sub(earlier.latency[i])),
+        }
+    }
+
+    /// Failures per request (0 without requests; capped at 1).
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            return 0.0;
+        }
+        (self.failures as f64 / self.requests as f64).min(1.0)
+    }
+
+    /// The 99th percentile of answered requests, as the upper bound of its bucket
+    /// (`None` without answered requests).
+    pub fn p99(&self) -> Option<Duration> {
+        let answered: u64 = self.latency.iter().sum();
+        if answered == 0 {
+            return None;
+        }
+        let rank = answered.saturating_mul(99).div_ceil(100);
+        let mut seen = 0;
+        for (i, count) in self.latency.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let bound = BOUNDS_US
+                    .get(i)
+                    .copied()
+                    .unwrap_or(BOUNDS_US[BUCKETS - 2] * 2);
+                return Some(Duration::from_micros(bound));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_subtract_and_p99_picks_the_tail_bucket() {
+        let t = PoolTraffic::default();
+        t.observe(Observation::Answered(Duration::from_millis(100)));
+        let start = t.sample();
+        for _ in 0..98 {
+            t.observe(Observation::Answered(Duration::from_micros(800)));
+        }
+        t.observe(Observation::Answered(Duration::from_millis(40)));
+        t.observe(Observation::Answered(Duration::from_millis(40)));
+        t.observe(Observation::Failed);
+        let window = t.sample().since(&start);
+        assert_eq!((window.requests, window.failures), (101, 1));
+        assert_eq!(window.p99(), Some(Duration::from_millis(50)));
+        assert!((window.error_rate() - 1.0 / 101.0).abs() < 1e-9);
+        assert_eq!(TrafficSample::default().p99(), None);
+        assert_eq!(TrafficSample::default().error_rate(), 0.0);
+    }
+}
