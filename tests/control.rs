@@ -8,28 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use support::*;
-
-async fn admin_call(
-    proxy: &TestProxy,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", proxy.admin))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let resp = client().request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_under_load_loses_nothing_and_stops_new_requests() {

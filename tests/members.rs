@@ -3,64 +3,11 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-async fn admin_call(
-    proxy: &TestProxy,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", proxy.admin))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let resp = client().request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
-}
-
-/// `clients` loops of GET until `stop`, counting non-200 answers in `failures`.
-fn load(
-    proxy: &TestProxy,
-    clients: usize,
-) -> (
-    Arc<AtomicBool>,
-    Arc<AtomicU64>,
-    Vec<tokio::task::JoinHandle<()>>,
-) {
-    let url = format!("http://{}/", proxy.web);
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicU64::new(0));
-    let tasks = (0..clients)
-        .map(|_| {
-            let (url, stop, failures) = (url.clone(), Arc::clone(&stop), Arc::clone(&failures));
-            tokio::spawn(async move {
-                let c = client();
-                while !stop.load(Ordering::Relaxed) {
-                    if get(&c, &url).await.0 != 200 {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    (stop, failures, tasks)
-}
 
 fn backend_addresses(status: &serde_json::Value) -> Vec<String> {
     status["pools"][0]["backends"]
@@ -89,7 +36,7 @@ async fn added_backend_takes_traffic_under_load() {
     .await;
     assert_eq!(code, 404);
 
-    let (stop, failures, tasks) = load(&proxy, 10);
+    let load = Load::start(10, format!("http://{}/", proxy.web));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(b.hits(), 0);
     let body = format!(r#"{{"address": "{}", "weight": 1}}"#, b.addr);
@@ -108,11 +55,8 @@ async fn added_backend_takes_traffic_under_load() {
     let a_hits = a.hits();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(a.hits() > a_hits, "the first backend still shares the load");
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "no request failed");
+    let (_, failed) = load.stop().await;
+    assert_eq!(failed, 0, "no request failed");
     assert_eq!(backend_addresses(&status(&proxy).await).len(), 2);
     // The pool is health checked, so the added backend gets its own probe loop.
     let mut up = false;
@@ -147,7 +91,7 @@ async fn removal_under_load_lets_in_flight_requests_finish() {
             tokio::spawn(async move { get(&client(), &url).await })
         })
         .collect();
-    let (stop, failures, tasks) = load(&proxy, 10);
+    let load = Load::start(10, format!("http://{}/", proxy.web));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(b.hits() > 0);
 
@@ -183,11 +127,8 @@ async fn removal_under_load_lets_in_flight_requests_finish() {
         hits_at_removal,
         "no new request reached it after the call"
     );
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "no request failed");
+    let (_, failed) = load.stop().await;
+    assert_eq!(failed, 0, "no request failed");
     let (code, answer) = admin_call(
         &proxy,
         "DELETE",

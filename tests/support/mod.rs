@@ -456,3 +456,24 @@ pub fn assert_promtool_accepts(metrics: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Calls the admin API; returns the status and the JSON answer (`Null` when not JSON).
+pub async fn admin_call(
+    proxy: &TestProxy,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", proxy.admin))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
