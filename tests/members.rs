@@ -231,16 +231,8 @@ async fn membership_survives_restart_and_reload() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-async fn open_tunnel(proxy: &TestProxy) -> TcpStream {
-    let mut s = TcpStream::connect(proxy.web).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = s.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+async fn open_echoing_tunnel(proxy: &TestProxy) -> TcpStream {
+    let mut s = open_tunnel(proxy.web).await;
     echo(&mut s).await.expect("the tunnel echoes");
     s
 }
@@ -264,7 +256,7 @@ fn admin_state(status: &serde_json::Value) -> String {
 async fn drained_backend_closes_tunnels_after_the_grace_period() {
     let a = TestBackend::start("a").await;
     let proxy = start_proxy(&simple_config(&[&a], "drain_grace = \"600ms\"")).await;
-    let mut tunnel = open_tunnel(&proxy).await;
+    let mut tunnel = open_echoing_tunnel(&proxy).await;
     let (code, answer) = admin_call(
         &proxy,
         "POST",

@@ -332,16 +332,7 @@ async fn slow_request_heads_are_cut_off_but_idle_keepalive_is_not() {
 async fn websocket_upgrades_pass_through() {
     let a = TestBackend::start("a").await;
     let proxy = start_proxy(&simple_config(&[&a], "")).await;
-    let mut s = TcpStream::connect(proxy.web).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = s.read(&mut buf).await.unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut s = open_tunnel(proxy.web).await;
     s.write_all(b"ping through the tunnel").await.unwrap();
     let mut echoed = vec![0u8; 23];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed))
