@@ -26,6 +26,9 @@
 #   ACCESS_LOG [0]         1: leave Switchyard's per-request access log on (HAProxy
 #                          logs nothing in either case)
 #   SWITCHYARD_CONFIG_EXTRA  TOML text appended to every Switchyard config
+#   NATIVE_BALANCE [round-robin]  balance of the "switchyard" contender (e.g.
+#                          least-request, to compare a routing plugin with the native
+#                          policy it stands in for)
 #   POLICY                 a plugin name: adds the contender "switchyard-policy", whose
 #                          pool uses balance = "plugin:$POLICY", reported as a ratio
 #                          to the native balancer
@@ -53,6 +56,7 @@ CONTENDERS=${CONTENDERS:-haproxy switchyard}
 SWITCHYARD_LOG=${SWITCHYARD_LOG:-warn}
 SWITCHYARD_CONFIG_EXTRA=${SWITCHYARD_CONFIG_EXTRA:-}
 POLICY=${POLICY:-}
+NATIVE_BALANCE=${NATIVE_BALANCE:-round-robin}
 POLICY_WASM=${POLICY_WASM:-}
 POLICY_CONFIG=${POLICY_CONFIG:-}
 RESULTS_DIR=${RESULTS_DIR:-$repo/benches/results}
@@ -360,7 +364,7 @@ for c in $CONTENDERS; do
     case $c in
         haproxy | haproxy-b) start_haproxy "$c" ;;
         direct) port_of[$c]=$be1 pid_of[$c]=$pid_nginx ;;
-        switchyard) start_switchyard "$c" round-robin "" ;;
+        switchyard) start_switchyard "$c" "$NATIVE_BALANCE" "" ;;
         switchyard-policy)
             [[ -n $POLICY ]] || die "switchyard-policy needs POLICY=NAME"
             pcfg=$POLICY_CONFIG
