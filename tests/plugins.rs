@@ -561,3 +561,60 @@ async fn plugin_file_hot_swaps_under_load_and_a_corrupt_file_keeps_the_old_versi
     assert_eq!(failed, 0, "no request failed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_state_survives_a_new_recovery_plugin_version() {
+    let good = TestBackend::start("good").await;
+    let bad = TestBackend::start("bad").await;
+    bad.set_mode(Mode::Status(500));
+    let dir = temp_dir("plugin-state");
+    let file = dir.join("switchyard.toml");
+    let config = |threshold: u32| {
+        let extra = format!(
+            "[pool.app.breaker]\npolicy = \"plugin:adaptive\"\n[pool.app.retry]\nattempts = 0\n{}",
+            plugin_table(
+                "adaptive",
+                "recovery",
+                &shipped("adaptive-breaker.wasm"),
+                &format!(
+                    "config = {{ consecutive-failures = {threshold}, base-open-ms = 60000, max-open-ms = 60000 }}"
+                ),
+            )
+        );
+        simple_config(&[&good, &bad], &extra)
+    };
+    std::fs::write(&file, config(2)).unwrap();
+    let (proxy, _watcher) = start_watched_proxy(&file).await;
+    let c = client();
+    for _ in 0..10 {
+        get(&c, &format!("http://{}/", proxy.web)).await;
+    }
+    let before = status(&proxy).await;
+    assert_eq!(before["pools"][0]["backends"][1]["breaker"], "open");
+    let first_load = plugin_status(&before, "adaptive")["loaded_at"].clone();
+
+    // A new plugin version (its table changed) is loaded; the ejection stays.
+    std::fs::write(&file, config(3)).unwrap();
+    let mut after = serde_json::Value::Null;
+    for _ in 0..100 {
+        after = status(&proxy).await;
+        if plugin_status(&after, "adaptive")["loaded_at"] != first_load {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(
+        plugin_status(&after, "adaptive")["loaded_at"],
+        first_load,
+        "the new version was loaded: {after}"
+    );
+    let bad_state = &after["pools"][0]["backends"][1];
+    assert_eq!(bad_state["breaker"], "open", "{bad_state}");
+    assert!(bad_state["breaker_open_remaining_ms"].as_u64().unwrap() > 50_000);
+    let hits = bad.hits();
+    for _ in 0..10 {
+        assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.1, "good");
+    }
+    assert_eq!(bad.hits(), hits, "the ejected backend stays ejected");
+    let _ = std::fs::remove_dir_all(&dir);
+}
