@@ -49,6 +49,15 @@ fn hostile(config: &str) -> Result<Plugin, PluginError> {
     runtime().load(&spec)
 }
 
+/// Loads the hostile plugin with a short deadline that still leaves the
+/// well-behaved calls in between room on a busy 2-core machine (the default 2 ms
+/// is wall-clock time, and a descheduled thread can overrun it).
+fn hostile_with_deadline(timeout: Duration) -> Plugin {
+    let mut spec = PluginSpec::new("hostile", PluginKind::Routing, testing("hostile"));
+    spec.timeout = timeout;
+    runtime().load(&spec).expect("load")
+}
+
 /// Loads the hostile plugin with a 100 ms deadline, for the tests about
 /// anything but deadlines.
 fn hostile_relaxed() -> Plugin {
@@ -367,7 +376,7 @@ fn assert_recovers(p: &Plugin) {
 
 #[test]
 fn infinite_loop_is_cut_off_at_the_deadline() {
-    let p = hostile("{}").expect("load");
+    let p = hostile_with_deadline(Duration::from_millis(20));
     for _ in 0..3 {
         let (r, took) = timed(&p, "/loop");
         assert!(matches!(r, Err(PluginError::Timeout { .. })), "{r:?}");
@@ -396,7 +405,7 @@ fn memory_bomb_fails_its_call_only() {
 
 #[test]
 fn unbounded_recursion_is_a_trap() {
-    let p = hostile("{}").expect("load");
+    let p = hostile_with_deadline(Duration::from_millis(20));
     let (r, took) = timed(&p, "/recurse");
     assert!(
         matches!(r, Err(PluginError::Trap(ref m)) if m.contains("stack overflow")),
