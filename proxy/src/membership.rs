@@ -35,13 +35,7 @@ pub struct RuntimeBackends {
 }
 
 fn configured(config: &Config, pool: &str, address: SocketAddr) -> Option<u32> {
-    config
-        .pools
-        .get(pool)?
-        .backends
-        .iter()
-        .find(|b| b.address == address)
-        .map(|b| b.weight)
+    config.pools.get(pool)?.backend_weight(address)
 }
 
 impl RuntimeBackends {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
+use crate::config::MAX_WEIGHT;
 use crate::server::Server;
 use crate::traffic::RouteTarget;
 use crate::upstream::{AdminState, Backend};
@@ -82,11 +83,11 @@ pub fn apply(
         Action::Enable => state.set_admin_state(AdminState::Active),
         Action::Disable => state.set_admin_state(AdminState::Disabled),
         Action::Weight => match serde_json::from_slice::<WeightBody>(body) {
-            Ok(w) if w.weight <= 10_000 => state.weight.store(w.weight, Ordering::Relaxed),
+            Ok(w) if w.weight <= MAX_WEIGHT => state.weight.store(w.weight, Ordering::Relaxed),
             Ok(_) => {
                 return (
                     StatusCode::BAD_REQUEST,
-                    json!({"error": "weight must be between 0 and 10000"}),
+                    json!({"error": format!("weight must be between 0 and {MAX_WEIGHT}")}),
                 );
             }
             Err(e) => {

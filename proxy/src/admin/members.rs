@@ -13,12 +13,11 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{json, method_not_allowed, mutation_body};
+use crate::config::MAX_WEIGHT;
 use crate::error::ProxyBody;
 use crate::membership::Member;
 use crate::server::{MemberError, Server};
 use crate::upstream::{AdminState, DrainEnd, wait_drained};
-
-const MAX_WEIGHT: u32 = 10_000;
 
 /// Which membership path was asked for.
 #[derive(Debug, PartialEq, Eq)]

@@ -181,8 +181,21 @@ pub struct PoolConfig {
     pub failover: FailoverConfig,
 }
 
+impl PoolConfig {
+    /// The weight this pool's config gives the backend at `address`, if it lists it.
+    pub fn backend_weight(&self, address: SocketAddr) -> Option<u32> {
+        self.backends
+            .iter()
+            .find(|b| b.address == address)
+            .map(|b| b.weight)
+    }
+}
+
 /// Default of `[pool.NAME] drain_grace`.
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+/// Highest backend weight, in the config file and through the admin API.
+pub const MAX_WEIGHT: u32 = 10_000;
 
 /// A backend as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,14 +12,13 @@ use super::error::Reporter;
 use super::file::{self, FileConfig, StatusSpec};
 use super::{
     AdminConfig, BackendConfig, BalanceKind, BreakerConfig, Config, ConfigError, FailoverConfig,
-    HashOn, HealthConfig, Limits, ListenerConfig, OnError, PluginConfig, PoolConfig, ProbeKind,
-    RetryConfig, RetryOn, RouteConfig, TlsConfig,
+    HashOn, HealthConfig, Limits, ListenerConfig, MAX_WEIGHT, OnError, PluginConfig, PoolConfig,
+    ProbeKind, RetryConfig, RetryOn, RouteConfig, TlsConfig,
 };
 use crate::plugin::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, PluginKind, PluginSpec};
 
 const BALANCE_CHOICES: &str = "round-robin, weighted, least-request, hash";
 const RETRY_ON_CHOICES: &str = "connect-failure, reset, timeout, 502, 503, 504";
-const MAX_WEIGHT: u32 = 10_000;
 
 pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Config, ConfigError> {
     let mut r = Reporter::new(path, text);

@@ -77,11 +77,7 @@ impl Pool {
 
     /// The weight the config gives the backend at `address` (runtime changes aside).
     pub fn config_weight(&self, address: std::net::SocketAddr) -> Option<u32> {
-        self.config
-            .backends
-            .iter()
-            .find(|c| c.address == address)
-            .map(|c| c.weight)
+        self.config.backend_weight(address)
     }
 
     /// Picks a usable backend not rejected by `exclude`.
