@@ -64,7 +64,7 @@ fn pool_select(c: &mut Criterion) {
     use switchyard::balance::PickContext;
     use switchyard::config::Config;
     use switchyard::metrics::Metrics;
-    use switchyard::policy::{PluginRegistry, PoolPolicies};
+    use switchyard::policy::{FileCheck, PluginRegistry, PoolPolicies};
     use switchyard::upstream::Pool;
 
     let path = shipped_plugin_dir().join("latency.wasm");
@@ -84,7 +84,7 @@ fn pool_select(c: &mut Criterion) {
     let registry = PluginRegistry::new();
     let runtime = tokio::runtime::Runtime::new().expect("tokio");
     let plugins = runtime
-        .block_on(registry.prepare(&config))
+        .block_on(registry.prepare(&config, FileCheck::Reread))
         .map(|prepared| registry.commit(prepared))
         .expect("plugins load");
     let metrics = Metrics::new();

@@ -123,13 +123,13 @@ fn watch_directories(
     Ok(())
 }
 
-/// Whether an event path names `wanted`, however either was spelled (relative,
-/// with `..`, through a symlinked directory).
-fn same_file(event: &Path, wanted: &Path) -> bool {
-    if event == wanted {
+/// Whether `path` names `wanted`, however either was spelled (relative, with `..`,
+/// through a symlinked directory), even when the file itself was just removed.
+pub(crate) fn same_file(path: &Path, wanted: &Path) -> bool {
+    if path == wanted {
         return true;
     }
-    if event.file_name() != wanted.file_name() {
+    if path.file_name() != wanted.file_name() {
         return false;
     }
     let parent = |p: &Path| {
@@ -139,5 +139,5 @@ fn same_file(event: &Path, wanted: &Path) -> bool {
             .canonicalize()
             .ok()
     };
-    matches!((parent(event), parent(wanted)), (Some(a), Some(b)) if a == b)
+    matches!((parent(path), parent(wanted)), (Some(a), Some(b)) if a == b)
 }

@@ -79,7 +79,7 @@ pub use recovery::{
     BreakerState, BreakerStats, FailureKind, Outcome, RecoveryAction, RecoveryPlugin,
 };
 pub use routing::{RouteCandidate, RouteDecision, RouteRequest, RoutingPlugin};
-pub use runtime::{HOST_INTERFACE, PluginRuntime};
+pub use runtime::{HOST_INTERFACE, PluginRuntime, sha256_hex};
 pub use stats::{DURATION_BUCKETS_NS, DurationSummary, ERROR_KINDS, PluginStats, QuarantinePolicy};
 
 /// Which world a plugin implements, i.e. which job it does.

@@ -212,7 +212,7 @@ pub(crate) fn compile(engine: &Engine, path: &Path) -> Result<(Component, String
         path: path.to_path_buf(),
         source,
     })?;
-    let digest = hex(&Sha256::digest(&bytes));
+    let digest = sha256_hex(&bytes);
     let component = Component::from_binary(engine, &bytes).map_err(|e| {
         let mut detail = format!("{e:#}");
         if bytes.starts_with(b"\0asm\x01\0\0\0") {
@@ -275,11 +275,13 @@ pub(crate) fn link<W: World>(
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// SHA-256 of a plugin file, as lower-case hex: the version digest shown in
+/// `/status` and compared on reload.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes
+    Sha256::digest(bytes)
         .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        .fold(String::with_capacity(64), |mut s, b| {
             let _ = write!(s, "{b:02x}");
             s
         })

@@ -11,7 +11,7 @@ pub mod recovery;
 mod registry;
 pub mod routing;
 
-pub use registry::{Active, PluginLoadError, PluginMap, PluginRegistry, PluginSlot};
+pub use registry::{Active, FileCheck, PluginLoadError, PluginMap, PluginRegistry, PluginSlot};
 
 use crate::config::OnError;
 use crate::plugin::PluginError;

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use sha2::{Digest as _, Sha256};
 use tracing::{info, warn};
 
 use crate::config::{Config, PluginConfig};
-use crate::plugin::{Plugin, PluginError, PluginRuntime};
+use crate::plugin::{Plugin, PluginError, PluginRuntime, sha256_hex};
+use crate::reload::same_file;
 
 /// Files larger than this are refused before compiling.
 pub const MAX_PLUGIN_FILE_BYTES: u64 = 64 << 20;
@@ -103,6 +103,18 @@ impl PluginSlot {
     }
 }
 
+/// Whether [`PluginRegistry::prepare`] looks at the files of plugins whose table did
+/// not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCheck {
+    /// Re-read and hash them, and load a changed file (a config reload: the operator
+    /// may have replaced files without the watcher seeing it).
+    Reread,
+    /// Keep the loaded versions (a runtime change rebuilding the same config: the
+    /// watcher takes care of files).
+    KeepLoaded,
+}
+
 /// Versions loaded by [`PluginRegistry::prepare`], not yet visible to anyone.
 #[derive(Debug, Default)]
 pub struct Prepared {
@@ -133,24 +145,31 @@ impl PluginRegistry {
         Ok(created)
     }
 
-    /// Loads every plugin of `config` whose table or file differs from the running
-    /// version. Compiling happens on blocking threads; nothing is installed, so a
-    /// failure leaves every running version in place.
-    pub async fn prepare(&self, config: &Config) -> Result<Prepared, PluginLoadError> {
+    /// Loads every plugin of `config` whose table (or, with [`FileCheck::Reread`],
+    /// file) differs from the running version. Compiling happens on blocking threads;
+    /// nothing is installed, so a failure leaves every running version in place.
+    pub async fn prepare(
+        &self,
+        config: &Config,
+        files: FileCheck,
+    ) -> Result<Prepared, PluginLoadError> {
         let mut prepared = Prepared {
             loaded: Vec::new(),
             wanted: config.plugins.keys().cloned().collect(),
         };
         for plugin in config.plugins.values() {
-            let digest = file_digest(plugin)?;
-            let unchanged = self
+            let running = self
                 .slots
                 .lock()
                 .get(&plugin.spec.name)
-                .is_some_and(|slot| {
-                    let active = slot.current();
-                    active.config == *plugin && active.plugin.digest() == digest
-                });
+                .map(|slot| slot.current_full());
+            let unchanged = match running {
+                Some(active) if active.config == *plugin => match files {
+                    FileCheck::KeepLoaded => true,
+                    FileCheck::Reread => file_digest(plugin)? == active.plugin.digest(),
+                },
+                _ => false,
+            };
             if !unchanged {
                 prepared.loaded.push(self.load(plugin.clone()).await?);
             }
@@ -244,6 +263,7 @@ impl PluginRegistry {
 
     /// Compiles, links, instantiates and `init`s one version on a blocking thread.
     async fn load(&self, config: PluginConfig) -> Result<Active, PluginLoadError> {
+        check_size(&config)?;
         let runtime = self.runtime()?;
         let name = config.spec.name.clone();
         let path = config.spec.path.clone();
@@ -265,15 +285,18 @@ impl PluginRegistry {
     }
 }
 
-/// SHA-256 of the plugin file (hex), after checking its size.
-fn file_digest(config: &PluginConfig) -> Result<String, PluginLoadError> {
-    let read_error = |source| PluginLoadError::Read {
+fn read_error(config: &PluginConfig, source: std::io::Error) -> PluginLoadError {
+    PluginLoadError::Read {
         name: config.spec.name.clone(),
         path: config.spec.path.clone(),
         source,
-    };
+    }
+}
+
+/// Refuses a file over [`MAX_PLUGIN_FILE_BYTES`] before anything reads it whole.
+fn check_size(config: &PluginConfig) -> Result<(), PluginLoadError> {
     let size = std::fs::metadata(&config.spec.path)
-        .map_err(read_error)?
+        .map_err(|e| read_error(config, e))?
         .len();
     if size > MAX_PLUGIN_FILE_BYTES {
         return Err(PluginLoadError::TooLarge {
@@ -282,19 +305,14 @@ fn file_digest(config: &PluginConfig) -> Result<String, PluginLoadError> {
             size,
         });
     }
-    let bytes = std::fs::read(&config.spec.path).map_err(read_error)?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(())
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    a == b
-        || match (a.canonicalize(), b.canonicalize()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        }
+/// SHA-256 of the plugin file (hex), to tell whether it changed.
+fn file_digest(config: &PluginConfig) -> Result<String, PluginLoadError> {
+    check_size(config)?;
+    let bytes = std::fs::read(&config.spec.path).map_err(|e| read_error(config, e))?;
+    Ok(sha256_hex(&bytes))
 }
 
 fn short(digest: &str) -> &str {

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Server, StartError};
 use crate::membership::Member;
+use crate::policy::FileCheck;
 use crate::upstream::Backend;
 
 /// Why a backend could not be added or removed.
@@ -26,9 +27,12 @@ pub enum MemberError {
 
 impl Server {
     /// Rebuilds the snapshot from the loaded config and the current runtime changes.
+    /// Plugins stay as loaded: their files are the watcher's business, and a route
+    /// switch or rollout step should not re-read and hash every one of them.
     pub async fn reapply(&self) -> Result<(), StartError> {
         let base = Arc::clone(&self.base_config.lock());
-        self.apply((*base).clone()).await
+        self.apply_with((*base).clone(), FileCheck::KeepLoaded)
+            .await
     }
 
     /// Adds a backend to a pool; health checks start for it if the pool has them.

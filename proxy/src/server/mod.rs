@@ -28,7 +28,7 @@ pub use tls::TlsError;
 use crate::config::{Config, ListenerConfig};
 use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
-use crate::policy::{PluginLoadError, PluginRegistry};
+use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
 use crate::proxy::Proxy;
 use crate::state::Snapshot;
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
@@ -101,7 +101,7 @@ impl Server {
     pub async fn start(config: Config, options: ServerOptions) -> Result<Arc<Server>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let plugins = Arc::new(PluginRegistry::new());
-        let prepared = plugins.prepare(&config).await?;
+        let prepared = plugins.prepare(&config, FileCheck::Reread).await?;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
             config.clone(),
             None,
@@ -152,12 +152,17 @@ impl Server {
     /// Applies a new, already validated config: listeners are started or stopped as
     /// needed (unchanged ones keep their sockets), then the new snapshot is published
     /// in one swap with backend state carried over, then health loops are re-synced.
-    /// On error nothing is changed.
+    /// On error nothing is changed. Plugin files are re-read, and changed ones loaded.
     pub async fn apply(&self, config: Config) -> Result<(), StartError> {
+        self.apply_with(config, FileCheck::Reread).await
+    }
+
+    /// [`Server::apply`], choosing whether plugin files are re-read.
+    async fn apply_with(&self, config: Config, files: FileCheck) -> Result<(), StartError> {
         let _serialised = self.apply_lock.lock().await;
         let old = self.snapshot.load_full();
         let overrides = self.overrides.lock().clone();
-        let prepared = self.plugins.prepare(&config).await?;
+        let prepared = self.plugins.prepare(&config, files).await?;
         let base = config.clone();
         let config = self.members.lock().overlay(config);
         self.prepare_listeners(&config)?;
