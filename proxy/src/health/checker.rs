@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{CheckRecord, HealthEvaluator, HealthStatus, NativeEvaluator, Verdict, probe};
+use super::{CheckRecord, HealthStatus, Verdict, native_verdict, probe};
 use crate::clock;
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
@@ -30,7 +30,6 @@ struct Running {
 pub struct HealthSupervisor {
     tasks: Mutex<HashMap<(Arc<str>, SocketAddr), Running>>,
     metrics: Arc<Metrics>,
-    evaluator: Arc<dyn HealthEvaluator>,
     shutdown: CancellationToken,
 }
 
@@ -40,7 +39,6 @@ impl HealthSupervisor {
         Self {
             tasks: Mutex::new(HashMap::new()),
             metrics,
-            evaluator: Arc::new(NativeEvaluator),
             shutdown,
         }
     }
@@ -89,10 +87,9 @@ impl HealthSupervisor {
                 },
             );
             let metrics = Arc::clone(&self.metrics);
-            let evaluator = Arc::clone(&self.evaluator);
             tokio::spawn(async move {
                 tokio::select! {
-                    () = check_loop(key.0, backend, config, metrics, evaluator, plugin) => {}
+                    () = check_loop(key.0, backend, config, metrics, plugin) => {}
                     () = cancel.cancelled() => {}
                 }
             });
@@ -105,7 +102,6 @@ async fn check_loop(
     backend: Backend,
     config: HealthConfig,
     metrics: Arc<Metrics>,
-    evaluator: Arc<dyn HealthEvaluator>,
     plugin: Plugin,
 ) {
     // Spread the first probes of many backends over a fraction of the interval.
@@ -116,7 +112,7 @@ async fn check_loop(
         let latency = report.latency;
         let verdict = match &plugin {
             Some(slot) => crate::policy::health::evaluate(slot, &config, report).await,
-            None => evaluator.evaluate(&config, &report),
+            None => native_verdict(&config, &report),
         };
         let (ok, result) = match &verdict {
             Verdict::Up => (true, "ok".to_string()),

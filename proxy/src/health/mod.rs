@@ -21,42 +21,32 @@ pub enum Verdict {
     Down(String),
 }
 
-/// Decides from a probe report whether the backend is healthy. The native evaluator
-/// checks status ranges and an optional body substring; plugins may replace it.
-pub trait HealthEvaluator: Send + Sync + std::fmt::Debug {
-    /// The verdict for one probe.
-    fn evaluate(&self, config: &HealthConfig, report: &ProbeReport) -> Verdict;
-}
-
-/// Built-in evaluator: transport errors, status ranges, body substring.
-#[derive(Debug, Default)]
-pub struct NativeEvaluator;
-
-impl HealthEvaluator for NativeEvaluator {
-    fn evaluate(&self, config: &HealthConfig, report: &ProbeReport) -> Verdict {
-        if let Some(error) = &report.error {
-            return Verdict::Down(error.to_string());
-        }
-        let ProbeKind::Http {
-            expect_status,
-            expect_body,
-            ..
-        } = &config.probe
-        else {
-            return Verdict::Up;
-        };
-        let Some(status) = report.status else {
-            return Verdict::Down("no response".into());
-        };
-        if !expect_status.iter().any(|r| r.contains(&status)) {
-            return Verdict::Down(format!("status {status}"));
-        }
-        if let Some(needle) = expect_body {
-            let haystack = String::from_utf8_lossy(&report.body_prefix);
-            if !haystack.contains(needle.as_str()) {
-                return Verdict::Down("body mismatch".into());
-            }
-        }
-        Verdict::Up
+/// The built-in verdict on one probe: transport errors, status ranges, body
+/// substring. A pool's health-check plugin stands in for it (see
+/// [`crate::policy::health`]) and falls back to it.
+pub fn native_verdict(config: &HealthConfig, report: &ProbeReport) -> Verdict {
+    if let Some(error) = &report.error {
+        return Verdict::Down(error.to_string());
     }
+    let ProbeKind::Http {
+        expect_status,
+        expect_body,
+        ..
+    } = &config.probe
+    else {
+        return Verdict::Up;
+    };
+    let Some(status) = report.status else {
+        return Verdict::Down("no response".into());
+    };
+    if !expect_status.iter().any(|r| r.contains(&status)) {
+        return Verdict::Down(format!("status {status}"));
+    }
+    if let Some(needle) = expect_body {
+        let haystack = String::from_utf8_lossy(&report.body_prefix);
+        if !haystack.contains(needle.as_str()) {
+            return Verdict::Down("body mismatch".into());
+        }
+    }
+    Verdict::Up
 }

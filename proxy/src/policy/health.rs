@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{PluginSlot, Recourse, recourse};
 use crate::config::HealthConfig;
-use crate::health::{HealthEvaluator, NativeEvaluator, ProbeError, ProbeReport, Verdict};
+use crate::health::{ProbeError, ProbeReport, Verdict, native_verdict};
 use crate::plugin::{self, HealthVerdict};
 
 /// Judges one probe with the plugin in `slot`. The call runs on a blocking thread:
@@ -33,7 +33,7 @@ pub async fn evaluate(
         Ok(HealthVerdict::Degraded(percent)) => Verdict::Degraded(percent),
         Ok(HealthVerdict::Down(reason)) => Verdict::Down(reason),
         Err(e) => match recourse(&e, on_error) {
-            Recourse::Native => NativeEvaluator.evaluate(config, &report),
+            Recourse::Native => native_verdict(config, &report),
             Recourse::FailClosed => {
                 Verdict::Down(format!("health plugin failed: {}", e.kind_label()))
             }
