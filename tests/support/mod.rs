@@ -428,8 +428,18 @@ pub async fn start_watched_proxy(
     (TestProxy { server, web, admin }, watcher)
 }
 
+/// A test that needs an outside tool (chromium, promtool, etcd, ...) which is missing:
+/// outside CI it prints why and the caller skips that part; under `CI=true` (set by
+/// `.ci/run`) the missing tool is a failure, so CI never passes a check it did not run.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CI=true and a required tool is missing: {why}");
+    }
+    eprintln!("{why}");
+}
+
 /// Runs `promtool check metrics` on an exposition (skipped, with a note, where promtool
-/// is not installed; `.ci/run` installs it).
+/// is not installed outside CI; `.ci/run` installs it).
 pub fn assert_promtool_accepts(metrics: &str) {
     use std::io::Write;
     let Ok(mut promtool) = std::process::Command::new("promtool")
@@ -439,7 +449,7 @@ pub fn assert_promtool_accepts(metrics: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
     else {
-        eprintln!("promtool not installed: skipping `promtool check metrics`");
+        skip_or_fail("promtool not installed (apt-get install prometheus): skipping `promtool check metrics`");
         return;
     };
     promtool
