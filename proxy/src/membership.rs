@@ -118,6 +118,7 @@ impl RuntimeBackends {
                     pool.backends.push(BackendConfig {
                         address: m.address,
                         weight: m.weight,
+                        origin: None,
                     });
                 }
             }

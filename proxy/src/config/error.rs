@@ -97,6 +97,11 @@ impl<'a> Reporter<'a> {
         });
     }
 
+    /// How many problems were recorded so far.
+    pub fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
     /// Ends the walk: `Ok(value)` if clean, otherwise every problem.
     pub fn finish<T>(self, value: T) -> Result<T, ConfigError> {
         if self.problems.is_empty() {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tracing::debug;
@@ -178,8 +178,11 @@ pub async fn forward(
         backend.state.requests.fetch_add(1, Ordering::Relaxed);
         backend.state.in_flight.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(retry.per_try_timeout, client.inner().request(request)).await;
+        let result = tokio::time::timeout(
+            retry.per_try_timeout,
+            pool.client(client).inner().request(request),
+        )
+        .await;
         let (outcome, error) = match result {
             Ok(Ok(response)) => {
                 let status = response.status();
@@ -308,7 +311,7 @@ fn upstream_request(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(backend.scheme.clone())
         .authority(backend.authority.clone())
         .path_and_query(path)
         .build()

@@ -23,14 +23,17 @@ use tracing::info;
 pub use activity::{ActivityIo, ConnActivity, Expiry};
 pub use listener::bind;
 pub use members::MemberError;
-pub use tls::TlsError;
+pub use tls::{ListenerTls, TlsError, TlsSlot, build_acceptor};
 
+use crate::acme::AcmeManager;
 use crate::config::{Config, ListenerConfig};
+use crate::discovery::Discovery;
 use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
 use crate::proxy::Proxy;
 use crate::state::Snapshot;
+use crate::tls::TlsRegistry;
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
 use crate::upstream::UpstreamClient;
 
@@ -71,6 +74,7 @@ struct RunningListener {
     config: ListenerConfig,
     address: SocketAddr,
     stop: CancellationToken,
+    tls: Option<TlsSlot>,
 }
 
 /// A started proxy. Cheap to share (`Arc<Server>`); the admin API and the reloader use it.
@@ -93,6 +97,11 @@ pub struct Server {
     base_config: Mutex<Arc<Config>>,
     members: Mutex<crate::membership::RuntimeBackends>,
     rollouts: crate::rollout::Rollouts,
+    /// Certificates of every TLS listener, ACME slots and challenges.
+    tls: Arc<TlsRegistry>,
+    acme: AcmeManager,
+    /// Backends named by DNS.
+    discovery: Discovery,
 }
 
 impl Server {
@@ -102,8 +111,13 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let plugins = Arc::new(PluginRegistry::new());
         let prepared = plugins.prepare(&config, FileCheck::Reread).await?;
+        let shutdown = CancellationToken::new();
+        let tls = TlsRegistry::new();
+        metrics.attach_tls(Arc::clone(&tls));
+        let discovery = Discovery::new(Arc::clone(&metrics), shutdown.child_token());
+        discovery.sync(&config).await;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            config.clone(),
+            discovery.overlay(config.clone()),
             None,
             &metrics,
             &Overrides::new(),
@@ -117,7 +131,7 @@ impl Server {
             metrics: Arc::clone(&metrics),
             access_log: options.access_log,
         });
-        let shutdown = CancellationToken::new();
+        let acme = AcmeManager::new(Arc::clone(&tls), shutdown.child_token());
         let server = Arc::new(Server {
             proxy,
             snapshot: Arc::clone(&snapshot),
@@ -136,8 +150,13 @@ impl Server {
             base_config: Mutex::new(Arc::new(config.clone())),
             members: Mutex::new(crate::membership::RuntimeBackends::default()),
             rollouts: crate::rollout::Rollouts::default(),
+            acme,
+            tls,
+            discovery,
         });
         server.sync_listeners(&config)?;
+        server.acme.sync(config.acme.as_ref());
+        server.follow_discovery();
         server.restore_state(&config).await;
         server.health.sync(&server.snapshot.load());
         tokio::spawn(crate::policy::recovery::run_ticker(
@@ -164,6 +183,8 @@ impl Server {
         let overrides = self.overrides.lock().clone();
         let prepared = self.plugins.prepare(&config, files).await?;
         let base = config.clone();
+        self.discovery.sync(&config).await;
+        let config = self.discovery.overlay(config);
         let config = self.members.lock().overlay(config);
         self.prepare_listeners(&config)?;
         let plugins = self.plugins.commit(prepared);
@@ -176,6 +197,7 @@ impl Server {
         );
         self.snapshot.store(Arc::new(next));
         self.sync_listeners(&config)?;
+        self.acme.sync(config.acme.as_ref());
         self.health.sync(&self.snapshot.load());
         let dropped = self.members.lock().reconcile(&base);
         *self.base_config.lock() = Arc::new(base);
@@ -185,6 +207,32 @@ impl Server {
         }
         info!(source = %config.source.display(), "configuration applied");
         Ok(())
+    }
+
+    /// Rebuilds the snapshot whenever a DNS answer for a backend name changes.
+    fn follow_discovery(self: &Arc<Self>) {
+        let mut changes = self.discovery.subscribe();
+        let server = Arc::downgrade(self);
+        let stop = self.shutdown.child_token();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    changed = changes.changed() => if changed.is_err() { break },
+                }
+                let Some(server) = server.upgrade() else {
+                    break;
+                };
+                if let Err(e) = server.reapply().await {
+                    tracing::warn!(error = %e, "cannot apply the new DNS answer");
+                }
+            }
+        });
+    }
+
+    /// The process's TLS state: certificate stores, ACME slots and challenges.
+    pub fn tls(&self) -> &Arc<TlsRegistry> {
+        &self.tls
     }
 
     /// Hot-swaps the plugins loaded from `path` after the file changed. A file that
@@ -344,7 +392,7 @@ impl Server {
                 drop(probe);
             }
             if let Some(tls) = &l.tls {
-                tls::acceptor(tls).map_err(|source| StartError::Tls {
+                build_acceptor(&l.name, tls, &self.tls).map_err(|source| StartError::Tls {
                     name: l.name.clone(),
                     source,
                 })?;
@@ -355,11 +403,16 @@ impl Server {
 
     fn sync_listeners(&self, config: &Config) -> Result<(), StartError> {
         let mut running = self.listeners.lock();
+        // A listener whose address and TLS-ness stay keeps its socket; a changed
+        // `tls` table is swapped in place.
+        let same_socket = |l: &ListenerConfig, r: &RunningListener| {
+            l.listen == r.config.listen && l.tls.is_some() == r.config.tls.is_some()
+        };
         running.retain(|name, r| {
             let keep = config
                 .listeners
                 .iter()
-                .any(|l| &l.name == name && *l == r.config);
+                .any(|l| &l.name == name && same_socket(l, r));
             if !keep {
                 info!(listener = %name, address = %r.address, "listener stopped");
                 r.stop.cancel();
@@ -368,18 +421,28 @@ impl Server {
         });
         let limits = config.limits.clone();
         for l in &config.listeners {
-            if running.contains_key(&l.name) {
+            let tls_error = |source| StartError::Tls {
+                name: l.name.clone(),
+                source,
+            };
+            if let Some(r) = running.get_mut(&l.name) {
+                if let (Some(slot), Some(tls)) = (&r.tls, &l.tls)
+                    && r.config.tls != l.tls
+                {
+                    let mut next = build_acceptor(&l.name, tls, &self.tls).map_err(tls_error)?;
+                    next.watch(&r.stop);
+                    slot.replace(next);
+                    info!(listener = %l.name, "TLS settings changed");
+                }
+                r.config = l.clone();
                 continue;
             }
             let tls = l
                 .tls
                 .as_ref()
-                .map(tls::acceptor)
+                .map(|tls| build_acceptor(&l.name, tls, &self.tls))
                 .transpose()
-                .map_err(|source| StartError::Tls {
-                    name: l.name.clone(),
-                    source,
-                })?;
+                .map_err(tls_error)?;
             let socket = bind(l.listen).map_err(|source| StartError::Bind {
                 name: l.name.clone(),
                 address: l.listen,
@@ -387,9 +450,14 @@ impl Server {
             })?;
             let address = socket.local_addr().unwrap_or(l.listen);
             let stop = self.shutdown.child_token();
+            let tls = tls.map(|mut t| {
+                t.watch(&stop);
+                TlsSlot::new(t)
+            });
             let ctx = listener::ListenerContext {
                 name: l.name.as_str().into(),
-                tls,
+                tls: tls.clone(),
+                challenges: Arc::clone(self.tls.challenges()),
                 proxy: Arc::clone(&self.proxy),
                 limits: limits.clone(),
                 connections: Arc::clone(&self.connections),
@@ -405,6 +473,7 @@ impl Server {
                     config: l.clone(),
                     address,
                     stop,
+                    tls,
                 },
             );
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::uri::Authority;
+use http::uri::{Authority, Scheme};
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
@@ -20,6 +20,10 @@ pub struct Backend {
     pub key: Arc<str>,
     /// The authority used in upstream request URIs.
     pub authority: Authority,
+    /// `https` when the pool speaks TLS to its backends.
+    pub scheme: Scheme,
+    /// The DNS name this address was resolved from, if any.
+    pub origin: Option<Arc<str>>,
     pub state: Arc<BackendState>,
 }
 
@@ -38,8 +42,24 @@ impl Backend {
             address,
             key,
             authority,
+            scheme: Scheme::HTTP,
+            origin: None,
             state,
         }
+    }
+
+    /// Marks the backend as resolved from DNS name `origin`.
+    pub fn resolved_from(mut self, origin: Option<Arc<str>>) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// Marks the backend as reached over TLS.
+    pub fn over_tls(mut self, tls: bool) -> Self {
+        if tls {
+            self.scheme = Scheme::HTTPS;
+        }
+        self
     }
 }
 

@@ -1,13 +1,14 @@
 //! The pooled HTTP client that carries requests to backends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::connect::{Connector, PoolTls, TcpSettings};
 use crate::config::Limits;
 
 /// Boxed error type of request and response bodies.
@@ -19,17 +20,22 @@ pub type UpstreamBody = BoxBody<Bytes, BoxError>;
 /// Keep-alive connections to every backend, bounded per backend.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<Connector, UpstreamBody>,
 }
 
 impl UpstreamClient {
-    /// A client honouring the connect timeout and idle pool limits.
+    /// A plain-HTTP client honouring the connect timeout and idle pool limits.
     pub fn new(limits: &Limits) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        connector.enforce_http(true);
+        Self::build(limits, None)
+    }
+
+    /// A client speaking TLS to a pool's backends (HTTP/2 where ALPN settles on it).
+    pub fn with_tls(limits: &Limits, tls: Arc<PoolTls>) -> Self {
+        Self::build(limits, Some(tls))
+    }
+
+    fn build(limits: &Limits, tls: Option<Arc<PoolTls>>) -> Self {
+        let connector = Connector::new(tcp_settings(limits), tls);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -40,7 +46,15 @@ impl UpstreamClient {
     }
 
     /// The underlying hyper-util client.
-    pub fn inner(&self) -> &Client<HttpConnector, UpstreamBody> {
+    pub fn inner(&self) -> &Client<Connector, UpstreamBody> {
         &self.client
+    }
+}
+
+/// TCP settings for upstream connections from the configured limits.
+pub fn tcp_settings(limits: &Limits) -> TcpSettings {
+    TcpSettings {
+        connect_timeout: limits.connect_timeout,
+        keepalive: Duration::from_secs(60),
     }
 }

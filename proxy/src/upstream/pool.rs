@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::balance::{Balancer, PickContext};
 use crate::breaker::BreakerState;
+use crate::config::Limits;
 use crate::config::PoolConfig;
 use crate::plugin::RouteRequest;
 use crate::policy::PoolPolicies;
 use crate::policy::routing::{self, Selection};
 use crate::rollout::PoolTraffic;
-use crate::upstream::{Backend, BackendState};
+use crate::upstream::{Backend, BackendState, PoolTls, UpstreamClient};
 
 /// One retry costs this many milli-tokens; each first attempt deposits
 /// `budget_percent * 10`, so 20 % means one retry per five requests.
@@ -32,12 +33,36 @@ pub struct Pool {
     pub policies: PoolPolicies,
     /// Request, failure and latency counters that rollout guards read; kept across rebuilds.
     pub traffic: Arc<PoolTraffic>,
+    /// TLS to the backends, with the client that keeps their connections; kept
+    /// across rebuilds while the pool's `tls` table and files stay the same.
+    pub tls: Option<(Arc<PoolTls>, UpstreamClient)>,
     retry_tokens: AtomicI64,
 }
 
 impl Pool {
     /// Builds a pool, reusing the state of backends that `previous` already had.
     pub fn build(config: PoolConfig, previous: Option<&Pool>, policies: PoolPolicies) -> Self {
+        Self::build_with(config, previous, policies, &Limits::default())
+    }
+
+    /// [`Pool::build`] with the limits a TLS pool's client is built with.
+    pub fn build_with(
+        config: PoolConfig,
+        previous: Option<&Pool>,
+        policies: PoolPolicies,
+        limits: &Limits,
+    ) -> Self {
+        let tls = config.tls.as_ref().map(|settings| {
+            previous
+                .and_then(|p| p.tls.as_ref())
+                .filter(|(tls, _)| tls.built_from(settings))
+                .cloned()
+                .unwrap_or_else(|| {
+                    let tls = Arc::new(PoolTls::new(settings));
+                    let client = UpstreamClient::with_tls(limits, Arc::clone(&tls));
+                    (tls, client)
+                })
+        });
         let backends: Vec<Backend> = config
             .backends
             .iter()
@@ -50,12 +75,15 @@ impl Pool {
                     }
                     Some(Arc::clone(&old.state))
                 });
-                match kept {
-                    Some(state) => Backend::with_state(b.address, state),
-                    None => Backend::with_state(b.address, Arc::new(BackendState::new(b.weight))),
-                }
+                let state = kept.unwrap_or_else(|| Arc::new(BackendState::new(b.weight)));
+                Backend::with_state(b.address, state)
+                    .resolved_from(b.origin.clone())
+                    .over_tls(tls.is_some())
             })
             .collect();
+        if let Some((tls, _)) = &tls {
+            tls.set_names(backends.iter().map(|b| (b.address, b.origin.as_deref())));
+        }
         if config.health.is_none() {
             for b in &backends {
                 b.state.health.reset();
@@ -72,7 +100,13 @@ impl Pool {
             backends,
             balancer,
             policies,
+            tls,
         }
+    }
+
+    /// The client for this pool's backends: its own when it speaks TLS, else `shared`.
+    pub fn client<'a>(&'a self, shared: &'a UpstreamClient) -> &'a UpstreamClient {
+        self.tls.as_ref().map_or(shared, |(_, client)| client)
     }
 
     /// The weight the config gives the backend at `address` (runtime changes aside).
@@ -174,12 +208,13 @@ impl PoolSet {
     pub fn build<'a>(
         configs: impl Iterator<Item = &'a PoolConfig>,
         previous: Option<&PoolSet>,
+        limits: &Limits,
         mut policies: impl FnMut(&PoolConfig) -> PoolPolicies,
     ) -> Self {
         let pools = configs
             .map(|c| {
                 let old = previous.and_then(|p| p.get(&c.name));
-                let pool = Pool::build(c.clone(), old.map(Arc::as_ref), policies(c));
+                let pool = Pool::build_with(c.clone(), old.map(Arc::as_ref), policies(c), limits);
                 (Arc::clone(&pool.name), Arc::new(pool))
             })
             .collect();
