@@ -77,6 +77,13 @@ impl TestDns {
             .insert(name.trim_end_matches('.').to_ascii_lowercase(), answer);
     }
 
+    /// Forgets `name`: it answers NXDOMAIN from now on.
+    pub fn remove(&self, name: &str) {
+        self.answers
+            .lock()
+            .remove(&name.trim_end_matches('.').to_ascii_lowercase());
+    }
+
     /// Queries received so far.
     pub fn queries(&self) -> u64 {
         self.queries.load(Ordering::Relaxed)
