@@ -53,6 +53,8 @@ pub enum OrderError {
     Key(#[from] rcgen::Error),
     #[error("the issued certificate does not load: {0}")]
     Certificate(#[from] CertError),
+    #[error("cannot use the tls-alpn-01 validation key: {0}")]
+    ValidationKey(rustls::Error),
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -224,15 +226,14 @@ fn validation_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, Ord
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key)?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    CertifiedKey::from_der(
+    // Not `CertifiedKey::from_der`: its consistency check parses the certificate and
+    // refuses the critical acmeIdentifier extension this certificate exists for.
+    let signing_key = crate::tls::provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(OrderError::ValidationKey)?;
+    Ok(CertifiedKey::new(
         vec![CertificateDer::from(cert.der().to_vec())],
-        der,
-        &crate::tls::provider(),
-    )
-    .map_err(|error| {
-        OrderError::Certificate(CertError::KeyMismatch {
-            source_name: format!("tls-alpn-01 certificate for {name}"),
-            error,
-        })
-    })
+        signing_key,
+    ))
 }

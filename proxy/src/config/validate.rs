@@ -148,7 +148,8 @@ fn listeners(
                 format!("duplicate listener name `{}`", l.name.get_ref()),
             );
         }
-        if !addrs.insert(*l.listen.get_ref()) {
+        // Port 0 asks for any free port: two such listeners never collide.
+        if l.listen.get_ref().port() != 0 && !addrs.insert(*l.listen.get_ref()) {
             r.at(
                 l.listen.span(),
                 format!("{field}.listen"),
