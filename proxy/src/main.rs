@@ -186,7 +186,7 @@ fn check(path: Option<&Path>) -> ExitCode {
     };
     match Config::load(path) {
         Ok(config) => {
-            if !check_plugins(&config) {
+            if !check_plugins(&config) || !check_certificates(&config) {
                 return ExitCode::FAILURE;
             }
             println!(
@@ -204,6 +204,26 @@ fn check(path: Option<&Path>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads every TLS listener's certificates, as a start would, and reports each failure.
+fn check_certificates(config: &Config) -> bool {
+    let registry = switchyard::tls::TlsRegistry::new();
+    let mut ok = true;
+    for listener in &config.listeners {
+        let Some(tls) = &listener.tls else {
+            continue;
+        };
+        if let Err(e) = switchyard::server::build_acceptor(&listener.name, tls, &registry) {
+            eprintln!(
+                "{}: listener `{}`: {e}",
+                config.source.display(),
+                listener.name
+            );
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// Loads every plugin of the config once (compile, link, `init`), as a start or a

@@ -88,7 +88,9 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<ProxyB
 fn member_error(e: &MemberError) -> Response<ProxyBody> {
     let status = match e {
         MemberError::NoPool(_) | MemberError::NoBackend { .. } => StatusCode::NOT_FOUND,
-        MemberError::Exists { .. } | MemberError::LastBackend { .. } => StatusCode::CONFLICT,
+        MemberError::Exists { .. }
+        | MemberError::LastBackend { .. }
+        | MemberError::FromDns { .. } => StatusCode::CONFLICT,
         MemberError::Apply(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e)

@@ -391,7 +391,11 @@ impl Server {
                 })?;
                 drop(probe);
             }
-            if let Some(tls) = &l.tls {
+            // A running listener's certificates follow their files on their own;
+            // only new or changed TLS settings are loaded (and checked) here.
+            if let Some(tls) = &l.tls
+                && !unchanged
+            {
                 build_acceptor(&l.name, tls, &self.tls).map_err(|source| StartError::Tls {
                     name: l.name.clone(),
                     source,

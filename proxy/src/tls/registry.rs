@@ -120,6 +120,16 @@ impl TlsRegistry {
             .collect()
     }
 
+    /// The certificates `listener` serves now, in precedence order.
+    pub fn served_by(&self, listener: &str) -> Vec<Arc<LoadedCert>> {
+        self.stores()
+            .iter()
+            .rev()
+            .find(|s| s.listener() == listener)
+            .map(|s| s.current().certificates().to_vec())
+            .unwrap_or_default()
+    }
+
     /// Rebuilds the certificate sets of `listener`'s stores after its ACME slot changed.
     pub fn acme_updated(&self, listener: &str) {
         for store in self.stores() {
