@@ -621,6 +621,16 @@ async fn pools_speak_tls_to_backends_with_a_private_ca_client_certificates_and_h
         "ALPN did not settle on h2 ({} h2 requests)",
         backend.h2_hits()
     );
+    // Over HTTP/2 the client's host travels as :authority, which servers go by.
+    let (code, _, body) = support::get_with(
+        &c,
+        &format!("http://{}/headers", proxy.web),
+        Some(("host", "shop.example")),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let seen: std::collections::HashMap<String, String> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen[":authority"], "shop.example", "{seen:?}");
     assert!(
         eventually(Duration::from_secs(10), || backend.hits() > 6).await,
         "no health probe reached the TLS backend"

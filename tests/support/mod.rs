@@ -216,11 +216,15 @@ async fn answer(inner: &Inner, mut req: Request<Incoming>) -> Response<TestBody>
     }
     match req.uri().path() {
         "/headers" => {
-            let map: HashMap<String, String> = req
+            let mut map: HashMap<String, String> = req
                 .headers()
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                 .collect();
+            // HTTP/2 carries the host as the `:authority` pseudo-header.
+            if let Some(authority) = req.uri().authority() {
+                map.insert(":authority".into(), authority.to_string());
+            }
             text(
                 StatusCode::OK,
                 &inner.name,

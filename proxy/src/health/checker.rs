@@ -65,7 +65,7 @@ impl HealthSupervisor {
                         backend.clone(),
                         health.clone(),
                         pool.policies.health.clone(),
-                        pool.tls.as_ref().map(|(tls, _)| Arc::clone(tls)),
+                        pool.tls.clone(),
                     ),
                 );
             }
@@ -123,7 +123,8 @@ async fn check_loop(
     let first = config.interval.mul_f64(config.jitter * fastrand::f64());
     tokio::time::sleep(first.min(Duration::from_millis(100))).await;
     loop {
-        let report = probe(&config.probe, backend.address, config.timeout, tls.as_ref()).await;
+        let probe_tls = tls.as_deref().map(|t| (t, backend.origin.as_deref()));
+        let report = probe(&config.probe, backend.address, config.timeout, probe_tls).await;
         let latency = report.latency;
         let verdict = match &plugin {
             Some(slot) => crate::policy::health::evaluate(slot, &config, report).await,

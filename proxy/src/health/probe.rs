@@ -39,13 +39,16 @@ pub struct ProbeReport {
     pub error: Option<ProbeError>,
 }
 
+/// The TLS a probe uses: the pool's settings and the name the backend presents.
+pub type ProbeTls<'a> = (&'a PoolTls, Option<&'a str>);
+
 /// Runs one probe against `addr`, bounded by `timeout`; over TLS (the pool's
 /// settings: SNI, verification, client certificate, ALPN) when `tls` is given.
 pub async fn probe(
     kind: &ProbeKind,
     addr: SocketAddr,
     timeout: Duration,
-    tls: Option<&Arc<PoolTls>>,
+    tls: Option<ProbeTls<'_>>,
 ) -> ProbeReport {
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, run(kind, addr, timeout, tls)).await;
@@ -68,13 +71,13 @@ async fn run(
     kind: &ProbeKind,
     addr: SocketAddr,
     timeout: Duration,
-    tls: Option<&Arc<PoolTls>>,
+    tls: Option<ProbeTls<'_>>,
 ) -> Result<ProbeReport, ProbeError> {
     let settings = TcpSettings {
         connect_timeout: timeout,
         keepalive: Duration::from_secs(60),
     };
-    let tls = tls.map(|t| (Arc::clone(t.config()), t.server_name(addr)));
+    let tls = tls.map(|(t, origin)| (Arc::clone(t.config()), t.server_name(addr, origin)));
     let stream = connect::connect(addr, tls, settings)
         .await
         .map_err(connect_error)?;

@@ -180,7 +180,7 @@ pub async fn forward(
         let started = Instant::now();
         let result = tokio::time::timeout(
             retry.per_try_timeout,
-            pool.client(client).inner().request(request),
+            backend.client(client).inner().request(request),
         )
         .await;
         let (outcome, error) = match result {
@@ -312,7 +312,7 @@ fn upstream_request(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let uri = Uri::builder()
         .scheme(backend.scheme.clone())
-        .authority(backend.authority.clone())
+        .authority(backend.request_authority(&parts.headers))
         .path_and_query(path)
         .build()
         .unwrap_or_else(|_| Uri::from_static("/"));

@@ -1,5 +1,6 @@
 //! The pooled HTTP client that carries requests to backends.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,18 +25,31 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// A plain-HTTP client honouring the connect timeout and idle pool limits.
+    /// A plain-HTTP client honouring the connect timeout and idle pool limits; the
+    /// request URI names the backend.
     pub fn new(limits: &Limits) -> Self {
-        Self::build(limits, None)
+        Self::build(limits, Connector::plain(tcp_settings(limits)))
     }
 
-    /// A client speaking TLS to a pool's backends (HTTP/2 where ALPN settles on it).
-    pub fn with_tls(limits: &Limits, tls: Arc<PoolTls>) -> Self {
-        Self::build(limits, Some(tls))
+    /// A client for one backend over TLS (HTTP/2 where ALPN settles on it). Requests
+    /// may carry any authority (the client's host): the connection always goes to
+    /// `addr`, presenting the name the pool's TLS gives it.
+    pub fn to_tls_backend(
+        limits: &Limits,
+        tls: &PoolTls,
+        addr: SocketAddr,
+        origin: Option<&str>,
+    ) -> Self {
+        let connector = Connector::tls(
+            tcp_settings(limits),
+            addr,
+            Arc::clone(tls.config()),
+            tls.server_name(addr, origin),
+        );
+        Self::build(limits, connector)
     }
 
-    fn build(limits: &Limits, tls: Option<Arc<PoolTls>>) -> Self {
-        let connector = Connector::new(tcp_settings(limits), tls);
+    fn build(limits: &Limits, connector: Connector) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

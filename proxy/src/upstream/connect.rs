@@ -3,7 +3,6 @@
 //! building block any HTTP client can use; [`Connector`] adapts it to hyper-util's
 //! pooled client.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +11,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
@@ -50,15 +48,13 @@ pub struct TcpSettings {
     pub keepalive: Duration,
 }
 
-/// TLS towards one pool's backends: the client config, and the server name for each
-/// backend (the configured `sni`, else the DNS name it was resolved from, else its IP).
+/// TLS towards one pool's backends: the client config and the configured `sni`.
 #[derive(Debug)]
 pub struct PoolTls {
     config: Arc<ClientConfig>,
     /// The config the client was built from, to tell whether a reload changed it.
     settings: UpstreamTlsConfig,
     sni: Option<ServerName<'static>>,
-    names: ArcSwap<HashMap<SocketAddr, ServerName<'static>>>,
 }
 
 impl PoolTls {
@@ -72,7 +68,6 @@ impl PoolTls {
             config: Arc::clone(&settings.client),
             settings: settings.clone(),
             sni,
-            names: ArcSwap::default(),
         }
     }
 
@@ -81,23 +76,14 @@ impl PoolTls {
         self.settings == *settings
     }
 
-    /// Records the DNS names backends were resolved from (used as their SNI).
-    pub fn set_names<'a>(&self, backends: impl Iterator<Item = (SocketAddr, Option<&'a str>)>) {
-        let names = backends
-            .filter_map(|(addr, name)| Some((addr, ServerName::try_from(name?.to_string()).ok()?)))
-            .collect();
-        self.names.store(Arc::new(names));
-    }
-
-    /// The name presented to and verified for the backend at `addr`.
-    pub fn server_name(&self, addr: SocketAddr) -> ServerName<'static> {
+    /// The name presented to and verified for the backend at `addr`: the configured
+    /// `sni`, else the DNS name the backend was resolved from, else its IP address.
+    pub fn server_name(&self, addr: SocketAddr, origin: Option<&str>) -> ServerName<'static> {
         if let Some(name) = &self.sni {
             return name.clone();
         }
-        self.names
-            .load()
-            .get(&addr)
-            .cloned()
+        origin
+            .and_then(|name| ServerName::try_from(name.to_string()).ok())
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
     }
 
@@ -292,18 +278,43 @@ impl hyper::rt::Write for UpstreamIo {
     }
 }
 
-/// [`connect`] as a `tower::Service<Uri>` for hyper-util's client: the URI's
-/// authority is the backend's `ip:port`.
+/// [`connect`] as a `tower::Service<Uri>` for hyper-util's client: plain TCP to the
+/// URI's authority (the backend's `ip:port`), or TLS to one fixed backend (whose
+/// requests carry the client's host as their authority, as HTTP/2 needs).
 #[derive(Debug, Clone)]
 pub struct Connector {
-    tls: Option<Arc<PoolTls>>,
+    tls: Option<Arc<TlsTarget>>,
     settings: TcpSettings,
 }
 
+/// Where a TLS connector connects, and with what.
+#[derive(Debug)]
+struct TlsTarget {
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+}
+
 impl Connector {
-    /// A connector, TLS when `tls` is given.
-    pub fn new(settings: TcpSettings, tls: Option<Arc<PoolTls>>) -> Self {
-        Self { tls, settings }
+    /// Plain TCP to whatever `ip:port` the request URI names.
+    pub fn plain(settings: TcpSettings) -> Self {
+        Self {
+            tls: None,
+            settings,
+        }
+    }
+
+    /// TLS to the backend at `addr`, presenting and verifying `name`.
+    pub fn tls(
+        settings: TcpSettings,
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Self {
+        Self {
+            tls: Some(Arc::new(TlsTarget { addr, config, name })),
+            settings,
+        }
     }
 }
 
@@ -317,18 +328,22 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let target = uri
+        let settings = self.settings;
+        if let Some(target) = &self.tls {
+            let target = Arc::clone(target);
+            return Box::pin(async move {
+                let tls = Some((Arc::clone(&target.config), target.name.clone()));
+                connect(target.addr, tls, settings)
+                    .await
+                    .map(UpstreamIo::new)
+            });
+        }
+        let addr = uri
             .authority()
             .map(|a| a.as_str())
             .unwrap_or_default()
             .parse::<SocketAddr>()
             .map_err(|_| ConnectError::Address(uri.to_string()));
-        let tls = self.tls.clone();
-        let settings = self.settings;
-        Box::pin(async move {
-            let addr = target?;
-            let tls = tls.map(|t| (Arc::clone(t.config()), t.server_name(addr)));
-            connect(addr, tls, settings).await.map(UpstreamIo::new)
-        })
+        Box::pin(async move { connect(addr?, None, settings).await.map(UpstreamIo::new) })
     }
 }

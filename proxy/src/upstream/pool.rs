@@ -33,9 +33,9 @@ pub struct Pool {
     pub policies: PoolPolicies,
     /// Request, failure and latency counters that rollout guards read; kept across rebuilds.
     pub traffic: Arc<PoolTraffic>,
-    /// TLS to the backends, with the client that keeps their connections; kept
-    /// across rebuilds while the pool's `tls` table and files stay the same.
-    pub tls: Option<(Arc<PoolTls>, UpstreamClient)>,
+    /// TLS to the backends (each backend has its own client); kept across rebuilds,
+    /// with the backends' clients, while the pool's `tls` table and files stay the same.
+    pub tls: Option<Arc<PoolTls>>,
     retry_tokens: AtomicI64,
 }
 
@@ -52,17 +52,13 @@ impl Pool {
         policies: PoolPolicies,
         limits: &Limits,
     ) -> Self {
-        let tls = config.tls.as_ref().map(|settings| {
-            previous
-                .and_then(|p| p.tls.as_ref())
-                .filter(|(tls, _)| tls.built_from(settings))
-                .cloned()
-                .unwrap_or_else(|| {
-                    let tls = Arc::new(PoolTls::new(settings));
-                    let client = UpstreamClient::with_tls(limits, Arc::clone(&tls));
-                    (tls, client)
-                })
-        });
+        let kept_tls = previous
+            .and_then(|p| p.tls.as_ref())
+            .filter(|tls| config.tls.as_ref().is_some_and(|s| tls.built_from(s)));
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|settings| kept_tls.map_or_else(|| Arc::new(PoolTls::new(settings)), Arc::clone));
         let backends: Vec<Backend> = config
             .backends
             .iter()
@@ -76,14 +72,26 @@ impl Pool {
                     Some(Arc::clone(&old.state))
                 });
                 let state = kept.unwrap_or_else(|| Arc::new(BackendState::new(b.weight)));
-                Backend::with_state(b.address, state)
-                    .resolved_from(b.origin.clone())
-                    .over_tls(tls.is_some())
+                let backend = Backend::with_state(b.address, state).resolved_from(b.origin.clone());
+                let Some(tls) = &tls else {
+                    return backend;
+                };
+                // A backend keeps its connections while the pool's TLS and its name stay.
+                let client = kept_tls
+                    .and_then(|_| previous?.backends.iter().find(|o| o.address == b.address))
+                    .filter(|o| o.origin == b.origin)
+                    .and_then(|o| o.client.clone())
+                    .unwrap_or_else(|| {
+                        Arc::new(UpstreamClient::to_tls_backend(
+                            limits,
+                            tls,
+                            b.address,
+                            b.origin.as_deref(),
+                        ))
+                    });
+                backend.over_tls(client)
             })
             .collect();
-        if let Some((tls, _)) = &tls {
-            tls.set_names(backends.iter().map(|b| (b.address, b.origin.as_deref())));
-        }
         if config.health.is_none() {
             for b in &backends {
                 b.state.health.reset();
@@ -102,11 +110,6 @@ impl Pool {
             policies,
             tls,
         }
-    }
-
-    /// The client for this pool's backends: its own when it speaks TLS, else `shared`.
-    pub fn client<'a>(&'a self, shared: &'a UpstreamClient) -> &'a UpstreamClient {
-        self.tls.as_ref().map_or(shared, |(_, client)| client)
     }
 
     /// The weight the config gives the backend at `address` (runtime changes aside).
