@@ -22,6 +22,9 @@
 #                          for an A/A check of the noise) and "direct" (wrk straight at
 #                          the first backend, no proxy)
 #   SWITCHYARD_BIN         use this binary instead of building one
+#   SWITCHYARD_BIN_B       the binary of the contender "switchyard-b": the same config
+#                          run by another build (e.g. another crypto provider), to
+#                          compare two builds in one run
 #   SWITCHYARD_LOG [warn]  Switchyard's log filter (--log-level, and RUST_LOG)
 #   ACCESS_LOG [0]         1: leave Switchyard's per-request access log on (HAProxy
 #                          logs nothing in either case)
@@ -153,7 +156,11 @@ for c in $CONTENDERS; do
     case $c in
         haproxy | haproxy-b | direct) ;;
         switchyard | switchyard-policy) need_switchyard=1 ;;
-        *) die "unknown contender '$c' (known: haproxy haproxy-b direct switchyard switchyard-policy)" ;;
+        switchyard-b)
+            need_switchyard=1
+            [[ -x ${SWITCHYARD_BIN_B:-} ]] || die "switchyard-b needs SWITCHYARD_BIN_B=path/to/switchyard"
+            ;;
+        *) die "unknown contender '$c' (known: haproxy haproxy-b direct switchyard switchyard-b switchyard-policy)" ;;
     esac
 done
 
@@ -333,7 +340,7 @@ EOF
 
 switchyard_flags=()
 start_switchyard() {
-    local name=$1 balance=$2 extra=$3 port admin
+    local name=$1 balance=$2 extra=$3 bin=${4:-$switchyard_bin} port admin
     port=$(free_port)
     admin=$(free_port)
     cat >"$tmp/$name.toml" <<EOF
@@ -365,7 +372,7 @@ EOF
         die "switchyard rejected $tmp/$name.toml (written for contender $name)"
     fi
     start_bg "$name" env RUST_LOG="$SWITCHYARD_LOG" TOKIO_WORKER_THREADS="$PROXY_THREADS" \
-        "${pin_px[@]}" "$switchyard_bin" "${switchyard_flags[@]}" --config "$tmp/$name.toml"
+        "${pin_px[@]}" "$bin" "${switchyard_flags[@]}" --config "$tmp/$name.toml"
     wait_listening "$name" "$last_pid" "$port"
     port_of[$name]=$port pid_of[$name]=$last_pid
 }
@@ -387,6 +394,7 @@ for c in $CONTENDERS; do
         haproxy | haproxy-b) start_haproxy "$c" ;;
         direct) port_of[$c]=$be1 pid_of[$c]=$pid_nginx ;;
         switchyard) start_switchyard "$c" "$NATIVE_BALANCE" "" ;;
+        switchyard-b) start_switchyard "$c" "$NATIVE_BALANCE" "" "$SWITCHYARD_BIN_B" ;;
         switchyard-policy)
             [[ -n $POLICY ]] || die "switchyard-policy needs POLICY=NAME"
             pcfg=$POLICY_CONFIG
