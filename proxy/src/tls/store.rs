@@ -100,7 +100,7 @@ struct Loaded {
 }
 
 /// A cert/key file pair: explicit in the config, or found in the directory.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Pair {
     from_directory: bool,
     cert: PathBuf,
@@ -211,49 +211,60 @@ impl CertStore {
                 return 1;
             }
         };
+        // What is loaded now; the lock is not held while files are read.
+        let known: HashMap<Pair, [u8; 32]> = self
+            .loaded
+            .lock()
+            .iter()
+            .map(|(pair, l)| (pair.clone(), l.digest))
+            .collect();
         let mut refused = 0;
-        let mut changed = false;
-        let mut loaded = self.loaded.lock();
-        let before = loaded.len();
-        loaded.retain(|pair, _| pairs.contains(pair));
-        if loaded.len() != before {
-            info!(listener = %self.listener, "certificate files removed from the directory are no longer served");
-            changed = true;
-        }
-        for pair in pairs {
-            let digest = match pair_digest(&pair) {
-                Ok(d) => d,
-                Err(e) => {
-                    refused += 1;
-                    self.refuse(&pair, &e.into(), loaded.contains_key(&pair));
-                    continue;
-                }
-            };
-            if loaded.get(&pair).is_some_and(|l| l.digest == digest) {
-                continue;
-            }
-            match load_pair(&pair) {
-                Ok((digest, cert)) => {
+        let mut fresh = Vec::new();
+        for pair in &pairs {
+            let outcome = read_pair(pair)
+                .map_err(CertError::from)
+                .and_then(|(cert, key)| {
+                    let digest = digest_of(&cert, &key);
+                    if known.get(pair) == Some(&digest) {
+                        return Ok(None);
+                    }
+                    parse_pair(pair, &cert, &key).map(|loaded| Some((digest, loaded)))
+                });
+            match outcome {
+                Ok(None) => {}
+                Ok(Some((digest, cert))) => {
                     info!(listener = %self.listener, certificate = %pair.cert.display(),
                         names = %cert.names.join(","), not_after = cert.not_after,
                         "certificate loaded");
                     self.counts.ok.fetch_add(1, Ordering::Relaxed);
-                    loaded.insert(
-                        pair,
-                        Loaded {
-                            digest,
-                            cert: Arc::new(cert),
-                        },
-                    );
-                    changed = true;
+                    fresh.push((pair.clone(), digest, cert));
                 }
                 Err(e) => {
                     refused += 1;
-                    self.refuse(&pair, &e, loaded.contains_key(&pair));
+                    self.refuse(pair, &e, known.contains_key(pair));
                 }
             }
         }
-        drop(loaded);
+        let changed = {
+            let mut loaded = self.loaded.lock();
+            let before = loaded.len();
+            loaded.retain(|pair, _| pairs.contains(pair));
+            let removed = loaded.len() != before;
+            if removed {
+                info!(listener = %self.listener, "certificate files removed from the directory are no longer served");
+            }
+            let added = !fresh.is_empty();
+            for (pair, digest, cert) in fresh {
+                loaded.insert(
+                    pair,
+                    Loaded {
+                        digest,
+                        cert: Arc::new(cert),
+                    },
+                );
+            }
+            removed || added
+        };
         if changed {
             self.rebuild();
         }
@@ -372,20 +383,19 @@ fn digest_of(cert: &[u8], key: &[u8]) -> [u8; 32] {
     digest.finalize().into()
 }
 
-fn pair_digest(pair: &Pair) -> Result<[u8; 32], PemError> {
-    let (cert, key) = read_pair(pair)?;
-    Ok(digest_of(&cert, &key))
-}
-
 fn load_pair(pair: &Pair) -> Result<([u8; 32], LoadedCert), CertError> {
     let (cert, key) = read_pair(pair)?;
+    let loaded = parse_pair(pair, &cert, &key)?;
+    Ok((digest_of(&cert, &key), loaded))
+}
+
+fn parse_pair(pair: &Pair, cert: &[u8], key: &[u8]) -> Result<LoadedCert, CertError> {
     let origin = if pair.cert == pair.key {
         pair.cert.display().to_string()
     } else {
         format!("{} + {}", pair.cert.display(), pair.key.display())
     };
-    let loaded = LoadedCert::from_pem(&cert, &pair.cert, &key, &pair.key, origin)?;
-    Ok((digest_of(&cert, &key), loaded))
+    LoadedCert::from_pem(cert, &pair.cert, key, &pair.key, origin)
 }
 
 fn parent_directory(path: &Path) -> PathBuf {
