@@ -195,3 +195,62 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(renew_before_days: u64) -> AcmeConfig {
+        AcmeConfig {
+            directory: "https://ca.test/dir".into(),
+            contact: Vec::new(),
+            storage: "acme".into(),
+            listener: "websecure".into(),
+            names: vec!["a.test".into()],
+            challenge: crate::config::AcmeChallenge::Http01,
+            ca: None,
+            renew_before: Duration::from_secs(renew_before_days * 86400),
+            retry_min: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+        }
+    }
+
+    fn cert(not_before: i64, not_after: i64) -> LoadedCert {
+        let c = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        let path = std::path::Path::new("a.pem");
+        let mut loaded = LoadedCert::from_pem(
+            c.cert.pem().as_bytes(),
+            path,
+            c.signing_key.serialize_pem().as_bytes(),
+            path,
+            "test".into(),
+        )
+        .unwrap();
+        loaded.not_before = not_before;
+        loaded.not_after = not_after;
+        loaded
+    }
+
+    #[test]
+    fn renews_ahead_of_expiry_or_a_third_of_a_short_lifetime_before() {
+        let day = 86400;
+        let now = 1_000 * day;
+        // 90-day certificate issued today, renewed 30 days before expiry: in 60 days.
+        let ninety = cert(now, now + 90 * day);
+        assert_eq!(
+            renewal_wait(&ninety, &config(30), now),
+            Duration::from_secs(60 * 86400)
+        );
+        // 6-day certificate: 30 days ahead would be at once; a third of it is 2 days.
+        let six = cert(now, now + 6 * day);
+        assert_eq!(
+            renewal_wait(&six, &config(30), now),
+            Duration::from_secs(4 * 86400)
+        );
+        // Already due: no wait.
+        assert_eq!(
+            renewal_wait(&ninety, &config(30), now + 70 * day),
+            Duration::ZERO
+        );
+    }
+}
