@@ -645,6 +645,8 @@ async fn pools_speak_tls_to_backends_with_a_private_ca_client_certificates_and_h
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "health probes over TLS did not see the backend up");
+    // Its probes would keep reaching the backend (over h2) during the checks below.
+    proxy.server.shutdown(Duration::from_secs(2)).await;
 
     // Without the client certificate the backend refuses the handshake: a 502, and
     // the probes mark it down.
@@ -670,6 +672,7 @@ async fn pools_speak_tls_to_backends_with_a_private_ca_client_certificates_and_h
         down,
         "health probes without a client certificate did not mark the backend down"
     );
+    proxy.server.shutdown(Duration::from_secs(2)).await;
 
     // A CA that did not sign the backend's certificate: verification fails.
     let wrong_ca_file = dir.join("wrong-ca.pem");
@@ -723,6 +726,31 @@ fn broken_tls_files_are_config_errors_with_their_location() {
     assert!(message.contains("t.toml:10:"), "{message}");
     assert!(message.contains("pool.app.tls"), "{message}");
     assert!(message.contains("no PEM certificate"), "{message}");
+
+    // A pair whose key belongs to another certificate passes validation (both files
+    // exist and parse) but not loading, which names the pair's key.
+    let ca = TestCa::new("config CA");
+    let (good_cert, good_key) = write_pair(&dir, "good", &ca.server(&["good.test"]));
+    let (bad_cert, _) = write_pair(&dir, "bad", &ca.server(&["bad.test"]));
+    let text = format!(
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\", certificates = [{{ cert = \"{}\", key = \"{}\" }}] }}\n",
+        path(&good_cert),
+        path(&good_key),
+        path(&bad_cert),
+        path(&good_key)
+    );
+    let config = switchyard::config::Config::parse(Path::new("t.toml"), &text).unwrap();
+    let tls = config.listeners[0].tls.as_ref().unwrap();
+    let registry = switchyard::tls::TlsRegistry::new();
+    let Err(error) = switchyard::server::build_acceptor("web", tls, &registry) else {
+        panic!("a pair with a foreign key was accepted");
+    };
+    assert_eq!(
+        error.field().as_deref(),
+        Some("listener[0].tls.certificates[0].key")
+    );
+    assert!(error.to_string().contains("does not match"), "{error}");
 
     let text =
         "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\ntls = { min_version = \"1.3\" }\n";

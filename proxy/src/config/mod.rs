@@ -131,6 +131,9 @@ pub struct ListenerTlsConfig {
     pub alpn: Vec<String>,
     /// `[acme]` obtains certificates for this listener (and TLS-ALPN-01 is answered).
     pub acme: bool,
+    /// Where the table is in the file (`listener[0].tls`), for errors found when the
+    /// certificates are loaded.
+    pub field: String,
 }
 
 /// A certificate chain file and its private key file.
@@ -138,6 +141,9 @@ pub struct ListenerTlsConfig {
 pub struct CertificatePair {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Where the pair is in the file: `listener[0].tls` (its `cert` and `key`) or
+    /// `listener[0].tls.certificates[1]`.
+    pub field: String,
 }
 
 /// A TLS protocol version floor.

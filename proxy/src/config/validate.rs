@@ -182,6 +182,7 @@ fn listener_tls(
         (Some(cert), Some(key)) => certificates.push(CertificatePair {
             cert: existing_file(cert, base_dir, &format!("{field}.cert"), r),
             key: existing_file(key, base_dir, &format!("{field}.key"), r),
+            field: field.clone(),
         }),
         (Some(cert), None) => r.at(
             cert.span(),
@@ -196,7 +197,9 @@ fn listener_tls(
         (None, None) => {}
     }
     for (i, pair) in t.certificates.iter().enumerate() {
+        let pair_field = format!("{field}.certificates[{i}]");
         certificates.push(CertificatePair {
+            field: pair_field,
             cert: existing_file(
                 &pair.cert,
                 base_dir,
@@ -252,6 +255,7 @@ fn listener_tls(
         min_version,
         alpn: alpn(t.alpn.as_ref(), &format!("{field}.alpn"), r),
         acme: false,
+        field,
     }
 }
 

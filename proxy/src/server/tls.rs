@@ -27,9 +27,27 @@ const SESSION_CACHE: usize = 16 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error(transparent)]
-    Certificates(#[from] StoreError),
+    Certificates(Box<StoreError>),
     #[error("TLS settings rejected: {0}")]
     Rustls(#[from] rustls::Error),
+}
+
+impl From<StoreError> for TlsError {
+    fn from(e: StoreError) -> Self {
+        TlsError::Certificates(Box::new(e))
+    }
+}
+
+impl TlsError {
+    /// The config field the error is about (`listener[0].tls.key`,
+    /// `listener[0].tls.certificates[1].cert`, `listener[0].tls.directory`), to
+    /// locate it in the file; `None` for the `tls` table as a whole.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            TlsError::Certificates(e) => e.field(),
+            TlsError::Rustls(_) => None,
+        }
+    }
 }
 
 /// A TLS listener's acceptor and the certificate store behind it.

@@ -22,10 +22,17 @@ use crate::config::{CertificatePair, ListenerTlsConfig};
 /// Why a listener's certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(transparent)]
-    Certificate(#[from] CertError),
+    /// A pair did not load; `field` is where it is configured (see [`StoreError::field`]).
+    #[error("{source}")]
+    Pair {
+        field: String,
+        key: PathBuf,
+        #[source]
+        source: Box<CertError>,
+    },
     #[error("{path}: cannot list the certificate directory: {source}")]
     Directory {
+        field: String,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -34,6 +41,32 @@ pub enum StoreError {
     Empty,
     #[error("default = \"{0}\" matches none of the certificates")]
     NoDefault(String),
+}
+
+impl StoreError {
+    /// The config field the error is about, relative to nothing:
+    /// `listener[0].tls.key`, `listener[0].tls.certificates[1].cert`,
+    /// `listener[0].tls.directory`; `None` when it is the table as a whole.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            StoreError::Pair { field, key, source } if !field.ends_with(".directory") => {
+                let about_key = match source.as_ref() {
+                    CertError::Pem(PemError::Read { path, .. })
+                    | CertError::Pem(PemError::Malformed { path, .. }) => path == key,
+                    CertError::Pem(PemError::NoKey { .. }) | CertError::KeyMismatch { .. } => true,
+                    _ => false,
+                };
+                Some(format!(
+                    "{field}.{}",
+                    if about_key { "key" } else { "cert" }
+                ))
+            }
+            StoreError::Pair { field, .. } | StoreError::Directory { field, .. } => {
+                Some(field.clone())
+            }
+            StoreError::Empty | StoreError::NoDefault(_) => None,
+        }
+    }
 }
 
 /// The certificates of a listener as one handshake sees them.
@@ -105,6 +138,8 @@ struct Pair {
     from_directory: bool,
     cert: PathBuf,
     key: PathBuf,
+    /// Where it is configured (the pair's table, or the `directory` key).
+    field: String,
 }
 
 /// One listener's certificates: where they come from, the last good load of each
@@ -114,6 +149,8 @@ pub struct CertStore {
     listener: Arc<str>,
     pairs: Vec<CertificatePair>,
     directory: Option<PathBuf>,
+    /// Where the `tls` table is in the file.
+    field: String,
     default: Option<String>,
     acme: Option<Arc<AcmeSlot>>,
     loaded: Mutex<BTreeMap<Pair, Loaded>>,
@@ -133,6 +170,7 @@ impl CertStore {
             listener: listener.into(),
             pairs: config.certificates.clone(),
             directory: config.directory.clone(),
+            field: config.field.clone(),
             default: config.default.clone(),
             acme: config.acme.then(|| registry.acme_slot(listener)),
             loaded: Mutex::new(BTreeMap::new()),
@@ -142,7 +180,11 @@ impl CertStore {
         let pairs = store.pairs()?;
         let mut loaded = BTreeMap::new();
         for pair in pairs {
-            let (digest, cert) = load_pair(&pair)?;
+            let (digest, cert) = load_pair(&pair).map_err(|source| StoreError::Pair {
+                field: pair.field.clone(),
+                key: pair.key.clone(),
+                source: Box::new(source),
+            })?;
             loaded.insert(
                 pair,
                 Loaded {
@@ -332,10 +374,11 @@ impl CertStore {
                 from_directory: false,
                 cert: p.cert.clone(),
                 key: p.key.clone(),
+                field: p.field.clone(),
             })
             .collect();
         if let Some(dir) = &self.directory {
-            pairs.extend(directory_pairs(dir)?);
+            pairs.extend(directory_pairs(dir, &format!("{}.directory", self.field))?);
         }
         Ok(pairs)
     }
@@ -343,8 +386,9 @@ impl CertStore {
 
 /// Certificates in a directory: every `*.pem`, `*.crt` or `*.cer` file, with its key
 /// in the file of the same stem ending in `.key`, or in the same file.
-fn directory_pairs(dir: &Path) -> Result<Vec<Pair>, StoreError> {
+fn directory_pairs(dir: &Path, field: &str) -> Result<Vec<Pair>, StoreError> {
     let entries = std::fs::read_dir(dir).map_err(|source| StoreError::Directory {
+        field: field.to_string(),
         path: dir.to_path_buf(),
         source,
     })?;
@@ -365,6 +409,7 @@ fn directory_pairs(dir: &Path) -> Result<Vec<Pair>, StoreError> {
             from_directory: true,
             cert: path,
             key,
+            field: field.to_string(),
         });
     }
     pairs.sort();
