@@ -648,10 +648,10 @@ async fn pools_speak_tls_to_backends_with_a_private_ca_client_certificates_and_h
     // Its probes would keep reaching the backend (over h2) during the checks below.
     proxy.server.shutdown(Duration::from_secs(2)).await;
 
-    // Without the client certificate the backend refuses the handshake: a 502, and
-    // the probes mark it down.
+    // Without the client certificate the backend refuses the handshake: a 502 (no
+    // health check here, so the request itself meets the refusal)...
     let no_client_cert = format!(
-        "tls = {{ sni = \"backend.test\", ca = \"{}\" }}\n{health}",
+        "tls = {{ sni = \"backend.test\", ca = \"{}\" }}\n",
         path(&server_ca_file)
     );
     let proxy = start_proxy(&simple_config(&[&backend], &no_client_cert)).await;
@@ -660,6 +660,12 @@ async fn pools_speak_tls_to_backends_with_a_private_ca_client_certificates_and_h
         code, 502,
         "a backend requiring mTLS answered without a client certificate"
     );
+    // ...and probes with the same settings mark it down.
+    let proxy = start_proxy(&simple_config(
+        &[&backend],
+        &format!("{no_client_cert}{health}"),
+    ))
+    .await;
     let mut down = false;
     for _ in 0..100 {
         if status(&proxy).await["pools"][0]["backends"][0]["health"] == "down" {
