@@ -15,7 +15,9 @@ use super::{
     HashOn, HealthConfig, Limits, ListenerConfig, MAX_WEIGHT, OnError, PluginConfig, PoolConfig,
     ProbeKind, RetryConfig, RetryOn, RouteConfig, TlsConfig,
 };
-use crate::plugin::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, PluginKind, PluginSpec};
+use crate::plugin::{
+    DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_REQUEST_PATH_TIMEOUT, PluginKind, PluginSpec,
+};
 
 const BALANCE_CHOICES: &str = "round-robin, weighted, least-request, hash";
 const RETRY_ON_CHOICES: &str = "connect-failure, reset, timeout, 502, 503, 504";
@@ -295,7 +297,16 @@ fn plugins(
         let timeout = s.timeout.as_ref().map_or(DEFAULT_TIMEOUT, |t| {
             let (min, max) = crate::plugin::TIMEOUT_RANGE;
             let value = t.get_ref().0;
-            if !(min..=max).contains(&value) {
+            if kind.on_request_path() && !(min..=MAX_REQUEST_PATH_TIMEOUT).contains(&value) {
+                r.at(
+                    t.span(),
+                    format!("{field}.timeout"),
+                    format!(
+                        "must be between {min:?} and {MAX_REQUEST_PATH_TIMEOUT:?}: a {} plugin runs inline on the request path, where a call holds a worker thread",
+                        kind.world()
+                    ),
+                );
+            } else if !(min..=max).contains(&value) {
                 r.at(
                     t.span(),
                     format!("{field}.timeout"),
