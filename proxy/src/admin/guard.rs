@@ -75,13 +75,18 @@ pub fn json_body(headers: &HeaderMap) -> bool {
 }
 
 /// Why the browser's own headers say a request comes from another site, if they do:
-/// an `Origin` other than the admin API's own (`http://` + `Host`), or
-/// `Sec-Fetch-Site` other than `same-origin` or `none` (typed by the user).
+/// an `Origin` other than the admin API's own (its scheme and `Host`: `https` too,
+/// for an admin API behind a TLS-terminating proxy), or `Sec-Fetch-Site` other than
+/// `same-origin` or `none` (typed by the user).
 pub fn cross_site(headers: &HeaderMap, host: Option<&str>) -> Option<String> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let own = host.map(|h| format!("http://{}", h.trim()));
-        if !own.is_some_and(|own| own.eq_ignore_ascii_case(origin)) {
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        let same =
+            matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h.trim()));
+        if !same {
             return Some(format!("Origin `{origin}`"));
         }
     }
@@ -166,6 +171,12 @@ mod tests {
         h.insert(header::ORIGIN, "http://127.0.0.1:8000".parse().unwrap());
         assert!(cross_site(&h, host).is_some());
         h.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(cross_site(&h, host).is_some());
+        h.insert(header::ORIGIN, "https://127.0.0.1:9901".parse().unwrap());
+        assert_eq!(cross_site(&h, host), None, "behind a TLS proxy");
+        h.insert(header::ORIGIN, "https://127.0.0.1:99011".parse().unwrap());
+        assert!(cross_site(&h, host).is_some());
+        h.insert(header::ORIGIN, "ftp://127.0.0.1:9901".parse().unwrap());
         assert!(cross_site(&h, host).is_some());
     }
 }
