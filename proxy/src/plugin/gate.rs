@@ -18,6 +18,17 @@ use std::time::Duration;
 /// Average call time above which a plugin counts as slow for the gate.
 pub const SLOW_CALL: Duration = Duration::from_millis(2);
 
+/// Folds one call's time (`sample_ns`) into a plugin's running average (`average_ns`),
+/// weight 1/16. A sample counts for at most four times the average plus
+/// [`SLOW_CALL`]: one call that stalled because its thread was descheduled does not
+/// make a fast plugin look slow, while a plugin that is slow call after call
+/// crosses [`SLOW_CALL`] within a few calls.
+pub fn next_average(average_ns: u64, sample_ns: u64) -> u64 {
+    let slow = SLOW_CALL.as_nanos() as u64;
+    let sample = sample_ns.min(average_ns.saturating_mul(4).saturating_add(slow));
+    average_ns - average_ns / 16 + sample / 16
+}
+
 /// See the module docs. One per plugin registry (one per proxy).
 #[derive(Debug, Default)]
 pub struct InlineGate {
@@ -82,6 +93,24 @@ impl InlineGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_stall_does_not_make_a_fast_plugin_slow_but_slowness_shows_quickly() {
+        let slow = SLOW_CALL.as_nanos() as u64;
+        let mut fast = 0;
+        for _ in 0..100 {
+            fast = next_average(fast, 5_000);
+        }
+        let stalled = next_average(fast, 50_000_000);
+        assert!(stalled < slow / 4, "one 50 ms stall: {stalled} ns");
+        let mut slowly = 0;
+        let mut calls = 0;
+        while slowly <= slow {
+            slowly = next_average(slowly, 20_000_000);
+            calls += 1;
+        }
+        assert!(calls <= 10, "a 20 ms plugin looks slow after {calls} calls");
+    }
 
     #[test]
     fn a_full_gate_sheds_slow_plugins_only() {

@@ -150,13 +150,14 @@ impl<W: World> Instances<W> {
         Duration::from_nanos(self.guest_ns.load(Ordering::Relaxed))
     }
 
-    /// Folds one call's time into [`Instances::typical_call`] (weight 1/16; a
-    /// lost update between racing threads does not matter).
+    /// Folds one call's time into [`Instances::typical_call`] (see
+    /// [`next_average`](super::gate::next_average); a lost update between racing
+    /// threads does not matter).
     fn note_guest_time(&self, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let old = self.guest_ns.load(Ordering::Relaxed);
-        let new = old - old / 16 + ns / 16;
-        self.guest_ns.store(new, Ordering::Relaxed);
+        self.guest_ns
+            .store(super::gate::next_average(old, ns), Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self) -> &PluginStats {
