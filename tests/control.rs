@@ -175,7 +175,7 @@ async fn admin_token_is_required_when_configured_and_off_loopback() {
 
     let config = simple_config(&[&a], "").replace(
         "[admin]\nlisten = \"127.0.0.1:0\"",
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret-s3cret-s3cret\"",
     );
     let proxy = start_proxy(&config).await;
     let path = format!("/pools/app/backends/{}/disable", a.addr);
@@ -195,11 +195,13 @@ async fn admin_token_is_required_when_configured_and_off_loopback() {
     );
     let req = Request::post(format!("http://{}{path}", proxy.admin))
         .header("authorization", "Bearer wrong")
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::new()))
         .unwrap();
     assert_eq!(client().request(req).await.unwrap().status(), 401);
     let req = Request::post(format!("http://{}{path}", proxy.admin))
-        .header("authorization", "Bearer s3cret")
+        .header("authorization", "Bearer s3cret-s3cret-s3cret")
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::new()))
         .unwrap();
     assert_eq!(client().request(req).await.unwrap().status(), 200);

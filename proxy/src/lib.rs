@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod address_policy;
 pub mod admin;
 pub mod balance;
 pub mod breaker;

@@ -49,7 +49,8 @@ enum Command {
     },
     /// Talk to a running proxy's admin API.
     Ctl {
-        /// Admin address (host:port).
+        /// Admin address (host:port). A host name other than `localhost` must be in the
+        /// proxy's `admin.allowed_hosts`.
         #[arg(long, default_value = "127.0.0.1:9901", env = "SWITCHYARD_ADMIN")]
         admin: String,
         /// Bearer token for the admin API.
@@ -90,7 +91,7 @@ enum CtlAction {
     },
     /// Move a route to another pool (blue/green).
     Switch { route: String, pool: String },
-    /// Split a route across pools, e.g. `blue=90 green=10`.
+    /// Split a route across pools by percentage (adding up to 100), e.g. `blue=90 green=10`.
     Split {
         route: String,
         #[arg(required = true)]

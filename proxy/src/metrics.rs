@@ -5,6 +5,8 @@
 //! read from the live snapshot at scrape time by a collector, so removed backends
 //! disappear from `/metrics` without bookkeeping.
 
+mod control;
+
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -22,6 +24,8 @@ use crate::health::HealthStatus;
 use crate::plugin::DURATION_BUCKETS_NS;
 use crate::policy::PluginRegistry;
 use crate::state::Snapshot;
+
+pub use control::ControlMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteClassLabels {
@@ -113,6 +117,7 @@ pub struct Metrics {
     shadow: Family<ShadowLabels, Counter>,
     snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
     plugins: Arc<OnceLock<Arc<PluginRegistry>>>,
+    control: ControlMetrics,
 }
 
 impl Default for Metrics {
@@ -219,6 +224,7 @@ impl Metrics {
         registry.register_collector(Box::new(PluginCollector {
             registry: Arc::clone(&plugins),
         }));
+        let control = ControlMetrics::register(&mut registry);
         Self {
             registry,
             requests,
@@ -237,7 +243,13 @@ impl Metrics {
             shadow,
             snapshot,
             plugins,
+            control,
         }
+    }
+
+    /// The control plane's counters (admin API, state file, shed plugin calls).
+    pub fn control(&self) -> &ControlMetrics {
+        &self.control
     }
 
     /// Lets the scrape-time collector read plugin call statistics.

@@ -415,14 +415,12 @@ impl Load {
 pub async fn start_watched_proxy(
     file: &Path,
 ) -> (TestProxy, Arc<Mutex<notify::RecommendedWatcher>>) {
-    let server = Server::start(
-        Config::load(file).unwrap_or_else(|e| panic!("bad test config:\n{e}")),
-        ServerOptions { access_log: false },
-    )
-    .await
-    .expect("proxy starts");
-    let admin =
-        switchyard::admin::start(Arc::clone(&server), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = Config::load(file).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
+    let admin_listen = config.admin.listen;
+    let server = Server::start(config, ServerOptions { access_log: false })
+        .await
+        .expect("proxy starts");
+    let admin = switchyard::admin::start(Arc::clone(&server), admin_listen).unwrap();
     let watcher = switchyard::reload::watch(Arc::clone(&server), file.to_path_buf()).unwrap();
     let web = server.listener_address("web").unwrap();
     (TestProxy { server, web, admin }, watcher)
@@ -449,7 +447,9 @@ pub fn assert_promtool_accepts(metrics: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
     else {
-        skip_or_fail("promtool not installed (apt-get install prometheus): skipping `promtool check metrics`");
+        skip_or_fail(
+            "promtool not installed (apt-get install prometheus): skipping `promtool check metrics`",
+        );
         return;
     };
     promtool
@@ -467,7 +467,8 @@ pub fn assert_promtool_accepts(metrics: &str) {
     );
 }
 
-/// Calls the admin API; returns the status and the JSON answer (`Null` when not JSON).
+/// Calls the admin API as a tool does (`Content-Type: application/json`, like
+/// `switchyard ctl`); returns the status and the JSON answer (`Null` when not JSON).
 pub async fn admin_call(
     proxy: &TestProxy,
     method: &str,
@@ -477,6 +478,7 @@ pub async fn admin_call(
     let req = Request::builder()
         .method(method)
         .uri(format!("http://{}{path}", proxy.admin))
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
     let resp = client().request(req).await.unwrap();

@@ -53,9 +53,16 @@ pub struct AdminSection {
     #[serde(default = "default_admin_listen")]
     pub listen: Spanned<SocketAddr>,
     /// Bearer token required on admin requests; mandatory off loopback.
-    pub token: Option<String>,
+    pub token: Option<Spanned<String>>,
     /// Where runtime changes are kept across restarts (relative to this file).
     pub state_file: Option<String>,
+    /// Host names (besides the listener's address and loopback names) the admin API
+    /// answers to; any other `Host` is refused, which stops DNS rebinding.
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
+    /// CIDR networks that backends added at run time must belong to.
+    pub backend_networks: Option<Vec<Spanned<String>>>,
+    /// Admin connections served at once.
+    pub max_connections: Option<Spanned<usize>>,
 }
 
 fn default_admin_listen() -> Spanned<SocketAddr> {
@@ -68,6 +75,9 @@ impl Default for AdminSection {
             listen: default_admin_listen(),
             token: None,
             state_file: None,
+            allowed_hosts: None,
+            backend_networks: None,
+            max_connections: None,
         }
     }
 }

@@ -20,7 +20,7 @@ use http::HeaderName;
 use crate::plugin::PluginSpec;
 
 pub use duration::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
-pub use error::{ConfigError, Problem, line_column};
+pub use error::{ConfigError, Located, Problem, line_column};
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
@@ -34,6 +34,9 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// WebAssembly policy plugins, by name.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Where the settings that can fail at run time (addresses to bind, files to
+    /// read) were written, by field name, so such failures name file, line and field.
+    pub locations: BTreeMap<String, (usize, usize)>,
 }
 
 impl Config {
@@ -52,6 +55,18 @@ impl Config {
             toml::from_str(text).map_err(|e| error::Reporter::from_toml(path, text, &e))?;
         validate::validate(path, text, file)
     }
+
+    /// Where `field` (e.g. `listener[0].listen`) is set in the file, for errors that
+    /// only show when the config is applied (a port in use, an unreadable certificate).
+    pub fn locate(&self, field: &str) -> Located {
+        let (line, column) = self.locations.get(field).copied().unwrap_or((0, 0));
+        Located {
+            file: self.source.display().to_string(),
+            line,
+            column,
+            field: field.to_string(),
+        }
+    }
 }
 
 /// The admin listener's settings.
@@ -62,10 +77,24 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// State file for runtime changes, resolved against the config's directory.
     pub state_file: Option<PathBuf>,
+    /// Lower-case host names the admin API answers to besides its own address and
+    /// loopback names (`Host` checks stop DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// When not empty, backends added at run time must be inside one of these.
+    pub backend_networks: Vec<ipnet::IpNet>,
+    /// Admin connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
+/// Shortest bearer token accepted: 16 bytes keeps guessing out of reach of the
+/// per-client failure limit.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// Default of `admin.max_connections`: the admin API is for a few operators and tools.
+pub const DEFAULT_ADMIN_CONNECTIONS: usize = 64;
+
 /// Timeouts and caps; defaults follow `shared/reference/limits-and-defaults.md`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// A client must send a whole request head within this time.
     pub header_read_timeout: Duration,

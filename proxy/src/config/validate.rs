@@ -11,11 +11,14 @@ use toml::Spanned;
 use super::error::Reporter;
 use super::file::{self, FileConfig, StatusSpec};
 use super::{
-    AdminConfig, BackendConfig, BalanceKind, BreakerConfig, Config, ConfigError, FailoverConfig,
-    HashOn, HealthConfig, Limits, ListenerConfig, MAX_WEIGHT, OnError, PluginConfig, PoolConfig,
-    ProbeKind, RetryConfig, RetryOn, RouteConfig, TlsConfig,
+    AdminConfig, BackendConfig, BalanceKind, BreakerConfig, Config, ConfigError,
+    DEFAULT_ADMIN_CONNECTIONS, FailoverConfig, HashOn, HealthConfig, Limits, ListenerConfig,
+    MAX_WEIGHT, MIN_TOKEN_BYTES, OnError, PluginConfig, PoolConfig, ProbeKind, RetryConfig,
+    RetryOn, RouteConfig, TlsConfig,
 };
-use crate::plugin::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, PluginKind, PluginSpec};
+use crate::plugin::{
+    DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_REQUEST_PATH_TIMEOUT, PluginKind, PluginSpec,
+};
 
 const BALANCE_CHOICES: &str = "round-robin, weighted, least-request, hash";
 const RETRY_ON_CHOICES: &str = "connect-failure, reset, timeout, 502, 503, 504";
@@ -39,35 +42,141 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         );
     }
 
-    let token = file
-        .admin
-        .token
-        .clone()
-        .or_else(|| std::env::var("SWITCHYARD_ADMIN_TOKEN").ok())
-        .filter(|t| !t.is_empty());
-    if !admin_listen.ip().is_loopback() && token.is_none() {
-        r.at(
-            file.admin.listen.span(),
-            "admin.listen",
-            format!(
-                "the admin API on non-loopback address {admin_listen} needs a bearer token: set admin.token or SWITCHYARD_ADMIN_TOKEN"
-            ),
-        );
-    }
+    let admin = admin(&file.admin, &base_dir, &mut r);
+    let locations = locations(&file, &r);
     let config = Config {
         source: path.to_path_buf(),
-        admin: AdminConfig {
-            listen: admin_listen,
-            token,
-            state_file: file.admin.state_file.as_ref().map(|f| base_dir.join(f)),
-        },
+        admin,
         limits,
         listeners,
         routes,
         pools,
         plugins,
+        locations,
     };
     r.finish(config)
+}
+
+/// The `[admin]` table: the token rules (mandatory off loopback, long enough), the
+/// host names it answers to, the networks runtime backends may come from.
+fn admin(section: &file::AdminSection, base_dir: &Path, r: &mut Reporter<'_>) -> AdminConfig {
+    let listen = *section.listen.get_ref();
+    let from_env = std::env::var("SWITCHYARD_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let token = match &section.token {
+        Some(t) if !t.get_ref().is_empty() => Some((t.get_ref().clone(), t.span(), "admin.token")),
+        _ => from_env.map(|t| (t, 0..0, "SWITCHYARD_ADMIN_TOKEN")),
+    };
+    if let Some((value, span, field)) = &token
+        && value.len() < MIN_TOKEN_BYTES
+    {
+        r.at(
+            span.clone(),
+            *field,
+            format!(
+                "the bearer token is {} bytes; use at least {MIN_TOKEN_BYTES} (e.g. `openssl rand -hex 24`)",
+                value.len()
+            ),
+        );
+    }
+    if !listen.ip().is_loopback() && token.is_none() {
+        r.at(
+            section.listen.span(),
+            "admin.listen",
+            format!(
+                "the admin API on non-loopback address {listen} needs a bearer token: set admin.token or SWITCHYARD_ADMIN_TOKEN"
+            ),
+        );
+    }
+    let allowed_hosts = section
+        .allowed_hosts
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = h.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !valid {
+                r.at(
+                    h.span(),
+                    format!("admin.allowed_hosts[{i}]"),
+                    format!(
+                        "`{}` is not a host name (no port, scheme or wildcard: e.g. \"admin.example.com\")",
+                        h.get_ref()
+                    ),
+                );
+            }
+            host
+        })
+        .collect();
+    let backend_networks = section
+        .backend_networks
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, n)| match n.get_ref().trim().parse::<ipnet::IpNet>() {
+            Ok(net) => Some(net.trunc()),
+            Err(_) => {
+                r.at(
+                    n.span(),
+                    format!("admin.backend_networks[{i}]"),
+                    format!(
+                        "`{}` is not a network in CIDR form such as \"10.0.0.0/8\" or \"fd00::/8\"",
+                        n.get_ref()
+                    ),
+                );
+                None
+            }
+        })
+        .collect();
+    let max_connections = section
+        .max_connections
+        .as_ref()
+        .map_or(DEFAULT_ADMIN_CONNECTIONS, |m| {
+            if *m.get_ref() == 0 {
+                r.at(m.span(), "admin.max_connections", "must be at least 1");
+            }
+            (*m.get_ref()).max(1)
+        });
+    AdminConfig {
+        listen,
+        token: token.map(|(value, _, _)| value),
+        state_file: section.state_file.as_ref().map(|f| base_dir.join(f)),
+        allowed_hosts,
+        backend_networks,
+        max_connections,
+    }
+}
+
+/// Where the settings that can only fail when applied are written (see
+/// [`Config::locate`]).
+fn locations(file: &FileConfig, r: &Reporter<'_>) -> BTreeMap<String, (usize, usize)> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "admin.listen".to_string(),
+        r.position(file.admin.listen.span()),
+    );
+    for (i, l) in file.listeners.iter().enumerate() {
+        out.insert(format!("listener[{i}].listen"), r.position(l.listen.span()));
+        if let Some(tls) = &l.tls {
+            out.insert(
+                format!("listener[{i}].tls.cert"),
+                r.position(tls.cert.span()),
+            );
+            out.insert(format!("listener[{i}].tls.key"), r.position(tls.key.span()));
+        }
+    }
+    for (name, p) in &file.plugins {
+        out.insert(
+            format!("plugin.{name}.path"),
+            r.position(p.get_ref().path.span()),
+        );
+    }
+    out
 }
 
 fn limits(section: &file::LimitsSection, r: &mut Reporter<'_>) -> Limits {
@@ -295,7 +404,16 @@ fn plugins(
         let timeout = s.timeout.as_ref().map_or(DEFAULT_TIMEOUT, |t| {
             let (min, max) = crate::plugin::TIMEOUT_RANGE;
             let value = t.get_ref().0;
-            if !(min..=max).contains(&value) {
+            if kind.on_request_path() && !(min..=MAX_REQUEST_PATH_TIMEOUT).contains(&value) {
+                r.at(
+                    t.span(),
+                    format!("{field}.timeout"),
+                    format!(
+                        "must be between {min:?} and {MAX_REQUEST_PATH_TIMEOUT:?}: a {} plugin runs inline on the request path, where a call holds a worker thread",
+                        kind.world()
+                    ),
+                );
+            } else if !(min..=max).contains(&value) {
                 r.at(
                     t.span(),
                     format!("{field}.timeout"),

@@ -110,6 +110,12 @@ impl RoutingPlugin {
         &self.wanted
     }
 
+    /// The recent average time of one call inside the plugin (instantiation not
+    /// counted), for [`InlineGate`](super::InlineGate).
+    pub fn typical_call(&self) -> std::time::Duration {
+        self.instances.typical_call()
+    }
+
     /// Asks the plugin where `req` should go. The result is validated: a
     /// backend index is one of `candidates`, a response is well-formed.
     /// Fails with the plugin's error (trap, timeout, ...) or `Quarantined`.

@@ -48,7 +48,7 @@ pub struct ListenerContext {
 }
 
 /// Accepts until `stop_accepting` fires, within the global connection cap.
-pub async fn accept_loop(listener: TcpListener, ctx: ListenerContext) {
+pub async fn accept_loop(listener: Arc<TcpListener>, ctx: ListenerContext) {
     let builder = Arc::new(http_builder(&ctx.limits));
     loop {
         let permit = tokio::select! {

@@ -2,12 +2,15 @@
 //! with config application (start and reload) and graceful shutdown.
 
 mod activity;
+mod admin_slot;
+mod cap;
 mod listener;
+mod listeners;
 mod members;
 mod rollouts;
+mod state_file;
 mod tls;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,17 +18,18 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use activity::{ActivityIo, ConnActivity, Expiry};
+pub use admin_slot::AdminServe;
+pub use cap::ConnectionCap;
 pub use listener::bind;
 pub use members::MemberError;
 pub use tls::TlsError;
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, Located};
 use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
@@ -34,24 +38,51 @@ use crate::state::Snapshot;
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
 use crate::upstream::UpstreamClient;
 
-/// Why the server could not start or apply a config.
+/// Why the server could not start or apply a config. Each names the file, line and
+/// field at fault; the running config is untouched.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("listener `{name}`: cannot listen on {address}: {source}")]
+    #[error("{at}: listener `{name}` cannot listen on {address}: {source}")]
     Bind {
+        at: Box<Located>,
         name: String,
         address: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("listener `{name}`: {source}")]
+    #[error("{at}: listener `{name}`: {source}")]
     Tls {
+        at: Box<Located>,
         name: String,
         #[source]
         source: TlsError,
     },
-    #[error("{0}")]
-    Plugin(#[from] PluginLoadError),
+    #[error("{at}: the admin listener cannot listen on {address}: {source}")]
+    AdminBind {
+        at: Box<Located>,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{at}: {source}")]
+    Plugin {
+        at: Box<Located>,
+        #[source]
+        source: PluginLoadError,
+    },
+}
+
+impl StartError {
+    fn plugin(config: &Config, source: PluginLoadError) -> Self {
+        let field = source.plugin().map_or_else(
+            || "plugin".to_string(),
+            |name| format!("plugin.{name}.path"),
+        );
+        StartError::Plugin {
+            at: Box::new(config.locate(&field)),
+            source,
+        }
+    }
 }
 
 /// Settings that come from the command line rather than the config file.
@@ -67,32 +98,29 @@ impl Default for ServerOptions {
     }
 }
 
-struct RunningListener {
-    config: ListenerConfig,
-    address: SocketAddr,
-    stop: CancellationToken,
-}
-
 /// A started proxy. Cheap to share (`Arc<Server>`); the admin API and the reloader use it.
 pub struct Server {
     proxy: Arc<Proxy>,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    listeners: Mutex<HashMap<String, RunningListener>>,
+    listeners: Mutex<listeners::ListenerSet>,
     apply_lock: tokio::sync::Mutex<()>,
     overrides: Mutex<Overrides>,
     plugins: Arc<PluginRegistry>,
     health: HealthSupervisor,
-    connections: Arc<Semaphore>,
+    connections: ConnectionCap,
     tracker: TaskTracker,
     drain: CancellationToken,
     shutdown: CancellationToken,
     ready: AtomicBool,
-    admin_address: Mutex<Option<SocketAddr>>,
+    admin: Mutex<Option<admin_slot::AdminSlot>>,
+    admin_connections: ConnectionCap,
     config_path: Mutex<Option<std::path::PathBuf>>,
     /// The config as loaded, before runtime backend changes are laid over it.
     base_config: Mutex<Arc<Config>>,
     members: Mutex<crate::membership::RuntimeBackends>,
     rollouts: crate::rollout::Rollouts,
+    state_writer: crate::persist::StateWriter,
+    state_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Server {
@@ -101,7 +129,10 @@ impl Server {
     pub async fn start(config: Config, options: ServerOptions) -> Result<Arc<Server>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let plugins = Arc::new(PluginRegistry::new());
-        let prepared = plugins.prepare(&config, FileCheck::Reread).await?;
+        let prepared = plugins
+            .prepare(&config, FileCheck::Reread)
+            .await
+            .map_err(|e| StartError::plugin(&config, e))?;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
             config.clone(),
             None,
@@ -121,23 +152,28 @@ impl Server {
         let server = Arc::new(Server {
             proxy,
             snapshot: Arc::clone(&snapshot),
-            listeners: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(listeners::ListenerSet::default()),
             apply_lock: tokio::sync::Mutex::new(()),
             overrides: Mutex::new(Overrides::new()),
             plugins,
             health: HealthSupervisor::new(Arc::clone(&metrics), shutdown.child_token()),
-            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            connections: ConnectionCap::new(config.limits.max_connections),
             tracker: TaskTracker::new(),
             drain: CancellationToken::new(),
             shutdown,
             ready: AtomicBool::new(false),
-            admin_address: Mutex::new(None),
+            admin: Mutex::new(None),
+            admin_connections: ConnectionCap::new(config.admin.max_connections),
             config_path: Mutex::new(None),
             base_config: Mutex::new(Arc::new(config.clone())),
             members: Mutex::new(crate::membership::RuntimeBackends::default()),
             rollouts: crate::rollout::Rollouts::default(),
+            state_writer: crate::persist::StateWriter::default(),
+            state_task: Mutex::new(None),
         });
-        server.sync_listeners(&config)?;
+        let plan = server.listeners.lock().plan(&config, true, true)?;
+        server.commit_listeners(plan, &config);
+        server.start_state_writer();
         server.restore_state(&config).await;
         server.health.sync(&server.snapshot.load());
         tokio::spawn(crate::policy::recovery::run_ticker(
@@ -149,23 +185,40 @@ impl Server {
         Ok(server)
     }
 
-    /// Applies a new, already validated config: listeners are started or stopped as
-    /// needed (unchanged ones keep their sockets), then the new snapshot is published
-    /// in one swap with backend state carried over, then health loops are re-synced.
-    /// On error nothing is changed. Plugin files are re-read, and changed ones loaded.
+    /// Applies a new, already validated config atomically. First everything that can
+    /// fail is built without touching what runs: plugins loaded, new listener sockets
+    /// bound and held, TLS acceptors built, the admin listener's new socket bound when
+    /// `admin.listen` changed. Any failure returns here, naming file, line and field,
+    /// with the running config whole. Then one snapshot swap publishes the config
+    /// (backend state carried over), listeners start and stop on the prepared
+    /// sockets, the connection cap follows `limits.max_connections`, and health loops
+    /// are re-synced. Plugin files are re-read, and changed ones loaded.
     pub async fn apply(&self, config: Config) -> Result<(), StartError> {
         self.apply_with(config, FileCheck::Reread).await
     }
 
-    /// [`Server::apply`], choosing whether plugin files are re-read.
+    /// [`Server::apply`], choosing whether plugin files (and certificates) are re-read.
     async fn apply_with(&self, config: Config, files: FileCheck) -> Result<(), StartError> {
         let _serialised = self.apply_lock.lock().await;
         let old = self.snapshot.load_full();
         let overrides = self.overrides.lock().clone();
-        let prepared = self.plugins.prepare(&config, files).await?;
+        let prepared = self
+            .plugins
+            .prepare(&config, files)
+            .await
+            .map_err(|e| StartError::plugin(&config, e))?;
         let base = config.clone();
         let config = self.members.lock().overlay(config);
-        self.prepare_listeners(&config)?;
+        let limits_changed = old.config.limits != config.limits;
+        let listeners =
+            self.listeners
+                .lock()
+                .plan(&config, limits_changed, files == FileCheck::Reread)?;
+        let admin_move = self.plan_admin(&config)?;
+        // Nothing below can fail: the config is applied whole from here on.
+        if admin_move.is_some() {
+            self.stop_admin();
+        }
         let plugins = self.plugins.commit(prepared);
         let next = Snapshot::build(
             config.clone(),
@@ -175,13 +228,18 @@ impl Server {
             &plugins,
         );
         self.snapshot.store(Arc::new(next));
-        self.sync_listeners(&config)?;
+        self.commit_listeners(listeners, &config);
+        if let Some(moved) = admin_move {
+            self.commit_admin(moved);
+        }
+        self.connections.resize(config.limits.max_connections);
+        self.admin_connections.resize(config.admin.max_connections);
         self.health.sync(&self.snapshot.load());
         let dropped = self.members.lock().reconcile(&base);
         *self.base_config.lock() = Arc::new(base);
         self.rollouts.abort_invalid(&config);
         if dropped && self.is_ready() {
-            self.save_state();
+            self.save_state_durably().await;
         }
         info!(source = %config.source.display(), "configuration applied");
         Ok(())
@@ -259,15 +317,7 @@ impl Server {
         {
             return Err(format!("no pool named `{missing}`"));
         }
-        let target = match target {
-            RouteTarget::Split { pools, .. } if pools.iter().all(|(_, w)| *w == 0) => {
-                return Err("a split needs at least one pool with a weight above 0".into());
-            }
-            RouteTarget::Split { pools, .. } if pools.len() == 1 => {
-                RouteTarget::Pool(Arc::clone(&pools[0].0))
-            }
-            other => other,
-        };
+        let target = crate::traffic::checked(target)?;
         {
             let mut overrides = self.overrides.lock();
             if unless.is_some_and(CancellationToken::is_cancelled) {
@@ -286,134 +336,47 @@ impl Server {
         Ok(target)
     }
 
-    /// Reads the state file (if configured) and re-applies drains, weights and route
-    /// overrides. A broken file is logged and ignored: serving beats refusing to start.
-    async fn restore_state(&self, config: &Config) {
-        let Some(path) = &config.admin.state_file else {
-            return;
-        };
-        match crate::persist::read(path) {
-            Ok(saved) => {
-                if !saved.members.is_empty() {
-                    *self.members.lock() = saved.members.clone();
-                    if let Err(e) = self.apply(config.clone()).await {
-                        tracing::warn!(error = %e, "cannot re-apply saved backend additions and removals");
-                    }
-                }
-                let overrides = crate::persist::restore(&self.snapshot.load(), &saved);
-                if !overrides.is_empty() {
-                    *self.overrides.lock() = overrides;
-                    if let Err(e) = self.apply(config.clone()).await {
-                        tracing::warn!(error = %e, "cannot re-apply saved route overrides");
-                    }
-                }
-                info!(file = %path.display(), backends = saved.backends.len(), routes = saved.routes.len(),
-                    "runtime state restored");
-            }
-            Err(e) => tracing::error!(error = %e, "ignoring the state file"),
-        }
-    }
-
-    /// Writes runtime changes to the state file, if one is configured.
-    pub fn save_state(&self) {
-        let snapshot = self.snapshot.load_full();
-        let Some(path) = &snapshot.config.admin.state_file else {
-            return;
-        };
-        let mut saved = crate::persist::capture(&snapshot, &self.overrides.lock());
-        saved.members = self.members.lock().clone();
-        if let Err(e) = crate::persist::write(path, &saved) {
-            tracing::error!(error = %e, "cannot write the state file; runtime changes will not survive a restart");
-        }
-    }
-
-    /// Checks that every new listener can bind before anything is changed.
-    fn prepare_listeners(&self, config: &Config) -> Result<(), StartError> {
-        let running = self.listeners.lock();
-        for l in &config.listeners {
-            let unchanged = running.get(&l.name).is_some_and(|r| r.config == *l);
-            let moved_within = running
-                .values()
-                .any(|r| r.config.listen == l.listen && l.listen.port() != 0);
-            if !unchanged && !moved_within {
-                let probe = bind(l.listen).map_err(|source| StartError::Bind {
-                    name: l.name.clone(),
-                    address: l.listen,
-                    source,
-                })?;
-                drop(probe);
-            }
-            if let Some(tls) = &l.tls {
-                tls::acceptor(tls).map_err(|source| StartError::Tls {
-                    name: l.name.clone(),
-                    source,
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    fn sync_listeners(&self, config: &Config) -> Result<(), StartError> {
-        let mut running = self.listeners.lock();
-        running.retain(|name, r| {
-            let keep = config
-                .listeners
-                .iter()
-                .any(|l| &l.name == name && *l == r.config);
-            if !keep {
-                info!(listener = %name, address = %r.address, "listener stopped");
-                r.stop.cancel();
-            }
-            keep
-        });
+    /// Starts the accept loops of a listener plan with the config's limits.
+    fn commit_listeners(&self, plan: listeners::Plan, config: &Config) {
         let limits = config.limits.clone();
-        for l in &config.listeners {
-            if running.contains_key(&l.name) {
-                continue;
-            }
-            let tls = l
-                .tls
-                .as_ref()
-                .map(tls::acceptor)
-                .transpose()
-                .map_err(|source| StartError::Tls {
-                    name: l.name.clone(),
-                    source,
-                })?;
-            let socket = bind(l.listen).map_err(|source| StartError::Bind {
-                name: l.name.clone(),
-                address: l.listen,
-                source,
-            })?;
-            let address = socket.local_addr().unwrap_or(l.listen);
-            let stop = self.shutdown.child_token();
-            let ctx = listener::ListenerContext {
+        self.listeners
+            .lock()
+            .commit(plan, |l| listener::ListenerContext {
                 name: l.name.as_str().into(),
-                tls,
+                tls: None,
                 proxy: Arc::clone(&self.proxy),
                 limits: limits.clone(),
-                connections: Arc::clone(&self.connections),
+                connections: self.connections.semaphore(),
                 tracker: self.tracker.clone(),
-                stop_accepting: stop.clone(),
+                stop_accepting: self.shutdown.child_token(),
                 drain: self.drain.clone(),
-            };
-            info!(listener = %l.name, %address, tls = l.tls.is_some(), "listening");
-            self.tracker.spawn(listener::accept_loop(socket, ctx));
-            running.insert(
-                l.name.clone(),
-                RunningListener {
-                    config: l.clone(),
-                    address,
-                    stop,
-                },
-            );
+            });
+    }
+
+    /// The addresses runtime backends may not use (this proxy's own) and the networks
+    /// they must come from, as of now.
+    pub fn address_policy(&self) -> crate::address_policy::AddressPolicy {
+        let snapshot = self.snapshot.load();
+        let admin = &snapshot.config.admin;
+        let mut listeners: Vec<(String, SocketAddr)> = snapshot
+            .config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.listen))
+            .collect();
+        listeners.extend(self.listeners.lock().addresses());
+        crate::address_policy::AddressPolicy {
+            listeners,
+            admin: std::iter::once(admin.listen)
+                .chain(self.admin_address())
+                .collect(),
+            networks: admin.backend_networks.clone(),
         }
-        Ok(())
     }
 
     /// The bound address of a traffic listener (useful with port 0).
     pub fn listener_address(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.lock().get(name).map(|l| l.address)
+        self.listeners.lock().running.get(name).map(|l| l.address)
     }
 
     /// The live snapshot.
@@ -431,11 +394,6 @@ impl Server {
         self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
     }
 
-    /// Records where the admin listener ended up.
-    pub fn set_admin_address(&self, address: SocketAddr) {
-        *self.admin_address.lock() = Some(address);
-    }
-
     /// Remembers the file the config came from, for `POST /reload`.
     pub fn set_config_path(&self, path: std::path::PathBuf) {
         *self.config_path.lock() = Some(path);
@@ -444,11 +402,6 @@ impl Server {
     /// The config file, when running from one.
     pub fn config_path(&self) -> Option<std::path::PathBuf> {
         self.config_path.lock().clone()
-    }
-
-    /// The admin listener's bound address, once started.
-    pub fn admin_address(&self) -> Option<SocketAddr> {
-        *self.admin_address.lock()
     }
 
     /// A token cancelled when shutdown begins; background tasks hang off it.
@@ -461,11 +414,15 @@ impl Server {
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         self.ready.store(false, Ordering::Release);
         self.shutdown.cancel();
+        self.listeners.lock().close_all();
         self.drain.cancel();
         self.tracker.close();
+        let started = tokio::time::Instant::now();
         let drained = tokio::time::timeout(deadline, self.tracker.wait())
             .await
             .is_ok();
+        self.flush_state(deadline.saturating_sub(started.elapsed()))
+            .await;
         if drained {
             info!("all connections drained");
         } else {
