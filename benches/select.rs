@@ -76,6 +76,7 @@ fn routing(c: &mut Criterion) {
                 name: format!("r{i}").into(),
                 target: RouteTarget::Pool("p".into()),
                 path_prefix: format!("/svc{i}/v{}", i % 3),
+                forward_original_path: false,
                 metrics: metrics.route(&format!("r{i}")),
             }),
         );
@@ -86,6 +87,7 @@ fn routing(c: &mut Criterion) {
             name: "fallback".into(),
             target: RouteTarget::Pool("p".into()),
             path_prefix: "/".into(),
+            forward_original_path: false,
             metrics: metrics.route("fallback"),
         }),
     );

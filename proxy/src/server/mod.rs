@@ -2,6 +2,8 @@
 //! with config application (start and reload) and graceful shutdown.
 
 mod activity;
+mod caps;
+mod h2_flood;
 mod listener;
 mod members;
 mod rollouts;
@@ -21,6 +23,8 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use activity::{ActivityIo, ConnActivity, Expiry};
+pub use caps::{ClientSlot, ConnPermit, PerClient};
+pub use h2_flood::Flood;
 pub use listener::bind;
 pub use members::MemberError;
 pub use tls::TlsError;
@@ -116,6 +120,8 @@ impl Server {
             client: UpstreamClient::new(&config.limits),
             metrics: Arc::clone(&metrics),
             access_log: options.access_log,
+            tunnels: crate::proxy::Tunnels::default(),
+            clients: Arc::default(),
         });
         let shutdown = CancellationToken::new();
         let server = Arc::new(Server {
@@ -331,7 +337,9 @@ impl Server {
     fn prepare_listeners(&self, config: &Config) -> Result<(), StartError> {
         let running = self.listeners.lock();
         for l in &config.listeners {
-            let unchanged = running.get(&l.name).is_some_and(|r| r.config == *l);
+            let unchanged = running
+                .get(&l.name)
+                .is_some_and(|r| r.config.same_socket(l));
             let moved_within = running
                 .values()
                 .any(|r| r.config.listen == l.listen && l.listen.port() != 0);
@@ -359,7 +367,7 @@ impl Server {
             let keep = config
                 .listeners
                 .iter()
-                .any(|l| &l.name == name && *l == r.config);
+                .any(|l| &l.name == name && l.same_socket(&r.config));
             if !keep {
                 info!(listener = %name, address = %r.address, "listener stopped");
                 r.stop.cancel();
@@ -463,9 +471,14 @@ impl Server {
         self.shutdown.cancel();
         self.drain.cancel();
         self.tracker.close();
-        let drained = tokio::time::timeout(deadline, self.tracker.wait())
-            .await
-            .is_ok();
+        let drained = tokio::time::timeout(deadline, async {
+            self.tracker.wait().await;
+            self.proxy.tunnels.wait().await;
+        })
+        .await
+        .is_ok();
+        // Upgraded connections got the drain timeout like everything else.
+        self.proxy.tunnels.close_all();
         if drained {
             info!("all connections drained");
         } else {

@@ -161,6 +161,21 @@ impl Pool {
             })
             .is_ok()
     }
+
+    /// Gives back a retry taken from the budget but never sent (the request was
+    /// cancelled during the backoff).
+    pub fn refund_retry_budget(&self) {
+        let _ = self
+            .retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + RETRY_COST).min(RETRY_CAP))
+            });
+    }
+
+    /// Retries the budget holds right now (whole retries), for `/status` and tests.
+    pub fn retry_budget(&self) -> i64 {
+        self.retry_tokens.load(Ordering::Relaxed) / RETRY_COST
+    }
 }
 
 /// All pools of a snapshot, by name.
