@@ -11,6 +11,7 @@ use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::capture_connection;
 use tracing::debug;
 
 use super::attempt::Attempt;
@@ -25,6 +26,9 @@ use crate::plugin::RouteRequest;
 use crate::policy::routing::Selection;
 use crate::state::Snapshot;
 use crate::upstream::{Backend, Pool, UpstreamClient};
+
+/// `HTTP/1.1 200 OK\r\n` and the final `\r\n`, as counted against the head limit.
+const STATUS_LINE: usize = 19;
 
 /// How often a per-try timeout that fired while the client was still sending its
 /// body checks again: the backend is not late while it waits for the client.
@@ -42,6 +46,8 @@ pub struct Target<'a> {
     pub host: &'a str,
     /// What the backend's request line carries (normalised or original path, and query).
     pub path_and_query: PathAndQuery,
+    /// Largest answer head relayed (`limits.max_header_bytes`).
+    pub max_answer_head: usize,
 }
 
 /// The request as a routing plugin sees it.
@@ -169,11 +175,18 @@ pub async fn forward(
 
         // Send.
         let started = Instant::now();
-        let request = upstream_request(target, &backend, attempt_body);
+        let mut request = upstream_request(target, &backend, attempt_body);
+        let connection = capture_connection(&mut request);
         let sent = send(client, request, retry.per_try_timeout, body.watch()).await;
 
         // Judge.
-        let judged = judge(sent, &backend, &retry, target.single_attempt, body.watch());
+        let judged = judge(sent, &backend, &retry, target, body.watch());
+        if let Judged::Failed(Outcome::BadResponse, _) = &judged
+            && let Some(connected) = connection.connection_metadata().as_ref()
+        {
+            // Its framing cannot be trusted: never reuse the connection.
+            connected.poison();
+        }
         let (outcome, error) = match judged {
             Judged::Answer(response) => {
                 attempt.settle(Outcome::Success(started.elapsed()));
@@ -307,12 +320,14 @@ fn judge(
     sent: Sent,
     backend: &Backend,
     retry: &RetryConfig,
-    upgrade: bool,
+    target: &Target<'_>,
     watch: Option<&Arc<BodyWatch>>,
 ) -> Judged {
     match sent {
         Sent::Response(response) => {
-            if let Err(reason) = check_answer(&response, upgrade) {
+            if let Err(reason) =
+                check_answer(&response, target.single_attempt, target.max_answer_head)
+            {
                 return Judged::Failed(
                     Outcome::BadResponse,
                     ProxyError::BadResponse {
@@ -359,8 +374,13 @@ fn judge(
 
 /// Framing and status rules an answer must meet to be relayed (RFC 9112 §6):
 /// `Transfer-Encoding` exactly `chunked` and never with `Content-Length`, a status
-/// from 100 to 599, and `101` only to a request that asked to upgrade.
-fn check_answer(response: &Response<Incoming>, upgrade: bool) -> Result<(), &'static str> {
+/// from 100 to 599, `101` only to a request that asked to upgrade, and a head no
+/// larger than `limits.max_header_bytes` (hyper's read buffer bounds it only roughly).
+fn check_answer(
+    response: &Response<Incoming>,
+    upgrade: bool,
+    max_head: usize,
+) -> Result<(), &'static str> {
     let status = response.status();
     if status.as_u16() > 599 {
         return Err("status code outside 100-599");
@@ -369,6 +389,13 @@ fn check_answer(response: &Response<Incoming>, upgrade: bool) -> Result<(), &'st
         return Err("101 Switching Protocols to a request that did not ask to upgrade");
     }
     let headers = response.headers();
+    let head: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if head + STATUS_LINE > max_head {
+        return Err("response head larger than limits.max_header_bytes");
+    }
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()

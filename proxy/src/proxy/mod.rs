@@ -142,6 +142,7 @@ impl Proxy {
             path: normalized.as_deref().unwrap_or(parts.uri.path()),
             host: host.unwrap_or(""),
             path_and_query,
+            max_answer_head: limits.max_header_bytes,
         };
         let forwarded = forward::forward(
             &self.client,
