@@ -59,9 +59,15 @@ async fn switching_toward_a_pool_without_a_usable_backend_is_refused_with_the_re
     let green_key = green.addr.to_string();
 
     for (path, body) in [
-        ("/routes/all/rollout", r#"{"to": "green", "interval": "1s"}"#),
+        (
+            "/routes/all/rollout",
+            r#"{"to": "green", "interval": "1s"}"#,
+        ),
         ("/routes/all/switch", r#"{"pool": "green"}"#),
-        ("/routes/all/split", r#"{"pools": {"blue": 90, "green": 10}}"#),
+        (
+            "/routes/all/split",
+            r#"{"pools": {"blue": 90, "green": 10}}"#,
+        ),
     ] {
         let (code, answer) = admin_call(&proxy, "POST", path, body).await;
         assert_eq!(code, 409, "{path}: {answer}");
@@ -112,7 +118,15 @@ async fn switching_toward_a_pool_without_a_usable_backend_is_refused_with_the_re
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
         ctl(
             admin,
-            &["rollout", "all", "--to", "green", "--interval", "10s", "--force"],
+            &[
+                "rollout",
+                "all",
+                "--to",
+                "green",
+                "--interval",
+                "10s",
+                "--force",
+            ],
         )
     })
     .await
@@ -145,7 +159,11 @@ async fn a_side_without_usable_backends_spills_to_the_other_and_is_counted() {
         let (code, backend, _) = get(&c, &format!("http://{}/", proxy.web)).await;
         assert_eq!((code, backend.as_str()), (200, "blue"), "clients never pay");
     }
-    assert_eq!(green.hits(), green_hits, "nothing was sent to the ejected side");
+    assert_eq!(
+        green.hits(),
+        green_hits,
+        "nothing was sent to the ejected side"
+    );
     let metrics = metrics_text(&proxy).await;
     let spilled = metric_value(
         &metrics,
