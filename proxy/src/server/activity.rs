@@ -9,13 +9,13 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::h2_flood::{FrameMeter, PREFACE};
+use super::h2_flood::{Flood, FrameMeter, PREFACE};
 use crate::clock;
 
 /// What the watchdog needs to know about one client connection.
@@ -27,6 +27,8 @@ pub struct ConnActivity {
     /// When the connection last became idle.
     idle_since_ms: AtomicU64,
     h2: AtomicBool,
+    /// The HTTP/2 flood that ended the connection, if one did ([`Flood`] code).
+    flood: AtomicU8,
 }
 
 /// Why the watchdog ended a connection.
@@ -69,6 +71,11 @@ impl ConnActivity {
             self.head_started_ms
                 .store(clock::now_ms(), Ordering::Relaxed);
         }
+    }
+
+    /// The HTTP/2 flood that ended this connection, if one did.
+    pub fn flood(&self) -> Option<Flood> {
+        Flood::from_code(self.flood.load(Ordering::Acquire))
     }
 
     /// The connection speaks HTTP/2: no request-head deadline applies to it.
@@ -119,15 +126,17 @@ pub struct ActivityIo<T> {
     inner: T,
     activity: Arc<ConnActivity>,
     protocol: Protocol,
+    max_header_block: usize,
 }
 
 impl<T> ActivityIo<T> {
-    /// Wraps a client stream.
-    pub fn new(inner: T, activity: Arc<ConnActivity>) -> Self {
+    /// Wraps a client stream whose HTTP/2 header blocks may be `max_header_block` long.
+    pub fn new(inner: T, activity: Arc<ConnActivity>, max_header_block: usize) -> Self {
         Self {
             inner,
             activity,
             protocol: Protocol::Sniffing(0),
+            max_header_block,
         }
     }
 
@@ -137,7 +146,8 @@ impl<T> ActivityIo<T> {
             if data[..n] == PREFACE[matched..matched + n] {
                 if matched + n == PREFACE.len() {
                     self.activity.is_h2();
-                    self.protocol = Protocol::Http2(Box::default());
+                    self.protocol =
+                        Protocol::Http2(Box::new(FrameMeter::new(self.max_header_block)));
                 } else {
                     self.protocol = Protocol::Sniffing(matched + n);
                 }
@@ -147,9 +157,10 @@ impl<T> ActivityIo<T> {
             }
         }
         match &mut self.protocol {
-            Protocol::Http2(meter) => meter
-                .feed(data, clock::now_ms())
-                .map_err(|flood| io::Error::new(io::ErrorKind::InvalidData, flood)),
+            Protocol::Http2(meter) => meter.feed(data, clock::now_ms()).map_err(|flood| {
+                self.activity.flood.store(flood.code(), Ordering::Release);
+                io::Error::new(io::ErrorKind::InvalidData, flood)
+            }),
             _ => {
                 self.activity.bytes_read();
                 Ok(())

@@ -6,7 +6,9 @@
 //! empty DATA, CONTINUATION) and ends the connection when one goes over its budget.
 //!
 //! Budgets are token buckets per connection: a burst, refilled at a steady rate,
-//! far above what browsers, gRPC clients or load balancers send.
+//! far above what browsers, gRPC clients or load balancers send. A header block
+//! (HEADERS and its CONTINUATIONs) whose encoded size alone is over the header size
+//! limit ends the connection too: its decoded list can only be larger.
 
 /// The client preface that starts every HTTP/2 connection (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -23,7 +25,8 @@ const FLAG_ACK: u8 = 0x1;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
 
-/// CONTINUATION frames allowed in one header block.
+/// CONTINUATION frames allowed in one header block. A backstop: the h2 crate allows
+/// only a few more frames than the header list size needs (5 at the defaults).
 pub const MAX_CONTINUATIONS: u32 = 32;
 
 /// A flood that ended a connection.
@@ -41,9 +44,34 @@ pub enum Flood {
     EmptyData,
     #[error("HTTP/2 CONTINUATION flood")]
     Continuation,
+    #[error("HTTP/2 header block larger than the header size limit")]
+    HeaderBlock,
 }
 
 impl Flood {
+    const ALL: [Flood; 7] = [
+        Flood::Ping,
+        Flood::Settings,
+        Flood::Reset,
+        Flood::Priority,
+        Flood::EmptyData,
+        Flood::Continuation,
+        Flood::HeaderBlock,
+    ];
+
+    /// A small code for an atomic (0 is "none").
+    pub(super) fn code(self) -> u8 {
+        Self::ALL
+            .iter()
+            .position(|f| *f == self)
+            .map_or(0, |i| i as u8 + 1)
+    }
+
+    /// The flood with this code.
+    pub(super) fn from_code(code: u8) -> Option<Flood> {
+        Self::ALL.get(usize::from(code).checked_sub(1)?).copied()
+    }
+
     /// The `reason` label of `switchyard_client_errors_total`.
     pub fn reason(self) -> &'static str {
         match self {
@@ -53,6 +81,7 @@ impl Flood {
             Flood::Priority => "h2_priority_flood",
             Flood::EmptyData => "h2_empty_data_flood",
             Flood::Continuation => "h2_continuation_flood",
+            Flood::HeaderBlock => "h2_header_block_too_large",
         }
     }
 }
@@ -106,6 +135,9 @@ pub struct FrameMeter {
     header_len: usize,
     payload_left: usize,
     continuations: u32,
+    /// Encoded bytes of the header block being received.
+    block_bytes: usize,
+    max_block_bytes: usize,
     ping: Budget,
     settings: Budget,
     reset: Budget,
@@ -113,13 +145,16 @@ pub struct FrameMeter {
     empty_data: Budget,
 }
 
-impl Default for FrameMeter {
-    fn default() -> Self {
+impl FrameMeter {
+    /// A meter for a connection whose header lists may be `max_block_bytes` long.
+    pub fn new(max_block_bytes: usize) -> Self {
         Self {
             header: [0; FRAME_HEADER],
             header_len: 0,
             payload_left: 0,
             continuations: 0,
+            block_bytes: 0,
+            max_block_bytes,
             ping: Budget::new(PING_BUDGET.0, PING_BUDGET.1),
             settings: Budget::new(SETTINGS_BUDGET.0, SETTINGS_BUDGET.1),
             reset: Budget::new(RESET_BUDGET.0, RESET_BUDGET.1),
@@ -127,9 +162,7 @@ impl Default for FrameMeter {
             empty_data: Budget::new(EMPTY_DATA_BUDGET.0, EMPTY_DATA_BUDGET.1),
         }
     }
-}
 
-impl FrameMeter {
     /// Feeds bytes read from the client (frames only, the preface already removed).
     pub fn feed(&mut self, mut bytes: &[u8], now_ms: u64) -> Result<(), Flood> {
         while !bytes.is_empty() {
@@ -172,21 +205,32 @@ impl FrameMeter {
             }
             HEADERS => {
                 self.continuations = 0;
-                Ok(())
+                self.block(length, flags)
             }
             CONTINUATION => {
                 self.continuations += 1;
-                if flags & FLAG_END_HEADERS != 0 {
-                    self.continuations = 0;
-                }
                 if self.continuations > MAX_CONTINUATIONS {
-                    Err(Flood::Continuation)
-                } else {
-                    Ok(())
+                    return Err(Flood::Continuation);
                 }
+                self.block(length, flags)
             }
             _ => Ok(()),
         }
+    }
+}
+
+impl FrameMeter {
+    /// Adds a header block fragment; the block ends with END_HEADERS.
+    fn block(&mut self, length: usize, flags: u8) -> Result<(), Flood> {
+        self.block_bytes += length;
+        if self.block_bytes > self.max_block_bytes {
+            return Err(Flood::HeaderBlock);
+        }
+        if flags & FLAG_END_HEADERS != 0 {
+            self.block_bytes = 0;
+            self.continuations = 0;
+        }
+        Ok(())
     }
 }
 
@@ -213,14 +257,14 @@ mod tests {
 
     #[test]
     fn pings_within_budget_pass_and_a_flood_trips() {
-        let mut m = FrameMeter::default();
+        let mut m = FrameMeter::new(64 * 1024);
         let ping = frame(PING, 0, &[0; 8]);
         for _ in 0..PING_BUDGET.0 {
             assert_eq!(m.feed(&ping, 1000), Ok(()));
         }
         assert_eq!(m.feed(&ping, 1000), Err(Flood::Ping));
         // Acks are the client answering our pings: never counted.
-        let mut m = FrameMeter::default();
+        let mut m = FrameMeter::new(64 * 1024);
         for _ in 0..1000 {
             assert_eq!(m.feed(&frame(PING, FLAG_ACK, &[0; 8]), 1000), Ok(()));
         }
@@ -228,7 +272,7 @@ mod tests {
 
     #[test]
     fn budgets_refill_over_time() {
-        let mut m = FrameMeter::default();
+        let mut m = FrameMeter::new(64 * 1024);
         let settings = frame(SETTINGS, 0, &[]);
         for i in 0..100u64 {
             // One SETTINGS per second is within the refill rate.
@@ -238,7 +282,7 @@ mod tests {
 
     #[test]
     fn frames_split_across_reads_are_followed() {
-        let mut m = FrameMeter::default();
+        let mut m = FrameMeter::new(64 * 1024);
         let mut stream = Vec::new();
         for _ in 0..3 {
             stream.extend(frame(DATA, 0, &[7; 100]));
@@ -252,8 +296,20 @@ mod tests {
     }
 
     #[test]
+    fn a_header_block_over_the_limit_trips() {
+        let mut m = FrameMeter::new(1000);
+        m.feed(&frame(HEADERS, FLAG_END_HEADERS, &[0; 900]), 1)
+            .unwrap();
+        m.feed(&frame(HEADERS, 0, &[0; 600]), 1).unwrap();
+        assert_eq!(
+            m.feed(&frame(CONTINUATION, 0, &[0; 600]), 1),
+            Err(Flood::HeaderBlock)
+        );
+    }
+
+    #[test]
     fn long_continuation_runs_trip() {
-        let mut m = FrameMeter::default();
+        let mut m = FrameMeter::new(64 * 1024);
         m.feed(&frame(HEADERS, 0, &[0; 3]), 1).unwrap();
         for _ in 0..MAX_CONTINUATIONS {
             m.feed(&frame(CONTINUATION, 0, &[0]), 1).unwrap();

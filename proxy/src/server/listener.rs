@@ -20,7 +20,6 @@ use tracing::{debug, info, warn};
 
 use super::activity::{ActivityIo, ConnActivity, Expiry};
 use super::caps::ConnPermit;
-use super::h2_flood::Flood;
 use crate::config::Limits;
 use crate::proxy::{ConnInfo, Proxy};
 
@@ -230,7 +229,11 @@ async fn serve_io<I>(
         let info = info.clone();
         async move { Ok::<_, Infallible>(proxy.serve(&info, request).await) }
     });
-    let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity)));
+    let io = TokioIo::new(ActivityIo::new(
+        io,
+        Arc::clone(&activity),
+        ctx.limits.max_header_bytes,
+    ));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let watchdog = activity.watchdog(ctx.limits.header_read_timeout, ctx.limits.idle_timeout);
@@ -239,7 +242,10 @@ async fn serve_io<I>(
     loop {
         tokio::select! {
             result = conn.as_mut() => {
-                if let Err(e) = result {
+                if let Some(flood) = activity.flood() {
+                    ctx.proxy.metrics.client_error(flood.reason());
+                    info!(client = %peer, reason = flood.reason(), "closing connection: {flood}");
+                } else if let Err(e) = result {
                     report_connection_error(&ctx.proxy, peer, &*e);
                 }
                 break;
@@ -269,14 +275,10 @@ fn report_connection_error(
     peer: SocketAddr,
     error: &(dyn std::error::Error + 'static),
 ) {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = cause {
-        if let Some(flood) = e.downcast_ref::<Flood>() {
-            proxy.metrics.client_error(flood.reason());
-            info!(client = %peer, reason = flood.reason(), "closing connection: {flood}");
-            return;
-        }
-        cause = e.source();
+    if let Some(reason) = h2_abuse(error) {
+        proxy.metrics.client_error(reason);
+        info!(client = %peer, reason, error = %error, "closing an HTTP/2 connection that broke the protocol limits");
+        return;
     }
     let Some(hyper_error) = error.downcast_ref::<hyper::Error>() else {
         debug!(client = %peer, error = %error, "connection ended with an error");
@@ -294,6 +296,27 @@ fn report_connection_error(
     };
     proxy.metrics.client_error(reason);
     info!(client = %peer, reason, error = %error, "rejected a malformed request");
+}
+
+/// An HTTP/2 connection the h2 crate itself ended for abuse (too many resets of
+/// unaccepted streams or of streams it had to refuse, an oversized header list, a
+/// CONTINUATION run): its GOAWAY reason, as a metric reason.
+fn h2_abuse(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if !(h2.is_go_away() && h2.is_library()) {
+                return None;
+            }
+            return match h2.reason() {
+                Some(h2::Reason::ENHANCE_YOUR_CALM) => Some("h2_enhance_your_calm"),
+                Some(_) => Some("h2_protocol_error"),
+                None => None,
+            };
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// hyper settings from the configured limits: head size and field count (431 beyond),
