@@ -313,15 +313,20 @@ impl Completion {
             _ => "other",
         };
         self.proxy.metrics.client_error(reason);
-        info!(
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            client = %self.client,
-            method = %self.method,
-            reason,
-            status = error.status().as_u16(),
-            error = %error,
-            "refused a request",
-        );
+        if reason == "client_aborted" {
+            tracing::debug!(request_id = self.request_id.to_str().unwrap_or("-"),
+                client = %self.client, "the client went away during its request body");
+        } else {
+            info!(
+                request_id = self.request_id.to_str().unwrap_or("-"),
+                client = %self.client,
+                method = %self.method,
+                reason,
+                status = error.status().as_u16(),
+                error = %error,
+                "refused a request",
+            );
+        }
         let mut response = error.response();
         if self.version <= Version::HTTP_11 {
             response
