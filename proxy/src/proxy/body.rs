@@ -96,11 +96,19 @@ impl ClientBodyError {
         })
     }
 
-    /// Reads hyper's body error: a connection that ended early is an abort, the
-    /// rest is broken framing.
+    /// Reads hyper's body error: a connection that ended early (or an HTTP/2 stream
+    /// the client reset) is an abort, the rest is broken framing.
     fn classify(error: &hyper::Error) -> Self {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(e) = cause {
+            if let Some(h2) = e.downcast_ref::<h2::Error>() {
+                // An HTTP/2 client that cancels its stream or drops its connection.
+                return if h2.is_reset() || h2.is_go_away() || h2.is_io() {
+                    ClientBodyError::Aborted
+                } else {
+                    ClientBodyError::Malformed
+                };
+            }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 use std::io::ErrorKind;
                 return match io.kind() {
