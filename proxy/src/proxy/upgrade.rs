@@ -47,11 +47,6 @@ enum TunnelEnd {
 }
 
 impl Tunnels {
-    /// Tunnels open right now.
-    pub fn open(&self) -> usize {
-        self.tracker.len()
-    }
-
     /// Waits until every tunnel has ended; call [`Tunnels::close_all`] to make them.
     pub async fn wait(&self) {
         self.tracker.close();

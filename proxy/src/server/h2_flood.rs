@@ -121,11 +121,16 @@ impl Budget {
     }
 }
 
-/// The budgets, as documented in the README: (burst, per second).
+/// PINGs a client may send (acks excluded): a burst, then per second. gRPC and
+/// browsers send a handful per minute.
 pub const PING_BUDGET: (u64, u64) = (20, 5);
+/// SETTINGS frames a client may send (acks excluded): a burst, then per second.
 pub const SETTINGS_BUDGET: (u64, u64) = (10, 1);
+/// Streams a client may reset (rapid reset): a burst, then per second.
 pub const RESET_BUDGET: (u64, u64) = (200, 50);
+/// PRIORITY frames (deprecated, and a known flood): a burst, then per second.
 pub const PRIORITY_BUDGET: (u64, u64) = (100, 50);
+/// DATA frames with no data and no END_STREAM: a burst, then per second.
 pub const EMPTY_DATA_BUDGET: (u64, u64) = (100, 50);
 
 /// Follows the frames a client sends (after the preface) and spends their budgets.

@@ -30,10 +30,14 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// At most one accept-failure log line per listener this often.
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// HTTP/2 limits (see the README): streams per connection, and resets of streams not
-/// yet accepted or caused by the client's own errors before the connection is closed.
+/// HTTP/2 streams a client may have open on one connection (HAProxy and Envoy's edge
+/// setting).
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams a client may reset before the proxy accepted them (rapid reset) before
+/// the connection is closed.
 pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 50;
+/// Streams the proxy may have to reset for the client's own errors before the
+/// connection is closed.
 pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 128;
 
 /// Binds a listening socket with `SO_REUSEADDR` and a deep accept backlog.
