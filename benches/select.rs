@@ -144,11 +144,11 @@ fn accounting(c: &mut Criterion) {
     let backend = pool.backends[0].clone();
     c.bench_function("accounting/guard", |b| {
         b.iter(|| {
-            let mut attempt = Attempt::new(Arc::clone(&metrics));
+            let mut attempt = Attempt::new();
             attempt.route(&route);
             attempt.enter(&pool);
             let _ = black_box(attempt.admit(&pool, &backend, clock::now_ms()));
-            attempt.settle(Outcome::Success(Duration::from_micros(300)));
+            attempt.settle(Outcome::Success(Duration::from_micros(300)), &metrics);
             drop(black_box(attempt));
         })
     });

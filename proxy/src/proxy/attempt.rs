@@ -25,7 +25,6 @@ use crate::upstream::{Backend, Pool};
 
 /// Everything one request holds; see the module docs.
 pub struct Attempt {
-    metrics: Arc<Metrics>,
     route: Option<Gauge>,
     side: Option<Arc<Pool>>,
     current: Option<Try>,
@@ -55,9 +54,7 @@ struct Try {
 impl Drop for Try {
     fn drop(&mut self) {
         let state = &self.backend.state;
-        let _ = state
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        state.in_flight.fetch_sub(1, Ordering::AcqRel);
         if let Some(trial) = self.trial.take() {
             state.breaker.return_trial(trial);
         }
@@ -78,11 +75,16 @@ impl Drop for RetryToken {
     }
 }
 
+impl Default for Attempt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Attempt {
     /// A request that holds nothing yet.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new() -> Self {
         Self {
-            metrics,
             route: None,
             side: None,
             current: None,
@@ -143,7 +145,7 @@ impl Attempt {
 
     /// Records how the current try went (counters, latency, breaker, rollout
     /// traffic); a half-open trial is consumed by it. At most once per try.
-    pub fn settle(&mut self, outcome: Outcome) {
+    pub fn settle(&mut self, outcome: Outcome, metrics: &Metrics) {
         let Some(current) = self.current.as_mut() else {
             return;
         };
@@ -153,7 +155,7 @@ impl Attempt {
         current.state = TryState::Settled;
         // The breaker counts this outcome as the trial's result.
         current.trial = None;
-        outcome::record(&current.pool, &current.backend, outcome, &self.metrics);
+        outcome::record(&current.pool, &current.backend, outcome, metrics);
     }
 
     /// The current try ended by the client's fault: nothing is recorded against the
@@ -169,7 +171,7 @@ impl Attempt {
 
     /// A response whose head was recorded as a success broke midway: counts against
     /// the backend (its breaker and the rollout guard see it).
-    pub fn body_failed(&mut self) {
+    pub fn body_failed(&mut self, metrics: &Metrics) {
         if let Some(current) = &self.current
             && current.state == TryState::Settled
         {
@@ -177,7 +179,7 @@ impl Attempt {
                 &current.pool,
                 &current.backend,
                 Outcome::BodyFailed,
-                &self.metrics,
+                metrics,
             );
         }
     }
@@ -276,7 +278,7 @@ mod tests {
             forward_original_path: false,
             metrics: metrics.route("r"),
         };
-        let mut attempt = Attempt::new(Arc::clone(&metrics));
+        let mut attempt = Attempt::new();
         attempt.route(&route);
         attempt.enter(&pool);
         attempt
@@ -308,35 +310,34 @@ mod tests {
         let now = crate::clock::now_ms();
         let _ = backend.state.breaker.record_failure(config, now, || true);
         let later = now + 20;
-        let mut attempt = Attempt::new(Arc::clone(&metrics));
+        let mut attempt = Attempt::new();
         attempt.enter(&pool);
         assert_eq!(
             attempt.admit(&pool, backend, later),
             Ok(Some(Transition::HalfOpened))
         );
-        let mut second = Attempt::new(Arc::clone(&metrics));
+        let mut second = Attempt::new();
         assert!(second.admit(&pool, backend, later).is_err(), "one trial");
         drop(attempt);
         assert!(
             second.admit(&pool, backend, later).is_ok(),
             "the trial came back"
         );
-        second.settle(Outcome::Success(Duration::from_millis(1)));
+        second.settle(Outcome::Success(Duration::from_millis(1)), &metrics);
         assert_eq!(backend.state.breaker.state(), BreakerState::Closed);
     }
 
     #[test]
     fn a_retry_never_sent_is_refunded() {
-        let metrics = Arc::new(Metrics::new());
         let pool = pool("");
         let before = pool.retry_budget();
-        let mut attempt = Attempt::new(metrics);
+        let mut attempt = Attempt::new();
         assert!(attempt.take_retry(&pool));
         assert_eq!(pool.retry_budget(), before - 1);
         drop(attempt);
         assert_eq!(pool.retry_budget(), before, "cancelled during the backoff");
 
-        let mut sent = Attempt::new(Arc::new(Metrics::new()));
+        let mut sent = Attempt::new();
         assert!(sent.take_retry(&pool));
         sent.admit(&pool, &pool.backends[1], crate::clock::now_ms())
             .unwrap();
@@ -348,13 +349,13 @@ mod tests {
     fn a_client_fault_counts_nothing_against_the_backend() {
         let metrics = Arc::new(Metrics::new());
         let pool = pool("consecutive_failures = 1");
-        let mut attempt = Attempt::new(metrics);
+        let mut attempt = Attempt::new();
         attempt.enter(&pool);
         attempt
             .admit(&pool, &pool.backends[0], crate::clock::now_ms())
             .unwrap();
         attempt.client_fault();
-        attempt.settle(Outcome::Reset);
+        attempt.settle(Outcome::Reset, &metrics);
         assert_eq!(in_flight(&pool), [0, 0]);
         let state = &pool.backends[0].state;
         assert_eq!(state.failures.load(Ordering::Relaxed), 0);

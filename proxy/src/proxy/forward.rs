@@ -189,7 +189,7 @@ pub async fn forward(
         }
         let (outcome, error) = match judged {
             Judged::Answer(response) => {
-                attempt.settle(Outcome::Success(started.elapsed()));
+                attempt.settle(Outcome::Success(started.elapsed()), metrics);
                 return Ok(response);
             }
             Judged::ClientFault(error) => {
@@ -198,7 +198,7 @@ pub async fn forward(
             }
             Judged::ServerError(response) => {
                 let status = response.status();
-                attempt.settle(Outcome::ServerError(status.as_u16()));
+                attempt.settle(Outcome::ServerError(status.as_u16()), metrics);
                 let retryable = retry.on.status(status.as_u16()) && idempotent;
                 if !(retryable
                     && attempt.tries() < max_tries
@@ -216,7 +216,7 @@ pub async fn forward(
                 )
             }
             Judged::Failed(outcome, error) => {
-                attempt.settle(outcome);
+                attempt.settle(outcome, metrics);
                 debug!(pool = %pool.name, backend = %backend.key, error = %error, attempt = attempt.tries(), "attempt failed");
                 let allowed = match outcome {
                     Outcome::ConnectFailed => retry.on.connect_failure,

@@ -280,7 +280,7 @@ impl Completion {
             proxy: Arc::clone(proxy),
             conn: Arc::clone(&conn.activity),
             route: None,
-            attempt: Attempt::new(Arc::clone(&proxy.metrics)),
+            attempt: Attempt::new(),
             started: Instant::now(),
             status: 0,
             request_id,
@@ -345,7 +345,7 @@ impl BodyEnd for Completion {
         let elapsed = self.started.elapsed();
         let metrics = &self.proxy.metrics;
         match outcome {
-            BodyOutcome::UpstreamFailed => self.attempt.body_failed(),
+            BodyOutcome::UpstreamFailed => self.attempt.body_failed(metrics),
             BodyOutcome::Abandoned => metrics.client_error("client_aborted"),
             BodyOutcome::Complete => {}
         }

@@ -50,11 +50,9 @@ impl PoolTraffic {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// A request on this pool ended.
+    /// A request on this pool ended (only ever after its [`PoolTraffic::enter`]).
     pub fn leave(&self) {
-        let _ = self
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Counts a request that left this side of a split for lack of a usable backend.
