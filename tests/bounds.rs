@@ -82,9 +82,11 @@ async fn idle_tunnels_are_closed_after_the_tunnel_idle_timeout() {
     let mut t = open_tunnel(proxy.web).await;
     // Traffic either way keeps it open well past the timeout.
     for _ in 0..8 {
-        echo(&mut t, b"keep").await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
+        echo(&mut t, b"keep").await.unwrap();
     }
+    // The proxy wrote the last echo just before it was read here, so its idle clock
+    // started no later than this.
     let idle_from = Instant::now();
     assert!(
         closed_within(&mut t, Duration::from_secs(5)).await,
