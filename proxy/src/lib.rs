@@ -21,6 +21,7 @@ pub mod error;
 pub mod health;
 pub mod membership;
 pub mod metrics;
+pub mod path;
 pub mod persist;
 pub mod plugin;
 pub mod policy;

@@ -151,7 +151,11 @@ async fn serve_connection(
         .keep_alive(true)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    let io = TokioIo::new(ActivityIo::new(stream, Arc::clone(&activity)));
+    let io = TokioIo::new(ActivityIo::new(
+        stream,
+        Arc::clone(&activity),
+        limits.max_header_bytes,
+    ));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let watchdog = activity.watchdog(limits.header_read_timeout, limits.idle_timeout);

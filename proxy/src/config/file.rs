@@ -95,6 +95,12 @@ pub struct LimitsSection {
     pub connect_timeout: Option<HumanDuration>,
     pub upstream_idle_per_backend: Option<usize>,
     pub upstream_idle_timeout: Option<HumanDuration>,
+    pub body_idle_timeout: Option<HumanDuration>,
+    pub body_timeout: Option<HumanDuration>,
+    pub max_body_bytes: Option<ByteSize>,
+    pub max_uri_bytes: Option<ByteSize>,
+    pub tunnel_idle_timeout: Option<HumanDuration>,
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// `[[listener]]`: one traffic socket.
@@ -104,6 +110,8 @@ pub struct ListenerSection {
     pub name: Spanned<String>,
     pub listen: Spanned<SocketAddr>,
     pub tls: Option<TlsSection>,
+    /// Protocols clients may upgrade to; default `["websocket"]`.
+    pub upgrades: Option<Spanned<Vec<String>>>,
 }
 
 /// `tls = { cert = ..., key = ... }` on a listener.
@@ -123,6 +131,8 @@ pub struct RouteSection {
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub pool: Spanned<String>,
+    /// `normalized` (default) or `original`.
+    pub forward_path: Option<Spanned<String>>,
 }
 
 /// `[pool.NAME]`: a set of interchangeable backends and the policies over them.

@@ -114,6 +114,18 @@ pub struct Limits {
     pub upstream_idle_per_backend: usize,
     /// How long an idle upstream connection is kept.
     pub upstream_idle_timeout: Duration,
+    /// A request body that sends nothing for this long is cut off (408).
+    pub body_idle_timeout: Duration,
+    /// A request body must arrive in full within this time (408).
+    pub body_timeout: Duration,
+    /// Largest request body accepted (413 beyond); `None` = no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Longest request target (path and query) accepted (414 beyond).
+    pub max_uri_bytes: usize,
+    /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// Connections one client address may hold at once; `None` = no per-client cap.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for Limits {
@@ -128,6 +140,12 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(3),
             upstream_idle_per_backend: 64,
             upstream_idle_timeout: Duration::from_secs(90),
+            body_idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_body_bytes: None,
+            max_uri_bytes: 8 * 1024,
+            tunnel_idle_timeout: Duration::from_secs(600),
+            max_connections_per_ip: None,
         }
     }
 }
@@ -138,7 +156,13 @@ pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
     pub tls: Option<TlsConfig>,
+    /// Protocols a client may upgrade to (lower-case `Upgrade` tokens); other
+    /// upgrade requests are forwarded as plain requests without their upgrade headers.
+    pub upgrades: Vec<String>,
 }
+
+/// Default of `[[listener]] upgrades`.
+pub const DEFAULT_UPGRADES: [&str; 1] = ["websocket"];
 
 /// Certificate chain and key files (PEM) for a TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +181,9 @@ pub struct RouteConfig {
     /// Always starts with `/`; `/` matches everything.
     pub path_prefix: String,
     pub pool: String,
+    /// `forward_path = "original"`: send the backend the path bytes the client sent
+    /// instead of the normalised path the route matched.
+    pub forward_original_path: bool,
 }
 
 /// A `[plugin.NAME]` table: what to load (the path resolved against the config
@@ -296,6 +323,10 @@ pub struct BreakerConfig {
     pub max_open_for: Duration,
     pub half_open_requests: u32,
     pub max_ejected_percent: u32,
+    /// How long a half-open trial may go without reporting before it counts as lost
+    /// and fresh trials are admitted. Not a file key: the pool's per-try timeout
+    /// plus a second, since a trial that is still sending by then has timed out.
+    pub trial_timeout: Duration,
     /// `policy = "plugin:NAME"`: a recovery plugin deciding when to open and close.
     pub plugin: Option<String>,
 }
@@ -311,10 +342,14 @@ impl Default for BreakerConfig {
             max_open_for: Duration::from_secs(300),
             half_open_requests: 3,
             max_ejected_percent: 50,
+            trial_timeout: RetryConfig::default().per_try_timeout + TRIAL_GRACE,
             plugin: None,
         }
     }
 }
+
+/// Added to the per-try timeout to give a half-open trial its own expiry.
+pub const TRIAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Which failures of an attempt may be retried on another backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

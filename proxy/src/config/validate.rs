@@ -199,6 +199,18 @@ fn limits(section: &file::LimitsSection, r: &mut Reporter<'_>) -> Limits {
         upstream_idle_timeout: section
             .upstream_idle_timeout
             .map_or(d.upstream_idle_timeout, |v| v.0),
+        body_idle_timeout: section
+            .body_idle_timeout
+            .map_or(d.body_idle_timeout, |v| v.0),
+        body_timeout: section.body_timeout.map_or(d.body_timeout, |v| v.0),
+        max_body_bytes: section.max_body_bytes.map(|v| v.0),
+        max_uri_bytes: section
+            .max_uri_bytes
+            .map_or(d.max_uri_bytes, |v| v.0 as usize),
+        tunnel_idle_timeout: section
+            .tunnel_idle_timeout
+            .map_or(d.tunnel_idle_timeout, |v| v.0),
+        max_connections_per_ip: section.max_connections_per_ip,
     };
     if limits.max_header_bytes < 8 * 1024 {
         r.at(
@@ -210,10 +222,41 @@ fn limits(section: &file::LimitsSection, r: &mut Reporter<'_>) -> Limits {
     if limits.max_connections == 0 {
         r.at(0..0, "limits.max_connections", "must be at least 1");
     }
+    if limits.max_connections_per_ip == Some(0) {
+        r.at(
+            0..0,
+            "limits.max_connections_per_ip",
+            "must be at least 1 (leave it out for no per-client cap)",
+        );
+    }
+    if limits.max_body_bytes == Some(0) {
+        r.at(
+            0..0,
+            "limits.max_body_bytes",
+            "must be above 0 (leave it out for no limit)",
+        );
+    }
+    if !(256..=64 * 1024).contains(&limits.max_uri_bytes) {
+        r.at(
+            0..0,
+            "limits.max_uri_bytes",
+            "must be between 256B and 64KiB",
+        );
+    }
+    if limits.body_timeout < limits.body_idle_timeout {
+        r.at(
+            0..0,
+            "limits.body_timeout",
+            "must not be shorter than limits.body_idle_timeout",
+        );
+    }
     for (name, value) in [
         ("limits.header_read_timeout", limits.header_read_timeout),
         ("limits.idle_timeout", limits.idle_timeout),
         ("limits.connect_timeout", limits.connect_timeout),
+        ("limits.body_idle_timeout", limits.body_idle_timeout),
+        ("limits.body_timeout", limits.body_timeout),
+        ("limits.tunnel_idle_timeout", limits.tunnel_idle_timeout),
     ] {
         if value.is_zero() {
             r.at(0..0, name, "must be greater than zero");
@@ -257,10 +300,38 @@ fn listeners(
             cert: existing_file(&t.cert, base_dir, &format!("{field}.tls.cert"), r),
             key: existing_file(&t.key, base_dir, &format!("{field}.tls.key"), r),
         });
+        let upgrades = match &l.upgrades {
+            None => super::DEFAULT_UPGRADES.map(str::to_string).to_vec(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for token in list.get_ref() {
+                    let token = token.trim().to_ascii_lowercase();
+                    if token.eq_ignore_ascii_case("h2c") {
+                        r.at(
+                            list.span(),
+                            format!("{field}.upgrades"),
+                            "`h2c` cannot be allowed: an h2c upgrade would let a client talk HTTP/2 to the backend past the proxy",
+                        );
+                    } else if token.is_empty()
+                        || !token.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+                    {
+                        r.at(
+                            list.span(),
+                            format!("{field}.upgrades"),
+                            format!("`{token}` is not a protocol name such as \"websocket\""),
+                        );
+                    } else if !out.contains(&token) {
+                        out.push(token);
+                    }
+                }
+                out
+            }
+        };
         out.push(ListenerConfig {
             name: l.name.get_ref().clone(),
             listen: *l.listen.get_ref(),
             tls,
+            upgrades,
         });
     }
     out
@@ -346,7 +417,21 @@ fn routes(
                 );
                 p.get_ref().clone()
             }
-            Some(p) => p.get_ref().clone(),
+            Some(p) => {
+                match crate::path::normalize(p.get_ref()) {
+                    Ok(normal) if normal != p.get_ref().as_str() => r.at(
+                        p.span(),
+                        format!("{field}.path_prefix"),
+                        format!(
+                            "request paths are matched after normalisation, so `{}` would never match; write `{normal}`",
+                            p.get_ref()
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => r.at(p.span(), format!("{field}.path_prefix"), e.to_string()),
+                }
+                p.get_ref().clone()
+            }
             None => "/".to_string(),
         };
         if !matches.insert((
@@ -360,12 +445,26 @@ fn routes(
                 "another route already matches the same listener, host and path_prefix",
             );
         }
+        let forward_original_path = match s.forward_path.as_ref().map(|f| (f, f.get_ref().as_str()))
+        {
+            None | Some((_, "normalized" | "normalised")) => false,
+            Some((_, "original")) => true,
+            Some((f, other)) => {
+                r.at(
+                    f.span(),
+                    format!("{field}.forward_path"),
+                    format!("unknown forward_path `{other}`; expected normalized or original"),
+                );
+                false
+            }
+        };
         out.push(RouteConfig {
             name,
             listener: s.listener.get_ref().clone(),
             host,
             path_prefix,
             pool: s.pool.get_ref().clone(),
+            forward_original_path,
         });
     }
     out
@@ -570,6 +669,7 @@ fn pools(
             )
         });
         let retry = retry(&field, &s.retry, r);
+        breaker.trial_timeout = retry.per_try_timeout + super::TRIAL_GRACE;
         let failover = FailoverConfig {
             backup: s.failover.backup.as_ref().map(|b| b.get_ref().clone()),
             slow_start: s.failover.slow_start.map(|d| d.0),
@@ -868,6 +968,7 @@ fn breaker(field: &str, b: &file::BreakerSection, r: &mut Reporter<'_>) -> Break
         max_open_for: b.max_open_for.map_or(d.max_open_for, |v| v.0),
         half_open_requests: b.half_open_requests.unwrap_or(d.half_open_requests),
         max_ejected_percent: b.max_ejected_percent.unwrap_or(d.max_ejected_percent),
+        trial_timeout: d.trial_timeout,
         plugin: None,
     };
     if let Some(rate) = config.error_rate

@@ -4,6 +4,8 @@
 mod activity;
 mod admin_slot;
 mod cap;
+mod caps;
+mod h2_flood;
 mod listener;
 mod listeners;
 mod members;
@@ -25,6 +27,8 @@ use tracing::info;
 pub use activity::{ActivityIo, ConnActivity, Expiry};
 pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
+pub use caps::{ClientSlot, ConnPermit, PerClient};
+pub use h2_flood::Flood;
 pub use listener::bind;
 pub use members::MemberError;
 pub use tls::TlsError;
@@ -147,6 +151,8 @@ impl Server {
             client: UpstreamClient::new(&config.limits),
             metrics: Arc::clone(&metrics),
             access_log: options.access_log,
+            tunnels: crate::proxy::Tunnels::default(),
+            clients: Arc::default(),
         });
         let shutdown = CancellationToken::new();
         let server = Arc::new(Server {
@@ -418,9 +424,14 @@ impl Server {
         self.drain.cancel();
         self.tracker.close();
         let started = tokio::time::Instant::now();
-        let drained = tokio::time::timeout(deadline, self.tracker.wait())
-            .await
-            .is_ok();
+        let drained = tokio::time::timeout(deadline, async {
+            self.tracker.wait().await;
+            self.proxy.tunnels.wait().await;
+        })
+        .await
+        .is_ok();
+        // Upgraded connections got the drain timeout like everything else.
+        self.proxy.tunnels.close_all();
         self.flush_state(deadline.saturating_sub(started.elapsed()))
             .await;
         if drained {

@@ -23,7 +23,8 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// A client honouring the connect timeout and idle pool limits.
+    /// A client honouring the connect timeout, idle pool limits, and the head size
+    /// and field count limits for answers.
     pub fn new(limits: &Limits) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(limits.connect_timeout));
@@ -35,6 +36,9 @@ impl UpstreamClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(limits.upstream_idle_timeout)
             .pool_max_idle_per_host(limits.upstream_idle_per_backend)
+            // An answer head over the request limits is a 502, never relayed.
+            .http1_max_buf_size(limits.max_header_bytes.max(8192))
+            .http1_max_headers(limits.max_headers)
             .build(connector);
         Self { client }
     }
