@@ -143,6 +143,8 @@ pub struct BodyWatch {
     error: AtomicU8,
     /// Clock milliseconds when the last byte arrived (0 = not finished).
     finished_at_ms: AtomicU64,
+    /// Clock milliseconds when the body last handed bytes on (or started).
+    progress_at_ms: AtomicU64,
 }
 
 impl BodyWatch {
@@ -164,6 +166,21 @@ impl BodyWatch {
                 crate::clock::now_ms().saturating_sub(at),
             )),
         }
+    }
+
+    /// How long ago the body last handed bytes on to the backend's connection (or
+    /// started). While it is neither waiting on the client nor finished, the backend
+    /// is the one holding things up only once this exceeds its per-try timeout: a
+    /// frame just handed on has not been written yet.
+    pub fn progress_ms_ago(&self) -> Duration {
+        Duration::from_millis(
+            crate::clock::now_ms().saturating_sub(self.progress_at_ms.load(Ordering::Acquire)),
+        )
+    }
+
+    fn progressed(&self) {
+        self.progress_at_ms
+            .store(crate::clock::now_ms(), Ordering::Release);
     }
 
     fn finish(&self) {
@@ -201,9 +218,11 @@ impl ClientBody {
     /// Starts reading a client body now.
     pub fn new(inner: Incoming, limits: BodyLimits) -> Self {
         let now = Instant::now();
+        let watch = Arc::<BodyWatch>::default();
+        watch.progressed();
         Self {
             inner,
-            watch: Arc::default(),
+            watch,
             limits,
             read: 0,
             waiting: false,
@@ -243,6 +262,7 @@ impl Body for ClientBody {
                     }
                 }
                 self.waiting = false;
+                self.watch.progressed();
                 self.watch.state.store(READING, Ordering::Release);
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -304,12 +304,15 @@ async fn send(
                     deadline = tokio::time::Instant::now() + CLIENT_RECHECK;
                     continue;
                 }
-                match watch.finished_ms_ago() {
-                    Some(ago) if ago < per_try => {
-                        deadline = tokio::time::Instant::now() + (per_try - ago);
-                    }
-                    _ => return Sent::TimedOut,
+                // Still sending (neither waiting on the client nor finished): late
+                // only when the backend has not taken a byte for `per_try`.
+                let ago = watch
+                    .finished_ms_ago()
+                    .unwrap_or_else(|| watch.progress_ms_ago());
+                if ago >= per_try {
+                    return Sent::TimedOut;
                 }
+                deadline = tokio::time::Instant::now() + (per_try - ago);
             }
         }
     }
