@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acme;
+pub mod address_policy;
 pub mod admin;
 pub mod balance;
 pub mod breaker;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod health;
 pub mod membership;
 pub mod metrics;
+pub mod path;
 pub mod persist;
 pub mod plugin;
 pub mod policy;

@@ -5,6 +5,8 @@
 //! read from the live snapshot at scrape time by a collector, so removed backends
 //! disappear from `/metrics` without bookkeeping.
 
+mod control;
+
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -23,6 +25,8 @@ use crate::plugin::DURATION_BUCKETS_NS;
 use crate::policy::PluginRegistry;
 use crate::state::Snapshot;
 use crate::tls::TlsRegistry;
+
+pub use control::ControlMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteClassLabels {
@@ -59,6 +63,23 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpillLabels {
+    route: String,
+    from: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WhatLabels {
     what: &'static str,
 }
@@ -89,6 +110,8 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct RouteMetrics {
     by_class: [Counter; 5],
     duration: Histogram,
+    /// Requests of this route in flight; shared by every snapshot's copy of the route.
+    pub in_flight: Gauge,
 }
 
 impl RouteMetrics {
@@ -107,13 +130,17 @@ pub struct Metrics {
     requests: Family<RouteClassLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     in_flight: Gauge,
+    route_in_flight: Family<RouteLabels, Gauge>,
+    spills: Family<SpillLabels, Counter>,
+    accept_errors: Family<ListenerLabels, Counter>,
+    connections_refused: Family<ReasonLabels, Counter>,
     connect_errors: Family<BackendLabels, Counter>,
     retries: Family<PoolLabels, Counter>,
     unavailable: Family<PoolLabels, Counter>,
     failovers: Family<PoolLabels, Counter>,
     health_transitions: Family<TransitionLabels, Counter>,
     breaker_transitions: Family<TransitionLabels, Counter>,
-    client_errors: Family<KindLabels, Counter>,
+    client_errors: Family<ReasonLabels, Counter>,
     reloads: Family<KindLabels, Counter>,
     reload_failures: Family<WhatLabels, Counter>,
     plugin_reloads: Family<PluginResultLabels, Counter>,
@@ -122,6 +149,7 @@ pub struct Metrics {
     snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
     plugins: Arc<OnceLock<Arc<PluginRegistry>>>,
     tls: Arc<OnceLock<Arc<TlsRegistry>>>,
+    control: ControlMetrics,
 }
 
 impl Default for Metrics {
@@ -153,6 +181,30 @@ impl Metrics {
             "requests_in_flight",
             "Requests being proxied right now",
             in_flight.clone(),
+        );
+        let route_in_flight = Family::<RouteLabels, Gauge>::default();
+        registry.register(
+            "route_in_flight",
+            "Requests of the route being proxied right now",
+            route_in_flight.clone(),
+        );
+        let spills = Family::<SpillLabels, Counter>::default();
+        registry.register(
+            "split_spills",
+            "Requests of a split or rollout step whose side had no usable backend, sent to another side",
+            spills.clone(),
+        );
+        let accept_errors = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts on a traffic listener (e.g. out of file descriptors), by listener",
+            accept_errors.clone(),
+        );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed at accept, by reason",
+            connections_refused.clone(),
         );
         let connect_errors = Family::<BackendLabels, Counter>::default();
         registry.register(
@@ -190,10 +242,10 @@ impl Metrics {
             "Circuit breaker state changes",
             breaker_transitions.clone(),
         );
-        let client_errors = Family::<KindLabels, Counter>::default();
+        let client_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "client_errors",
-            "Malformed or abandoned client requests, by kind",
+            "Client requests refused as malformed, too large or too slow, or abandoned by the client, by reason",
             client_errors.clone(),
         );
         let reloads = Family::<KindLabels, Counter>::default();
@@ -238,11 +290,16 @@ impl Metrics {
         registry.register_collector(Box::new(TlsCollector {
             registry: Arc::clone(&tls),
         }));
+        let control = ControlMetrics::register(&mut registry);
         Self {
             registry,
             requests,
             duration,
             in_flight,
+            route_in_flight,
+            spills,
+            accept_errors,
+            connections_refused,
             connect_errors,
             retries,
             unavailable,
@@ -258,7 +315,13 @@ impl Metrics {
             snapshot,
             plugins,
             tls,
+            control,
         }
+    }
+
+    /// The control plane's counters (admin API, state file, shed plugin calls).
+    pub fn control(&self) -> &ControlMetrics {
+        &self.control
     }
 
     /// Lets the scrape-time collector read certificates, reloads and ACME state.
@@ -326,13 +389,16 @@ impl Metrics {
                 })
                 .clone()
         });
-        let duration = self
-            .duration
-            .get_or_create(&RouteLabels {
-                route: route.to_string(),
-            })
-            .clone();
-        RouteMetrics { by_class, duration }
+        let labels = RouteLabels {
+            route: route.to_string(),
+        };
+        let duration = self.duration.get_or_create(&labels).clone();
+        let in_flight = self.route_in_flight.get_or_create(&labels).clone();
+        RouteMetrics {
+            by_class,
+            duration,
+            in_flight,
+        }
     }
 
     /// The global in-flight gauge.
@@ -387,9 +453,38 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a malformed or abandoned client request.
-    pub fn client_error(&self, kind: &'static str) {
-        self.client_errors.get_or_create(&KindLabels { kind }).inc();
+    /// Counts a client request refused at the edge or abandoned, by reason.
+    pub fn client_error(&self, reason: &'static str) {
+        self.client_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a request that spilled from one side of a split to another.
+    pub fn spill(&self, route: &str, from: &str, to: &str) {
+        self.spills
+            .get_or_create(&SpillLabels {
+                route: route.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed accept on a listener.
+    pub fn accept_error(&self, listener: &str) {
+        self.accept_errors
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a client connection closed at accept (e.g. its address is over its cap).
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Counts a config reload by result (`ok` or `failed`).
@@ -531,6 +626,18 @@ impl Collector for BackendCollector {
                 ConstCounter::new(b.state.breaker.ejections())
                     .encode(ejections.encode_family(&labels)?)?;
             }
+        }
+
+        let mut pool_in_flight = encoder.encode_descriptor(
+            "pool_in_flight",
+            "Requests sent to the pool (one side of a split or rollout) and not finished",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for pool in &pools {
+            let labels = [("pool", pool.name.as_ref())];
+            ConstGauge::new(i64::try_from(pool.traffic.in_flight()).unwrap_or(i64::MAX))
+                .encode(pool_in_flight.encode_family(&labels)?)?;
         }
 
         let mut usable = encoder.encode_descriptor(

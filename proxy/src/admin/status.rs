@@ -43,6 +43,7 @@ pub fn status(server: &Server) -> Value {
                 "path_prefix": r.path_prefix,
                 "pool": r.pool,
                 "target": snapshot.route(&r.name).map(|route| route.target.to_json()),
+                "in_flight": snapshot.route(&r.name).map(|route| route.metrics.in_flight.get()),
                 "rollout": server.rollout(&r.name).map(|r| r.to_json()),
             })
         })
@@ -123,6 +124,8 @@ fn pool(pool: &Pool, now: u64) -> Value {
             "recovery": name(&policies.recovery),
         },
         "usable": pool.usable_count(now),
+        "in_flight": pool.traffic.in_flight(),
+        "spilled": pool.traffic.spilled(),
         "backup": pool.config.failover.backup,
         "health_checked": pool.config.health.is_some(),
         "backends": pool.backends.iter().map(|b| backend(pool, b, now)).collect::<Vec<_>>(),
@@ -158,6 +161,7 @@ fn backend(pool: &Pool, b: &Backend, now: u64) -> Value {
         "consecutive_failures": s.breaker.consecutive_failures(),
         "ejections": s.breaker.ejections(),
         "in_flight": s.in_flight.load(Ordering::Relaxed),
+        "tunnels": s.tunnels.load(Ordering::Relaxed),
         "requests": s.requests.load(Ordering::Relaxed),
         "failures": s.failures.load(Ordering::Relaxed),
         "connect_errors": s.connect_errors.load(Ordering::Relaxed),

@@ -97,9 +97,16 @@ pub struct AdminSection {
     #[serde(default = "default_admin_listen")]
     pub listen: Spanned<SocketAddr>,
     /// Bearer token required on admin requests; mandatory off loopback.
-    pub token: Option<String>,
+    pub token: Option<Spanned<String>>,
     /// Where runtime changes are kept across restarts (relative to this file).
     pub state_file: Option<String>,
+    /// Host names (besides the listener's address and loopback names) the admin API
+    /// answers to; any other `Host` is refused, which stops DNS rebinding.
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
+    /// CIDR networks that backends added at run time must belong to.
+    pub backend_networks: Option<Vec<Spanned<String>>>,
+    /// Admin connections served at once.
+    pub max_connections: Option<Spanned<usize>>,
 }
 
 fn default_admin_listen() -> Spanned<SocketAddr> {
@@ -112,6 +119,9 @@ impl Default for AdminSection {
             listen: default_admin_listen(),
             token: None,
             state_file: None,
+            allowed_hosts: None,
+            backend_networks: None,
+            max_connections: None,
         }
     }
 }
@@ -129,6 +139,12 @@ pub struct LimitsSection {
     pub connect_timeout: Option<HumanDuration>,
     pub upstream_idle_per_backend: Option<usize>,
     pub upstream_idle_timeout: Option<HumanDuration>,
+    pub body_idle_timeout: Option<HumanDuration>,
+    pub body_timeout: Option<HumanDuration>,
+    pub max_body_bytes: Option<ByteSize>,
+    pub max_uri_bytes: Option<ByteSize>,
+    pub tunnel_idle_timeout: Option<HumanDuration>,
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// `[[listener]]`: one traffic socket.
@@ -138,6 +154,8 @@ pub struct ListenerSection {
     pub name: Spanned<String>,
     pub listen: Spanned<SocketAddr>,
     pub tls: Option<Spanned<TlsSection>>,
+    /// Protocols clients may upgrade to; default `["websocket"]`.
+    pub upgrades: Option<Spanned<Vec<String>>>,
 }
 
 /// `tls = { ... }` on a listener: `cert`/`key` (the default certificate), more
@@ -191,6 +209,8 @@ pub struct RouteSection {
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub pool: Spanned<String>,
+    /// `normalized` (default) or `original`.
+    pub forward_path: Option<Spanned<String>>,
 }
 
 /// `[pool.NAME]`: a set of interchangeable backends and the policies over them.

@@ -21,7 +21,7 @@ use http::HeaderName;
 use crate::plugin::PluginSpec;
 
 pub use duration::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
-pub use error::{ConfigError, Problem, line_column};
+pub use error::{ConfigError, Located, Problem, line_column};
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
@@ -39,6 +39,9 @@ pub struct Config {
     pub acme: Option<AcmeConfig>,
     /// The resolver for backends named by host name.
     pub dns: DnsConfig,
+    /// Where the settings that can fail at run time (addresses to bind, files to
+    /// read) were written, by field name, so such failures name file, line and field.
+    pub locations: BTreeMap<String, (usize, usize)>,
 }
 
 impl Config {
@@ -57,6 +60,18 @@ impl Config {
             toml::from_str(text).map_err(|e| error::Reporter::from_toml(path, text, &e))?;
         validate::validate(path, text, file)
     }
+
+    /// Where `field` (e.g. `listener[0].listen`) is set in the file, for errors that
+    /// only show when the config is applied (a port in use, an unreadable certificate).
+    pub fn locate(&self, field: &str) -> Located {
+        let (line, column) = self.locations.get(field).copied().unwrap_or((0, 0));
+        Located {
+            file: self.source.display().to_string(),
+            line,
+            column,
+            field: field.to_string(),
+        }
+    }
 }
 
 /// The admin listener's settings.
@@ -67,10 +82,24 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// State file for runtime changes, resolved against the config's directory.
     pub state_file: Option<PathBuf>,
+    /// Lower-case host names the admin API answers to besides its own address and
+    /// loopback names (`Host` checks stop DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// When not empty, backends added at run time must be inside one of these.
+    pub backend_networks: Vec<ipnet::IpNet>,
+    /// Admin connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
+/// Shortest bearer token accepted: 16 bytes keeps guessing out of reach of the
+/// per-client failure limit.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// Default of `admin.max_connections`: the admin API is for a few operators and tools.
+pub const DEFAULT_ADMIN_CONNECTIONS: usize = 64;
+
 /// Timeouts and caps; defaults follow `shared/reference/limits-and-defaults.md`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// A client must send a whole request head within this time.
     pub header_read_timeout: Duration,
@@ -90,6 +119,18 @@ pub struct Limits {
     pub upstream_idle_per_backend: usize,
     /// How long an idle upstream connection is kept.
     pub upstream_idle_timeout: Duration,
+    /// A request body that sends nothing for this long is cut off (408).
+    pub body_idle_timeout: Duration,
+    /// A request body must arrive in full within this time (408).
+    pub body_timeout: Duration,
+    /// Largest request body accepted (413 beyond); `None` = no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Longest request target (path and query) accepted (414 beyond).
+    pub max_uri_bytes: usize,
+    /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// Connections one client address may hold at once; `None` = no per-client cap.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for Limits {
@@ -104,6 +145,12 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(3),
             upstream_idle_per_backend: 64,
             upstream_idle_timeout: Duration::from_secs(90),
+            body_idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_body_bytes: None,
+            max_uri_bytes: 8 * 1024,
+            tunnel_idle_timeout: Duration::from_secs(600),
+            max_connections_per_ip: None,
         }
     }
 }
@@ -114,7 +161,13 @@ pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
     pub tls: Option<ListenerTlsConfig>,
+    /// Protocols a client may upgrade to (lower-case `Upgrade` tokens); other
+    /// upgrade requests are forwarded as plain requests without their upgrade headers.
+    pub upgrades: Vec<String>,
 }
+
+/// Default of `[[listener]] upgrades`.
+pub const DEFAULT_UPGRADES: [&str; 1] = ["websocket"];
 
 /// TLS on a listener: where its certificates come from and what handshakes allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +277,9 @@ pub struct RouteConfig {
     /// Always starts with `/`; `/` matches everything.
     pub path_prefix: String,
     pub pool: String,
+    /// `forward_path = "original"`: send the backend the path bytes the client sent
+    /// instead of the normalised path the route matched.
+    pub forward_original_path: bool,
 }
 
 /// A `[plugin.NAME]` table: what to load (the path resolved against the config
@@ -420,6 +476,10 @@ pub struct BreakerConfig {
     pub max_open_for: Duration,
     pub half_open_requests: u32,
     pub max_ejected_percent: u32,
+    /// How long a half-open trial may go without reporting before it counts as lost
+    /// and fresh trials are admitted. Not a file key: the pool's per-try timeout
+    /// plus a second, since a trial that is still sending by then has timed out.
+    pub trial_timeout: Duration,
     /// `policy = "plugin:NAME"`: a recovery plugin deciding when to open and close.
     pub plugin: Option<String>,
 }
@@ -435,10 +495,14 @@ impl Default for BreakerConfig {
             max_open_for: Duration::from_secs(300),
             half_open_requests: 3,
             max_ejected_percent: 50,
+            trial_timeout: RetryConfig::default().per_try_timeout + TRIAL_GRACE,
             plugin: None,
         }
     }
 }
+
+/// Added to the per-try timeout to give a half-open trial its own expiry.
+pub const TRIAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Which failures of an attempt may be retried on another backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

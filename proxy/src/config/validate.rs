@@ -12,12 +12,14 @@ use super::error::Reporter;
 use super::file::{self, FileConfig, StatusSpec};
 use super::{
     AcmeChallenge, AcmeConfig, AdminConfig, BackendConfig, BalanceKind, BreakerConfig,
-    CertificatePair, Config, ConfigError, DnsBackend, DnsConfig, FailoverConfig, HashOn,
-    HealthConfig, LETSENCRYPT, LETSENCRYPT_STAGING, Limits, ListenerConfig, ListenerTlsConfig,
-    MAX_WEIGHT, OnError, PluginConfig, PoolConfig, ProbeKind, RetryConfig, RetryOn, RouteConfig,
-    TlsVersion, UpstreamTlsConfig,
+    CertificatePair, Config, ConfigError, DEFAULT_ADMIN_CONNECTIONS, DnsBackend, DnsConfig,
+    FailoverConfig, HashOn, HealthConfig, LETSENCRYPT, LETSENCRYPT_STAGING, Limits, ListenerConfig,
+    ListenerTlsConfig, MAX_WEIGHT, MIN_TOKEN_BYTES, OnError, PluginConfig, PoolConfig, ProbeKind,
+    RetryConfig, RetryOn, RouteConfig, TlsVersion, UpstreamTlsConfig,
 };
-use crate::plugin::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, PluginKind, PluginSpec};
+use crate::plugin::{
+    DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_REQUEST_PATH_TIMEOUT, PluginKind, PluginSpec,
+};
 
 const BALANCE_CHOICES: &str = "round-robin, weighted, least-request, hash";
 const RETRY_ON_CHOICES: &str = "connect-failure, reset, timeout, 502, 503, 504";
@@ -48,28 +50,11 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         );
     }
 
-    let token = file
-        .admin
-        .token
-        .clone()
-        .or_else(|| std::env::var("SWITCHYARD_ADMIN_TOKEN").ok())
-        .filter(|t| !t.is_empty());
-    if !admin_listen.ip().is_loopback() && token.is_none() {
-        r.at(
-            file.admin.listen.span(),
-            "admin.listen",
-            format!(
-                "the admin API on non-loopback address {admin_listen} needs a bearer token: set admin.token or SWITCHYARD_ADMIN_TOKEN"
-            ),
-        );
-    }
+    let admin = admin(&file.admin, &base_dir, &mut r);
+    let locations = locations(&file, &r);
     let config = Config {
         source: path.to_path_buf(),
-        admin: AdminConfig {
-            listen: admin_listen,
-            token,
-            state_file: file.admin.state_file.as_ref().map(|f| base_dir.join(f)),
-        },
+        admin,
         limits,
         listeners,
         routes,
@@ -77,8 +62,147 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         plugins,
         acme,
         dns,
+        locations,
     };
     r.finish(config)
+}
+
+/// The `[admin]` table: the token rules (mandatory off loopback, long enough), the
+/// host names it answers to, the networks runtime backends may come from.
+fn admin(section: &file::AdminSection, base_dir: &Path, r: &mut Reporter<'_>) -> AdminConfig {
+    let listen = *section.listen.get_ref();
+    let from_env = std::env::var("SWITCHYARD_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let token = match &section.token {
+        Some(t) if !t.get_ref().is_empty() => Some((t.get_ref().clone(), t.span(), "admin.token")),
+        _ => from_env.map(|t| (t, 0..0, "SWITCHYARD_ADMIN_TOKEN")),
+    };
+    if let Some((value, span, field)) = &token
+        && value.len() < MIN_TOKEN_BYTES
+    {
+        r.at(
+            span.clone(),
+            *field,
+            format!(
+                "the bearer token is {} bytes; use at least {MIN_TOKEN_BYTES} (e.g. `openssl rand -hex 24`)",
+                value.len()
+            ),
+        );
+    }
+    if !listen.ip().is_loopback() && token.is_none() {
+        r.at(
+            section.listen.span(),
+            "admin.listen",
+            format!(
+                "the admin API on non-loopback address {listen} needs a bearer token: set admin.token or SWITCHYARD_ADMIN_TOKEN"
+            ),
+        );
+    }
+    let allowed_hosts = section
+        .allowed_hosts
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = h.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !valid {
+                r.at(
+                    h.span(),
+                    format!("admin.allowed_hosts[{i}]"),
+                    format!(
+                        "`{}` is not a host name (no port, scheme or wildcard: e.g. \"admin.example.com\")",
+                        h.get_ref()
+                    ),
+                );
+            }
+            host
+        })
+        .collect();
+    let backend_networks = section
+        .backend_networks
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, n)| match n.get_ref().trim().parse::<ipnet::IpNet>() {
+            Ok(net) => Some(net.trunc()),
+            Err(_) => {
+                r.at(
+                    n.span(),
+                    format!("admin.backend_networks[{i}]"),
+                    format!(
+                        "`{}` is not a network in CIDR form such as \"10.0.0.0/8\" or \"fd00::/8\"",
+                        n.get_ref()
+                    ),
+                );
+                None
+            }
+        })
+        .collect();
+    let max_connections = section
+        .max_connections
+        .as_ref()
+        .map_or(DEFAULT_ADMIN_CONNECTIONS, |m| {
+            if *m.get_ref() == 0 {
+                r.at(m.span(), "admin.max_connections", "must be at least 1");
+            }
+            (*m.get_ref()).max(1)
+        });
+    AdminConfig {
+        listen,
+        token: token.map(|(value, _, _)| value),
+        state_file: section.state_file.as_ref().map(|f| base_dir.join(f)),
+        allowed_hosts,
+        backend_networks,
+        max_connections,
+    }
+}
+
+/// Where the settings that can only fail when applied are written (see
+/// [`Config::locate`]).
+fn locations(file: &FileConfig, r: &Reporter<'_>) -> BTreeMap<String, (usize, usize)> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "admin.listen".to_string(),
+        r.position(file.admin.listen.span()),
+    );
+    for (i, l) in file.listeners.iter().enumerate() {
+        out.insert(format!("listener[{i}].listen"), r.position(l.listen.span()));
+        if let Some(tls) = &l.tls {
+            let field = format!("listener[{i}].tls");
+            out.insert(field.clone(), r.position(tls.span()));
+            let tls = tls.get_ref();
+            for (key, value) in [
+                ("cert", &tls.cert),
+                ("key", &tls.key),
+                ("directory", &tls.directory),
+            ] {
+                if let Some(value) = value {
+                    out.insert(format!("{field}.{key}"), r.position(value.span()));
+                }
+            }
+            for (j, pair) in tls.certificates.iter().enumerate() {
+                let pair_field = format!("{field}.certificates[{j}]");
+                out.insert(pair_field.clone(), r.position(pair.cert.span()));
+                out.insert(format!("{pair_field}.cert"), r.position(pair.cert.span()));
+                out.insert(format!("{pair_field}.key"), r.position(pair.key.span()));
+            }
+        }
+    }
+    if let Some(servers) = &file.dns.servers {
+        out.insert("dns.servers".to_string(), r.position(servers.span()));
+    }
+    for (name, p) in &file.plugins {
+        out.insert(
+            format!("plugin.{name}.path"),
+            r.position(p.get_ref().path.span()),
+        );
+    }
+    out
 }
 
 fn limits(section: &file::LimitsSection, r: &mut Reporter<'_>) -> Limits {
@@ -101,6 +225,18 @@ fn limits(section: &file::LimitsSection, r: &mut Reporter<'_>) -> Limits {
         upstream_idle_timeout: section
             .upstream_idle_timeout
             .map_or(d.upstream_idle_timeout, |v| v.0),
+        body_idle_timeout: section
+            .body_idle_timeout
+            .map_or(d.body_idle_timeout, |v| v.0),
+        body_timeout: section.body_timeout.map_or(d.body_timeout, |v| v.0),
+        max_body_bytes: section.max_body_bytes.map(|v| v.0),
+        max_uri_bytes: section
+            .max_uri_bytes
+            .map_or(d.max_uri_bytes, |v| v.0 as usize),
+        tunnel_idle_timeout: section
+            .tunnel_idle_timeout
+            .map_or(d.tunnel_idle_timeout, |v| v.0),
+        max_connections_per_ip: section.max_connections_per_ip,
     };
     if limits.max_header_bytes < 8 * 1024 {
         r.at(
@@ -112,10 +248,41 @@ fn limits(section: &file::LimitsSection, r: &mut Reporter<'_>) -> Limits {
     if limits.max_connections == 0 {
         r.at(0..0, "limits.max_connections", "must be at least 1");
     }
+    if limits.max_connections_per_ip == Some(0) {
+        r.at(
+            0..0,
+            "limits.max_connections_per_ip",
+            "must be at least 1 (leave it out for no per-client cap)",
+        );
+    }
+    if limits.max_body_bytes == Some(0) {
+        r.at(
+            0..0,
+            "limits.max_body_bytes",
+            "must be above 0 (leave it out for no limit)",
+        );
+    }
+    if !(256..=64 * 1024).contains(&limits.max_uri_bytes) {
+        r.at(
+            0..0,
+            "limits.max_uri_bytes",
+            "must be between 256B and 64KiB",
+        );
+    }
+    if limits.body_timeout < limits.body_idle_timeout {
+        r.at(
+            0..0,
+            "limits.body_timeout",
+            "must not be shorter than limits.body_idle_timeout",
+        );
+    }
     for (name, value) in [
         ("limits.header_read_timeout", limits.header_read_timeout),
         ("limits.idle_timeout", limits.idle_timeout),
         ("limits.connect_timeout", limits.connect_timeout),
+        ("limits.body_idle_timeout", limits.body_idle_timeout),
+        ("limits.body_timeout", limits.body_timeout),
+        ("limits.tunnel_idle_timeout", limits.tunnel_idle_timeout),
     ] {
         if value.is_zero() {
             r.at(0..0, name, "must be greater than zero");
@@ -160,10 +327,38 @@ fn listeners(
             .tls
             .as_ref()
             .map(|t| listener_tls(&field, t.get_ref(), base_dir, r));
+        let upgrades = match &l.upgrades {
+            None => super::DEFAULT_UPGRADES.map(str::to_string).to_vec(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for token in list.get_ref() {
+                    let token = token.trim().to_ascii_lowercase();
+                    if token.eq_ignore_ascii_case("h2c") {
+                        r.at(
+                            list.span(),
+                            format!("{field}.upgrades"),
+                            "`h2c` cannot be allowed: an h2c upgrade would let a client talk HTTP/2 to the backend past the proxy",
+                        );
+                    } else if token.is_empty()
+                        || !token.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+                    {
+                        r.at(
+                            list.span(),
+                            format!("{field}.upgrades"),
+                            format!("`{token}` is not a protocol name such as \"websocket\""),
+                        );
+                    } else if !out.contains(&token) {
+                        out.push(token);
+                    }
+                }
+                out
+            }
+        };
         out.push(ListenerConfig {
             name: l.name.get_ref().clone(),
             listen: *l.listen.get_ref(),
             tls,
+            upgrades,
         });
     }
     out
@@ -656,7 +851,21 @@ fn routes(
                 );
                 p.get_ref().clone()
             }
-            Some(p) => p.get_ref().clone(),
+            Some(p) => {
+                match crate::path::normalize(p.get_ref()) {
+                    Ok(normal) if normal != p.get_ref().as_str() => r.at(
+                        p.span(),
+                        format!("{field}.path_prefix"),
+                        format!(
+                            "request paths are matched after normalisation, so `{}` would never match; write `{normal}`",
+                            p.get_ref()
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => r.at(p.span(), format!("{field}.path_prefix"), e.to_string()),
+                }
+                p.get_ref().clone()
+            }
             None => "/".to_string(),
         };
         if !matches.insert((
@@ -670,12 +879,26 @@ fn routes(
                 "another route already matches the same listener, host and path_prefix",
             );
         }
+        let forward_original_path = match s.forward_path.as_ref().map(|f| (f, f.get_ref().as_str()))
+        {
+            None | Some((_, "normalized" | "normalised")) => false,
+            Some((_, "original")) => true,
+            Some((f, other)) => {
+                r.at(
+                    f.span(),
+                    format!("{field}.forward_path"),
+                    format!("unknown forward_path `{other}`; expected normalized or original"),
+                );
+                false
+            }
+        };
         out.push(RouteConfig {
             name,
             listener: s.listener.get_ref().clone(),
             host,
             path_prefix,
             pool: s.pool.get_ref().clone(),
+            forward_original_path,
         });
     }
     out
@@ -714,7 +937,16 @@ fn plugins(
         let timeout = s.timeout.as_ref().map_or(DEFAULT_TIMEOUT, |t| {
             let (min, max) = crate::plugin::TIMEOUT_RANGE;
             let value = t.get_ref().0;
-            if !(min..=max).contains(&value) {
+            if kind.on_request_path() && !(min..=MAX_REQUEST_PATH_TIMEOUT).contains(&value) {
+                r.at(
+                    t.span(),
+                    format!("{field}.timeout"),
+                    format!(
+                        "must be between {min:?} and {MAX_REQUEST_PATH_TIMEOUT:?}: a {} plugin runs inline on the request path, where a call holds a worker thread",
+                        kind.world()
+                    ),
+                );
+            } else if !(min..=max).contains(&value) {
                 r.at(
                     t.span(),
                     format!("{field}.timeout"),
@@ -876,6 +1108,7 @@ fn pools(
             )
         });
         let retry = retry(&field, &s.retry, r);
+        breaker.trial_timeout = retry.per_try_timeout + super::TRIAL_GRACE;
         let failover = FailoverConfig {
             backup: s.failover.backup.as_ref().map(|b| b.get_ref().clone()),
             slow_start: s.failover.slow_start.map(|d| d.0),
@@ -1250,6 +1483,7 @@ fn breaker(field: &str, b: &file::BreakerSection, r: &mut Reporter<'_>) -> Break
         max_open_for: b.max_open_for.map_or(d.max_open_for, |v| v.0),
         half_open_requests: b.half_open_requests.unwrap_or(d.half_open_requests),
         max_ejected_percent: b.max_ejected_percent.unwrap_or(d.max_ejected_percent),
+        trial_timeout: d.trial_timeout,
         plugin: None,
     };
     if let Some(rate) = config.error_rate

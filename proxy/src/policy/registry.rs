@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::config::{Config, PluginConfig};
-use crate::plugin::{Plugin, PluginError, PluginRuntime, sha256_hex};
+use crate::plugin::{InlineGate, Plugin, PluginError, PluginRuntime, sha256_hex};
 use crate::reload::same_file;
 
 /// Files larger than this are refused before compiling.
@@ -84,12 +84,19 @@ pub struct Active {
 pub struct PluginSlot {
     name: Arc<str>,
     active: ArcSwap<Active>,
+    /// The proxy-wide bound on inline calls, shared by every slot of the registry.
+    gate: Arc<InlineGate>,
 }
 
 impl PluginSlot {
     /// The operator's name for it.
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// The bound on plugin calls running inline at once (see [`InlineGate`]).
+    pub fn inline_gate(&self) -> &InlineGate {
+        &self.gate
     }
 
     /// The version to use for the next call.
@@ -127,6 +134,7 @@ pub struct Prepared {
 pub struct PluginRegistry {
     runtime: Mutex<Option<PluginRuntime>>,
     slots: Mutex<BTreeMap<String, Arc<PluginSlot>>>,
+    gate: Arc<InlineGate>,
 }
 
 impl PluginRegistry {
@@ -195,6 +203,7 @@ impl PluginRegistry {
                         Arc::new(PluginSlot {
                             name: name.as_str().into(),
                             active: ArcSwap::from_pointee(active),
+                            gate: Arc::clone(&self.gate),
                         }),
                     );
                 }

@@ -75,15 +75,27 @@ pub fn select(
             return Selection::Exhausted;
         }
         let live = match &pool.policies.routing {
-            Some(slot) => match ask(slot, request, candidates) {
-                Ok(decision) => from_decision(decision),
-                Err(e) => {
-                    debug!(pool = %pool.name, plugin = %slot.name(), error = %e, "routing plugin call failed");
-                    match recourse(&e, slot.current().config.on_error) {
-                        Recourse::Native => native().map_or(Selection::Exhausted, Selection::Backend),
-                        Recourse::FailClosed => Selection::PolicyFailed,
+            Some(slot) => match slot.inline_gate().enter(|| typical_call(slot)) {
+                // Slow plugin calls hold the workers: choose natively, like a
+                // quarantine does (shedding is not this plugin's failure).
+                None => {
+                    if let Some(shed) = &pool.policies.shed {
+                        shed.inc();
                     }
+                    native().map_or(Selection::Exhausted, Selection::Backend)
                 }
+                Some(_pass) => match ask(slot, request, candidates) {
+                    Ok(decision) => from_decision(decision),
+                    Err(e) => {
+                        debug!(pool = %pool.name, plugin = %slot.name(), error = %e, "routing plugin call failed");
+                        match recourse(&e, slot.current().config.on_error) {
+                            Recourse::Native => {
+                                native().map_or(Selection::Exhausted, Selection::Backend)
+                            }
+                            Recourse::FailClosed => Selection::PolicyFailed,
+                        }
+                    }
+                },
             },
             None => native().map_or(Selection::Exhausted, Selection::Backend),
         };
@@ -140,6 +152,14 @@ fn ask(
     }
 }
 
+/// How long the slot's routing plugin has recently taken per call.
+fn typical_call(slot: &PluginSlot) -> std::time::Duration {
+    slot.current()
+        .plugin
+        .as_routing()
+        .map_or(std::time::Duration::ZERO, |r| r.typical_call())
+}
+
 fn from_decision(decision: RouteDecision) -> Selection {
     match decision {
         RouteDecision::Backend(i) => Selection::Backend(i as usize),
@@ -163,6 +183,13 @@ fn compare(
     if matches!(live, Selection::Exhausted | Selection::PolicyFailed) {
         return;
     }
+    let Some(_pass) = shadow
+        .slot
+        .inline_gate()
+        .enter(|| typical_call(&shadow.slot))
+    else {
+        return;
+    };
     let Ok(decision) = ask(&shadow.slot, request, candidates) else {
         // Counted in the shadow plugin's own error metrics.
         return;

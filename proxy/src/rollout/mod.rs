@@ -65,6 +65,10 @@ pub enum StartError {
     Split(String),
     #[error("route `{route}` already sends all traffic to `{pool}`")]
     SamePool { route: String, pool: String },
+    #[error(
+        "{reason}; a rollout would send its share into failures (add \"force\": true to start anyway)"
+    )]
+    Unusable { pool: String, reason: String },
 }
 
 #[derive(Debug)]

@@ -29,6 +29,8 @@ pub enum MemberError {
         address: SocketAddr,
         name: String,
     },
+    #[error("refused: {0}")]
+    Refused(#[from] crate::address_policy::AddressRefused),
     #[error("cannot apply the change: {0}")]
     Apply(#[from] StartError),
 }
@@ -44,12 +46,16 @@ impl Server {
     }
 
     /// Adds a backend to a pool; health checks start for it if the pool has them.
+    /// The address must pass the [`AddressPolicy`](crate::address_policy::AddressPolicy):
+    /// never this proxy's own listeners or admin address, never link-local or
+    /// unspecified, inside `admin.backend_networks` when set.
     pub async fn add_backend(&self, pool: &str, member: Member) -> Result<Backend, MemberError> {
         let snapshot = self.snapshot();
         let p = snapshot
             .pools
             .get(pool)
             .ok_or_else(|| MemberError::NoPool(pool.to_string()))?;
+        self.address_policy().check(member.address)?;
         if p.backends.iter().any(|b| b.address == member.address) {
             return Err(MemberError::Exists {
                 pool: pool.to_string(),

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::server::ServerSessionMemoryCache;
 use tokio_rustls::TlsAcceptor;
@@ -69,7 +68,7 @@ impl ListenerTls {
     }
 
     /// Starts reloading the certificates when their files change; stops when
-    /// `stop` fires or this is dropped.
+    /// `stop` fires or this is dropped (with the last [`TlsSlot`] holding it).
     pub fn watch(&mut self, stop: &CancellationToken) {
         let token = stop.child_token();
         crate::tls::watch(Arc::clone(&self.store), token.clone());
@@ -111,24 +110,26 @@ pub fn build_acceptor(
     })
 }
 
-/// A running listener's TLS, replaceable in place: a config change to a listener's
-/// `tls` table swaps it without closing the socket or any connection.
+/// A running listener's TLS, shared by its accept loop and its connections. The
+/// certificate watch lasts while anything holds it, so a listener restarted on its
+/// socket with the same `tls` table (another setting changed) keeps its store and
+/// watch, and loads nothing to restart; a changed `tls` table gets a new slot.
 #[derive(Clone)]
-pub struct TlsSlot(Arc<ArcSwap<ListenerTls>>);
+pub struct TlsSlot(Arc<ListenerTls>);
 
 impl TlsSlot {
     /// A slot holding `tls`.
     pub fn new(tls: ListenerTls) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(tls)))
+        Self(Arc::new(tls))
     }
 
-    /// The acceptor for the next handshake.
-    pub fn acceptor(&self) -> TlsAcceptor {
-        self.0.load().acceptor.clone()
+    /// The acceptor handshakes go through.
+    pub fn acceptor(&self) -> &TlsAcceptor {
+        self.0.acceptor()
     }
 
-    /// Replaces the TLS settings and certificates for later handshakes.
-    pub fn replace(&self, tls: ListenerTls) {
-        self.0.store(Arc::new(tls));
+    /// The certificates served.
+    pub fn store(&self) -> &Arc<CertStore> {
+        self.0.store()
     }
 }

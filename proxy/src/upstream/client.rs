@@ -25,8 +25,8 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// A plain-HTTP client honouring the connect timeout and idle pool limits; the
-    /// request URI names the backend.
+    /// A plain-HTTP client (the request URI names the backend) honouring the connect
+    /// timeout, idle pool limits, and the head size and field count limits for answers.
     pub fn new(limits: &Limits) -> Self {
         Self::build(limits, Connector::plain(tcp_settings(limits)))
     }
@@ -55,6 +55,9 @@ impl UpstreamClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(limits.upstream_idle_timeout)
             .pool_max_idle_per_host(limits.upstream_idle_per_backend)
+            // An answer head over the request limits is a 502, never relayed.
+            .http1_max_buf_size(limits.max_header_bytes.max(8192))
+            .http1_max_headers(limits.max_headers)
             .build(connector);
         Self { client }
     }

@@ -156,6 +156,38 @@ impl Pool {
             .count()
     }
 
+    /// Why no backend of this pool could take a request now, backend by backend
+    /// (`None` when one can). Used to refuse switching traffic where it must fail.
+    pub fn unusable_reason(&self, now_ms: u64) -> Option<String> {
+        use crate::upstream::Usability;
+        let mut why = Vec::with_capacity(self.backends.len());
+        for b in &self.backends {
+            let state = &b.state;
+            let reason = match state.usability(now_ms) {
+                Usability::Usable => return None,
+                Usability::AdminOff => state.admin_state().as_str().to_string(),
+                Usability::HealthDown => "health checks down".to_string(),
+                Usability::BreakerOpen => match state.breaker.state() {
+                    BreakerState::Open => format!(
+                        "circuit breaker open ({} ms left)",
+                        state.breaker.open_until_ms().saturating_sub(now_ms)
+                    ),
+                    _ => "circuit breaker half-open, no trial left".to_string(),
+                },
+            };
+            why.push(format!("{} {reason}", b.key));
+        }
+        Some(if why.is_empty() {
+            format!("pool `{}` has no backends", self.name)
+        } else {
+            format!(
+                "pool `{}` has no usable backend: {}",
+                self.name,
+                why.join(", ")
+            )
+        })
+    }
+
     /// Envoy's panic threshold: when too few backends are usable, spread over all of
     /// them rather than overload the few that are left.
     fn in_panic_mode(&self, now_ms: u64) -> bool {
@@ -197,6 +229,21 @@ impl Pool {
                 (t >= RETRY_COST).then_some(t - RETRY_COST)
             })
             .is_ok()
+    }
+
+    /// Gives back a retry taken from the budget but never sent (the request was
+    /// cancelled during the backoff).
+    pub fn refund_retry_budget(&self) {
+        let _ = self
+            .retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + RETRY_COST).min(RETRY_CAP))
+            });
+    }
+
+    /// Retries the budget holds right now (whole retries), for `/status` and tests.
+    pub fn retry_budget(&self) -> i64 {
+        self.retry_tokens.load(Ordering::Relaxed) / RETRY_COST
     }
 }
 
