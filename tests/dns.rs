@@ -1,7 +1,8 @@
 //! Backends named by DNS, resolved through a test DNS server on loopback: traffic
 //! follows a changed answer with no failed request, addresses that stay keep their
 //! state, a failed lookup keeps the last good addresses, SRV records give targets and
-//! ports, and a TLS pool presents the DNS name as SNI.
+//! ports, a TLS pool presents the DNS name as SNI, and a refused reload leaves the
+//! names followed as they were.
 
 mod support;
 
@@ -236,4 +237,62 @@ async fn a_tls_pool_presents_the_dns_name_as_sni() {
     let (code, name, _) = get(&client(), &format!("http://{}/", proxy.web)).await;
     assert_eq!((code, name.as_str()), (200, "secure"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_leaves_the_dns_names_followed_as_before() {
+    let dns = TestDns::start().await;
+    let (_a, b, port) = two_hosts().await;
+    dns.set("app.test", Answer::A(vec![Ipv4Addr::new(127, 0, 0, 2)], 1));
+    dns.set(
+        "other.test",
+        Answer::A(vec![Ipv4Addr::new(127, 0, 0, 3)], 1),
+    );
+    let proxy = start_proxy(&config(
+        &dns,
+        &format!("{{ address = \"app.test:{port}\" }}"),
+        "",
+    ))
+    .await;
+    wait_for_backends(&proxy, &[format!("127.0.0.2:{port}")]).await;
+
+    // A reload that names the pool's backends by another name and adds a listener on
+    // a taken address is refused before anything changes.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = config(&dns, &format!("{{ address = \"other.test:{port}\" }}"), "").replace(
+        "[[route]]",
+        &format!(
+            "[[listener]]\nname = \"extra\"\nlisten = \"{}\"\n\n[[route]]",
+            taken.local_addr().unwrap()
+        ),
+    );
+    let next =
+        switchyard::config::Config::parse(std::path::Path::new("test.toml"), &refused).unwrap();
+    let error = proxy.server.apply(next).await.unwrap_err().to_string();
+    assert!(error.contains("listener `extra` cannot listen"), "{error}");
+    assert_eq!(
+        backends(&proxy).await[0].0,
+        format!("127.0.0.2:{port}"),
+        "the refused reload changed the pool"
+    );
+    let (_, _, body) = get(&client(), &format!("http://{}/metrics", proxy.admin)).await;
+    assert!(
+        !String::from_utf8_lossy(&body).contains("name=\"other.test\""),
+        "the refused reload's DNS name is followed"
+    );
+
+    // The running config's name is still followed: a changed answer moves the
+    // traffic, and a rebuild of the snapshot (an admin change) keeps what it found.
+    dns.set("app.test", Answer::A(vec![Ipv4Addr::new(127, 0, 0, 3)], 1));
+    wait_for_backends(&proxy, &[format!("127.0.0.3:{port}")]).await;
+    proxy.server.reapply().await.unwrap();
+    assert_eq!(backends(&proxy).await.len(), 1);
+    let before = b.hits();
+    for _ in 0..5 {
+        assert_eq!(
+            get(&client(), &format!("http://{}/", proxy.web)).await.1,
+            "b"
+        );
+    }
+    assert_eq!(b.hits(), before + 5);
 }

@@ -15,15 +15,18 @@ use hickory_resolver::TokioResolver;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-pub use resolve::{Found, LookupError};
+pub use resolve::{Found, LookupError, ResolverError};
 
 use crate::config::{BackendConfig, Config, DnsBackend, DnsConfig};
 use crate::metrics::Metrics;
 
 /// One DNS entry of one pool.
 type EntryKey = (String, DnsBackend);
+
+/// One lookup's outcome: what was found and how long it holds.
+type Answer = Result<(Vec<Found>, Duration), LookupError>;
 
 struct Inner {
     dns: Option<DnsConfig>,
@@ -62,98 +65,75 @@ impl Discovery {
         self.changed.subscribe()
     }
 
-    /// Matches the running lookups to `config`: entries gone are dropped, new ones
-    /// are resolved once now (so a new pool starts with its addresses) and then kept
-    /// fresh; a changed `[dns]` table rebuilds the resolver.
-    pub async fn sync(&self, config: &Config) {
+    /// Everything an apply of `config` needs from DNS, without changing what runs:
+    /// the resolver (a new one when `[dns]` changed) and a first lookup of each
+    /// entry not followed yet (all of them with a new resolver), so a new pool
+    /// starts with its addresses. A failed lookup is not an error: the entry starts
+    /// with no address (or its last good ones) and is retried with backoff once
+    /// committed. Only a resolver that cannot be set up fails, and then the apply.
+    pub async fn prepare(&self, config: &Config) -> Result<DiscoveryPlan, resolve::ResolverError> {
         let wanted: Vec<EntryKey> = config
             .pools
             .iter()
             .flat_map(|(pool, p)| p.dns.iter().map(|d| (pool.clone(), d.clone())))
             .collect();
-        let (resolver, new) = {
-            let mut inner = self.inner.lock();
-            if inner.dns.as_ref() != Some(&config.dns) && !wanted.is_empty() {
-                match resolve::resolver(&config.dns) {
-                    Ok(resolver) => {
-                        inner.resolver = Some(Arc::new(resolver));
-                        inner.dns = Some(config.dns.clone());
-                        let mut results = self.results.lock();
-                        for (_, cancel) in inner.tasks.drain() {
-                            cancel.cancel();
-                        }
-                        // Keep answers (they stay served) but look every entry up again.
-                        results.retain(|key, _| wanted.contains(key));
-                    }
-                    Err(e) => {
-                        error!(error = %e, "cannot set up the DNS resolver; DNS-named backends keep their last addresses")
-                    }
-                }
-            }
-            let mut results = self.results.lock();
-            inner.tasks.retain(|key, cancel| {
-                let keep = wanted.contains(key);
-                if !keep {
-                    cancel.cancel();
-                    results.remove(key);
-                }
-                keep
-            });
-            drop(results);
-            let Some(resolver) = inner.resolver.clone() else {
-                return;
+        let (resolver, new_resolver, new) = {
+            let inner = self.inner.lock();
+            let rebuild = inner.dns.as_ref() != Some(&config.dns) && !wanted.is_empty();
+            let (resolver, new_resolver) = if rebuild {
+                let resolver = Arc::new(resolve::resolver(&config.dns)?);
+                (Some(Arc::clone(&resolver)), true)
+            } else {
+                (inner.resolver.clone(), false)
             };
             let new: Vec<EntryKey> = wanted
-                .into_iter()
-                .filter(|k| !inner.tasks.contains_key(k))
+                .iter()
+                .filter(|k| new_resolver || !inner.tasks.contains_key(*k))
+                .cloned()
                 .collect();
-            for key in &new {
-                inner.tasks.insert(key.clone(), self.shutdown.child_token());
-            }
-            (resolver, new)
+            (resolver, new_resolver, new)
         };
-        let dns = config.dns.clone();
-        let mut first = tokio::task::JoinSet::new();
+        let mut plan = DiscoveryPlan {
+            dns: config.dns.clone(),
+            resolver: None,
+            new_resolver,
+            wanted,
+            first: Vec::new(),
+        };
+        let Some(resolver) = resolver else {
+            return Ok(plan);
+        };
+        let mut lookups = tokio::task::JoinSet::new();
         for key in new {
             let resolver = Arc::clone(&resolver);
-            let dns = dns.clone();
-            first.spawn(async move {
-                let result = resolve::lookup(&resolver, &key.1, dns.timeout).await;
+            let timeout = config.dns.timeout;
+            lookups.spawn(async move {
+                let result = resolve::lookup(&resolver, &key.1, timeout).await;
                 (key, result)
             });
         }
-        while let Some(joined) = first.join_next().await {
-            let Ok((key, result)) = joined else {
-                continue;
-            };
-            let Some(cancel) = self.inner.lock().tasks.get(&key).cloned() else {
-                continue;
-            };
-            let mut refresh = Refresh {
-                key,
-                resolver: Arc::clone(&resolver),
-                dns: dns.clone(),
-                results: Arc::clone(&self.results),
-                changed: self.changed.clone(),
-                metrics: Arc::clone(&self.metrics),
-                cancel,
-                failures: 0,
-            };
-            let delay = refresh.record(result, false);
-            tokio::spawn(refresh.run(delay));
+        while let Some(joined) = lookups.join_next().await {
+            if let Ok(first) = joined {
+                plan.first.push(first);
+            }
         }
+        plan.resolver = Some(resolver);
+        Ok(plan)
     }
 
-    /// `config` with the addresses found laid into each pool's backends (an address
-    /// the pool already lists by IP is not added twice).
-    pub fn overlay(&self, mut config: Config) -> Config {
+    /// `config` with the addresses found laid into each pool's backends: the plan's
+    /// first answers, else the last good answer of an entry already followed (an
+    /// address the pool already lists by IP is not added twice).
+    pub fn overlay(&self, plan: &DiscoveryPlan, mut config: Config) -> Config {
         let results = self.results.lock();
-        if results.is_empty() {
-            return config;
-        }
         for (name, pool) in &mut config.pools {
             for entry in &pool.dns {
-                let Some(found) = results.get(&(name.clone(), entry.clone())) else {
+                let key = (name.clone(), entry.clone());
+                let first = plan.first.iter().find_map(|(k, result)| match result {
+                    Ok((found, _)) if *k == key => Some(found),
+                    _ => None,
+                });
+                let Some(found) = first.or_else(|| results.get(&key)) else {
                     continue;
                 };
                 for f in found {
@@ -169,6 +149,74 @@ impl Discovery {
         }
         config
     }
+
+    /// Makes the plan the running state, once its config is live (cannot fail):
+    /// entries gone stop being followed, a new resolver replaces the old one, the
+    /// first answers are kept and every new entry is kept fresh from now on.
+    pub fn commit(&self, plan: DiscoveryPlan) {
+        let DiscoveryPlan {
+            dns,
+            resolver,
+            new_resolver,
+            wanted,
+            first,
+        } = plan;
+        let mut inner = self.inner.lock();
+        let mut results = self.results.lock();
+        if new_resolver {
+            inner.resolver.clone_from(&resolver);
+            inner.dns = Some(dns.clone());
+            for (_, cancel) in inner.tasks.drain() {
+                cancel.cancel();
+            }
+        }
+        inner.tasks.retain(|key, cancel| {
+            let keep = wanted.contains(key);
+            if !keep {
+                cancel.cancel();
+            }
+            keep
+        });
+        // Answers of entries still wanted stay served until their next lookup.
+        results.retain(|key, _| wanted.contains(key));
+        drop(results);
+        let Some(resolver) = resolver else {
+            return;
+        };
+        for (key, result) in first {
+            if inner.tasks.contains_key(&key) {
+                continue;
+            }
+            let cancel = self.shutdown.child_token();
+            inner.tasks.insert(key.clone(), cancel.clone());
+            let mut refresh = Refresh {
+                key,
+                resolver: Arc::clone(&resolver),
+                dns: dns.clone(),
+                results: Arc::clone(&self.results),
+                changed: self.changed.clone(),
+                metrics: Arc::clone(&self.metrics),
+                cancel,
+                failures: 0,
+            };
+            let delay = refresh.record(result, false);
+            tokio::spawn(refresh.run(delay));
+        }
+    }
+}
+
+/// What [`Discovery::prepare`] found for a config, to lay over it
+/// ([`Discovery::overlay`]) and to make the running state once it is applied
+/// ([`Discovery::commit`]). Dropping it changes nothing.
+pub struct DiscoveryPlan {
+    dns: DnsConfig,
+    /// The resolver to follow the entries with; `None` while no pool names a host.
+    resolver: Option<Arc<TokioResolver>>,
+    /// `resolver` was built for this config's `[dns]` table.
+    new_resolver: bool,
+    wanted: Vec<EntryKey>,
+    /// First lookups of the entries not followed yet.
+    first: Vec<(EntryKey, Answer)>,
 }
 
 /// Keeps one entry fresh.
@@ -196,11 +244,7 @@ impl Refresh {
     }
 
     /// Stores a lookup's outcome; returns when to look again.
-    fn record(
-        &mut self,
-        result: Result<(Vec<Found>, Duration), LookupError>,
-        notify: bool,
-    ) -> Duration {
+    fn record(&mut self, result: Answer, notify: bool) -> Duration {
         let (pool, entry) = (&self.key.0, &self.key.1);
         match result {
             Ok((found, ttl)) => {

@@ -32,10 +32,15 @@ pub enum LookupError {
     Timeout(Duration),
 }
 
+/// Why the resolver could not be set up (the system's configuration is unreadable).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the DNS resolver: {0}")]
+pub struct ResolverError(#[from] NetError);
+
 /// Builds the resolver: the configured name servers (UDP, then TCP for truncated
 /// answers), or the system's; its cache never outlives `max_ttl`, and a negative
 /// answer is not cached past `min_ttl`.
-pub fn resolver(config: &DnsConfig) -> Result<TokioResolver, NetError> {
+pub fn resolver(config: &DnsConfig) -> Result<TokioResolver, ResolverError> {
     let mut builder = if config.servers.is_empty() {
         TokioResolver::builder_tokio()?
     } else {
@@ -60,7 +65,7 @@ pub fn resolver(config: &DnsConfig) -> Result<TokioResolver, NetError> {
     options.attempts = 2;
     options.positive_max_ttl = Some(config.max_ttl);
     options.negative_max_ttl = Some(config.min_ttl);
-    builder.build()
+    Ok(builder.build()?)
 }
 
 /// Looks `entry` up once; returns what was found (sorted) and how long it holds.

@@ -35,7 +35,7 @@ pub use tls::{ListenerTls, TlsError, TlsSlot, build_acceptor};
 
 use crate::acme::AcmeManager;
 use crate::config::{Config, Located};
-use crate::discovery::Discovery;
+use crate::discovery::{Discovery, ResolverError};
 use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
@@ -77,6 +77,12 @@ pub enum StartError {
         #[source]
         source: PluginLoadError,
     },
+    #[error("{at}: {source}")]
+    Dns {
+        at: Box<Located>,
+        #[source]
+        source: ResolverError,
+    },
 }
 
 impl StartError {
@@ -87,6 +93,18 @@ impl StartError {
         );
         StartError::Plugin {
             at: Box::new(config.locate(&field)),
+            source,
+        }
+    }
+
+    fn dns(config: &Config, source: ResolverError) -> Self {
+        let field = if config.dns.servers.is_empty() {
+            "dns"
+        } else {
+            "dns.servers"
+        };
+        StartError::Dns {
+            at: Box::new(config.locate(field)),
             source,
         }
     }
@@ -149,9 +167,12 @@ impl Server {
         let tls = TlsRegistry::new();
         metrics.attach_tls(Arc::clone(&tls));
         let discovery = Discovery::new(Arc::clone(&metrics), shutdown.child_token());
-        discovery.sync(&config).await;
+        let dns = discovery
+            .prepare(&config)
+            .await
+            .map_err(|e| StartError::dns(&config, e))?;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            discovery.overlay(config.clone()),
+            discovery.overlay(&dns, config.clone()),
             None,
             &metrics,
             &Overrides::new(),
@@ -195,6 +216,7 @@ impl Server {
         });
         let plan = server.listeners.lock().plan(&config, true, &server.tls)?;
         server.commit_listeners(plan, &config);
+        server.discovery.commit(dns);
         server.acme.sync(config.acme.as_ref());
         server.follow_discovery();
         server.start_state_writer();
@@ -210,14 +232,16 @@ impl Server {
     }
 
     /// Applies a new, already validated config atomically. First everything that can
-    /// fail is built without touching what runs: plugins loaded, new listener sockets
-    /// bound and held, certificates of new or changed `tls` tables loaded, the admin
-    /// listener's new socket bound when `admin.listen` changed. Any failure returns
-    /// here, naming file, line and field, with the running config whole. Then one
-    /// snapshot swap publishes the config (backend state carried over), listeners
-    /// start and stop on the prepared sockets, ACME orders run for the new config,
-    /// the connection cap follows `limits.max_connections`, and health loops are
-    /// re-synced. Plugin files are re-read, and changed ones loaded.
+    /// fail is built without touching what runs: plugins loaded, DNS names of new
+    /// pool entries looked up (a failed lookup is retried once applied; only a
+    /// resolver that cannot be set up fails), new listener sockets bound and held,
+    /// certificates of new or changed `tls` tables loaded, the admin listener's new
+    /// socket bound when `admin.listen` changed. Any failure returns here, naming
+    /// file, line and field, with the running config whole. Then one snapshot swap
+    /// publishes the config (backend state carried over), listeners start and stop on
+    /// the prepared sockets, DNS names are followed and ACME orders run for the new
+    /// config, the connection cap follows `limits.max_connections`, and health loops
+    /// are re-synced. Plugin files are re-read, and changed ones loaded.
     pub async fn apply(&self, config: Config) -> Result<(), StartError> {
         self.apply_with(config, FileCheck::Reread).await
     }
@@ -233,8 +257,12 @@ impl Server {
             .await
             .map_err(|e| StartError::plugin(&config, e))?;
         let base = config.clone();
-        self.discovery.sync(&config).await;
-        let config = self.discovery.overlay(config);
+        let dns = self
+            .discovery
+            .prepare(&config)
+            .await
+            .map_err(|e| StartError::dns(&config, e))?;
+        let config = self.discovery.overlay(&dns, config);
         let config = self.members.lock().overlay(config);
         let limits_changed = old.config.limits != config.limits;
         let listeners = self
@@ -256,6 +284,7 @@ impl Server {
         );
         self.snapshot.store(Arc::new(next));
         let kept_certificates = self.commit_listeners(listeners, &config);
+        self.discovery.commit(dns);
         self.acme.sync(config.acme.as_ref());
         if let Some(moved) = admin_move {
             self.commit_admin(moved);
