@@ -1,8 +1,8 @@
 //! Backends named by DNS, resolved through a test DNS server on loopback: traffic
 //! follows a changed answer with no failed request, addresses that stay keep their
 //! state, a failed lookup keeps the last good addresses, SRV records give targets and
-//! ports, a TLS pool presents the DNS name as SNI, and a refused reload leaves the
-//! names followed as they were.
+//! ports, a TLS pool presents the DNS name as SNI, a refused reload leaves the names
+//! followed as they were, and a state file cannot remove what DNS gave.
 
 mod support;
 
@@ -239,6 +239,14 @@ async fn a_tls_pool_presents_the_dns_name_as_sni() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The value of one series in `/metrics`, if present.
+async fn metric(proxy: &support::TestProxy, series: &str) -> Option<f64> {
+    let (_, _, body) = get(&client(), &format!("http://{}/metrics", proxy.admin)).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_reload_leaves_the_dns_names_followed_as_before() {
     let dns = TestDns::start().await;
@@ -295,4 +303,47 @@ async fn a_refused_reload_leaves_the_dns_names_followed_as_before() {
         );
     }
     assert_eq!(b.hits(), before + 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_cannot_remove_a_backend_found_in_dns() {
+    let dns = TestDns::start().await;
+    let (_a, _b, port) = two_hosts().await;
+    dns.set(
+        "app.test",
+        Answer::A(
+            vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)],
+            30,
+        ),
+    );
+    let dir = temp_dir("dns-state");
+    let state = dir.join("state.json");
+    let saved = serde_json::json!({
+        "members": {"removed": {"app": [{"address": format!("127.0.0.2:{port}"), "weight": 1}]}}
+    });
+    std::fs::write(&state, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let text = config(&dns, &format!("{{ address = \"app.test:{port}\" }}"), "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"\n",
+            state.display()
+        ),
+    );
+    let proxy = start_proxy(&text).await;
+    let mut addresses: Vec<String> = backends(&proxy).await.into_iter().map(|(a, _)| a).collect();
+    addresses.sort();
+    assert_eq!(
+        addresses,
+        [format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}")],
+        "the state file took out a backend DNS gave"
+    );
+    assert_eq!(
+        metric(
+            &proxy,
+            "switchyard_state_file_skipped_total{kind=\"removed\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
