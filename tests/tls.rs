@@ -1,6 +1,7 @@
 //! TLS on listeners (certificates chosen by SNI, reloaded from their files under
-//! load, refused when broken, version floor, ALPN, resumption, expiry metric) and TLS
-//! to backends (a private CA, client certificates, HTTP/2 by ALPN, health probes).
+//! load, refused when broken, version floor, ALPN, resumption, expiry metric, a config
+//! reload that keeps or changes the tls table) and TLS to backends (a private CA,
+//! client certificates, HTTP/2 by ALPN, health probes).
 
 mod support;
 
@@ -553,6 +554,78 @@ async fn a_listener_table_change_swaps_certificates_without_closing_the_socket()
         200,
         "an open connection was closed"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_keeps_the_tls_table_applies_over_a_broken_certificate_on_disk() {
+    let backend = TestBackend::start("app").await;
+    let ca = TestCa::new("kept table CA");
+    let dir = temp_dir("kept");
+    let (cert, key) = write_pair(&dir, "app", &ca.server(&["app.test"]));
+    let table = format!("{{ cert = \"{}\", key = \"{}\" }}", path(&cert), path(&key));
+    let text = tls_config(&backend, &table);
+    let proxy = start_proxy(&text).await;
+    let config = client_config(ca.roots(), &[b"http/1.1"]);
+    let failed = "switchyard_tls_certificate_reloads_total{listener=\"web\",result=\"failed\"}";
+    let before = metric(&proxy, failed).await.unwrap_or(0.0);
+
+    // The file breaks on disk; a reload that changes the limits (so the listener
+    // restarts on its socket) but not the tls table still applies, the pair is
+    // refused, and the old certificate keeps serving.
+    replace_file(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    );
+    let changed = format!("{text}\n[limits]\nidle_timeout = \"30s\"\n");
+    let next = switchyard::config::Config::parse(Path::new("test.toml"), &changed).unwrap();
+    proxy
+        .server
+        .apply(next)
+        .await
+        .expect("a certificate the reload does not change cannot fail it");
+    assert_eq!(
+        proxy.server.snapshot().config.limits.idle_timeout,
+        Duration::from_secs(30)
+    );
+    assert_eq!(proxy.server.listener_address("web"), Some(proxy.web));
+    assert!(
+        metric(&proxy, failed).await.is_some_and(|v| v > before),
+        "the broken pair was not refused"
+    );
+    let stream = handshake(proxy.web, "app.test", Arc::clone(&config))
+        .await
+        .unwrap();
+    assert_eq!(served_names(&stream), ["app.test"]);
+    assert_eq!(get_over(stream, "app.test", "/").await.0, 200);
+
+    // A reload that changes the tls table to the broken file is refused whole,
+    // naming the field.
+    let (other_cert, other_key) = write_pair(&dir, "other", &ca.server(&["other.test"]));
+    replace_file(&other_cert, "not a certificate");
+    let broken = tls_config(
+        &backend,
+        &format!(
+            "{{ cert = \"{}\", key = \"{}\" }}",
+            path(&other_cert),
+            path(&other_key)
+        ),
+    );
+    let next = switchyard::config::Config::parse(Path::new("test.toml"), &broken).unwrap();
+    let error = proxy.server.apply(next).await.unwrap_err().to_string();
+    assert!(
+        error.contains("listener[0].tls.cert") && error.contains("listener `web`"),
+        "{error}"
+    );
+    assert_eq!(
+        proxy.server.snapshot().config.limits.idle_timeout,
+        Duration::from_secs(30),
+        "the refused reload changed the running config"
+    );
+    let stream = handshake(proxy.web, "app.test", Arc::clone(&config))
+        .await
+        .unwrap();
+    assert_eq!(served_names(&stream), ["app.test"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
