@@ -201,7 +201,7 @@ fn check(path: Option<&Path>) -> ExitCode {
     };
     match Config::load(path) {
         Ok(config) => {
-            if !check_plugins(&config) {
+            if !check_plugins(&config) || !check_certificates(&config) {
                 return ExitCode::FAILURE;
             }
             println!(
@@ -219,6 +219,29 @@ fn check(path: Option<&Path>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads every TLS listener's certificates, as a start would, and reports each failure.
+fn check_certificates(config: &Config) -> bool {
+    let registry = switchyard::tls::TlsRegistry::new();
+    let mut ok = true;
+    for (index, listener) in config.listeners.iter().enumerate() {
+        let Some(tls) = &listener.tls else {
+            continue;
+        };
+        if let Err(e) = switchyard::server::build_acceptor(&listener.name, tls, &registry) {
+            let field = e
+                .field()
+                .unwrap_or_else(|| format!("listener[{index}].tls"));
+            eprintln!(
+                "{}: listener `{}`: {e}",
+                config.locate(&field),
+                listener.name
+            );
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// Loads every plugin of the config once (compile, link, `init`), as a start or a

@@ -18,10 +18,17 @@ pub fn status(server: &Server) -> Value {
         .listeners
         .iter()
         .map(|l| {
+            let certificates: Vec<Value> = server
+                .tls()
+                .served_by(&l.name)
+                .iter()
+                .map(|c| json!({ "names": c.names, "not_after": c.not_after, "origin": c.origin }))
+                .collect();
             json!({
                 "name": l.name,
                 "address": server.listener_address(&l.name).unwrap_or(l.listen).to_string(),
                 "tls": l.tls.is_some(),
+                "certificates": certificates,
             })
         })
         .collect();
@@ -138,6 +145,7 @@ fn backend(pool: &Pool, b: &Backend, now: u64) -> Value {
     let open_until = s.breaker.open_until_ms();
     json!({
         "address": b.key.as_ref(),
+        "dns_name": b.origin.as_deref(),
         "weight": s.weight.load(Ordering::Relaxed),
         "config_weight": config_weight,
         "effective_weight": s.effective_weight(pool.config.failover.slow_start, now),

@@ -122,6 +122,11 @@ impl<'a> Reporter<'a> {
         });
     }
 
+    /// How many problems were recorded so far.
+    pub fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
     /// Line and column of a span's start (`(0, 0)` for a setting not in the file).
     pub fn position(&self, span: Range<usize>) -> (usize, usize) {
         if span == (0..0) {

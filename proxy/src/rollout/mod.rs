@@ -182,7 +182,6 @@ impl Rollouts {
         {
             return Err(StartError::Running(route.to_string()));
         }
-        let first = plan.steps.first().copied().unwrap_or(100);
         let rollout = Arc::new(Rollout {
             route: route.to_string(),
             from,
@@ -193,7 +192,8 @@ impl Rollouts {
             progress: Mutex::new(Progress {
                 state: RolloutState::Running,
                 step: 0,
-                percent: first,
+                // Nothing has moved until the first step's split is in effect.
+                percent: 0,
                 verdict: None,
                 reason: None,
             }),
