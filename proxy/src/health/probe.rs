@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::config::ProbeKind;
+use crate::plugin::CustomProbe;
 
 /// At most this much of a probe response body is kept for evaluation.
 pub const BODY_PREFIX_LIMIT: usize = 4096;
@@ -40,8 +41,19 @@ pub struct ProbeReport {
 
 /// Runs one probe against `addr`, bounded by `timeout`.
 pub async fn probe(kind: &ProbeKind, addr: SocketAddr, timeout: Duration) -> ProbeReport {
+    probe_as(kind, None, addr, timeout).await
+}
+
+/// [`probe`], sending `custom` (a health plugin's `probe-request`) in place of an
+/// HTTP check's configured method and path. A TCP check ignores it.
+pub async fn probe_as(
+    kind: &ProbeKind,
+    custom: Option<&CustomProbe>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> ProbeReport {
     let started = Instant::now();
-    let result = tokio::time::timeout(timeout, run(kind, addr)).await;
+    let result = tokio::time::timeout(timeout, run(kind, custom, addr)).await;
     let mut report = match result {
         Ok(Ok(report)) => report,
         Ok(Err(error)) => ProbeReport {
@@ -57,7 +69,11 @@ pub async fn probe(kind: &ProbeKind, addr: SocketAddr, timeout: Duration) -> Pro
     report
 }
 
-async fn run(kind: &ProbeKind, addr: SocketAddr) -> Result<ProbeReport, ProbeError> {
+async fn run(
+    kind: &ProbeKind,
+    custom: Option<&CustomProbe>,
+    addr: SocketAddr,
+) -> Result<ProbeReport, ProbeError> {
     let stream = TcpStream::connect(addr).await.map_err(io_error)?;
     let ProbeKind::Http {
         method, path, host, ..
@@ -71,12 +87,20 @@ async fn run(kind: &ProbeKind, addr: SocketAddr) -> Result<ProbeReport, ProbeErr
         .map_err(|e| ProbeError::Other(e.to_string()))?;
     let conn_task = tokio::spawn(conn);
     let host = host.clone().unwrap_or_else(|| addr.to_string());
-    let request = Request::builder()
+    let (method, path) = match custom {
+        Some(c) => (&c.method, c.path.as_str()),
+        None => (method, path.as_str()),
+    };
+    let mut builder = Request::builder()
         .method(method.clone())
-        .uri(path.as_str())
+        .uri(path)
         .header(header::HOST, host)
         .header(header::USER_AGENT, "switchyard-health-check")
-        .header(header::CONNECTION, "close")
+        .header(header::CONNECTION, "close");
+    if let (Some(c), Some(headers)) = (custom, builder.headers_mut()) {
+        headers.extend(c.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let request = builder
         .body(Empty::<Bytes>::new())
         .map_err(|e| ProbeError::Other(e.to_string()))?;
     let response = sender.send_request(request).await.map_err(hyper_error)?;
