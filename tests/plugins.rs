@@ -178,7 +178,7 @@ async fn json_health_plugin_judges_backends_by_their_status_document() {
         plugin_table(
             "json",
             "health",
-            &shipped("json-health.wasm"),
+            &shipped("json_health.wasm"),
             "config = { field = \"status\", up = [\"ok\"], required = { \"checks.db\" = [\"up\"] }, \
              optional = { \"checks.cache\" = [\"up\"] }, degraded-percent = 50 }",
         )
@@ -256,7 +256,7 @@ async fn adaptive_breaker_plugin_ejects_a_failing_backend() {
         plugin_table(
             "adaptive",
             "recovery",
-            &shipped("adaptive-breaker.wasm"),
+            &shipped("adaptive_breaker.wasm"),
             "config = { consecutive-failures = 2, base-open-ms = 60000, max-open-ms = 60000 }",
         )
     );
@@ -580,7 +580,7 @@ async fn breaker_state_survives_a_new_recovery_plugin_version() {
             plugin_table(
                 "adaptive",
                 "recovery",
-                &shipped("adaptive-breaker.wasm"),
+                &shipped("adaptive_breaker.wasm"),
                 &format!(
                     "config = {{ consecutive-failures = {threshold}, base-open-ms = 60000, max-open-ms = 60000 }}"
                 ),

@@ -449,7 +449,9 @@ pub fn assert_promtool_accepts(metrics: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
     else {
-        skip_or_fail("promtool not installed (apt-get install prometheus): skipping `promtool check metrics`");
+        skip_or_fail(
+            "promtool not installed (apt-get install prometheus): skipping `promtool check metrics`",
+        );
         return;
     };
     promtool
