@@ -14,6 +14,8 @@
 //! - `SWITCHYARD_TEST_PLUGIN_DIR`: directory holding the hostile test
 //!   plugins (`hostile.wasm`, `hostile_health.wasm`, `wrong_world.wasm`,
 //!   `legacy_health.wasm`);
+//! - `SWITCHYARD_PLUGIN_BUILD_DIR`: the plugins' target directory, which tests
+//!   building plugin crates share so dependencies compile once;
 //! - `OUT_DIR/scaffold_files.rs`: the SDK crate (`plugins/sdk`), the WIT
 //!   package (`wit/`) and the plugins' `Cargo.lock`, as `(path, contents)`
 //!   pairs for `switchyard plugin new`.
@@ -110,6 +112,10 @@ fn main() {
     println!(
         "cargo:rustc-env=SWITCHYARD_TEST_PLUGIN_DIR={}",
         testing_dir.display()
+    );
+    println!(
+        "cargo:rustc-env=SWITCHYARD_PLUGIN_BUILD_DIR={}",
+        target_dir.display()
     );
 
     if env::var_os("SWITCHYARD_SKIP_PLUGIN_BUILD").is_some_and(|v| v != "0") {

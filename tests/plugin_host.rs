@@ -10,9 +10,8 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use switchyard::plugin::{
     BreakerState, BreakerStats, FailureKind, HealthVerdict, InstanceReuse, Outcome, Plugin,
     PluginError, PluginKind, PluginRuntime, PluginSpec, ProbeError, ProbeReport, ProbeTarget,
-    QuarantinePolicy,
-    RecoveryAction, RouteCandidate, RouteDecision, RouteRequest, shipped_plugin_dir,
-    test_plugin_dir,
+    QuarantinePolicy, RecoveryAction, RouteCandidate, RouteDecision, RouteRequest,
+    shipped_plugin_dir, test_plugin_dir,
 };
 
 /// Upper bound for a call that must be cut off by a 2 ms deadline, generous
@@ -583,7 +582,11 @@ fn a_plugin_built_against_0_1_0_still_loads_and_is_never_asked_for_a_probe() {
     let h = p.as_health().expect("health");
     assert!(!h.has_probe_request());
     assert_eq!(h.probe_request(&target("custom")).ok(), Some(None));
-    assert_eq!(p.stats().calls(), 0, "no call was made for the missing export");
+    assert_eq!(
+        p.stats().calls(),
+        0,
+        "no call was made for the missing export"
+    );
     assert_eq!(
         h.evaluate(&probe(Some(503), b"", None)).ok(),
         Some(HealthVerdict::Down("legacy: status 503".into()))

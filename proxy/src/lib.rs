@@ -22,6 +22,7 @@ pub mod membership;
 pub mod metrics;
 pub mod persist;
 pub mod plugin;
+pub mod plugin_tool;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

@@ -227,7 +227,10 @@ impl PluginStats {
         let second = self.second(started);
         second.calls.fetch_add(1, Relaxed);
         second.errors.fetch_add(1, Relaxed);
-        let in_a_row = self.failures_in_a_row.fetch_add(1, Relaxed).saturating_add(1);
+        let in_a_row = self
+            .failures_in_a_row
+            .fetch_add(1, Relaxed)
+            .saturating_add(1);
         self.check_quarantine(started, in_a_row);
     }
 
@@ -320,7 +323,10 @@ mod tests {
         for _ in 0..19 {
             s.record_error(now, Duration::ZERO, &trap);
         }
-        assert!(!s.quarantined_at(now), "19 in a row, 19 of 1019 in the window");
+        assert!(
+            !s.quarantined_at(now),
+            "19 in a row, 19 of 1019 in the window"
+        );
         s.record_ok(now, Duration::ZERO);
         for _ in 0..19 {
             s.record_error(now, Duration::ZERO, &trap);
