@@ -6,6 +6,7 @@
 mod control;
 mod dashboard;
 mod members;
+mod plugins;
 mod rollout;
 mod status;
 
@@ -80,6 +81,9 @@ async fn handle(
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
+    }
+    if let Some(plugin) = plugins::parse_samples(&path) {
+        return plugins::samples(server, request.method(), plugin);
     }
     if let Some((route, abort)) = rollout::parse(&path) {
         return rollout::handle(server, peer, &route, abort, request).await;

@@ -81,6 +81,21 @@ impl<'a> Reporter<'a> {
         }
     }
 
+    /// The text being checked.
+    pub fn source(&self) -> &'a str {
+        self.source
+    }
+
+    /// The file name used in messages.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// 1-based line and column of a span's start.
+    pub fn position(&self, span: Range<usize>) -> (usize, usize) {
+        line_column(self.source, span.start)
+    }
+
     /// Records a problem at `span` (an empty `0..0` span means "not written in the file").
     pub fn at(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
         let (line, column) = if span == (0..0) {

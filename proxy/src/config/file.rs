@@ -34,7 +34,7 @@ pub struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSection {
-    /// `routing`, `health` or `recovery`.
+    /// `routing`, `health-check` (or `health`) or `recovery`: the world it implements.
     pub kind: Spanned<String>,
     /// The `.wasm` component, relative to this file.
     pub path: Spanned<String>,
