@@ -97,6 +97,7 @@ fn plugins(server: &Server) -> Vec<Value> {
                 "quarantined": stats.is_quarantined(),
                 "quarantines": stats.quarantines(),
                 "probe_request": active.plugin.as_health().map(|h| h.has_probe_request()),
+                "reloads": slot.reloads(),
                 "reload_failures": slot.failures(),
                 "last_reload_error": last_reload_error,
             })
