@@ -722,9 +722,12 @@ async fn routing_samples_record_inputs_decisions_and_cost() {
     assert_eq!(code, 405);
 }
 
+/// The requests a backend saw: path and query, and the `x-probe` header.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
 /// A backend that answers everything 200 and records each request's path and
 /// `x-probe` header.
-async fn recording_backend(seen: Arc<Mutex<Vec<(String, String)>>>) -> SocketAddr {
+async fn recording_backend(seen: Seen) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -762,8 +765,7 @@ async fn recording_backend(seen: Arc<Mutex<Vec<(String, String)>>>) -> SocketAdd
 /// the configured probe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_plugins_choose_probes_and_bad_choices_fall_back_to_the_configured_one() {
-    let seen: Vec<Arc<Mutex<Vec<(String, String)>>>> =
-        (0..3).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    let seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
     let mut addresses = Vec::new();
     for s in &seen {
         addresses.push(recording_backend(Arc::clone(s)).await);

@@ -45,7 +45,7 @@ enum Command {
     /// Write, check, run and measure WebAssembly policy plugins.
     Plugin {
         #[command(subcommand)]
-        action: PluginAction,
+        action: Box<PluginAction>,
     },
     /// Talk to a running proxy's admin API.
     Ctl {
@@ -272,7 +272,7 @@ fn main() -> ExitCode {
         // the proxy's SWITCHYARD_CONFIG.
         let typed = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
         let config = if typed { cli.config } else { None };
-        return plugin_command(action, config.as_deref());
+        return plugin_command(*action, config.as_deref());
     }
     if let Some(Command::Ctl {
         admin,

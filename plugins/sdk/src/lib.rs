@@ -62,6 +62,9 @@ pub use bindings::routing::switchyard::policy::types::Header;
 #[macro_export]
 macro_rules! routing_policy {
     ($policy:ty) => {
+        // The export glue passes records field by field (the canonical ABI
+        // flattens them).
+        #[allow(clippy::too_many_arguments)]
         const _: () = {
             ::std::thread_local! {
                 static POLICY: ::core::cell::RefCell<::core::option::Option<$policy>> =
@@ -106,6 +109,9 @@ macro_rules! routing_policy {
 #[macro_export]
 macro_rules! health_policy {
     ($policy:ty) => {
+        // The export glue passes records field by field (the canonical ABI
+        // flattens them).
+        #[allow(clippy::too_many_arguments)]
         const _: () = {
             ::std::thread_local! {
                 static POLICY: ::core::cell::RefCell<::core::option::Option<$policy>> =
@@ -155,6 +161,9 @@ macro_rules! health_policy {
 #[macro_export]
 macro_rules! recovery_policy {
     ($policy:ty) => {
+        // The export glue passes records field by field (the canonical ABI
+        // flattens them).
+        #[allow(clippy::too_many_arguments)]
         const _: () = {
             ::std::thread_local! {
                 static POLICY: ::core::cell::RefCell<::core::option::Option<$policy>> =
