@@ -523,9 +523,14 @@ async fn the_readme_walkthrough_runs_as_written() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(error.contains("config.max-in-flight: invalid type"), "{error}");
+    assert!(
+        error.contains("config.max-in-flight: invalid type"),
+        "{error}"
+    );
     let reloads_ok = || async {
-        let metrics = get(&client(), &format!("http://{}/metrics", p.admin)).await.2;
+        let metrics = get(&client(), &format!("http://{}/metrics", p.admin))
+            .await
+            .2;
         String::from_utf8_lossy(&metrics)
             .lines()
             .find(|l| l.starts_with("switchyard_config_reloads_total{kind=\"ok\"}"))
@@ -536,7 +541,10 @@ async fn the_readme_walkthrough_runs_as_written() {
     std::fs::write(cwd.join("switchyard.toml"), good).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while reloads_ok().await == before {
-        assert!(Instant::now() < deadline, "the good config was not reloaded");
+        assert!(
+            Instant::now() < deadline,
+            "the good config was not reloaded"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
