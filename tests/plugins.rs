@@ -851,6 +851,25 @@ fn plugin_config_errors_point_into_the_toml_file() {
         located.starts_with("sy.toml:17:1: plugin.canary.config.percnt: unknown field"),
         "{located}"
     );
+    // A key that is not a plain word, as json-health's dotted paths are.
+    let quoted = format!(
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n\
+         [pool.app.health]\nevaluate = \"plugin:json\"\n\
+         [plugin.json]\nkind = \"health-check\"\npath = '{}'\n\
+         config = {{ required = {{ \"checks.db\" = \"up\" }} }}\n",
+        shipped("json_health.wasm")
+    );
+    let config = Config::parse(Path::new("sy.toml"), &quoted).unwrap();
+    let plugin = &config.plugins["json"];
+    let err = runtime.load(&plugin.spec).unwrap_err();
+    assert_eq!(
+        plugin.locate_error(&err).as_deref(),
+        Some(
+            "sy.toml:15:25: plugin.json.config.required.\"checks.db\": invalid type: string \"up\", expected a sequence"
+        )
+    );
     let missing = text.replace("canary = [1, \"two\"]", "");
     let config = Config::parse(Path::new("sy.toml"), &missing).unwrap();
     let plugin = &config.plugins["canary"];

@@ -34,7 +34,7 @@ fn default_penalty() -> u16 {
 
 /// The policy: the error penalty and a random generator.
 pub struct Latency {
-    penalty: u128,
+    penalty: u64,
     rng: Rng,
 }
 
@@ -46,7 +46,7 @@ impl RoutingPolicy for Latency {
             return Err(ConfigError::field("error-penalty", "must be 0..=1000"));
         }
         Ok(Self {
-            penalty: u128::from(config.error_penalty),
+            penalty: u64::from(config.error_penalty),
             rng: Rng::from_host(),
         })
     }
@@ -59,12 +59,14 @@ impl RoutingPolicy for Latency {
     }
 }
 
-/// Expected cost of sending one more request to `c`; lower is better.
-fn cost(c: &Candidate, penalty: u128) -> u128 {
-    let latency = u128::from(c.latency_ewma_us) + 1;
-    let load = u128::from(c.in_flight) + 1;
-    let errors = 1000 + penalty * u128::from(c.error_rate_permille);
-    latency * load * errors / u128::from(c.weight.max(1))
+/// Expected cost of sending one more request to `c`; lower is better. 64-bit
+/// arithmetic (wasm32 has no 128-bit multiply), saturating far beyond any real
+/// latency times load.
+fn cost(c: &Candidate, penalty: u64) -> u64 {
+    let latency = u64::from(c.latency_ewma_us) + 1;
+    let load = u64::from(c.in_flight) + 1;
+    let errors = 1000 + penalty * u64::from(c.error_rate_permille);
+    latency.saturating_mul(load).saturating_mul(errors) / u64::from(c.weight.max(1))
 }
 
 routing_policy!(Latency);

@@ -1,8 +1,10 @@
 //! A small, fast random number generator for per-request decisions.
 
-/// wyrand: one multiply per number, good statistical quality, 8 bytes of
-/// state. Not for cryptography. Seed it once, in `init`, from the host
-/// ([`Rng::from_host`]); every instance then draws its own sequence.
+/// xorshift64* (Vigna): a few shifts and one 64-bit multiply per number, and
+/// 8 bytes of state. Chosen over generators built on 128-bit multiplies
+/// because wasm32 has none (each becomes a library call). Not for
+/// cryptography. Seed it once, in `init`, from the host ([`Rng::from_host`]);
+/// every instance then draws its own sequence.
 #[derive(Debug, Clone)]
 pub struct Rng {
     state: u64,
@@ -16,20 +18,34 @@ impl Rng {
 
     /// A generator with a fixed seed (the same seed gives the same numbers).
     pub fn seeded(seed: u64) -> Self {
-        Self { state: seed }
+        // Spread the seed's bits (splitmix64's finaliser); the state must not
+        // be zero.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Self {
+            state: (z ^ (z >> 31)) | 1,
+        }
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(self.state) * u128::from(self.state ^ 0xe703_7ed1_a0b4_28db);
-        (t as u64) ^ ((t >> 64) as u64)
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// A number in `0..n` (0 when `n` is 0), without modulo bias worth
-    /// mentioning (Lemire's multiply-shift).
+    /// A number in `0..n` (0 when `n` is 0). For `n` up to 2^32 it scales the
+    /// top 32 bits (no division; the bias is under `n` / 2^32).
     pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+        if n <= u64::from(u32::MAX) {
+            ((self.next_u64() >> 32) * n) >> 32
+        } else {
+            self.next_u64() % n
+        }
     }
 
     /// True with probability `percent` / 100 (always for 100 and above).
@@ -57,6 +73,8 @@ mod tests {
         }
         assert!(seen.iter().all(|n| (800..1200).contains(n)), "{seen:?}");
         assert_eq!(rng.below(0), 0);
+        assert!(rng.below(u64::MAX) < u64::MAX);
+        assert_ne!(Rng::seeded(0).next_u64(), 0, "a zero seed still draws");
         assert!((0.0..1.0).contains(&rng.unit()));
         assert!(Rng::seeded(1).percent(100));
         assert!(!Rng::seeded(1).percent(0));

@@ -203,11 +203,10 @@ fn route(plugin: &Plugin, c: &RouteCase) -> Report {
     if !wanted.is_empty() {
         let _ = write!(line, " [{}]", wanted.join("; "));
     }
-    let healthy = c.candidates.iter().filter(|c| c.healthy).count();
     let _ = write!(
         line,
         " over {} candidate(s) -> {} ({})",
-        c.candidates.len().max(healthy),
+        c.candidates.len(),
         describe_route(&result),
         micros(took)
     );

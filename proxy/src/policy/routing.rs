@@ -204,16 +204,19 @@ fn compare(
     let result = ask(&shadow.slot, request, candidates);
     let took = started.elapsed();
     // A failed call is counted in the shadow plugin's own error metrics.
-    let agree =
-        result
-            .as_ref()
-            .ok()
-            .map(|decision| match (live, &from_decision(decision.clone())) {
-                (Selection::Respond { status: a, .. }, Selection::Respond { status: b, .. }) => {
-                    a == b
-                }
-                (a, b) => a == b,
-            });
+    let proposed = result.as_ref().ok().map(|decision| match decision {
+        RouteDecision::Backend(i) => Selection::Backend(*i as usize),
+        // Responses agree on their status; the body is not compared.
+        RouteDecision::Respond { status, .. } => Selection::Respond {
+            status: *status,
+            body: Bytes::new(),
+        },
+        RouteDecision::Reject => Selection::Reject,
+    });
+    let agree = proposed.as_ref().map(|proposed| match (live, proposed) {
+        (Selection::Respond { status: a, .. }, Selection::Respond { status: b, .. }) => a == b,
+        (a, b) => a == b,
+    });
     match agree {
         Some(true) => {
             shadow.agree.inc();
@@ -245,12 +248,9 @@ fn compare(
             },
         );
     }
-    let Ok(decision) = result else {
+    let Some(proposed) = proposed.filter(|_| disagrees) else {
         return;
     };
-    if !disagrees {
-        return;
-    }
     let last = shadow.last_logged_ms.load(Ordering::Relaxed);
     if now_ms >= last + DISAGREEMENT_LOG_INTERVAL_MS
         && shadow
@@ -261,7 +261,7 @@ fn compare(
         let headers = deciding(pool, shadow, request);
         info!(pool = %pool.name, shadow = %shadow.slot.name(), method = request.method,
             path = request.path, client_ip = %request.client_ip, headers = %headers,
-            live = %describe(pool, live), shadow_choice = %describe(pool, &from_decision(decision)),
+            live = %describe(pool, live), shadow_choice = %describe(pool, &proposed),
             "shadow routing policy disagrees (sampled)");
     }
 }
