@@ -145,8 +145,8 @@ enum PluginAction {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
-    /// Report which world a component implements, then load it and run `init`
-    /// with `--config` (default `{}`).
+    /// Report which world a component implements and which imports it gets; with
+    /// `--config`, also load it and run `init` with that config.
     Check {
         file: PathBuf,
         #[command(flatten)]
@@ -361,16 +361,18 @@ fn check_plugins(config: &Config) -> bool {
 }
 
 fn plugin_command(action: PluginAction, config: Option<&Path>) -> ExitCode {
-    let config = match config.map(plugin_config).transpose() {
-        Ok(config) => config.unwrap_or_else(|| "{}".to_string()),
+    let given = match config.map(plugin_config).transpose() {
+        Ok(given) => given,
         Err(e) => {
             eprintln!("switchyard plugin: {e}");
             return ExitCode::from(2);
         }
     };
+    // What the proxy passes to `init` for a table without `config`.
+    let config = given.clone().unwrap_or_else(|| "{}".to_string());
     match action {
         PluginAction::New { name, kind, dir } => plugin_new(&dir, &name, kind),
-        PluginAction::Check { file, load } => plugin_check(&file, &load, &config),
+        PluginAction::Check { file, load } => plugin_check(&file, &load, given.as_deref()),
         PluginAction::Run {
             file,
             load,
@@ -423,7 +425,7 @@ fn plugin_new(dir: &Path, name: &str, kind: switchyard::plugin::PluginKind) -> E
     }
 }
 
-fn plugin_check(file: &Path, load: &LoadArgs, config: &str) -> ExitCode {
+fn plugin_check(file: &Path, load: &LoadArgs, config: Option<&str>) -> ExitCode {
     let info = match switchyard::plugin::inspect(file) {
         Ok(info) => info,
         Err(e) => {
@@ -432,6 +434,14 @@ fn plugin_check(file: &Path, load: &LoadArgs, config: &str) -> ExitCode {
         }
     };
     println!("{info}");
+    let Some(config) = config else {
+        println!("init:    not run (--config JSON runs it with the plugin's config)");
+        return if info.loadable_as().is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    };
     let kinds = match load.kind {
         Some(kind) => vec![kind],
         None => info.loadable_as(),
