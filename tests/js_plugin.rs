@@ -113,7 +113,7 @@ async fn js_health_plugin_built_from_source_judges_backends() {
          [pool.app]\nbackends = [{{ address = \"{backend}\" }}]\n\
          [pool.app.health]\npath = \"/configured\"\ninterval = \"100ms\"\ntimeout = \"90ms\"\nrise = 1\nfall = 1\n\
          evaluate = \"plugin:js\"\n\
-         [plugin.js]\nkind = \"health-check\"\npath = '{}'\ntimeout = \"50ms\"\nmemory = \"64MiB\"\n\
+         [plugin.js]\nkind = \"health-check\"\npath = '{}'\ntimeout = \"50ms\"\n\
          config = {{ path = \"/healthz\", header = \"x-health\", slow-ms = 60000 }}\n",
         wasm.display()
     );
