@@ -395,9 +395,14 @@ async fn the_readme_walkthrough_runs_as_written() {
             "toml" => {
                 assert!(block.text.starts_with("# switchyard.toml\n"));
                 // Port 0 for the proxy's own listeners; the backends are the tests'.
+                // The deadline is wall-clock time: a busy 2-core CI machine can
+                // deschedule a call past the default 2 ms, so the test gives 50 ms
+                // (appended to the last table, the plugin's, so no line moves).
+                assert!(block.text.trim_end().ends_with("max-in-flight = 8 }"));
                 let text = substitute(&block.text, &None)
                     .replace("127.0.0.1:8080", "127.0.0.1:0")
-                    .replace("127.0.0.1:9901", "127.0.0.1:0");
+                    .replace("127.0.0.1:9901", "127.0.0.1:0")
+                    + "timeout = \"50ms\"\n";
                 std::fs::write(cwd.join("switchyard.toml"), text).unwrap();
                 configs_written += 1;
                 if let (2, Some(p)) = (configs_written, &proxy) {

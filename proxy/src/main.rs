@@ -185,7 +185,8 @@ struct LoadArgs {
     /// component implements.
     #[arg(long, value_parser = parse_kind)]
     kind: Option<switchyard::plugin::PluginKind>,
-    /// Per-call deadline (default 2ms as in the proxy; 1s for `bench`).
+    /// Per-call deadline (default: 2ms, the proxy's, for `check`; 1s for `run` and
+    /// `bench`, which show costs).
     #[arg(long, value_parser = switchyard::config::parse_duration)]
     timeout: Option<std::time::Duration>,
     /// Memory cap per instance.
@@ -567,13 +568,7 @@ fn plugin_run(
     config: &str,
     json: bool,
 ) -> ExitCode {
-    let (loaded, cases) = match plugin_session(
-        file,
-        load,
-        input,
-        config,
-        switchyard::plugin::DEFAULT_TIMEOUT,
-    ) {
+    let (loaded, cases) = match plugin_session(file, load, input, config, OFFLINE_TIMEOUT) {
         Ok(session) => session,
         Err(e) => {
             eprintln!("switchyard plugin run: {e:#}");
@@ -616,6 +611,11 @@ fn plugin_run(
     ExitCode::SUCCESS
 }
 
+/// The call deadline of `plugin run` and `plugin bench` unless `--timeout` says
+/// otherwise: generous, so a descheduled thread does not fail a call whose cost is
+/// being shown; `--timeout 2ms` shows what the proxy's default would do.
+const OFFLINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn plugin_bench(
     file: &Path,
     load: &LoadArgs,
@@ -623,14 +623,13 @@ fn plugin_bench(
     config: &str,
     calls: u64,
 ) -> ExitCode {
-    let (loaded, cases) =
-        match plugin_session(file, load, input, config, std::time::Duration::from_secs(1)) {
-            Ok(session) => session,
-            Err(e) => {
-                eprintln!("switchyard plugin bench: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let (loaded, cases) = match plugin_session(file, load, input, config, OFFLINE_TIMEOUT) {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("switchyard plugin bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     match switchyard::plugin_tool::bench(&loaded, &cases, calls.max(1)) {
         Ok(report) => {
             let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
