@@ -73,7 +73,7 @@ fn pool_select(c: &mut Criterion) {
          [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"native\"\n\
          [pool.native]\nbalance = \"least-request\"\nbackends = [{b}]\n\
          [pool.wasm]\nbalance = \"plugin:latency\"\nfallback_balance = \"least-request\"\nbackends = [{b}]\n\
-         [plugin.latency]\nkind = \"routing\"\npath = '{}'\ntimeout = \"100ms\"\n",
+         [plugin.latency]\nkind = \"routing\"\npath = '{}'\ntimeout = \"50ms\"\n",
         path.display(),
         b = (1..=4)
             .map(|i| format!("{{ address = \"10.0.0.{i}:80\" }}"))

@@ -175,7 +175,7 @@ async fn admin_token_is_required_when_configured_and_off_loopback() {
 
     let config = simple_config(&[&a], "").replace(
         "[admin]\nlisten = \"127.0.0.1:0\"",
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret-s3cret-s3cret\"",
     );
     let proxy = start_proxy(&config).await;
     let path = format!("/pools/app/backends/{}/disable", a.addr);
@@ -195,11 +195,13 @@ async fn admin_token_is_required_when_configured_and_off_loopback() {
     );
     let req = Request::post(format!("http://{}{path}", proxy.admin))
         .header("authorization", "Bearer wrong")
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::new()))
         .unwrap();
     assert_eq!(client().request(req).await.unwrap().status(), 401);
     let req = Request::post(format!("http://{}{path}", proxy.admin))
-        .header("authorization", "Bearer s3cret")
+        .header("authorization", "Bearer s3cret-s3cret-s3cret")
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::new()))
         .unwrap();
     assert_eq!(client().request(req).await.unwrap().status(), 200);
@@ -419,10 +421,17 @@ async fn ctl_drives_the_admin_api_and_prints_tables() {
             .unwrap();
     assert!(ok, "{err}");
     assert!(out.contains("\"admin_state\":\"drain"), "{out}");
-    let (ok, out, _) =
+    // Blue's only backend is draining, so the split needs --force.
+    let (ok, _, err) =
         tokio::task::spawn_blocking(move || ctl(admin, &["split", "app", "blue=90", "green=10"]))
             .await
             .unwrap();
+    assert!(!ok && err.contains("no usable backend"), "{err}");
+    let (ok, out, _) = tokio::task::spawn_blocking(move || {
+        ctl(admin, &["split", "app", "blue=90", "green=10", "--force"])
+    })
+    .await
+    .unwrap();
     assert!(ok && out.contains("\"green\":10"), "{out}");
     let (ok, table, _) = tokio::task::spawn_blocking(move || ctl(admin, &["status"]))
         .await

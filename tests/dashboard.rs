@@ -1,5 +1,7 @@
 //! The admin dashboard: served with strict headers without a token, and driven in a real
-//! headless Chromium against a proxy with live backends (skipped when no browser is installed).
+//! headless Chromium against a proxy with live backends; and a hostile page from another
+//! origin in the same browser, which must change nothing (skipped when no browser is
+//! installed, except under CI).
 
 mod support;
 
@@ -15,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-const TOKEN: &str = "dash-s3cret";
+const TOKEN: &str = "dash-s3cret-dash-s3cret";
 const FAST_HEALTH: &str = "[pool.app.health]\ntype = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"50ms\"\njitter = \"0%\"\nrise = 1\nfall = 2\n";
 
 fn with_token(config: String) -> String {
@@ -199,4 +201,247 @@ async fn dashboard_in_headless_chromium_shows_a_dead_backend_and_drains_it() {
         .expect("the browser script's status");
     assert!(exit.success(), "browser script failed: {exit}");
     eprintln!("browser test took {:?}", started.elapsed());
+}
+
+/// The attacker's page (served from another origin): a form post and no-cors
+/// fetches at the admin API by its loopback address and by a rebound name, and
+/// cross-origin reads. `window.__results` holds what the browser let it see.
+fn attack_page(admin_port: u16, victim: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html><body>
+<iframe name="sink1"></iframe><iframe name="sink2"></iframe>
+<form id="disable" method="POST" target="sink1" enctype="text/plain"
+      action="http://127.0.0.1:{admin_port}/pools/app/backends/{victim}/disable">
+  <input name='{{"weight": 0, "x": "' value='"}}'>
+</form>
+<form id="add" method="POST" target="sink2"
+      action="http://127.0.0.1:{admin_port}/pools/app/backends">
+  <input name="address" value="169.254.169.254:80">
+</form>
+<script>
+(async () => {{
+  const admin = "http://127.0.0.1:{admin_port}";
+  const rebound = "http://attacker.test:{admin_port}";
+  const victim = "{victim}";
+  const results = {{}};
+  const loaded = (name) => new Promise((done) =>
+    document.querySelector(`iframe[name=${{name}}]`).addEventListener("load", done, {{ once: true }}));
+  const frames = Promise.all([loaded("sink1"), loaded("sink2")]);
+  document.getElementById("disable").submit();
+  document.getElementById("add").submit();
+  const attempt = async (key, url, init) => {{
+    try {{
+      const r = await fetch(url, init);
+      results[key] = r.type + ":" + r.status;
+    }} catch (e) {{
+      results[key] = "blocked:" + e.name;
+    }}
+  }};
+  await attempt("no_cors_drain", `${{admin}}/pools/app/backends/${{victim}}/drain`,
+    {{ method: "POST", mode: "no-cors", body: "{{}}" }});
+  await attempt("no_cors_add", `${{admin}}/pools/app/backends`,
+    {{ method: "POST", mode: "no-cors", headers: {{ "Content-Type": "application/json" }},
+      body: JSON.stringify({{ address: "169.254.169.254:80" }}) }});
+  await attempt("cors_weight", `${{admin}}/pools/app/backends/${{victim}}/weight`,
+    {{ method: "POST", headers: {{ "Content-Type": "application/json" }}, body: '{{"weight": 0}}' }});
+  await attempt("cors_read", `${{admin}}/status`, {{}});
+  await attempt("rebound_disable", `${{rebound}}/pools/app/backends/${{victim}}/disable`,
+    {{ method: "POST", mode: "no-cors", body: "{{}}" }});
+  await attempt("rebound_read", `${{rebound}}/status`, {{}});
+  await Promise.race([frames, new Promise((done) => setTimeout(done, 5000))]);
+  window.__results = results;
+}})();
+</script>
+</body></html>
+"#
+    )
+}
+
+/// Serves `page` at every path of a test HTTP server on 127.0.0.1 (the attacker's
+/// origin once Chromium maps attacker.test there).
+async fn serve_page(page: String) -> std::net::SocketAddr {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let page = Bytes::from(page);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let page = page.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| {
+                    let page = page.clone();
+                    async move {
+                        let mut response = http::Response::new(Full::new(page));
+                        response.headers_mut().insert(
+                            "content-type",
+                            http::HeaderValue::from_static("text/html; charset=utf-8"),
+                        );
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+async fn admin_metrics(proxy: &TestProxy) -> String {
+    let (_, _, body) = fetch(&format!("http://{}/metrics", proxy.admin), None).await;
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn ctl(admin: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["ctl", "--admin", &admin.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_from_another_origin_cannot_change_or_read_the_admin_api() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    if let Some(why) = browser_missing(&dir) {
+        support::skip_or_fail(&why);
+        return;
+    }
+    let (victim, other) = (
+        TestBackend::start("victim").await,
+        TestBackend::start("other").await,
+    );
+    // The default that used to be open to any page: loopback, no token.
+    let proxy = start_proxy(&simple_config(&[&victim, &other], "")).await;
+    let before = status(&proxy).await;
+    let attacker = serve_page(attack_page(proxy.admin.port(), &victim.addr.to_string())).await;
+
+    let mut child = Command::new("node")
+        .arg(dir.join("attacker.mjs"))
+        .arg(proxy.admin.port().to_string())
+        .arg(format!("http://attacker.test:{}/", attacker.port()))
+        .arg(victim.addr.to_string())
+        .current_dir(&dir)
+        .env("CHROMIUM_PATH", CHROMIUM)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+
+    let attacked = expect_line(&mut lines, "attacked ").await;
+    let seen: serde_json::Value =
+        serde_json::from_str(attacked.trim_start_matches("attacked ")).unwrap();
+    eprintln!("what the hostile page saw: {seen}");
+    // Nothing the page did changed anything, and it read nothing.
+    let after = status(&proxy).await;
+    let addresses = |s: &serde_json::Value| -> Vec<String> {
+        s["pools"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["address"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(addresses(&after), addresses(&before), "{after}");
+    assert_eq!(after["routes"], before["routes"], "{after}");
+    for b in after["pools"][0]["backends"].as_array().unwrap() {
+        assert_eq!(b["admin_state"], "active", "{b}");
+        assert_eq!(b["weight"], 1, "{b}");
+    }
+    assert_eq!(after["pools"][0]["backends"].as_array().unwrap().len(), 2);
+    assert_eq!(seen["rebound_status"], 421, "{seen}");
+    assert_eq!(seen["rebound_shows_pools"], false, "{seen}");
+    assert_eq!(seen["same_origin"]["read"], "421:false", "{seen}");
+    assert_eq!(seen["same_origin"]["disable"], "421", "{seen}");
+    assert_eq!(seen["same_origin"]["add"], "421", "{seen}");
+    for read in ["cors_read", "rebound_read", "cors_weight"] {
+        assert!(
+            seen["page"][read]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("blocked"),
+            "{read}: {seen}"
+        );
+    }
+    // The refusals were the admin API's own, not only the browser's.
+    let metrics = admin_metrics(&proxy).await;
+    assert!(
+        metric_value(
+            &metrics,
+            "switchyard_admin_refused_total{reason=\"cross_site\"}"
+        ) >= 4.0,
+        "the form posts and no-cors fetches reached the API and were refused:\n{metrics}"
+    );
+    assert!(
+        metric_value(&metrics, "switchyard_admin_refused_total{reason=\"host\"}") >= 4.0,
+        "the rebound requests were refused by Host:\n{metrics}"
+    );
+    assert!(
+        !metrics.contains("switchyard_admin_mutations_total{"),
+        "no change reached an endpoint:\n{metrics}"
+    );
+
+    // The same changes from `switchyard ctl` work.
+    let admin = proxy.admin;
+    let victim_address = victim.addr.to_string();
+    let (ok, out) =
+        tokio::task::spawn_blocking(move || ctl(admin, &["disable", "app", &victim_address]))
+            .await
+            .unwrap();
+    assert!(ok && out.contains("\"admin_state\":\"disabled\""), "{out}");
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        ctl(admin, &["add-backend", "app", "169.254.169.254:80"])
+    })
+    .await
+    .unwrap();
+    assert!(
+        !ok && out.contains("link-local"),
+        "ctl is held to the address policy too: {out}"
+    );
+    let victim_address = victim.addr.to_string();
+    let (ok, out) =
+        tokio::task::spawn_blocking(move || ctl(admin, &["enable", "app", &victim_address]))
+            .await
+            .unwrap();
+    assert!(ok && out.contains("\"admin_state\":\"active\""), "{out}");
+    stdin.write_all(b"checked\n").await.unwrap();
+
+    // And so does the dashboard.
+    expect_line(&mut lines, &format!("drained {}", victim.addr)).await;
+    let state = backend_state(&status(&proxy).await, &victim.addr.to_string());
+    let admin_state = state["admin_state"].as_str().unwrap_or_default();
+    assert!(
+        admin_state == "draining" || admin_state == "drained",
+        "the dashboard's drain button worked: {state}"
+    );
+    stdin.write_all(b"verified\n").await.unwrap();
+    expect_line(&mut lines, "done").await;
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the browser script exits")
+        .expect("the browser script's status");
+    assert!(exit.success(), "browser script failed: {exit}");
 }

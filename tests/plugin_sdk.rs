@@ -790,7 +790,7 @@ async fn scaffolded_health_and_recovery_plugins_build_test_and_load() {
          [pool.app.breaker]\npolicy = \"plugin:sdk-breaker\"\n[pool.app.retry]\nattempts = 0\n\
          [plugin.sdk-health]\nkind = \"health-check\"\npath = '{}'\ntimeout = \"100ms\"\n\
          config = {{ path = \"/from-plugin\" }}\n\
-         [plugin.sdk-breaker]\nkind = \"recovery\"\npath = '{}'\ntimeout = \"100ms\"\n\
+         [plugin.sdk-breaker]\nkind = \"recovery\"\npath = '{}'\ntimeout = \"50ms\"\n\
          config = {{ failures = 2, open-ms = 60000 }}\n",
         good.addr,
         bad.addr,

@@ -28,14 +28,15 @@ fn testing(name: &str) -> String {
     test_plugin_dir().join(name).display().to_string()
 }
 
-/// `[plugin.NAME]` table text. Unless `extra` sets one, the deadline is 100 ms: the
-/// default 2 ms is wall-clock time, which a descheduled thread on a busy 2-core CI
-/// machine can overrun, and only the hostile tests are about deadlines.
+/// `[plugin.NAME]` table text. Unless `extra` sets one, the deadline is 50 ms (the
+/// most a request-path plugin may have): the default 2 ms is wall-clock time, which
+/// a descheduled thread on a busy 2-core CI machine can overrun, and only the
+/// hostile tests are about deadlines.
 fn plugin_table(name: &str, kind: &str, path: &str, extra: &str) -> String {
     let timeout = if extra.contains("timeout") {
         ""
     } else {
-        "timeout = \"100ms\"\n"
+        "timeout = \"50ms\"\n"
     };
     format!("\n[plugin.{name}]\nkind = \"{kind}\"\npath = '{path}'\n{timeout}{extra}\n")
 }
@@ -366,6 +367,100 @@ async fn hostile_routing_plugin_calls_fail_alone_within_their_deadline() {
     let (served, failed) = load.stop().await;
     assert!(served > 50, "side traffic flowed: {served}");
     assert_eq!(failed, 0, "side traffic never failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_routing_calls_are_shed_so_they_cannot_hold_every_worker() {
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let slow = format!(
+        "balance = \"plugin:hostile\"\n{}",
+        plugin_table(
+            "hostile",
+            "routing",
+            &testing("hostile.wasm"),
+            "timeout = \"20ms\"\non_error = \"fail-closed\""
+        )
+    );
+    let proxy = start_proxy(&simple_config(&[&a, &b], &slow)).await;
+    // Every call runs to its 20 ms deadline. With one worker already inside the
+    // plugin, the others take the native policy instead of joining it.
+    let load = Load::start(8, format!("http://{}/loop", proxy.web));
+    let shed = |text: &str| {
+        metric(
+            text,
+            "switchyard_plugin_calls_shed_total{plugin=\"hostile\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let mut seen = 0.0;
+    for _ in 0..100 {
+        seen = shed(&metrics_text(&proxy).await);
+        if seen > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (served, _) = load.stop().await;
+    assert!(seen > 0.0, "no call was shed in {served} requests");
+    // Shed requests are served natively: by a backend, not the fail-closed 503.
+    assert!(a.hits() + b.hits() > 0);
+
+    // A fast plugin under the same load is never shed.
+    let fast = format!(
+        "balance = \"plugin:canary\"\n{}",
+        plugin_table(
+            "canary",
+            "routing",
+            &shipped("canary.wasm"),
+            "config = { header = \"x-canary\", canary = [1] }",
+        )
+    );
+    let proxy = start_proxy(&simple_config(&[&a, &b], &fast)).await;
+    let load = Load::start(20, format!("http://{}/", proxy.web));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (served, failed) = load.stop().await;
+    assert_eq!(failed, 0);
+    let text = metrics_text(&proxy).await;
+    assert_eq!(
+        metric(
+            &text,
+            "switchyard_plugin_calls_shed_total{plugin=\"canary\"}"
+        ),
+        Some(0.0),
+        "a fast plugin was shed ({served} requests):\n{text}"
+    );
+}
+
+#[test]
+fn request_path_plugins_may_not_take_longer_than_50ms() {
+    let table = |kind: &str, timeout: &str| {
+        let path = if kind == "health" {
+            shipped("json_health.wasm")
+        } else {
+            shipped("canary.wasm")
+        };
+        format!(
+            "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+             [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+             [pool.app]\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n{}",
+            plugin_table("p", kind, &path, &format!("timeout = \"{timeout}\""))
+        )
+    };
+    for kind in ["routing", "recovery"] {
+        let err = Config::parse(Path::new("t.toml"), &table(kind, "60ms"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plugin.p.timeout: must be between 100µs and 50ms")
+                && err.contains("request path"),
+            "{kind}: {err}"
+        );
+        assert!(Config::parse(Path::new("t.toml"), &table(kind, "50ms")).is_ok());
+    }
+    assert!(
+        Config::parse(Path::new("t.toml"), &table("health", "2s")).is_ok(),
+        "health plugins judge probes off the request path"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

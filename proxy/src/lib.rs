@@ -5,10 +5,13 @@
 //! [`upstream`] pool (health from [`health`], passive ejection from [`breaker`]),
 //! forwards with retries, and streams the answer back. [`state`] holds the immutable
 //! snapshot every request reads; [`config`] loads and validates it; [`admin`] and
-//! [`metrics`] expose it.
+//! [`metrics`] expose it. [`tls`] holds certificates (SNI, reload) and client TLS,
+//! [`acme`] obtains certificates, [`discovery`] resolves backends named by DNS.
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
+pub mod address_policy;
 pub mod admin;
 pub mod balance;
 pub mod breaker;
@@ -16,10 +19,12 @@ pub mod clock;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod membership;
 pub mod metrics;
+pub mod path;
 pub mod persist;
 pub mod plugin;
 pub mod plugin_tool;
@@ -30,5 +35,6 @@ pub mod rollout;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod traffic;
 pub mod upstream;

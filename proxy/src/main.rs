@@ -49,7 +49,8 @@ enum Command {
     },
     /// Talk to a running proxy's admin API.
     Ctl {
-        /// Admin address (host:port).
+        /// Admin address (host:port). A host name other than `localhost` must be in the
+        /// proxy's `admin.allowed_hosts`.
         #[arg(long, default_value = "127.0.0.1:9901", env = "SWITCHYARD_ADMIN")]
         admin: String,
         /// Bearer token for the admin API.
@@ -88,9 +89,17 @@ enum CtlAction {
         backend: String,
         weight: u32,
     },
-    /// Move a route to another pool (blue/green).
-    Switch { route: String, pool: String },
-    /// Split a route across pools, e.g. `blue=90 green=10`.
+    /// Move a route to another pool (blue/green). Refused when the pool has no
+    /// usable backend, unless `--force`.
+    Switch {
+        route: String,
+        pool: String,
+        /// Switch even though the pool has no usable backend right now.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Split a route across pools by percentage (adding up to 100), e.g. `blue=90 green=10`. Refused when a pool
+    /// given a share has no usable backend, unless `--force`.
     Split {
         route: String,
         #[arg(required = true)]
@@ -98,6 +107,9 @@ enum CtlAction {
         /// Keep each client on one side: `header:NAME` or `cookie:NAME`.
         #[arg(long)]
         sticky: Option<String>,
+        /// Split even though a pool has no usable backend right now.
+        #[arg(long)]
+        force: bool,
     },
     /// Reload the config file.
     Reload,
@@ -114,8 +126,11 @@ enum CtlAction {
         #[arg(long)]
         interval: Option<String>,
         /// Stop the running rollout and send the route back to its old pool.
-        #[arg(long, conflicts_with_all = ["to", "steps", "interval"])]
+        #[arg(long, conflicts_with_all = ["to", "steps", "interval", "force"])]
         abort: bool,
+        /// Start even though the new pool has no usable backend right now.
+        #[arg(long)]
+        force: bool,
     },
     /// Add a backend to a pool at run time.
     AddBackend {
@@ -310,7 +325,7 @@ fn check(path: Option<&Path>) -> ExitCode {
     };
     match Config::load(path) {
         Ok(config) => {
-            if !check_plugins(&config) {
+            if !check_plugins(&config) || !check_certificates(&config) {
                 return ExitCode::FAILURE;
             }
             println!(
@@ -328,6 +343,29 @@ fn check(path: Option<&Path>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads every TLS listener's certificates, as a start would, and reports each failure.
+fn check_certificates(config: &Config) -> bool {
+    let registry = switchyard::tls::TlsRegistry::new();
+    let mut ok = true;
+    for (index, listener) in config.listeners.iter().enumerate() {
+        let Some(tls) = &listener.tls else {
+            continue;
+        };
+        if let Err(e) = switchyard::server::build_acceptor(&listener.name, tls, &registry) {
+            let field = e
+                .field()
+                .unwrap_or_else(|| format!("listener[{index}].tls"));
+            eprintln!(
+                "{}: listener `{}`: {e}",
+                config.locate(&field),
+                listener.name
+            );
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// Loads every plugin of the config once (compile, link, `init`), as a start or a
@@ -693,15 +731,16 @@ fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitC
             path: backend_path(pool, backend, "weight"),
             body: Some(serde_json::json!({ "weight": weight })),
         },
-        CtlAction::Switch { route, pool } => Call {
+        CtlAction::Switch { route, pool, force } => Call {
             method: Method::POST,
             path: format!("/routes/{route}/switch"),
-            body: Some(serde_json::json!({ "pool": pool })),
+            body: Some(serde_json::json!({ "pool": pool, "force": force })),
         },
         CtlAction::Split {
             route,
             pools,
             sticky,
+            force,
         } => {
             let mut split = serde_json::Map::new();
             for item in pools {
@@ -717,7 +756,7 @@ fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitC
             Call {
                 method: Method::POST,
                 path: format!("/routes/{route}/split"),
-                body: Some(serde_json::json!({ "pools": split, "sticky": sticky })),
+                body: Some(serde_json::json!({ "pools": split, "sticky": sticky, "force": force })),
             }
         }
         CtlAction::Reload => Call {
@@ -731,12 +770,14 @@ fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitC
             steps,
             interval,
             abort,
+            force,
         } => match switchyard::ctl::rollout_call(
             route,
             to.as_deref(),
             steps.as_deref(),
             interval.as_deref(),
             *abort,
+            *force,
         ) {
             Ok(call) => call,
             Err(e) => {

@@ -76,6 +76,29 @@ impl RouteTarget {
     }
 }
 
+/// The rules every target set at run time follows, through the admin API or the
+/// state file: a split names at least one pool and its percentages add up to 100; a
+/// split over one pool is a plain switch to it. Whether the pools exist is the
+/// caller's check (it knows the live config).
+pub fn checked(target: RouteTarget) -> Result<RouteTarget, String> {
+    let RouteTarget::Split { pools, sticky } = target else {
+        return Ok(target);
+    };
+    if pools.is_empty() {
+        return Err("a split needs at least one pool".into());
+    }
+    let total: u64 = pools.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total != 100 {
+        return Err(format!(
+            "split percentages must add up to 100 (these add up to {total})"
+        ));
+    }
+    if pools.len() == 1 {
+        return Ok(RouteTarget::Pool(Arc::clone(&pools[0].0)));
+    }
+    Ok(RouteTarget::Split { pools, sticky })
+}
+
 /// Parses `header:NAME` or `cookie:NAME`.
 pub fn parse_sticky(text: &str) -> Result<HashOn, String> {
     if let Some(name) = text.strip_prefix("header:") {
@@ -110,3 +133,36 @@ pub struct RouteOverride {
 
 /// All route overrides, by route name.
 pub type Overrides = HashMap<String, RouteOverride>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(pools: &[(&str, u32)]) -> RouteTarget {
+        RouteTarget::Split {
+            pools: pools.iter().map(|(p, w)| (Arc::from(*p), *w)).collect(),
+            sticky: None,
+        }
+    }
+
+    #[test]
+    fn splits_add_up_to_100_and_one_pool_is_a_switch() {
+        assert!(
+            checked(split(&[]))
+                .unwrap_err()
+                .contains("at least one pool")
+        );
+        assert!(
+            checked(split(&[("blue", 90), ("green", 20)]))
+                .unwrap_err()
+                .contains("add up to 110")
+        );
+        assert!(checked(split(&[("blue", 0), ("green", 0)])).is_err());
+        assert_eq!(
+            checked(split(&[("green", 100)])),
+            Ok(RouteTarget::Pool("green".into()))
+        );
+        let canary = split(&[("blue", 90), ("green", 10)]);
+        assert_eq!(checked(canary.clone()), Ok(canary));
+    }
+}

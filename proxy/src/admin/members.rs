@@ -1,6 +1,9 @@
 //! `POST /pools/{pool}/backends` adds a backend; `DELETE /pools/{pool}/backends/{address}`
 //! drains one and removes it once nothing is in flight (or after `limits.drain_timeout`).
-//! Each change is logged with the caller.
+//! Each change is logged with the caller. An added address must pass the
+//! [`AddressPolicy`](crate::address_policy::AddressPolicy) (never the proxy's own
+//! listeners or admin address, never link-local or unspecified, inside
+//! `admin.backend_networks` when set): it is refused with 403 otherwise.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,7 +91,10 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<ProxyB
 fn member_error(e: &MemberError) -> Response<ProxyBody> {
     let status = match e {
         MemberError::NoPool(_) | MemberError::NoBackend { .. } => StatusCode::NOT_FOUND,
-        MemberError::Exists { .. } | MemberError::LastBackend { .. } => StatusCode::CONFLICT,
+        MemberError::Exists { .. }
+        | MemberError::LastBackend { .. }
+        | MemberError::FromDns { .. } => StatusCode::CONFLICT,
+        MemberError::Refused(_) => StatusCode::FORBIDDEN,
         MemberError::Apply(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e)
@@ -124,7 +130,7 @@ async fn add(server: &Server, caller: SocketAddr, pool: &str, body: &[u8]) -> Re
     };
     match server.add_backend(pool, member).await {
         Ok(backend) => {
-            server.save_state();
+            server.save_state_durably().await;
             info!(caller = %caller, pool, backend = %backend.key, weight = body.weight, "admin backend added");
             json(
                 StatusCode::CREATED,
@@ -164,7 +170,7 @@ async fn remove(
     if in_flight == 0 {
         return match server.remove_backend(pool, address).await {
             Ok(()) => {
-                server.save_state();
+                server.save_state_durably().await;
                 info!(pool, backend = %backend.key, "backend removed");
                 json(
                     StatusCode::OK,

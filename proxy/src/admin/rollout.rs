@@ -76,7 +76,7 @@ pub async fn handle(
 async fn stop(server: &Server, caller: SocketAddr, route: &str) -> Response<ProxyBody> {
     match server.abort_rollout(route).await {
         Ok(Some(rollout)) => {
-            server.save_state();
+            server.save_state_durably().await;
             info!(caller = %caller, route, pool = %rollout.from, "admin rollout aborted");
             json(
                 StatusCode::OK,

@@ -18,10 +18,17 @@ pub fn status(server: &Server) -> Value {
         .listeners
         .iter()
         .map(|l| {
+            let certificates: Vec<Value> = server
+                .tls()
+                .served_by(&l.name)
+                .iter()
+                .map(|c| json!({ "names": c.names, "not_after": c.not_after, "origin": c.origin }))
+                .collect();
             json!({
                 "name": l.name,
                 "address": server.listener_address(&l.name).unwrap_or(l.listen).to_string(),
                 "tls": l.tls.is_some(),
+                "certificates": certificates,
             })
         })
         .collect();
@@ -36,6 +43,7 @@ pub fn status(server: &Server) -> Value {
                 "path_prefix": r.path_prefix,
                 "pool": r.pool,
                 "target": snapshot.route(&r.name).map(|route| route.target.to_json()),
+                "in_flight": snapshot.route(&r.name).map(|route| route.metrics.in_flight.get()),
                 "rollout": server.rollout(&r.name).map(|r| r.to_json()),
             })
         })
@@ -133,6 +141,8 @@ fn pool(pool: &Pool, now: u64) -> Value {
             "recovery": name(&policies.recovery),
         },
         "usable": pool.usable_count(now),
+        "in_flight": pool.traffic.in_flight(),
+        "spilled": pool.traffic.spilled(),
         "backup": pool.config.failover.backup,
         "health_checked": pool.config.health.is_some(),
         "backends": pool
@@ -159,6 +169,7 @@ fn backend(pool: &Pool, index: usize, b: &Backend, now: u64) -> Value {
     json!({
         "index": index,
         "address": b.key.as_ref(),
+        "dns_name": b.origin.as_deref(),
         "weight": s.weight.load(Ordering::Relaxed),
         "config_weight": config_weight,
         "effective_weight": s.effective_weight(pool.config.failover.slow_start, now),
@@ -174,6 +185,7 @@ fn backend(pool: &Pool, index: usize, b: &Backend, now: u64) -> Value {
         "consecutive_failures": s.breaker.consecutive_failures(),
         "ejections": s.breaker.ejections(),
         "in_flight": s.in_flight.load(Ordering::Relaxed),
+        "tunnels": s.tunnels.load(Ordering::Relaxed),
         "requests": s.requests.load(Ordering::Relaxed),
         "failures": s.failures.load(Ordering::Relaxed),
         "connect_errors": s.connect_errors.load(Ordering::Relaxed),

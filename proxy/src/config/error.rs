@@ -64,6 +64,31 @@ impl fmt::Display for Problem {
     }
 }
 
+/// A place in the config file (`file:line:column: field`), for errors found only when
+/// a valid config is applied, such as an address already in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub file: String,
+    /// 1-based; 0 when the setting is not written in the file (a default).
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.field)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.field
+            )
+        }
+    }
+}
+
 /// Turns byte spans into `file:line:column` and collects problems.
 pub struct Reporter<'a> {
     file: String,
@@ -91,11 +116,6 @@ impl<'a> Reporter<'a> {
         &self.file
     }
 
-    /// 1-based line and column of a span's start.
-    pub fn position(&self, span: Range<usize>) -> (usize, usize) {
-        line_column(self.source, span.start)
-    }
-
     /// Records a problem at `span` (an empty `0..0` span means "not written in the file").
     pub fn at(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
         let (line, column) = if span == (0..0) {
@@ -110,6 +130,20 @@ impl<'a> Reporter<'a> {
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    /// How many problems were recorded so far.
+    pub fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
+    /// Line and column of a span's start (`(0, 0)` for a setting not in the file).
+    pub fn position(&self, span: Range<usize>) -> (usize, usize) {
+        if span == (0..0) {
+            (0, 0)
+        } else {
+            line_column(self.source, span.start)
+        }
     }
 
     /// Ends the walk: `Ok(value)` if clean, otherwise every problem.

@@ -21,6 +21,12 @@ use crate::upstream::Backend;
 /// The pool's health-check plugin, if it has one.
 type Plugin = Option<Arc<crate::policy::PluginSlot>>;
 
+/// The pool's TLS to its backends, which probes use too.
+type Tls = Option<Arc<crate::upstream::PoolTls>>;
+
+/// What one probe loop runs with.
+type LoopSpec = (Backend, HealthConfig, Plugin, Tls);
+
 struct Running {
     fingerprint: String,
     cancel: CancellationToken,
@@ -47,8 +53,7 @@ impl HealthSupervisor {
     /// lose theirs, and a changed `[health]` table restarts the pool's loops. Backends
     /// whose check did not change keep their loop and state.
     pub fn sync(&self, snapshot: &Snapshot) {
-        let mut wanted: HashMap<(Arc<str>, SocketAddr), (Backend, HealthConfig, Plugin)> =
-            HashMap::new();
+        let mut wanted: HashMap<(Arc<str>, SocketAddr), LoopSpec> = HashMap::new();
         for pool in snapshot.pools.iter_sorted() {
             let Some(health) = &pool.config.health else {
                 continue;
@@ -60,6 +65,7 @@ impl HealthSupervisor {
                         backend.clone(),
                         health.clone(),
                         pool.policies.health.clone(),
+                        pool.tls.clone(),
                     ),
                 );
             }
@@ -68,13 +74,13 @@ impl HealthSupervisor {
         tasks.retain(|key, running| {
             let keep = wanted
                 .get(key)
-                .is_some_and(|(_, cfg, _)| format!("{cfg:?}") == running.fingerprint);
+                .is_some_and(|(_, cfg, _, tls)| fingerprint(cfg, tls) == running.fingerprint);
             if !keep {
                 running.cancel.cancel();
             }
             keep
         });
-        for (key, (backend, config, plugin)) in wanted {
+        for (key, (backend, config, plugin, tls)) in wanted {
             if tasks.contains_key(&key) {
                 continue;
             }
@@ -82,19 +88,27 @@ impl HealthSupervisor {
             tasks.insert(
                 key.clone(),
                 Running {
-                    fingerprint: format!("{config:?}"),
+                    fingerprint: fingerprint(&config, &tls),
                     cancel: cancel.clone(),
                 },
             );
             let metrics = Arc::clone(&self.metrics);
             tokio::spawn(async move {
                 tokio::select! {
-                    () = check_loop(key.0, backend, config, metrics, plugin) => {}
+                    () = check_loop(key.0, backend, config, metrics, plugin, tls) => {}
                     () = cancel.cancelled() => {}
                 }
             });
         }
     }
+}
+
+/// What a probe loop was started with; a change restarts it.
+fn fingerprint(config: &HealthConfig, tls: &Tls) -> String {
+    format!(
+        "{config:?} {:?}",
+        tls.as_ref().map(|t| t.config() as *const _)
+    )
 }
 
 async fn check_loop(
@@ -103,6 +117,7 @@ async fn check_loop(
     config: HealthConfig,
     metrics: Arc<Metrics>,
     plugin: Plugin,
+    tls: Tls,
 ) {
     // Spread the first probes of many backends over a fraction of the interval.
     let first = config.interval.mul_f64(config.jitter * fastrand::f64());
@@ -114,11 +129,13 @@ async fn check_loop(
             }
             _ => None,
         };
+        let probe_tls = tls.as_deref().map(|t| (t, backend.origin.as_deref()));
         let report = probe_as(
             &config.probe,
             custom.as_ref(),
             backend.address,
             config.timeout,
+            probe_tls,
         )
         .await;
         let latency = report.latency;

@@ -361,6 +361,8 @@ fn validate_probe(probe: WireProbe) -> Result<CustomProbe, PluginError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn probe(method: &str, path: &str, headers: &[(&str, &str)]) -> WireProbe {
@@ -392,6 +394,40 @@ mod tests {
             probe("GET", "/", &[("x", "1"); 17]),
         ] {
             assert!(validate_probe(bad).is_err());
+        }
+    }
+
+    fn verdict() -> impl Strategy<Value = wit::Verdict> {
+        prop_oneof![
+            Just(wit::Verdict::Up),
+            (0..600usize).prop_map(|n| wit::Verdict::Down("r".repeat(n))),
+            any::<u8>().prop_map(wit::Verdict::Degraded),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// A verdict is used only when it is in range: a degraded weight of at most
+        /// 100 %, a down reason within its size limit.
+        #[test]
+        fn only_in_range_verdicts_pass(verdict in verdict()) {
+            let valid = match &verdict {
+                wit::Verdict::Up => true,
+                wit::Verdict::Down(reason) => reason.len() <= limits::MAX_REASON_BYTES,
+                wit::Verdict::Degraded(pct) => *pct <= 100,
+            };
+            match validate(verdict) {
+                Ok(HealthVerdict::Degraded(pct)) => prop_assert!(pct <= 100),
+                Ok(HealthVerdict::Down(reason)) => {
+                    prop_assert!(reason.len() <= limits::MAX_REASON_BYTES)
+                }
+                Ok(_) => prop_assert!(valid),
+                Err(e) => {
+                    prop_assert!(!valid);
+                    prop_assert!(matches!(e, PluginError::Invalid(_)));
+                }
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -117,6 +118,9 @@ pub(crate) struct Instances<W: World> {
     max_idle: usize,
     idle: Mutex<Vec<Slot<W>>>,
     stats: Arc<PluginStats>,
+    /// Moving average of the time spent inside the plugin per call (ns), not
+    /// counting instantiation: what [`InlineGate`](super::InlineGate) judges.
+    guest_ns: AtomicU64,
 }
 
 impl<W: World> Instances<W> {
@@ -137,7 +141,23 @@ impl<W: World> Instances<W> {
             max_idle,
             idle: Mutex::new(Vec::new()),
             stats,
+            guest_ns: AtomicU64::new(0),
         }
+    }
+
+    /// The recent average time of one call inside the plugin.
+    pub(crate) fn typical_call(&self) -> Duration {
+        Duration::from_nanos(self.guest_ns.load(Ordering::Relaxed))
+    }
+
+    /// Folds one call's time into [`Instances::typical_call`] (see
+    /// [`next_average`](super::gate::next_average); a lost update between racing
+    /// threads does not matter).
+    fn note_guest_time(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.guest_ns.load(Ordering::Relaxed);
+        self.guest_ns
+            .store(super::gate::next_average(old, ns), Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self) -> &PluginStats {
@@ -220,7 +240,10 @@ impl<W: World> Instances<W> {
         };
         slot.store.set_epoch_deadline(self.deadline_ticks);
         slot.store.data_mut().begin_call();
-        let result = match f(&mut slot) {
+        let guest_started = Instant::now();
+        let ran = f(&mut slot);
+        self.note_guest_time(guest_started.elapsed());
+        let result = match ran {
             Ok(out) => check(out),
             Err(e) => Err(self.classify(e, &slot.store, self.settings.timeout)),
         };

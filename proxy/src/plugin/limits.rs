@@ -23,6 +23,11 @@ pub const MIN_MEMORY_BYTES: u64 = 1 << 20;
 /// Shortest and longest accepted per-call deadlines.
 pub const TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_micros(100), Duration::from_secs(10));
+/// Longest deadline a plugin called inline on the request path (routing, recovery)
+/// may have: such a call holds a worker thread, so a slow one delays every request
+/// queued behind it. Health plugins judge probes off the request path and may take
+/// up to the full range.
+pub const MAX_REQUEST_PATH_TIMEOUT: Duration = Duration::from_millis(50);
 /// Deadline for instantiation plus `init`, which may parse configuration.
 pub const INIT_TIMEOUT: Duration = Duration::from_millis(250);
 /// Interval of the engine's epoch ticker: the granularity of deadlines.

@@ -52,6 +52,7 @@
 
 mod bindings;
 mod error;
+mod gate;
 mod headers;
 mod health;
 mod host;
@@ -68,12 +69,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 pub use error::PluginError;
+pub use gate::{InlineGate, Pass, SLOW_CALL};
 pub use health::{CustomProbe, HealthPlugin, HealthVerdict, ProbeError, ProbeReport, ProbeTarget};
 pub use inspect::{ImportGrant, ImportInfo, PluginInfo, inspect};
 pub use instance::InstanceReuse;
 pub use limits::{
     DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_BODY_BYTES, MAX_MEMORY_BYTES, MAX_PROBE_BODY_BYTES,
-    MIN_MEMORY_BYTES, TIMEOUT_RANGE,
+    MAX_REQUEST_PATH_TIMEOUT, MIN_MEMORY_BYTES, TIMEOUT_RANGE,
 };
 pub use recovery::{
     BreakerState, BreakerStats, FailureKind, Outcome, RecoveryAction, RecoveryPlugin,
@@ -116,6 +118,13 @@ impl PluginKind {
             "recovery" => Some(Self::Recovery),
             _ => None,
         }
+    }
+
+    /// Whether calls run inline while a request is being served (routing picks the
+    /// backend, recovery judges each outcome), so their deadline is capped at
+    /// [`MAX_REQUEST_PATH_TIMEOUT`].
+    pub fn on_request_path(self) -> bool {
+        matches!(self, Self::Routing | Self::Recovery)
     }
 }
 

@@ -5,7 +5,8 @@
 //! interfaces (stdio, environment, exit, ...), even when the plugin never
 //! uses them. The proxy grants none of them: each such import is bound to a
 //! function that traps when called. Only side-effect-free ones are real:
-//! random numbers (so `HashMap::new()` works), the wall clock and the
+//! random numbers from the operating system's CSPRNG (so `HashMap::new()`
+//! works, and a plugin's tokens cannot be predicted), the wall clock and the
 //! monotonic clock's `now` (so `std::time` works). There is no filesystem,
 //! network, environment or standard I/O, and nothing that blocks.
 //!
@@ -95,8 +96,10 @@ fn bind_real(
                 if len > MAX_RANDOM_BYTES {
                     wasmtime::bail!("random buffer of {len} bytes requested");
                 }
-                let rng = cx.data_mut();
-                let bytes: Vec<u8> = (0..len).map(|_| rng.random_u64() as u8).collect();
+                let mut bytes = vec![0u8; len as usize];
+                cx.data_mut()
+                    .random_bytes(&mut bytes)
+                    .map_err(|e| wasmtime::format_err!("the OS random generator failed: {e}"))?;
                 Ok((bytes,))
             })?;
         }

@@ -49,6 +49,9 @@ pub struct PoolPolicies {
     pub health: Option<std::sync::Arc<PluginSlot>>,
     /// `[breaker] policy = "plugin:NAME"`.
     pub recovery: Option<std::sync::Arc<PluginSlot>>,
+    /// Counts routing calls shed to keep workers free (see
+    /// [`InlineGate`](crate::plugin::InlineGate)).
+    pub shed: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl PoolPolicies {
@@ -60,8 +63,12 @@ impl PoolPolicies {
         metrics: &crate::metrics::Metrics,
     ) -> Self {
         let get = |name: &Option<String>| name.as_ref().and_then(|n| plugins.get(n)).cloned();
+        let routing = get(&config.routing_plugin);
         Self {
-            routing: get(&config.routing_plugin),
+            shed: routing
+                .as_ref()
+                .map(|slot| metrics.control().plugin_shed(slot.name())),
+            routing,
             shadow: get(&config.shadow_plugin).map(|slot| {
                 let (agree, disagree) = metrics.shadow_counters(&config.name, slot.name());
                 routing::Shadow::new(slot, agree, disagree)

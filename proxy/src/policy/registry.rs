@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::samples::SampleLog;
 use crate::config::{Config, PluginConfig};
-use crate::plugin::{Plugin, PluginError, PluginRuntime, sha256_hex};
+use crate::plugin::{InlineGate, Plugin, PluginError, PluginRuntime, sha256_hex};
 use crate::reload::same_file;
 
 /// Files larger than this are refused before compiling.
@@ -104,10 +104,12 @@ pub struct PluginSlot {
     failures: AtomicU64,
     reloads: AtomicU64,
     samples: SampleLog,
+    /// The proxy-wide bound on inline calls, shared by every slot of the registry.
+    gate: Arc<InlineGate>,
 }
 
 impl PluginSlot {
-    fn new(name: &str, active: Active) -> Self {
+    fn new(name: &str, active: Active, gate: Arc<InlineGate>) -> Self {
         Self {
             name: name.into(),
             active: ArcSwap::from_pointee(active),
@@ -115,6 +117,7 @@ impl PluginSlot {
             failures: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             samples: SampleLog::default(),
+            gate,
         }
     }
 
@@ -157,6 +160,11 @@ impl PluginSlot {
         });
     }
 
+    /// The bound on plugin calls running inline at once (see [`InlineGate`]).
+    pub fn inline_gate(&self) -> &InlineGate {
+        &self.gate
+    }
+
     /// The version to use for the next call.
     pub fn current(&self) -> arc_swap::Guard<Arc<Active>> {
         self.active.load()
@@ -192,6 +200,7 @@ pub struct Prepared {
 pub struct PluginRegistry {
     runtime: Mutex<Option<PluginRuntime>>,
     slots: Mutex<BTreeMap<String, Arc<PluginSlot>>>,
+    gate: Arc<InlineGate>,
 }
 
 impl PluginRegistry {
@@ -263,7 +272,10 @@ impl PluginRegistry {
                     slot.swap_in(active);
                 }
                 None => {
-                    slots.insert(name.clone(), Arc::new(PluginSlot::new(&name, active)));
+                    slots.insert(
+                        name.clone(),
+                        Arc::new(PluginSlot::new(&name, active, Arc::clone(&self.gate))),
+                    );
                 }
             }
         }

@@ -77,9 +77,17 @@ pub fn select(
             return Selection::Exhausted;
         }
         let live = match &pool.policies.routing {
-            Some(slot) => match ask_sampled(pool, slot, request, candidates, now_ms) {
-                Ok(decision) => from_decision(decision),
-                Err(e) => {
+            Some(slot) => match ask_gated(pool, slot, request, candidates, now_ms) {
+                // Slow plugin calls hold the workers: choose natively, like a
+                // quarantine does (shedding is not this plugin's failure).
+                None => {
+                    if let Some(shed) = &pool.policies.shed {
+                        shed.inc();
+                    }
+                    native().map_or(Selection::Exhausted, Selection::Backend)
+                }
+                Some(Ok(decision)) => from_decision(decision),
+                Some(Err(e)) => {
                     debug!(pool = %pool.name, plugin = %slot.name(), error = %e, "routing plugin call failed");
                     match recourse(&e, slot.current().config.on_error) {
                         Recourse::Native => native().map_or(Selection::Exhausted, Selection::Backend),
@@ -142,20 +150,24 @@ fn ask(
     }
 }
 
-/// [`ask`], keeping a sample of the call when one is due (one atomic load when not).
-fn ask_sampled(
+/// [`ask`] behind the inline gate (`None`: shed, see [`crate::plugin::InlineGate`]),
+/// keeping a sample of the call when one is due (one atomic load when not). The
+/// gate's permit covers the plugin call only.
+fn ask_gated(
     pool: &Pool,
     slot: &PluginSlot,
     request: &RouteRequest<'_>,
     candidates: &[RouteCandidate],
     now_ms: u64,
-) -> Result<RouteDecision, PluginError> {
+) -> Option<Result<RouteDecision, PluginError>> {
+    let pass = slot.inline_gate().enter(|| typical_call(slot))?;
     if !slot.samples().due(now_ms) {
-        return ask(slot, request, candidates);
+        return Some(ask(slot, request, candidates));
     }
     let started = Instant::now();
     let result = ask(slot, request, candidates);
     let took = started.elapsed();
+    drop(pass);
     let active = slot.current();
     let wanted = active
         .plugin
@@ -174,7 +186,15 @@ fn ask_sampled(
             live: None,
         },
     );
-    result
+    Some(result)
+}
+
+/// How long the slot's routing plugin has recently taken per call.
+fn typical_call(slot: &PluginSlot) -> std::time::Duration {
+    slot.current()
+        .plugin
+        .as_routing()
+        .map_or(std::time::Duration::ZERO, |r| r.typical_call())
 }
 
 fn from_decision(decision: RouteDecision) -> Selection {
@@ -200,9 +220,19 @@ fn compare(
     if matches!(live, Selection::Exhausted | Selection::PolicyFailed) {
         return;
     }
-    let started = Instant::now();
-    let result = ask(&shadow.slot, request, candidates);
-    let took = started.elapsed();
+    let (result, took) = {
+        // The permit is held for the call only, not for counting and sampling.
+        let Some(_pass) = shadow
+            .slot
+            .inline_gate()
+            .enter(|| typical_call(&shadow.slot))
+        else {
+            return;
+        };
+        let started = Instant::now();
+        let result = ask(&shadow.slot, request, candidates);
+        (result, started.elapsed())
+    };
     // A failed call is counted in the shadow plugin's own error metrics.
     let proposed = result.as_ref().ok().map(|decision| match decision {
         RouteDecision::Backend(i) => Selection::Backend(*i as usize),

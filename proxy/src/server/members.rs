@@ -21,6 +21,16 @@ pub enum MemberError {
     Exists { pool: String, address: SocketAddr },
     #[error("{address} is the last backend of pool `{pool}`; a pool cannot be empty")]
     LastBackend { pool: String, address: SocketAddr },
+    #[error(
+        "{address} of pool `{pool}` comes from the DNS name {name}: drain or disable it, or change the name's records or the config"
+    )]
+    FromDns {
+        pool: String,
+        address: SocketAddr,
+        name: String,
+    },
+    #[error("refused: {0}")]
+    Refused(#[from] crate::address_policy::AddressRefused),
     #[error("cannot apply the change: {0}")]
     Apply(#[from] StartError),
 }
@@ -36,12 +46,16 @@ impl Server {
     }
 
     /// Adds a backend to a pool; health checks start for it if the pool has them.
+    /// The address must pass the [`AddressPolicy`](crate::address_policy::AddressPolicy):
+    /// never this proxy's own listeners or admin address, never link-local or
+    /// unspecified, inside `admin.backend_networks` when set.
     pub async fn add_backend(&self, pool: &str, member: Member) -> Result<Backend, MemberError> {
         let snapshot = self.snapshot();
         let p = snapshot
             .pools
             .get(pool)
             .ok_or_else(|| MemberError::NoPool(pool.to_string()))?;
+        self.address_policy().check(member.address)?;
         if p.backends.iter().any(|b| b.address == member.address) {
             return Err(MemberError::Exists {
                 pool: pool.to_string(),
@@ -81,6 +95,13 @@ impl Server {
                 pool: pool.to_string(),
                 address,
             })?;
+        if let Some(name) = &backend.origin {
+            return Err(MemberError::FromDns {
+                pool: pool.to_string(),
+                address,
+                name: name.to_string(),
+            });
+        }
         if p.backends.len() < 2 {
             return Err(MemberError::LastBackend {
                 pool: pool.to_string(),

@@ -2,12 +2,17 @@
 //! with config application (start and reload) and graceful shutdown.
 
 mod activity;
+mod admin_slot;
+mod cap;
+mod caps;
+mod h2_flood;
 mod listener;
+mod listeners;
 mod members;
 mod rollouts;
+mod state_file;
 mod tls;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,43 +20,94 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use activity::{ActivityIo, ConnActivity, Expiry};
+pub use admin_slot::AdminServe;
+pub use cap::ConnectionCap;
+pub use caps::{ClientSlot, ConnPermit, PerClient};
+pub use h2_flood::Flood;
 pub use listener::bind;
 pub use members::MemberError;
-pub use tls::TlsError;
+pub use tls::{ListenerTls, TlsError, TlsSlot, build_acceptor};
 
-use crate::config::{Config, ListenerConfig};
+use crate::acme::AcmeManager;
+use crate::config::{Config, Located};
+use crate::discovery::{Discovery, ResolverError};
 use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
 use crate::proxy::Proxy;
 use crate::state::Snapshot;
+use crate::tls::{CertStore, TlsRegistry};
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
 use crate::upstream::UpstreamClient;
 
-/// Why the server could not start or apply a config.
+/// Why the server could not start or apply a config. Each names the file, line and
+/// field at fault; the running config is untouched.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("listener `{name}`: cannot listen on {address}: {source}")]
+    #[error("{at}: listener `{name}` cannot listen on {address}: {source}")]
     Bind {
+        at: Box<Located>,
         name: String,
         address: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("listener `{name}`: {source}")]
+    #[error("{at}: listener `{name}`: {source}")]
     Tls {
+        at: Box<Located>,
         name: String,
         #[source]
         source: TlsError,
     },
-    #[error("{0}")]
-    Plugin(#[from] PluginLoadError),
+    #[error("{at}: the admin listener cannot listen on {address}: {source}")]
+    AdminBind {
+        at: Box<Located>,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{at}: {source}")]
+    Plugin {
+        at: Box<Located>,
+        #[source]
+        source: PluginLoadError,
+    },
+    #[error("{at}: {source}")]
+    Dns {
+        at: Box<Located>,
+        #[source]
+        source: ResolverError,
+    },
+}
+
+impl StartError {
+    fn plugin(config: &Config, source: PluginLoadError) -> Self {
+        let field = source.plugin().map_or_else(
+            || "plugin".to_string(),
+            |name| format!("plugin.{name}.path"),
+        );
+        StartError::Plugin {
+            at: Box::new(config.locate(&field)),
+            source,
+        }
+    }
+
+    fn dns(config: &Config, source: ResolverError) -> Self {
+        let field = if config.dns.servers.is_empty() {
+            "dns"
+        } else {
+            "dns.servers"
+        };
+        StartError::Dns {
+            at: Box::new(config.locate(field)),
+            source,
+        }
+    }
 }
 
 /// Settings that come from the command line rather than the config file.
@@ -67,32 +123,34 @@ impl Default for ServerOptions {
     }
 }
 
-struct RunningListener {
-    config: ListenerConfig,
-    address: SocketAddr,
-    stop: CancellationToken,
-}
-
 /// A started proxy. Cheap to share (`Arc<Server>`); the admin API and the reloader use it.
 pub struct Server {
     proxy: Arc<Proxy>,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    listeners: Mutex<HashMap<String, RunningListener>>,
+    listeners: Mutex<listeners::ListenerSet>,
     apply_lock: tokio::sync::Mutex<()>,
     overrides: Mutex<Overrides>,
     plugins: Arc<PluginRegistry>,
     health: HealthSupervisor,
-    connections: Arc<Semaphore>,
+    connections: ConnectionCap,
     tracker: TaskTracker,
     drain: CancellationToken,
     shutdown: CancellationToken,
     ready: AtomicBool,
-    admin_address: Mutex<Option<SocketAddr>>,
+    admin: Mutex<Option<admin_slot::AdminSlot>>,
+    admin_connections: ConnectionCap,
     config_path: Mutex<Option<std::path::PathBuf>>,
     /// The config as loaded, before runtime backend changes are laid over it.
     base_config: Mutex<Arc<Config>>,
     members: Mutex<crate::membership::RuntimeBackends>,
     rollouts: crate::rollout::Rollouts,
+    state_writer: crate::persist::StateWriter,
+    state_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Certificates of every TLS listener, ACME slots and challenges.
+    tls: Arc<TlsRegistry>,
+    acme: AcmeManager,
+    /// Backends named by DNS.
+    discovery: Discovery,
 }
 
 impl Server {
@@ -101,9 +159,20 @@ impl Server {
     pub async fn start(config: Config, options: ServerOptions) -> Result<Arc<Server>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let plugins = Arc::new(PluginRegistry::new());
-        let prepared = plugins.prepare(&config, FileCheck::Reread).await?;
+        let prepared = plugins
+            .prepare(&config, FileCheck::Reread)
+            .await
+            .map_err(|e| StartError::plugin(&config, e))?;
+        let shutdown = CancellationToken::new();
+        let tls = TlsRegistry::new();
+        metrics.attach_tls(Arc::clone(&tls));
+        let discovery = Discovery::new(Arc::clone(&metrics), shutdown.child_token());
+        let dns = discovery
+            .prepare(&config)
+            .await
+            .map_err(|e| StartError::dns(&config, e))?;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            config.clone(),
+            discovery.overlay(&dns, config.clone()),
             None,
             &metrics,
             &Overrides::new(),
@@ -116,28 +185,41 @@ impl Server {
             client: UpstreamClient::new(&config.limits),
             metrics: Arc::clone(&metrics),
             access_log: options.access_log,
+            tunnels: crate::proxy::Tunnels::default(),
+            clients: Arc::default(),
         });
-        let shutdown = CancellationToken::new();
+        let acme = AcmeManager::new(Arc::clone(&tls), shutdown.child_token());
         let server = Arc::new(Server {
             proxy,
             snapshot: Arc::clone(&snapshot),
-            listeners: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(listeners::ListenerSet::default()),
             apply_lock: tokio::sync::Mutex::new(()),
             overrides: Mutex::new(Overrides::new()),
             plugins,
             health: HealthSupervisor::new(Arc::clone(&metrics), shutdown.child_token()),
-            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            connections: ConnectionCap::new(config.limits.max_connections),
             tracker: TaskTracker::new(),
             drain: CancellationToken::new(),
             shutdown,
             ready: AtomicBool::new(false),
-            admin_address: Mutex::new(None),
+            admin: Mutex::new(None),
+            admin_connections: ConnectionCap::new(config.admin.max_connections),
             config_path: Mutex::new(None),
             base_config: Mutex::new(Arc::new(config.clone())),
             members: Mutex::new(crate::membership::RuntimeBackends::default()),
             rollouts: crate::rollout::Rollouts::default(),
+            state_writer: crate::persist::StateWriter::default(),
+            state_task: Mutex::new(None),
+            acme,
+            tls,
+            discovery,
         });
-        server.sync_listeners(&config)?;
+        let plan = server.listeners.lock().plan(&config, true, &server.tls)?;
+        server.commit_listeners(plan, &config);
+        server.discovery.commit(dns);
+        server.acme.sync(config.acme.as_ref());
+        server.follow_discovery();
+        server.start_state_writer();
         server.restore_state(&config).await;
         server.health.sync(&server.snapshot.load());
         tokio::spawn(crate::policy::recovery::run_ticker(
@@ -149,10 +231,17 @@ impl Server {
         Ok(server)
     }
 
-    /// Applies a new, already validated config: listeners are started or stopped as
-    /// needed (unchanged ones keep their sockets), then the new snapshot is published
-    /// in one swap with backend state carried over, then health loops are re-synced.
-    /// On error nothing is changed. Plugin files are re-read, and changed ones loaded.
+    /// Applies a new, already validated config atomically. First everything that can
+    /// fail is built without touching what runs: plugins loaded, DNS names of new
+    /// pool entries looked up (a failed lookup is retried once applied; only a
+    /// resolver that cannot be set up fails), new listener sockets bound and held,
+    /// certificates of new or changed `tls` tables loaded, the admin listener's new
+    /// socket bound when `admin.listen` changed. Any failure returns here, naming
+    /// file, line and field, with the running config whole. Then one snapshot swap
+    /// publishes the config (backend state carried over), listeners start and stop on
+    /// the prepared sockets, DNS names are followed and ACME orders run for the new
+    /// config, the connection cap follows `limits.max_connections`, and health loops
+    /// are re-synced. Plugin files are re-read, and changed ones loaded.
     pub async fn apply(&self, config: Config) -> Result<(), StartError> {
         self.apply_with(config, FileCheck::Reread).await
     }
@@ -162,10 +251,29 @@ impl Server {
         let _serialised = self.apply_lock.lock().await;
         let old = self.snapshot.load_full();
         let overrides = self.overrides.lock().clone();
-        let prepared = self.plugins.prepare(&config, files).await?;
+        let prepared = self
+            .plugins
+            .prepare(&config, files)
+            .await
+            .map_err(|e| StartError::plugin(&config, e))?;
         let base = config.clone();
+        let dns = self
+            .discovery
+            .prepare(&config)
+            .await
+            .map_err(|e| StartError::dns(&config, e))?;
+        let config = self.discovery.overlay(&dns, config);
         let config = self.members.lock().overlay(config);
-        self.prepare_listeners(&config)?;
+        let limits_changed = old.config.limits != config.limits;
+        let listeners = self
+            .listeners
+            .lock()
+            .plan(&config, limits_changed, &self.tls)?;
+        let admin_move = self.plan_admin(&config)?;
+        // Nothing below can fail: the config is applied whole from here on.
+        if admin_move.is_some() {
+            self.stop_admin();
+        }
         let plugins = self.plugins.commit(prepared);
         let next = Snapshot::build(
             config.clone(),
@@ -175,16 +283,61 @@ impl Server {
             &plugins,
         );
         self.snapshot.store(Arc::new(next));
-        self.sync_listeners(&config)?;
+        let kept_certificates = self.commit_listeners(listeners, &config);
+        self.discovery.commit(dns);
+        self.acme.sync(config.acme.as_ref());
+        if let Some(moved) = admin_move {
+            self.commit_admin(moved);
+        }
+        self.connections.resize(config.limits.max_connections);
+        self.admin_connections.resize(config.admin.max_connections);
         self.health.sync(&self.snapshot.load());
         let dropped = self.members.lock().reconcile(&base);
         *self.base_config.lock() = Arc::new(base);
         self.rollouts.abort_invalid(&config);
+        if files == FileCheck::Reread && !kept_certificates.is_empty() {
+            // A reload from the file also re-reads the certificates whose `tls` table
+            // it left alone (as their watch would), so a renewed pair is served when
+            // the reload returns. A pair that does not load is refused and the old one
+            // keeps serving: certificates on disk never fail a reload.
+            let _ = tokio::task::spawn_blocking(move || {
+                for store in kept_certificates {
+                    store.reload();
+                }
+            })
+            .await;
+        }
         if dropped && self.is_ready() {
-            self.save_state();
+            self.save_state_durably().await;
         }
         info!(source = %config.source.display(), "configuration applied");
         Ok(())
+    }
+
+    /// Rebuilds the snapshot whenever a DNS answer for a backend name changes.
+    fn follow_discovery(self: &Arc<Self>) {
+        let mut changes = self.discovery.subscribe();
+        let server = Arc::downgrade(self);
+        let stop = self.shutdown.child_token();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    changed = changes.changed() => if changed.is_err() { break },
+                }
+                let Some(server) = server.upgrade() else {
+                    break;
+                };
+                if let Err(e) = server.reapply().await {
+                    tracing::warn!(error = %e, "cannot apply the new DNS answer");
+                }
+            }
+        });
+    }
+
+    /// The process's TLS state: certificate stores, ACME slots and challenges.
+    pub fn tls(&self) -> &Arc<TlsRegistry> {
+        &self.tls
     }
 
     /// Hot-swaps the plugins loaded from `path` after the file changed. A file that
@@ -259,15 +412,7 @@ impl Server {
         {
             return Err(format!("no pool named `{missing}`"));
         }
-        let target = match target {
-            RouteTarget::Split { pools, .. } if pools.iter().all(|(_, w)| *w == 0) => {
-                return Err("a split needs at least one pool with a weight above 0".into());
-            }
-            RouteTarget::Split { pools, .. } if pools.len() == 1 => {
-                RouteTarget::Pool(Arc::clone(&pools[0].0))
-            }
-            other => other,
-        };
+        let target = crate::traffic::checked(target)?;
         {
             let mut overrides = self.overrides.lock();
             if unless.is_some_and(CancellationToken::is_cancelled) {
@@ -286,134 +431,49 @@ impl Server {
         Ok(target)
     }
 
-    /// Reads the state file (if configured) and re-applies drains, weights and route
-    /// overrides. A broken file is logged and ignored: serving beats refusing to start.
-    async fn restore_state(&self, config: &Config) {
-        let Some(path) = &config.admin.state_file else {
-            return;
-        };
-        match crate::persist::read(path) {
-            Ok(saved) => {
-                if !saved.members.is_empty() {
-                    *self.members.lock() = saved.members.clone();
-                    if let Err(e) = self.apply(config.clone()).await {
-                        tracing::warn!(error = %e, "cannot re-apply saved backend additions and removals");
-                    }
-                }
-                let overrides = crate::persist::restore(&self.snapshot.load(), &saved);
-                if !overrides.is_empty() {
-                    *self.overrides.lock() = overrides;
-                    if let Err(e) = self.apply(config.clone()).await {
-                        tracing::warn!(error = %e, "cannot re-apply saved route overrides");
-                    }
-                }
-                info!(file = %path.display(), backends = saved.backends.len(), routes = saved.routes.len(),
-                    "runtime state restored");
-            }
-            Err(e) => tracing::error!(error = %e, "ignoring the state file"),
-        }
-    }
-
-    /// Writes runtime changes to the state file, if one is configured.
-    pub fn save_state(&self) {
-        let snapshot = self.snapshot.load_full();
-        let Some(path) = &snapshot.config.admin.state_file else {
-            return;
-        };
-        let mut saved = crate::persist::capture(&snapshot, &self.overrides.lock());
-        saved.members = self.members.lock().clone();
-        if let Err(e) = crate::persist::write(path, &saved) {
-            tracing::error!(error = %e, "cannot write the state file; runtime changes will not survive a restart");
-        }
-    }
-
-    /// Checks that every new listener can bind before anything is changed.
-    fn prepare_listeners(&self, config: &Config) -> Result<(), StartError> {
-        let running = self.listeners.lock();
-        for l in &config.listeners {
-            let unchanged = running.get(&l.name).is_some_and(|r| r.config == *l);
-            let moved_within = running
-                .values()
-                .any(|r| r.config.listen == l.listen && l.listen.port() != 0);
-            if !unchanged && !moved_within {
-                let probe = bind(l.listen).map_err(|source| StartError::Bind {
-                    name: l.name.clone(),
-                    address: l.listen,
-                    source,
-                })?;
-                drop(probe);
-            }
-            if let Some(tls) = &l.tls {
-                tls::acceptor(tls).map_err(|source| StartError::Tls {
-                    name: l.name.clone(),
-                    source,
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    fn sync_listeners(&self, config: &Config) -> Result<(), StartError> {
-        let mut running = self.listeners.lock();
-        running.retain(|name, r| {
-            let keep = config
-                .listeners
-                .iter()
-                .any(|l| &l.name == name && *l == r.config);
-            if !keep {
-                info!(listener = %name, address = %r.address, "listener stopped");
-                r.stop.cancel();
-            }
-            keep
-        });
+    /// Starts the accept loops of a listener plan with the config's limits; returns
+    /// the certificate stores of TLS listeners whose `tls` table stayed.
+    fn commit_listeners(&self, plan: listeners::Plan, config: &Config) -> Vec<Arc<CertStore>> {
         let limits = config.limits.clone();
-        for l in &config.listeners {
-            if running.contains_key(&l.name) {
-                continue;
-            }
-            let tls = l
-                .tls
-                .as_ref()
-                .map(tls::acceptor)
-                .transpose()
-                .map_err(|source| StartError::Tls {
-                    name: l.name.clone(),
-                    source,
-                })?;
-            let socket = bind(l.listen).map_err(|source| StartError::Bind {
-                name: l.name.clone(),
-                address: l.listen,
-                source,
-            })?;
-            let address = socket.local_addr().unwrap_or(l.listen);
-            let stop = self.shutdown.child_token();
-            let ctx = listener::ListenerContext {
+        self.listeners
+            .lock()
+            .commit(plan, &self.shutdown, |l| listener::ListenerContext {
                 name: l.name.as_str().into(),
-                tls,
+                tls: None,
+                challenges: Arc::clone(self.tls.challenges()),
                 proxy: Arc::clone(&self.proxy),
                 limits: limits.clone(),
-                connections: Arc::clone(&self.connections),
+                connections: self.connections.semaphore(),
                 tracker: self.tracker.clone(),
-                stop_accepting: stop.clone(),
+                stop_accepting: self.shutdown.child_token(),
                 drain: self.drain.clone(),
-            };
-            info!(listener = %l.name, %address, tls = l.tls.is_some(), "listening");
-            self.tracker.spawn(listener::accept_loop(socket, ctx));
-            running.insert(
-                l.name.clone(),
-                RunningListener {
-                    config: l.clone(),
-                    address,
-                    stop,
-                },
-            );
+            })
+    }
+
+    /// The addresses runtime backends may not use (this proxy's own) and the networks
+    /// they must come from, as of now.
+    pub fn address_policy(&self) -> crate::address_policy::AddressPolicy {
+        let snapshot = self.snapshot.load();
+        let admin = &snapshot.config.admin;
+        let mut listeners: Vec<(String, SocketAddr)> = snapshot
+            .config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.listen))
+            .collect();
+        listeners.extend(self.listeners.lock().addresses());
+        crate::address_policy::AddressPolicy {
+            listeners,
+            admin: std::iter::once(admin.listen)
+                .chain(self.admin_address())
+                .collect(),
+            networks: admin.backend_networks.clone(),
         }
-        Ok(())
     }
 
     /// The bound address of a traffic listener (useful with port 0).
     pub fn listener_address(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.lock().get(name).map(|l| l.address)
+        self.listeners.lock().running.get(name).map(|l| l.address)
     }
 
     /// The live snapshot.
@@ -431,11 +491,6 @@ impl Server {
         self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
     }
 
-    /// Records where the admin listener ended up.
-    pub fn set_admin_address(&self, address: SocketAddr) {
-        *self.admin_address.lock() = Some(address);
-    }
-
     /// Remembers the file the config came from, for `POST /reload`.
     pub fn set_config_path(&self, path: std::path::PathBuf) {
         *self.config_path.lock() = Some(path);
@@ -444,11 +499,6 @@ impl Server {
     /// The config file, when running from one.
     pub fn config_path(&self) -> Option<std::path::PathBuf> {
         self.config_path.lock().clone()
-    }
-
-    /// The admin listener's bound address, once started.
-    pub fn admin_address(&self) -> Option<SocketAddr> {
-        *self.admin_address.lock()
     }
 
     /// A token cancelled when shutdown begins; background tasks hang off it.
@@ -461,11 +511,20 @@ impl Server {
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         self.ready.store(false, Ordering::Release);
         self.shutdown.cancel();
+        self.listeners.lock().close_all();
         self.drain.cancel();
         self.tracker.close();
-        let drained = tokio::time::timeout(deadline, self.tracker.wait())
-            .await
-            .is_ok();
+        let started = tokio::time::Instant::now();
+        let drained = tokio::time::timeout(deadline, async {
+            self.tracker.wait().await;
+            self.proxy.tunnels.wait().await;
+        })
+        .await
+        .is_ok();
+        // Upgraded connections got the drain timeout like everything else.
+        self.proxy.tunnels.close_all();
+        self.flush_state(deadline.saturating_sub(started.elapsed()))
+            .await;
         if drained {
             info!("all connections drained");
         } else {

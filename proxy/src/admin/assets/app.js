@@ -59,19 +59,22 @@
     return h;
   }
 
+  // Changes always say they are JSON (even without a body): the admin API refuses
+  // any other change, which is what keeps cross-site forms and no-cors fetches out.
   async function call(method, path, body) {
     const controller = new AbortController();
     const timeout = setTimeout(() => controller.abort(), FETCH_TIMEOUT_MS);
     try {
+      const change = method !== "GET" && method !== "HEAD";
       const init = {
         method,
-        headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }),
+        headers: headers(change ? { "Content-Type": "application/json" } : {}),
         cache: "no-store",
         credentials: "omit",
         signal: controller.signal,
       };
-      if (body !== undefined) {
-        init.body = JSON.stringify(body);
+      if (change) {
+        init.body = JSON.stringify(body === undefined ? {} : body);
       }
       return await fetch(path, init);
     } finally {
