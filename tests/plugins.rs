@@ -915,6 +915,44 @@ async fn health_plugins_choose_probes_and_bad_choices_fall_back_to_the_configure
     }
 }
 
+/// A reload a plugin's `init` refuses names the refused value's place in the file,
+/// once; a plugin that does not load for another reason is named by its `path`.
+#[tokio::test]
+async fn a_refused_reload_names_the_plugin_config_value_once() {
+    let backend = TestBackend::start("a").await;
+    let text = |path: &str, canary: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+             [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+             [pool.app]\nbalance = \"plugin:canary\"\nbackends = [{{ address = \"{}\" }}]\n\
+             [plugin.canary]\nkind = \"routing\"\npath = '{path}'\n\
+             [plugin.canary.config]\nheader = \"x-canary\"\ncanary = {canary}\n",
+            backend.addr
+        )
+    };
+    let canary = shipped("canary.wasm");
+    let proxy = start_proxy(&text(&canary, "[0]")).await;
+    let refused = Config::parse(Path::new("sy.toml"), &text(&canary, "[0, \"two\"]")).unwrap();
+    let error = proxy.server.apply(refused).await.unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "sy.toml:18:14: plugin.canary.config.canary[1]: invalid type: string \"two\", expected u32"
+    );
+    let wrong = testing("wrong_world.wasm");
+    let refused = Config::parse(Path::new("sy.toml"), &text(&wrong, "[0]")).unwrap();
+    let error = proxy.server.apply(refused).await.unwrap_err().to_string();
+    assert!(
+        error.starts_with("sy.toml:15:8: plugin.canary.path: plugin `canary`: "),
+        "{error}"
+    );
+    let s = status(&proxy).await;
+    assert_eq!(
+        plugin_status(&s, "canary")["digest"],
+        switchyard::plugin::sha256_hex(&std::fs::read(&canary).unwrap()),
+        "a refused reload replaced the running version"
+    );
+}
+
 /// A `config` value a plugin refuses is reported at its line in the config file.
 #[test]
 fn plugin_config_errors_point_into_the_toml_file() {

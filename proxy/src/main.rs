@@ -387,9 +387,8 @@ fn check_plugins(config: &Config) -> bool {
             match plugin.locate_error(&e) {
                 Some(located) => eprintln!("{located}"),
                 None => eprintln!(
-                    "{}: plugin.{}: {} does not load: {e}",
-                    config.source.display(),
-                    plugin.spec.name,
+                    "{}: {} does not load: {e}",
+                    config.locate(&format!("plugin.{}.path", plugin.spec.name)),
                     plugin.spec.path.display()
                 ),
             }
