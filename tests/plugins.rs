@@ -817,6 +817,54 @@ async fn routing_samples_record_inputs_decisions_and_cost() {
     assert_eq!(code, 405);
 }
 
+/// Samples show what requests carried, so they sit behind the admin API's guards
+/// like `/status`: a foreign Host name is refused, and a configured token is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_samples_need_the_admin_token_and_an_admin_host_name() {
+    let stable = TestBackend::start("stable").await;
+    let canary = TestBackend::start("canary").await;
+    let token = "samples-are-guarded-0123456789";
+    let extra = format!(
+        "balance = \"plugin:canary\"\n{}",
+        plugin_table(
+            "canary",
+            "routing",
+            &shipped("canary.wasm"),
+            "config = { header = \"x-canary\", canary = [1] }",
+        ),
+    );
+    let config = simple_config(&[&stable, &canary], &extra).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\""),
+    );
+    let proxy = start_proxy(&config).await;
+    let c = client();
+    let (code, backend, _) = get_with(
+        &c,
+        &format!("http://{}/items", proxy.web),
+        Some(("x-canary", "secret-tenant")),
+    )
+    .await;
+    assert_eq!((code, backend.as_str()), (200, "canary"));
+    let url = format!("http://{}/plugins/canary/samples", proxy.admin);
+    let (code, _, body) = get(&c, &url).await;
+    assert_eq!(code, 401, "no token: {}", String::from_utf8_lossy(&body));
+    let rebound = format!("attacker.test:{}", proxy.admin.port());
+    let (code, _, body) = get_with(&c, &url, Some(("host", &rebound))).await;
+    assert_eq!(
+        code,
+        421,
+        "foreign Host: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(!String::from_utf8_lossy(&body).contains("secret-tenant"));
+    let bearer = format!("Bearer {token}");
+    let (code, _, body) = get_with(&c, &url, Some(("authorization", &bearer))).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("secret-tenant"), "{body}");
+}
+
 /// The requests a backend saw: path and query, and the `x-probe` header.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
