@@ -1,7 +1,7 @@
 //! TLS on listeners (certificates chosen by SNI, reloaded from their files under
 //! load, refused when broken, version floor, ALPN, resumption, expiry metric, a config
 //! reload that keeps or changes the tls table) and TLS to backends (a private CA,
-//! client certificates, HTTP/2 by ALPN, health probes).
+//! client certificates, HTTP/2 by ALPN, health probes, a health plugin's own probe).
 
 mod support;
 
@@ -636,6 +636,15 @@ async fn tls_backend(
     server: &support::tls::Issued,
     client_ca: Option<&TestCa>,
 ) -> TestBackend {
+    TestBackend::start_tls(name, backend_tls(server, client_ca)).await
+}
+
+/// A backend's TLS settings: `server`'s certificate, h2 and HTTP/1.1 by ALPN, and a
+/// client certificate from `client_ca` required when it is given.
+fn backend_tls(
+    server: &support::tls::Issued,
+    client_ca: Option<&TestCa>,
+) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(server.cert.as_bytes())
@@ -658,7 +667,124 @@ async fn tls_backend(
     };
     let mut config = builder.with_single_cert(chain, key).unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    TestBackend::start_tls(name, Arc::new(config)).await
+    Arc::new(config)
+}
+
+/// What a [`recording_tls_backend`] saw of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    /// The name the client sent by SNI.
+    sni: Option<String>,
+    version: http::Version,
+    path: String,
+    /// The `x-probe` header, empty when absent.
+    probe: String,
+}
+
+/// A TLS backend (see [`backend_tls`]) that answers 200 and records each request.
+async fn recording_tls_backend(
+    config: Arc<rustls::ServerConfig>,
+) -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, record) = (acceptor.clone(), Arc::clone(&record));
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let sni = tls.get_ref().1.server_name().map(str::to_string);
+                let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                    record.lock().push(Seen {
+                        sni: sni.clone(),
+                        version: req.version(),
+                        path: req
+                            .uri()
+                            .path_and_query()
+                            .map_or(String::new(), |p| p.as_str().to_string()),
+                        probe: req
+                            .headers()
+                            .get("x-probe")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string(),
+                    });
+                    async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (address, seen)
+}
+
+/// A health plugin's own probe (`probe-request`) goes over the pool's upstream TLS,
+/// as the configured probe would: its SNI and CA, HTTP/2 by ALPN, and the method,
+/// path and headers the plugin asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_plugins_own_probe_goes_over_the_pools_upstream_tls() {
+    let ca = TestCa::new("backend server CA");
+    let dir = temp_dir("probe-request");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (address, seen) =
+        recording_tls_backend(backend_tls(&ca.server(&["backend.test"]), None)).await;
+    // The test plugin asks for `GET /custom?from=plugin` with `x-probe: hostile` in
+    // a pool named `custom`.
+    let plugin = switchyard::plugin::test_plugin_dir().join("hostile_health.wasm");
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"custom\"\n\
+         [pool.custom]\nbackends = [{{ address = \"{address}\" }}]\n\
+         tls = {{ sni = \"backend.test\", ca = \"{}\" }}\n\
+         [pool.custom.health]\npath = \"/configured\"\ninterval = \"100ms\"\ntimeout = \"90ms\"\n\
+         rise = 1\nfall = 1\nevaluate = \"plugin:hh\"\n\
+         [plugin.hh]\nkind = \"health-check\"\npath = '{}'\ntimeout = \"50ms\"\n",
+        path(&ca_file),
+        path(&plugin)
+    );
+    let proxy = start_proxy(&config).await;
+    assert!(
+        eventually(Duration::from_secs(10), || seen.lock().len() >= 2).await,
+        "no probe reached the TLS backend"
+    );
+    let expected = Seen {
+        sni: Some("backend.test".into()),
+        version: http::Version::HTTP_2,
+        path: "/custom?from=plugin".into(),
+        probe: "hostile".into(),
+    };
+    for request in seen.lock().iter() {
+        assert_eq!(request, &expected);
+    }
+    let mut up = false;
+    for _ in 0..100 {
+        if status(&proxy).await["pools"][0]["backends"][0]["health"] == "up" {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        up,
+        "the plugin's probes over TLS did not see the backend up"
+    );
+    proxy.server.shutdown(Duration::from_secs(2)).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod path;
 pub mod persist;
 pub mod plugin;
+pub mod plugin_tool;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

@@ -85,12 +85,6 @@ struct WhatLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PluginResultLabels {
-    plugin: String,
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NameResultLabels {
     name: String,
     result: &'static str,
@@ -143,7 +137,6 @@ pub struct Metrics {
     client_errors: Family<ReasonLabels, Counter>,
     reloads: Family<KindLabels, Counter>,
     reload_failures: Family<WhatLabels, Counter>,
-    plugin_reloads: Family<PluginResultLabels, Counter>,
     shadow: Family<ShadowLabels, Counter>,
     dns: Family<NameResultLabels, Counter>,
     snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
@@ -260,12 +253,11 @@ impl Metrics {
             "Config or plugin reloads refused (the running version stayed), by what was reloaded",
             reload_failures.clone(),
         );
-        let plugin_reloads = Family::<PluginResultLabels, Counter>::default();
-        registry.register(
-            "plugin_reloads",
-            "Plugin file changes picked up, by plugin and result",
-            plugin_reloads.clone(),
-        );
+        // Present (at 0) from the start, so alerts on an increase work before the
+        // first failure.
+        for what in ["config", "plugin"] {
+            let _ = reload_failures.get_or_create(&WhatLabels { what });
+        }
         let shadow = Family::<ShadowLabels, Counter>::default();
         registry.register(
             "plugin_shadow_decisions",
@@ -309,7 +301,6 @@ impl Metrics {
             client_errors,
             reloads,
             reload_failures,
-            plugin_reloads,
             shadow,
             dns,
             snapshot,
@@ -358,15 +349,11 @@ impl Metrics {
         (get("true"), get("false"))
     }
 
-    /// Counts a plugin file reload by result (`ok` or `failed`).
-    pub fn plugin_reload(&self, plugin: &str, ok: bool) {
-        let result = if ok { "ok" } else { "failed" };
-        self.plugin_reloads
-            .get_or_create(&PluginResultLabels {
-                plugin: plugin.to_string(),
-                result,
-            })
-            .inc();
+    /// Counts a plugin file change that could not be loaded (the running version
+    /// stayed) in `reload_failures{what="plugin"}`. Versions swapped in or refused
+    /// per plugin are read from the registry at scrape time
+    /// (`plugin_reloads{plugin,result}`).
+    pub fn plugin_reload(&self, _plugin: &str, ok: bool) {
         if !ok {
             self.reload_failures
                 .get_or_create(&WhatLabels { what: "plugin" })
@@ -734,6 +721,19 @@ impl Collector for PluginCollector {
             let labels = [("plugin", a.plugin.name())];
             ConstGauge::new(i64::from(a.plugin.stats().is_quarantined()))
                 .encode(quarantined.encode_family(&labels)?)?;
+        }
+
+        let mut reloads = encoder.encode_descriptor(
+            "plugin_reloads",
+            "New versions of each plugin (file change or config reload) swapped in (ok) or refused (failed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for slot in &slots {
+            for (result, count) in [("ok", slot.reloads()), ("failed", slot.failures())] {
+                let labels = [("plugin", slot.name().as_ref()), ("result", result)];
+                ConstCounter::new(count).encode(reloads.encode_family(&labels)?)?;
+            }
         }
 
         let mut info = encoder.encode_descriptor(

@@ -15,6 +15,7 @@ mod control;
 mod dashboard;
 mod guard;
 mod members;
+mod plugins;
 mod rollout;
 mod status;
 
@@ -321,6 +322,9 @@ async fn route(
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let path = request.uri().path().to_string();
+    if let Some(plugin) = plugins::parse_samples(&path) {
+        return plugins::samples(server, request.method(), plugin);
+    }
     if let Some((route, abort)) = rollout::parse(&path) {
         return rollout::handle(server, peer, &route, abort, request).await;
     }

@@ -106,6 +106,16 @@ impl<'a> Reporter<'a> {
         }
     }
 
+    /// The text being checked.
+    pub fn source(&self) -> &'a str {
+        self.source
+    }
+
+    /// The file name used in messages.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     /// Records a problem at `span` (an empty `0..0` span means "not written in the file").
     pub fn at(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
         let (line, column) = if span == (0..0) {

@@ -78,7 +78,7 @@ pub struct DnsSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSection {
-    /// `routing`, `health` or `recovery`.
+    /// `routing`, `health-check` (or `health`) or `recovery`: the world it implements.
     pub kind: Spanned<String>,
     /// The `.wasm` component, relative to this file.
     pub path: Spanned<String>,

@@ -12,10 +12,10 @@ use super::error::Reporter;
 use super::file::{self, FileConfig, StatusSpec};
 use super::{
     AcmeChallenge, AcmeConfig, AdminConfig, BackendConfig, BalanceKind, BreakerConfig,
-    CertificatePair, Config, ConfigError, DEFAULT_ADMIN_CONNECTIONS, DnsBackend, DnsConfig,
-    FailoverConfig, HashOn, HealthConfig, LETSENCRYPT, LETSENCRYPT_STAGING, Limits, ListenerConfig,
-    ListenerTlsConfig, MAX_WEIGHT, MIN_TOKEN_BYTES, OnError, PluginConfig, PoolConfig, ProbeKind,
-    RetryConfig, RetryOn, RouteConfig, TlsVersion, UpstreamTlsConfig,
+    CertificatePair, Config, ConfigError, ConfigLocations, DEFAULT_ADMIN_CONNECTIONS, DnsBackend,
+    DnsConfig, FailoverConfig, HashOn, HealthConfig, LETSENCRYPT, LETSENCRYPT_STAGING, Limits,
+    ListenerConfig, ListenerTlsConfig, MAX_WEIGHT, MIN_TOKEN_BYTES, OnError, PluginConfig,
+    PoolConfig, ProbeKind, RetryConfig, RetryOn, RouteConfig, TlsVersion, UpstreamTlsConfig,
 };
 use crate::plugin::{
     DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_REQUEST_PATH_TIMEOUT, PluginKind, PluginSpec,
@@ -910,18 +910,23 @@ fn plugins(
     r: &mut Reporter<'_>,
 ) -> BTreeMap<String, PluginConfig> {
     let mut out = BTreeMap::new();
+    // The same text again, with a span on every key: where each `config` key is.
+    let document = (!sections.is_empty())
+        .then(|| toml::de::DeTable::parse(r.source()).ok())
+        .flatten();
     for (name, spanned) in sections {
         let s = spanned.get_ref();
         let field = format!("plugin.{name}");
-        let kind = match s.kind.get_ref().as_str() {
-            "routing" => PluginKind::Routing,
-            "health" | "health-check" => PluginKind::Health,
-            "recovery" => PluginKind::Recovery,
-            other => {
+        let kind = match PluginKind::parse(s.kind.get_ref()) {
+            Some(kind) => kind,
+            None => {
                 r.at(
                     s.kind.span(),
                     format!("{field}.kind"),
-                    format!("unknown kind `{other}`; expected routing, health or recovery"),
+                    format!(
+                        "unknown kind `{}`; expected routing, health-check or recovery",
+                        s.kind.get_ref()
+                    ),
                 );
                 PluginKind::Routing
             }
@@ -986,9 +991,78 @@ fn plugins(
         spec.config_json = config_json;
         spec.timeout = timeout;
         spec.memory_bytes = memory_bytes;
-        out.insert(name.clone(), PluginConfig { spec, on_error });
+        let locations = config_locations(document.as_ref(), name, r);
+        out.insert(
+            name.clone(),
+            PluginConfig {
+                spec,
+                on_error,
+                locations,
+            },
+        );
     }
     out
+}
+
+/// Where the keys of `[plugin.NAME] config` are written (see [`ConfigLocations`]).
+fn config_locations(
+    document: Option<&Spanned<toml::de::DeTable<'_>>>,
+    name: &str,
+    r: &Reporter<'_>,
+) -> ConfigLocations {
+    let mut keys = BTreeMap::new();
+    let table = document
+        .and_then(|doc| doc.get_ref().get("plugin"))
+        .and_then(|plugins| plugins.get_ref().get(name))
+        .and_then(|plugin| match plugin.get_ref() {
+            toml::de::DeValue::Table(t) => t.get_key_value("config"),
+            _ => None,
+        });
+    let table_at = table.map(|(key, value)| {
+        walk_locations(value, String::new(), r, &mut keys);
+        r.position(key.span())
+    });
+    ConfigLocations::new(r.file().to_string(), table_at, keys)
+}
+
+/// Records the position of every key and element under `value`, by path.
+fn walk_locations(
+    value: &Spanned<toml::de::DeValue<'_>>,
+    path: String,
+    r: &Reporter<'_>,
+    out: &mut BTreeMap<String, (usize, usize)>,
+) {
+    match value.get_ref() {
+        toml::de::DeValue::Table(table) => {
+            for (key, child) in table.iter() {
+                let name = key.get_ref().as_ref();
+                let plain = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                let segment = if plain {
+                    name.to_string()
+                } else {
+                    format!("{name:?}")
+                };
+                let child_path = if path.is_empty() {
+                    segment
+                } else {
+                    format!("{path}.{segment}")
+                };
+                out.insert(child_path.clone(), r.position(key.span()));
+                walk_locations(child, child_path, r, out);
+            }
+        }
+        toml::de::DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let child_path = format!("{path}[{i}]");
+                out.insert(child_path.clone(), r.position(item.span()));
+                walk_locations(item, child_path, r, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Checks a `plugin:NAME` reference: the prefix, that the plugin exists, and that it

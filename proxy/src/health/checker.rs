@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{CheckRecord, HealthStatus, Verdict, native_verdict, probe};
+use super::{CheckRecord, HealthStatus, Verdict, native_verdict, probe_as};
 use crate::clock;
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
@@ -123,8 +123,21 @@ async fn check_loop(
     let first = config.interval.mul_f64(config.jitter * fastrand::f64());
     tokio::time::sleep(first.min(Duration::from_millis(100))).await;
     loop {
+        let custom = match &plugin {
+            Some(slot) if matches!(config.probe, crate::config::ProbeKind::Http { .. }) => {
+                crate::policy::health::probe_request(slot, &pool, &backend.key).await
+            }
+            _ => None,
+        };
         let probe_tls = tls.as_deref().map(|t| (t, backend.origin.as_deref()));
-        let report = probe(&config.probe, backend.address, config.timeout, probe_tls).await;
+        let report = probe_as(
+            &config.probe,
+            custom.as_ref(),
+            backend.address,
+            config.timeout,
+            probe_tls,
+        )
+        .await;
         let latency = report.latency;
         let verdict = match &plugin {
             Some(slot) => crate::policy::health::evaluate(slot, &config, report).await,

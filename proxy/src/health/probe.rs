@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::ProbeKind;
+use crate::plugin::CustomProbe;
 use crate::upstream::connect::{self, ConnectError, PoolTls, TcpSettings, UpstreamStream};
 
 /// At most this much of a probe response body is kept for evaluation.
@@ -50,8 +51,21 @@ pub async fn probe(
     timeout: Duration,
     tls: Option<ProbeTls<'_>>,
 ) -> ProbeReport {
+    probe_as(kind, None, addr, timeout, tls).await
+}
+
+/// [`probe`], sending `custom` (a health plugin's `probe-request`) in place of an
+/// HTTP check's configured method and path, over the same connection and TLS a
+/// configured probe would use. A TCP check ignores it.
+pub async fn probe_as(
+    kind: &ProbeKind,
+    custom: Option<&CustomProbe>,
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<ProbeTls<'_>>,
+) -> ProbeReport {
     let started = Instant::now();
-    let result = tokio::time::timeout(timeout, run(kind, addr, timeout, tls)).await;
+    let result = tokio::time::timeout(timeout, run(kind, custom, addr, timeout, tls)).await;
     let mut report = match result {
         Ok(Ok(report)) => report,
         Ok(Err(error)) => ProbeReport {
@@ -69,6 +83,7 @@ pub async fn probe(
 
 async fn run(
     kind: &ProbeKind,
+    custom: Option<&CustomProbe>,
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<ProbeTls<'_>>,
@@ -88,11 +103,19 @@ async fn run(
         return Ok(ProbeReport::default());
     };
     let host = host.clone().unwrap_or_else(|| addr.to_string());
-    let request = Request::builder()
+    let (method, path) = match custom {
+        Some(c) => (&c.method, c.path.as_str()),
+        None => (method, path.as_str()),
+    };
+    let mut builder = Request::builder()
         .method(method.clone())
-        .uri(path.as_str())
+        .uri(path)
         .header(header::HOST, host)
-        .header(header::USER_AGENT, "switchyard-health-check")
+        .header(header::USER_AGENT, "switchyard-health-check");
+    if let (Some(c), Some(headers)) = (custom, builder.headers_mut()) {
+        headers.extend(c.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let request = builder
         .body(Empty::<Bytes>::new())
         .map_err(|e| ProbeError::Other(e.to_string()))?;
     let (response, conn_task) = send(stream, request).await?;

@@ -77,6 +77,13 @@ pub enum StartError {
         #[source]
         source: PluginLoadError,
     },
+    /// A plugin's `init` refused a value of its `config` table; the error already
+    /// names that value's place in the file.
+    #[error("{source}")]
+    PluginConfig {
+        #[source]
+        source: PluginLoadError,
+    },
     #[error("{at}: {source}")]
     Dns {
         at: Box<Located>,
@@ -87,6 +94,9 @@ pub enum StartError {
 
 impl StartError {
     fn plugin(config: &Config, source: PluginLoadError) -> Self {
+        if matches!(source, PluginLoadError::Config { .. }) {
+            return StartError::PluginConfig { source };
+        }
         let field = source.plugin().map_or_else(
             || "plugin".to_string(),
             |name| format!("plugin.{name}.path"),
