@@ -261,33 +261,16 @@ fn attack_page(admin_port: u16, victim: &str) -> String {
 /// Serves `page` at every path of a test HTTP server on 127.0.0.1 (the attacker's
 /// origin once Chromium maps attacker.test there).
 async fn serve_page(page: String) -> std::net::SocketAddr {
-    use hyper::service::service_fn;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
     let page = Bytes::from(page);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let page = page.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    let page = page.clone();
-                    async move {
-                        let mut response = http::Response::new(Full::new(page));
-                        response.headers_mut().insert(
-                            "content-type",
-                            http::HeaderValue::from_static("text/html; charset=utf-8"),
-                        );
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    address
+    serve_with(move |_req| {
+        let mut response = http::Response::new(Full::new(page.clone()));
+        response.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        response
+    })
+    .await
 }
 
 async fn admin_metrics(proxy: &TestProxy) -> String {

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -15,51 +14,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use support::*;
 
 /// A backend that answers `GET /healthz` carrying `x-probe-pool: app` with 200 and
 /// the `x-health` header the test sets; anything else with 404.
 async fn health_backend(state: Arc<Mutex<String>>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let state = Arc::clone(&state);
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let health = state.lock().clone();
-                    async move {
-                        let probed = req.uri().path() == "/healthz"
-                            && req
-                                .headers()
-                                .get("x-probe-pool")
-                                .is_some_and(|v| v == "app");
-                        let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
-                        if probed {
-                            response
-                                .headers_mut()
-                                .insert("x-health", health.parse().unwrap());
-                        } else {
-                            *response.status_mut() = http::StatusCode::NOT_FOUND;
-                        }
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    serve_with(move |req| {
+        let probed = req.uri().path() == "/healthz"
+            && req
+                .headers()
+                .get("x-probe-pool")
+                .is_some_and(|v| v == "app");
+        let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+        if probed {
+            let health = state.lock().clone();
+            response
+                .headers_mut()
+                .insert("x-health", health.parse().unwrap());
+        } else {
+            *response.status_mut() = http::StatusCode::NOT_FOUND;
         }
-    });
-    address
+        response
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,17 +9,14 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use support::*;
 
 const README: &str = include_str!("../plugins/README.md");
@@ -715,35 +712,21 @@ fn check_curl_output(p: &Background, args: &[String], out: &str, configs_written
 /// A backend whose only healthy answer is to `GET /from-plugin` carrying
 /// `x-probe-pool: checked`: it is up only if the health plugin chose the probe.
 async fn probe_checking_backend() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let pool = req
-                        .headers()
-                        .get("x-probe-pool")
-                        .and_then(|v| v.to_str().ok());
-                    let status = match (req.uri().path(), pool) {
-                        ("/from-plugin", Some("checked")) => 200,
-                        ("/from-plugin", _) => 400,
-                        _ => 404,
-                    };
-                    let mut response = Response::new(Full::new(Bytes::from_static(b"probe")));
-                    *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    address
+    serve_with(|req| {
+        let pool = req
+            .headers()
+            .get("x-probe-pool")
+            .and_then(|v| v.to_str().ok());
+        let status = match (req.uri().path(), pool) {
+            ("/from-plugin", Some("checked")) => 200,
+            ("/from-plugin", _) => 400,
+            _ => 404,
+        };
+        let mut response = Response::new(Full::new(Bytes::from_static(b"probe")));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response
+    })
+    .await
 }
 
 /// A health-check and a recovery plugin, each made by `plugin new`, built as an

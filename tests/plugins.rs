@@ -4,17 +4,14 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use support::*;
 use switchyard::config::Config;
@@ -131,36 +128,19 @@ async fn latency_plugin_steers_traffic_away_from_a_slow_backend() {
 
 /// A backend whose `/health` answers a JSON document the test can change.
 async fn json_backend(name: &'static str, health: Arc<Mutex<String>>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let health = Arc::clone(&health);
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let body = if req.uri().path() == "/health" {
-                        health.lock().clone()
-                    } else {
-                        name.to_string()
-                    };
-                    async move {
-                        let mut response = Response::new(Full::new(Bytes::from(body)));
-                        response
-                            .headers_mut()
-                            .insert("x-backend", name.parse().unwrap());
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    address
+    serve_with(move |req| {
+        let body = if req.uri().path() == "/health" {
+            health.lock().clone()
+        } else {
+            name.to_string()
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response
+            .headers_mut()
+            .insert("x-backend", name.parse().unwrap());
+        response
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -871,36 +851,19 @@ type Seen = Arc<Mutex<Vec<(String, String)>>>;
 /// A backend that answers everything 200 and records each request's path and
 /// `x-probe` header.
 async fn recording_backend(seen: Seen) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let probe = req
-                        .headers()
-                        .get("x-probe")
-                        .map_or(String::new(), |v| v.to_str().unwrap_or("").to_string());
-                    let path = req
-                        .uri()
-                        .path_and_query()
-                        .map_or(String::new(), |p| p.as_str().to_string());
-                    seen.lock().push((path, probe));
-                    async move {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    address
+    serve_with(move |req| {
+        let probe = req
+            .headers()
+            .get("x-probe")
+            .map_or(String::new(), |v| v.to_str().unwrap_or("").to_string());
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or(String::new(), |p| p.as_str().to_string());
+        seen.lock().push((path, probe));
+        Response::new(Full::new(Bytes::from_static(b"ok")))
+    })
+    .await
 }
 
 /// `probe-request` in the health loop: a custom probe is sent as asked; a plugin

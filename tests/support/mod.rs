@@ -312,6 +312,33 @@ fn text(status: StatusCode, name: &str, body: String) -> Response<TestBody> {
     response
 }
 
+/// Starts a plain HTTP server on 127.0.0.1 (HTTP/1.1 and HTTP/2) that answers each
+/// request with `answer(request)`: for tests whose backend must judge a probe, record
+/// what it saw or serve a page, in a few lines instead of a server loop of their own.
+pub async fn serve_with<F>(answer: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let answer = Arc::clone(&answer);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let response = answer(req);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
 /// A running proxy with its traffic and admin addresses.
 pub struct TestProxy {
     pub server: Arc<Server>,
