@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub pools: BTreeMap<String, Spanned<PoolSection>>,
     #[serde(default, rename = "plugin")]
     pub plugins: BTreeMap<String, Spanned<PluginSection>>,
+    /// `[cluster]`: coordination with other instances through etcd.
+    pub cluster: Option<super::cluster::ClusterSection>,
 }
 
 /// `[plugin.NAME]`: a WebAssembly policy component and its limits.

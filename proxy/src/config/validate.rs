@@ -43,6 +43,10 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
     }
 
     let admin = admin(&file.admin, &base_dir, &mut r);
+    let cluster = file
+        .cluster
+        .as_ref()
+        .map(|c| super::cluster::cluster(c, &base_dir, &mut r));
     let locations = locations(&file, &r);
     let config = Config {
         source: path.to_path_buf(),
@@ -52,6 +56,8 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         routes,
         pools,
         plugins,
+        cluster,
+        digest: String::new(),
         locations,
     };
     r.finish(config)
@@ -169,6 +175,9 @@ fn locations(file: &FileConfig, r: &Reporter<'_>) -> BTreeMap<String, (usize, us
             );
             out.insert(format!("listener[{i}].tls.key"), r.position(tls.key.span()));
         }
+    }
+    if let Some(cluster) = &file.cluster {
+        out.insert("cluster.etcd".to_string(), r.position(cluster.etcd.span()));
     }
     for (name, p) in &file.plugins {
         out.insert(
