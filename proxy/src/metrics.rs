@@ -5,6 +5,7 @@
 //! read from the live snapshot at scrape time by a collector, so removed backends
 //! disappear from `/metrics` without bookkeeping.
 
+mod cluster;
 mod control;
 
 use std::sync::{Arc, OnceLock};
@@ -25,6 +26,7 @@ use crate::plugin::DURATION_BUCKETS_NS;
 use crate::policy::PluginRegistry;
 use crate::state::Snapshot;
 
+pub use cluster::ClusterMetrics;
 pub use control::ControlMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,6 +143,7 @@ pub struct Metrics {
     snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
     plugins: Arc<OnceLock<Arc<PluginRegistry>>>,
     control: ControlMetrics,
+    cluster: Arc<ClusterMetrics>,
 }
 
 impl Default for Metrics {
@@ -272,6 +275,8 @@ impl Metrics {
             registry: Arc::clone(&plugins),
         }));
         let control = ControlMetrics::register(&mut registry);
+        let cluster = Arc::new(ClusterMetrics::default());
+        registry.register_collector(Box::new(cluster::ClusterCollector(Arc::clone(&cluster))));
         Self {
             registry,
             requests,
@@ -295,7 +300,13 @@ impl Metrics {
             snapshot,
             plugins,
             control,
+            cluster,
         }
+    }
+
+    /// The fleet metrics (exported once the instance joins a fleet).
+    pub fn cluster(&self) -> &Arc<ClusterMetrics> {
+        &self.cluster
     }
 
     /// The control plane's counters (admin API, state file, shed plugin calls).
