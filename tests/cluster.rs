@@ -116,6 +116,7 @@ async fn a_drain_on_one_instance_stops_new_requests_through_the_others_within_a_
         .await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer["revision"].as_i64().unwrap() > 0, "{answer}");
+    let answered = started.elapsed();
     for other in &fleet[1..] {
         assert!(
             until(
@@ -153,7 +154,9 @@ async fn a_drain_on_one_instance_stops_new_requests_through_the_others_within_a_
         assert!(served > 0);
         assert_eq!(failed, 0, "{} failed requests during the drain", i.name);
     }
-    eprintln!("drain applied on every instance {applied_everywhere:?} after the request");
+    eprintln!(
+        "drain answered after {answered:?}, applied on every instance {applied_everywhere:?} after the request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -242,6 +245,17 @@ async fn two_conflicting_changes_at_once_one_wins_and_the_other_gets_409() {
         ),
         1.0
     );
+
+    // `switchyard ctl --if-revision` with a revision older than the winner's change.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["ctl", "--admin", &fleet[2].admin.to_string(), "--if-revision"])
+        .arg(seen.to_string())
+        .args(["switch", "all", "blue"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("409") && said.contains("state/route/all"), "{said}");
 
     // Changes to different things based on the same revision do not conflict.
     let seen = fleet[0].get("/cluster").await["revision"].as_i64().unwrap();
@@ -651,6 +665,12 @@ async fn without_etcd_traffic_flows_changes_are_refused_and_the_fleet_resyncs_wh
             "nothing applied on one box only"
         );
     }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["ctl", "--admin", &fleet[0].admin.to_string(), "status"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("etcd UNREACHABLE"), "{table}");
     // An instance starting while etcd is away starts from its state file.
     fleet[2].restart(&dir.0);
     assert_eq!(fleet[2].admin_state(x.addr).await, "drained");
@@ -856,4 +876,179 @@ async fn an_instance_without_cluster_has_no_fleet_view_and_no_fleet_metrics() {
             .await
             .contains("switchyard_cluster_")
     );
+}
+
+/// A CA, an etcd server certificate for 127.0.0.1 and a client certificate, as PEM
+/// files in `dir`.
+fn certificates(
+    dir: &std::path::Path,
+) -> (
+    support::fleet::EtcdTls,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "fleet test CA");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>, name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        // No Common Name: with etcd auth on, etcd's gateway refuses certificates that
+        // carry one (the user comes from the username and password).
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, name);
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    };
+    let (cert, key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "etcd");
+    let (client_cert, client_key) = leaf(Vec::new(), "switchyard");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    (
+        support::fleet::EtcdTls {
+            cert,
+            key,
+            ca: ca_path,
+        },
+        client_cert,
+        client_key,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_reaches_etcd_over_tls_with_client_certificates_and_a_user() {
+    let dir = TempDir::new("fleet-tls");
+    let (tls, client_cert, client_key) = certificates(&dir.0);
+    let Some(etcd) = EtcdCluster::start_with(1, Some(tls.clone())).await else {
+        return;
+    };
+    let prefix = prefix();
+    let b64 = |text: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(text)
+    };
+    let root_end = format!("{prefix}0");
+    for (path, body) in [
+        (
+            "/v3/auth/user/add",
+            serde_json::json!({"name": "root", "password": "root-secret"}),
+        ),
+        ("/v3/auth/role/add", serde_json::json!({"name": "root"})),
+        (
+            "/v3/auth/user/grant",
+            serde_json::json!({"user": "root", "role": "root"}),
+        ),
+        (
+            "/v3/auth/user/add",
+            serde_json::json!({"name": "switchyard", "password": "fleet-secret"}),
+        ),
+        ("/v3/auth/role/add", serde_json::json!({"name": "fleet"})),
+        (
+            "/v3/auth/role/grant",
+            serde_json::json!({"name": "fleet", "perm": {"permType": "READWRITE", "key": b64(&format!("{prefix}/")), "range_end": b64(&root_end)}}),
+        ),
+        (
+            "/v3/auth/user/grant",
+            serde_json::json!({"user": "switchyard", "role": "fleet"}),
+        ),
+        ("/v3/auth/enable", serde_json::json!({})),
+    ] {
+        etcd.post(path, body).await;
+    }
+    let (x, y) = (TestBackend::start("x").await, TestBackend::start("y").await);
+    let pools = pool("blue", &[&x, &y], "");
+    let secure = |password: &str| {
+        format!(
+            "username = \"switchyard\"\npassword = \"{password}\"\n[cluster.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            tls.ca.display(),
+            client_cert.display(),
+            client_key.display()
+        )
+    };
+    let mut fleet = Vec::new();
+    for name in ["a", "b"] {
+        let config = instance_config(
+            name,
+            &etcd.endpoints(),
+            &prefix,
+            &pools,
+            &secure("fleet-secret"),
+        );
+        fleet.push(Instance::start(&dir.0, name, &config).await);
+    }
+    let refs: Vec<&Instance> = fleet.iter().collect();
+    formed(&refs).await;
+    let (status, answer) = fleet[0]
+        .call(
+            "POST",
+            &format!("/pools/blue/backends/{}/drain", x.addr),
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        until(Duration::from_secs(1), || async {
+            fleet[1].admin_state(x.addr).await != "active"
+        })
+        .await,
+        "the drain went through etcd over TLS"
+    );
+
+    // A wrong password is a clear error, and the instance still serves.
+    let config = instance_config(
+        "c",
+        &etcd.endpoints(),
+        &prefix,
+        &pools,
+        &secure("wrong-secret"),
+    );
+    let wrong = Instance::start(&dir.0, "c", &config).await;
+    let cluster = wrong.get("/status").await["cluster"].clone();
+    assert_eq!(cluster["connected"], false, "{cluster}");
+    let error = cluster["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("authentication as `switchyard` failed"),
+        "{error}"
+    );
+    assert_eq!(requests(&wrong, 10).await, 0);
+    let (status, _) = wrong
+        .call(
+            "POST",
+            &format!("/pools/blue/backends/{}/enable", x.addr),
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(status, 503);
+}
+
+#[test]
+fn the_example_fleet_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/cluster");
+    for name in ["edge-1.toml", "edge-2.toml", "edge-3.toml", "shared.toml"] {
+        let config = switchyard::config::Config::load(&dir.join(name))
+            .unwrap_or_else(|e| panic!("config/cluster/{name}:\n{e}"));
+        let cluster = config.cluster.expect("a [cluster] table");
+        assert_eq!(cluster.prefix, "/switchyard/example");
+        assert_eq!(cluster.etcd.len(), 3);
+    }
+    let script = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(dir.join("run.sh"))
+        .status()
+        .unwrap();
+    assert!(script.success(), "run.sh parses");
 }

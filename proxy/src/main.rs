@@ -59,6 +59,10 @@ enum Command {
         /// Print the raw JSON answer.
         #[arg(long)]
         json: bool,
+        /// In a fleet: refuse the change (409) if what it touches changed after this
+        /// etcd revision (the `revision` of `GET /cluster` or of an earlier answer).
+        #[arg(long)]
+        if_revision: Option<i64>,
         #[command(subcommand)]
         action: CtlAction,
     },
@@ -204,10 +208,11 @@ fn main() -> ExitCode {
         admin,
         token,
         json,
+        if_revision,
         action,
     }) = cli.command
     {
-        return ctl(&admin, token.as_deref(), json, action);
+        return ctl(&admin, token.as_deref(), json, if_revision, action);
     }
     init_logging(cli.log_format, &cli.log_level);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -439,9 +444,15 @@ fn plugin_check(file: &Path) -> ExitCode {
     }
 }
 
-fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitCode {
+fn ctl(
+    admin: &str,
+    token: Option<&str>,
+    json: bool,
+    if_revision: Option<i64>,
+    action: CtlAction,
+) -> ExitCode {
     use http::Method;
-    use switchyard::ctl::{Call, render_status, send};
+    use switchyard::ctl::{Call, render_status, send_if};
     let backend_path =
         |pool: &str, backend: &str, verb: &str| format!("/pools/{pool}/backends/{backend}/{verb}");
     let call = match &action {
@@ -547,7 +558,7 @@ fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(send(admin, token, &call)) {
+    match runtime.block_on(send_if(admin, token, &call, if_revision)) {
         Ok(value) if json => {
             println!(
                 "{}",

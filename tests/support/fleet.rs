@@ -53,7 +53,18 @@ struct Member {
     name: String,
     client: u16,
     peer: u16,
+    /// A plain-HTTP client port beside the TLS one (for health checks and setup).
+    plain: u16,
     process: Option<Child>,
+}
+
+/// Server certificate, key and client CA of an etcd that wants TLS with client
+/// certificates on its client port.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// A real etcd cluster on loopback.
@@ -61,12 +72,19 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     dir: TempDir,
     token: String,
+    tls: Option<EtcdTls>,
 }
 
 impl EtcdCluster {
     /// Starts `n` members and waits until every one is healthy. `None` when etcd is
     /// not installed (outside CI; under `CI=true` that is a failure).
     pub async fn start(n: usize) -> Option<EtcdCluster> {
+        Self::start_with(n, None).await
+    }
+
+    /// [`EtcdCluster::start`], with TLS and client certificates on the client port
+    /// (a plain port stays open beside it, see [`EtcdCluster::plain_endpoint`]).
+    pub async fn start_with(n: usize, tls: Option<EtcdTls>) -> Option<EtcdCluster> {
         if Command::new("etcd")
             .arg("--version")
             .stdout(Stdio::null())
@@ -78,12 +96,13 @@ impl EtcdCluster {
             );
             return None;
         }
-        let ports = free_ports(2 * n);
+        let ports = free_ports(3 * n);
         let members = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client: ports[2 * i],
-                peer: ports[2 * i + 1],
+                client: ports[3 * i],
+                peer: ports[3 * i + 1],
+                plain: ports[3 * i + 2],
                 process: None,
             })
             .collect();
@@ -91,6 +110,7 @@ impl EtcdCluster {
             members,
             dir: TempDir::new("etcd"),
             token: format!("t{:016x}", fastrand::u64(..)),
+            tls,
         };
         for i in 0..n {
             cluster.spawn(i);
@@ -111,15 +131,38 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.0.join(format!("{}.log", m.name)))
             .unwrap();
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        match &self.tls {
+            Some(tls) => {
+                command
+                    .arg("--listen-client-urls")
+                    .arg(format!(
+                        "https://127.0.0.1:{},http://127.0.0.1:{}",
+                        m.client, m.plain
+                    ))
+                    .arg("--advertise-client-urls")
+                    .arg(format!("https://127.0.0.1:{}", m.client))
+                    .arg("--cert-file")
+                    .arg(&tls.cert)
+                    .arg("--key-file")
+                    .arg(&tls.key)
+                    .arg("--trusted-ca-file")
+                    .arg(&tls.ca)
+                    .arg("--client-cert-auth");
+            }
+            None => {
+                command
+                    .arg("--listen-client-urls")
+                    .arg(format!("http://127.0.0.1:{}", m.client))
+                    .arg("--advertise-client-urls")
+                    .arg(format!("http://127.0.0.1:{}", m.client));
+            }
+        }
+        let child = command
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(self.dir.0.join(&m.name))
-            .arg("--listen-client-urls")
-            .arg(format!("http://127.0.0.1:{}", m.client))
-            .arg("--advertise-client-urls")
-            .arg(format!("http://127.0.0.1:{}", m.client))
             .arg("--listen-peer-urls")
             .arg(format!("http://127.0.0.1:{}", m.peer))
             .arg("--initial-advertise-peer-urls")
@@ -143,7 +186,30 @@ impl EtcdCluster {
 
     /// The client URL of member `i`.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client)
+    }
+
+    /// A plain-HTTP client URL of member `i` (its only one without TLS).
+    pub fn plain_endpoint(&self, i: usize) -> String {
+        match self.tls {
+            Some(_) => format!("http://127.0.0.1:{}", self.members[i].plain),
+            None => self.endpoint(i),
+        }
+    }
+
+    /// POSTs a JSON body to etcd's gateway on member 0's plain port (setup).
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let request = Request::post(format!("{}{path}", self.plain_endpoint(0)))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = client().request(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        assert!(status.is_success(), "etcd {path}: {status} {value}");
+        value
     }
 
     /// Every member's client URL.
@@ -192,7 +258,7 @@ impl EtcdCluster {
                 continue;
             }
             loop {
-                let url = format!("{}/health", self.endpoint(i));
+                let url = format!("{}/health", self.plain_endpoint(i));
                 let healthy = match c.get(url.parse().unwrap()).await {
                     Ok(r) => r
                         .into_body()

@@ -31,6 +31,10 @@ use crate::traffic::RouteTarget;
 
 /// How often the leader re-checks its rollouts when nothing changes.
 const RECHECK: Duration = Duration::from_millis(500);
+/// Heartbeats write a revision per instance per second; the leader drops history
+/// older than this (at most twice this old is kept), so etcd's database stays small
+/// without `--auto-compaction-retention`.
+const COMPACT_EVERY: Duration = Duration::from_secs(300);
 /// Pause before retrying a write etcd could not take.
 const WRITE_RETRY: Duration = Duration::from_millis(250);
 
@@ -43,6 +47,7 @@ struct Runner {
 pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
     let mut changes = cluster.changes.subscribe();
     let mut runners: HashMap<String, Runner> = HashMap::new();
+    let mut compactor = Compactor::default();
     loop {
         if cluster.stop.is_cancelled() {
             break;
@@ -67,7 +72,9 @@ pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
         cluster.metrics.set_leading(cluster.leading());
         if cluster.leading() {
             reconcile(&server, &cluster, &mut runners);
+            compactor.tick(&cluster).await;
         } else {
+            compactor = Compactor::default();
             for (_, runner) in runners.drain() {
                 runner.token.cancel();
             }
@@ -80,6 +87,41 @@ pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
     }
     for (_, runner) in runners.drain() {
         runner.token.cancel();
+    }
+}
+
+/// Keeps etcd's history of the fleet short: every [`COMPACT_EVERY`] the leader
+/// compacts to the revision it noted at the previous turn.
+#[derive(Default)]
+struct Compactor {
+    next: Option<tokio::time::Instant>,
+    noted: Option<i64>,
+    /// etcd refused (compaction needs the root role): not tried again.
+    refused: bool,
+}
+
+impl Compactor {
+    async fn tick(&mut self, cluster: &Cluster) {
+        let now = tokio::time::Instant::now();
+        if self.refused || self.next.is_some_and(|next| now < next) {
+            return;
+        }
+        if let Some(revision) = self.noted.take() {
+            match cluster.etcd.compact(revision).await {
+                Ok(()) => info!(revision, "compacted etcd's history"),
+                Err(EtcdError::Refused { message, .. }) if message.contains("compacted") => {}
+                Err(EtcdError::Refused { message, .. }) => {
+                    self.refused = true;
+                    warn!(error = %message,
+                        "cannot compact etcd's history; run etcd with --auto-compaction-retention (heartbeats add a revision per instance per second)");
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot compact etcd's history now; trying again later")
+                }
+            }
+        }
+        self.noted = Some(cluster.revision());
+        self.next = Some(now + COMPACT_EVERY);
     }
 }
 

@@ -79,6 +79,8 @@ pub struct Cluster {
     reconnect: Notify,
     /// Asks for a heartbeat now (the config this instance runs changed).
     publish: Notify,
+    /// Why the last heartbeat could not be written, if it could not.
+    heartbeat_error: Mutex<Option<String>>,
     /// Which config this instance runs.
     config_view: Mutex<ConfigView>,
     /// This instance's own config file, as last loaded.
@@ -125,6 +127,7 @@ pub async fn join(
         changes: watch::Sender::new(0),
         reconnect: Notify::new(),
         publish: Notify::new(),
+        heartbeat_error: Mutex::new(None),
         config_view: Mutex::new(ConfigView {
             source: "file".into(),
             digest: file.digest.clone(),
@@ -229,6 +232,7 @@ impl Cluster {
             "connected": self.connected(),
             "since_ms": self.link.since_ms.load(Ordering::Relaxed),
             "error": *self.link.error.lock(),
+            "heartbeat_error": *self.heartbeat_error.lock(),
             "revision": revision,
             "applied_revision": self.applied.load(Ordering::Relaxed),
             "leader": leader,

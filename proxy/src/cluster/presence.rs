@@ -30,6 +30,8 @@ enum BeatError {
         "instance name `{0}` is held by another live process (a second instance with the same cluster.instance, or this one's previous run until its lease expires)"
     )]
     NameTaken(String),
+    #[error("the lease expired before the heartbeat was written; taking a new one")]
+    LeaseLost,
 }
 
 /// Writes heartbeats until the instance leaves.
@@ -52,12 +54,14 @@ pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
                 Ok(()) => {
                     last_renewed = Instant::now();
                     failures = 0;
+                    *cluster.heartbeat_error.lock() = None;
                 }
                 Err(e) => {
                     failures += 1;
                     if failures == 1 {
                         warn!(error = %e, "cannot write this instance's heartbeat to etcd");
                     }
+                    *cluster.heartbeat_error.lock() = Some(e.to_string());
                     if failures == 2 && matches!(e, BeatError::Etcd(_)) {
                         // etcd answers reads but not writes (no quorum): treat it as
                         // unreachable, so changes are refused rather than lost.
@@ -125,8 +129,14 @@ async fn beat(server: &Server, cluster: &Cluster) -> Result<(), BeatError> {
             return Ok(());
         }
     }
-    etcd.put(&key, &value, Some(lease)).await?;
-    Ok(())
+    match etcd.put(&key, &value, Some(lease)).await {
+        Err(EtcdError::Refused { message, .. }) if message.contains("lease not found") => {
+            cluster.lease.store(0, Ordering::Release);
+            cluster.fence.store(0, Ordering::Release);
+            Err(BeatError::LeaseLost)
+        }
+        other => other.map(|_| ()).map_err(BeatError::from),
+    }
 }
 
 /// This instance as the fleet sees it.

@@ -395,7 +395,11 @@ async fn save_cache(cluster: &Cluster, record: &SharedConfigRecord, revision: i6
 /// it kept one (and its plugin files).
 pub(super) async fn apply_cached(server: &Server, cluster: &Cluster) {
     let path = cluster.config.cache_dir.join(CACHE_FILE);
-    let Ok(bytes) = std::fs::read(&path) else {
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::read(path)).await
+    };
+    let Ok(Ok(bytes)) = read else {
         return;
     };
     let Ok(cached) = serde_json::from_slice::<Cached>(&bytes) else {

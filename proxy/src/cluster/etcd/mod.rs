@@ -210,6 +210,13 @@ impl Etcd {
         Ok(answer.header.revision)
     }
 
+    /// Drops the history before `revision` (keys' current values stay).
+    pub async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        let body = json!({ "revision": revision.to_string() });
+        let _: Value = self.call("/v3/kv/compaction", &body).await?;
+        Ok(())
+    }
+
     /// A new lease of `ttl`; returns its id.
     pub async fn grant(&self, ttl: Duration) -> Result<i64, EtcdError> {
         let body = json!({ "TTL": ttl.as_secs().max(1).to_string() });
@@ -548,14 +555,20 @@ async fn read_error(response: http::Response<Incoming>) -> ErrorBody {
         .and_then(Result::ok)
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+    let mut error = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
         code: 0,
         message: format!(
             "{status}: {}",
             String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim()
         ),
         error: String::new(),
-    })
+    });
+    if error.message.contains("CommonName of client") {
+        error.message.push_str(
+            " (with etcd auth on, etcd's gateway refuses client certificates that carry a Common Name: use one without, with cluster.username and password)",
+        );
+    }
+    error
 }
 
 /// A running watch: one long HTTP answer carrying newline-separated JSON messages.
