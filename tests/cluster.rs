@@ -248,14 +248,22 @@ async fn two_conflicting_changes_at_once_one_wins_and_the_other_gets_409() {
 
     // `switchyard ctl --if-revision` with a revision older than the winner's change.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["ctl", "--admin", &fleet[2].admin.to_string(), "--if-revision"])
+        .args([
+            "ctl",
+            "--admin",
+            &fleet[2].admin.to_string(),
+            "--if-revision",
+        ])
         .arg(seen.to_string())
         .args(["switch", "all", "blue"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("409") && said.contains("state/route/all"), "{said}");
+    assert!(
+        said.contains("409") && said.contains("state/route/all"),
+        "{said}"
+    );
 
     // Changes to different things based on the same revision do not conflict.
     let seen = fleet[0].get("/cluster").await["revision"].as_i64().unwrap();

@@ -267,6 +267,7 @@ impl FleetDriver {
         &self,
         mut edit: impl FnMut(&mut super::Draft) -> Result<(), Rejected> + Send,
     ) -> Wrote {
+        let mut warned = false;
         loop {
             let Some(server) = self.server.upgrade() else {
                 return Wrote::Stopped;
@@ -286,7 +287,10 @@ impl FleetDriver {
                     return Wrote::Stopped;
                 }
                 Err(e) => {
-                    warn!(error = %e, "fleet rollout: cannot write to etcd yet; retrying");
+                    if !warned {
+                        warn!(error = %e, "fleet rollout: cannot write to etcd; holding the step and retrying");
+                        warned = true;
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(WRITE_RETRY) => {}
                         () = self.cluster.stop.cancelled() => return Wrote::Stopped,

@@ -205,7 +205,10 @@ async fn prepare(
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let path = base.join(&record.file);
-    let mut shared = Config::parse(&path, &record.text).map_err(|e| {
+    // The pushed file's own [admin] and [cluster] tables are not this instance's
+    // (they helped `push` find etcd): left out, line numbers kept.
+    let text = without_tables(&record.text, &["admin", "cluster"]);
+    let mut shared = Config::parse(&path, &text).map_err(|e| {
         format!(
             "cluster config revision {revision} ({}) does not validate here:\n{e}",
             record.file
@@ -244,6 +247,31 @@ async fn install(
         refused: None,
     };
     Ok(())
+}
+
+/// `text` with the tables named in `tables` (and their sub-tables) turned into
+/// comments, so every other line keeps its number for error messages.
+fn without_tables(text: &str, tables: &[&str]) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut skipping = false;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            let header = trimmed
+                .trim_start_matches('[')
+                .split([']', '.'])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            skipping = tables.contains(&header);
+        }
+        if skipping && !trimmed.is_empty() && !trimmed.starts_with('#') {
+            out.push_str("# ");
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// The shared config with this instance's own `[admin]`, `[cluster]` and listener
@@ -426,5 +454,60 @@ pub(super) async fn apply_cached(server: &Server, cluster: &Cluster) {
                 "cannot run the cached shared config; running the config file:\n{why}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_reads_a_pushed_file_without_its_admin_and_cluster_tables() {
+        let text = "[admin]\nlisten = \"0.0.0.0:9901\"\n\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\n\
+                    [cluster]\netcd = [\n  \"https://a:2379\",\n]\n[cluster.tls]\nca = \"missing.pem\"\n\
+                    [[route]]\nname = \"r\"\nlistener = \"web\"\npool = \"app\"\n[pool.app]\nbackends = [{ address = \"127.0.0.1:2\" }]\n";
+        let kept = without_tables(text, &["admin", "cluster"]);
+        assert_eq!(
+            kept.lines().count(),
+            text.lines().count(),
+            "line numbers are kept"
+        );
+        let config = Config::parse(Path::new("shared.toml"), &kept).unwrap();
+        assert!(config.cluster.is_none());
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9901");
+        assert_eq!(config.routes.len(), 1);
+    }
+
+    #[test]
+    fn merging_keeps_this_instances_own_settings() {
+        let shared = Config::parse(
+            Path::new("shared.toml"),
+            "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\n[[listener]]\nname = \"extra\"\nlisten = \"127.0.0.1:8443\"\n\
+             [[route]]\nname = \"r\"\nlistener = \"web\"\npool = \"app\"\n[pool.app]\nbackends = [{ address = \"127.0.0.1:2\" }]\n",
+        )
+        .unwrap();
+        let local = Config::parse(
+            Path::new("local.toml"),
+            "[admin]\nlisten = \"127.0.0.1:9902\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8082\"\n\
+             [[route]]\nname = \"r\"\nlistener = \"web\"\npool = \"app\"\n[pool.app]\nbackends = [{ address = \"127.0.0.1:3\" }]\n\
+             [cluster]\netcd = [\"http://127.0.0.1:2379\"]\ninstance = \"edge-2\"\n",
+        )
+        .unwrap();
+        let merged = merge(shared, &local).unwrap();
+        assert_eq!(merged.admin.listen.to_string(), "127.0.0.1:9902");
+        assert_eq!(merged.cluster, local.cluster);
+        assert_eq!(merged.listeners[0].listen.to_string(), "127.0.0.1:8082");
+        assert_eq!(merged.listeners[1].listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(
+            merged.pools["app"].backends[0].address.to_string(),
+            "127.0.0.1:2"
+        );
+        let clash = Config::parse(
+            Path::new("shared.toml"),
+            "[[listener]]\nname = \"extra\"\nlisten = \"127.0.0.1:9902\"\n\
+             [[route]]\nname = \"r\"\nlistener = \"extra\"\npool = \"app\"\n[pool.app]\nbackends = [{ address = \"127.0.0.1:2\" }]\n",
+        )
+        .unwrap();
+        assert!(merge(clash, &local).unwrap_err().contains("admin address"));
     }
 }
