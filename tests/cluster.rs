@@ -442,7 +442,20 @@ async fn leader_dies_mid_rollout(policy: &str) -> Option<(Value, String)> {
     );
     let killed = fleet.iter().position(|i| i.name == leader).unwrap();
     fleet[killed].kill();
+    let killed_at = tokio::time::Instant::now();
     let watcher = &fleet[watching];
+    assert!(
+        until(Duration::from_secs(15), || async {
+            let view = watcher.get("/cluster").await;
+            view["leader"].is_string() && view["leader"] != leader.as_str()
+        })
+        .await,
+        "another instance is elected"
+    );
+    eprintln!(
+        "a new rollout leader was elected {:?} after the old one was killed (lease_ttl 2s)",
+        killed_at.elapsed()
+    );
     let done = until(Duration::from_secs(30), || async {
         watcher.rollout().await["state"] != "running"
     })

@@ -34,6 +34,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test leaves its logs (etcd members, instances) for inspection.
+            eprintln!("kept {} (logs of the failed test)", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -14,15 +14,23 @@
 //! Names in keys are escaped (`%` and `/`), so a pool called `a/b` cannot pose as
 //! another key.
 
-/// Relative key groups, in the order etcd sorts them.
+/// The shared runtime state: every key an admin change writes.
 pub const STATE: &str = "state/";
+/// A backend's drain, enable, disable or weight.
 pub const BACKEND: &str = "state/backend/";
+/// A route's switch or split.
 pub const ROUTE: &str = "state/route/";
+/// A backend added or removed at run time.
 pub const MEMBER: &str = "state/member/";
+/// A fleet rollout.
 pub const ROLLOUT: &str = "rollout/";
+/// An instance's heartbeat.
 pub const INSTANCE: &str = "instance/";
+/// The rollout leader.
 pub const LEADER: &str = "leader";
+/// The shared config.
 pub const CONFIG: &str = "config";
+/// Plugin files of the shared config, by digest.
 pub const PLUGIN: &str = "plugin/";
 
 /// Escapes a name for one key segment.

@@ -261,6 +261,7 @@ impl Cluster {
     fn set_connected(&self, connected: bool, error: Option<String>) {
         let was = self.link.connected.swap(connected, Ordering::AcqRel);
         self.metrics.set_connected(connected);
+        // Where an [[alert]] hook would announce etcd lost and regained.
         if was != connected {
             self.link
                 .since_ms

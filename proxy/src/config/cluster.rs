@@ -433,6 +433,12 @@ mod tests {
         assert_eq!(c.lease_ttl, Duration::from_secs(3));
         assert_eq!(c.on_leader_loss, LeaderLoss::RollBack);
         assert!(parse("").unwrap().cluster.is_none());
+        let unnamed = parse("[cluster]\netcd = [\"http://a:1\"]\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(unnamed.instance, host_name(), "the host name by default");
+        assert!(valid_instance(&unnamed.instance));
     }
 
     #[test]
