@@ -277,6 +277,53 @@ async fn two_conflicting_changes_at_once_one_wins_and_the_other_gets_409() {
     );
     assert_eq!((one.0, two.0), (200, 200), "{one:?} {two:?}");
 
+    // A backend added on one instance joins the pool everywhere; removed on
+    // another, it leaves everywhere. An address the proxy refuses never reaches etcd.
+    let extra = TestBackend::start("extra").await;
+    let body = format!(r#"{{"address": "{}", "weight": 2}}"#, extra.addr);
+    let (status, answer) = fleet[1]
+        .call("POST", "/pools/green/backends", &body, None)
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    for i in &fleet {
+        assert!(
+            until(Duration::from_secs(1), || async {
+                i.admin_state(extra.addr).await == "active"
+            })
+            .await,
+            "{} has the added backend",
+            i.name
+        );
+    }
+    let (status, answer) = fleet[2]
+        .call(
+            "DELETE",
+            &format!("/pools/green/backends/{}", extra.addr),
+            "",
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 202, "{status} {answer}");
+    for i in &fleet {
+        assert!(
+            until(Duration::from_secs(1), || async {
+                i.admin_state(extra.addr).await == "absent"
+            })
+            .await,
+            "{} removed it",
+            i.name
+        );
+    }
+    let (status, answer) = fleet[0]
+        .call(
+            "POST",
+            "/pools/green/backends",
+            r#"{"address": "169.254.169.254:80"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+
     // The fleet view shows c's different view of beta.
     let disagreement = until(Duration::from_secs(10), || async {
         let view = fleet[0].get("/cluster").await;

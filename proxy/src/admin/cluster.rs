@@ -276,7 +276,6 @@ pub async fn start_rollout(
             return (status, json!({ "error": e.to_string() }));
         }
     };
-    let first = plan.steps.first().copied().unwrap_or(100);
     let record = RolloutRecord {
         route: route.to_string(),
         from: from.to_string(),
@@ -285,7 +284,8 @@ pub async fn start_rollout(
         plan: plan.to_json(),
         state: "running".into(),
         step: 0,
-        percent: first,
+        // Nothing moves until the leader puts the first step's split in effect.
+        percent: 0,
         last_verdict: None,
         reason: None,
         leader: None,

@@ -316,11 +316,20 @@ impl FleetDriver {
 }
 
 impl Driver for FleetDriver {
-    async fn set_step(&self, rollout: &Rollout, target: RouteTarget) -> Result<bool, String> {
+    async fn set_step(
+        &self,
+        rollout: &Rollout,
+        index: usize,
+        percent: u32,
+        target: RouteTarget,
+    ) -> Result<bool, String> {
         let wrote = self
             .write(|draft| {
                 let record = edits::running(draft, &rollout.route)?;
                 self.progress(record, rollout);
+                // The record says which step the route is now at, in the same write.
+                record.step = index;
+                record.percent = percent;
                 edits::set_route(
                     &mut draft.state,
                     &rollout.route,

@@ -20,12 +20,14 @@ const MAX_EXTENSIONS: u32 = 3;
 
 /// What a rollout acts through.
 pub trait Driver: Send + Sync + 'static {
-    /// Points the route at a step's `target` (the rollout's step and percent are
-    /// already set). `Ok(false)` when the rollout was stopped meanwhile; an error
-    /// rolls the rollout back.
+    /// Points the route at the `target` of step `index` (`percent` on the new side).
+    /// `Ok(false)` when the rollout was stopped meanwhile; an error rolls the rollout
+    /// back.
     fn set_step(
         &self,
         rollout: &Rollout,
+        index: usize,
+        percent: u32,
         target: RouteTarget,
     ) -> impl Future<Output = Result<bool, String>> + Send;
 
@@ -54,12 +56,12 @@ pub async fn run_from<D: Driver>(driver: D, rollout: Arc<Rollout>, first: usize)
     let route = rollout.route.as_str();
     let steps = rollout.plan.steps.clone();
     for (index, percent) in steps.into_iter().enumerate().skip(first) {
-        rollout.enter_step(index, percent);
+        // The step is reported (in /status) once its split is in effect.
         match driver
-            .set_step(&rollout, step_target(&rollout, percent))
+            .set_step(&rollout, index, percent, step_target(&rollout, percent))
             .await
         {
-            Ok(true) => {}
+            Ok(true) => rollout.enter_step(index, percent),
             Ok(false) => {
                 driver.stopped(&rollout);
                 return;

@@ -14,7 +14,13 @@ use crate::traffic::RouteTarget;
 pub struct LocalDriver(pub Arc<Server>);
 
 impl Driver for LocalDriver {
-    async fn set_step(&self, rollout: &Rollout, target: RouteTarget) -> Result<bool, String> {
+    async fn set_step(
+        &self,
+        rollout: &Rollout,
+        _index: usize,
+        _percent: u32,
+        target: RouteTarget,
+    ) -> Result<bool, String> {
         let applied = self
             .0
             .set_route_target_unless(&rollout.route, target, rollout.cancelled())

@@ -34,17 +34,19 @@ impl Server {
         let members_changed = *self.members.lock() != members;
         let overrides_changed = !same_overrides(&self.overrides.lock(), &overrides);
         if members_changed || overrides_changed {
-            let staying: HashSet<(String, SocketAddr)> = members
-                .overlay((*base).clone())
-                .pools
-                .values()
-                .flat_map(|p| p.backends.iter().map(|b| (p.name.clone(), b.address)))
-                .collect();
             *self.members.lock() = members;
             *self.overrides.lock() = overrides;
             if let Err(e) = self.reapply().await {
                 warn!(error = %e, "cannot apply the fleet's shared state");
             }
+            // Whatever the new snapshot no longer holds has left its pool.
+            let staying: HashSet<(String, SocketAddr)> = self
+                .snapshot()
+                .pools
+                .iter_sorted()
+                .into_iter()
+                .flat_map(|p| p.backends.iter().map(|b| (p.name.to_string(), b.address)))
+                .collect();
             let timeout = before.config.limits.drain_timeout;
             for pool in before.pools.iter_sorted() {
                 for b in &pool.backends {
