@@ -784,7 +784,7 @@ async fn without_etcd_traffic_flows_changes_are_refused_and_the_fleet_resyncs_wh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pushed_config_and_its_plugins_reach_every_instance_and_refusals_are_reported() {
-    let Some(etcd) = EtcdCluster::start(3).await else {
+    let Some(mut etcd) = EtcdCluster::start(3).await else {
         return;
     };
     let dir = TempDir::new("fleet-push");
@@ -804,6 +804,7 @@ async fn a_pushed_config_and_its_plugins_reach_every_instance_and_refusals_are_r
     }
     let refs: Vec<&Instance> = fleet.iter().collect();
     formed(&refs).await;
+    drop(refs);
 
     let latency = switchyard::plugin::shipped_plugin_dir().join("latency.wasm");
     let shared = |extra: &str| {
@@ -929,6 +930,28 @@ async fn a_pushed_config_and_its_plugins_reach_every_instance_and_refusals_are_r
     for i in &fleet {
         assert_eq!(requests(i, 10).await, 0, "{} still serves", i.name);
     }
+
+    // Started while etcd is away, an instance runs the last shared config it
+    // applied (kept with its plugin in its cache directory), not its own file.
+    etcd.kill_all();
+    let mut refuser = None;
+    for (n, i) in fleet.iter().enumerate() {
+        let view = i.get("/status").await["cluster"]["config"].clone();
+        if view["revision"] == revision {
+            refuser = Some(n);
+        }
+    }
+    let n = refuser.expect("an instance still on the first pushed revision");
+    fleet[n].restart(&dir.0);
+    let status = fleet[n].get("/status").await;
+    assert_eq!(status["cluster"]["connected"], false, "{status}");
+    assert_eq!(
+        status["cluster"]["config"]["revision"], revision,
+        "{status}"
+    );
+    assert_eq!(status["plugins"][0]["digest"], digest);
+    assert_eq!(status["pools"][0]["backends"].as_array().unwrap().len(), 2);
+    assert_eq!(requests(&fleet[n], 10).await, 0);
 }
 
 #[tokio::test]
