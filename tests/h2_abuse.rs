@@ -201,29 +201,40 @@ async fn rapid_reset_costs_the_attacker_its_connection_and_the_backend_little() 
     );
 
     // The same with the h2 crate's client: requests sent and reset straight away.
-    let mut client = h2_client(web).await;
-    let mut failed = false;
+    // The client's connection task is watched: the proxy must end the connection.
+    let tcp = TcpStream::connect(web).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
     for _ in 0..attempts {
-        let ready = match tokio::time::timeout(Duration::from_secs(5), client.ready()).await {
-            Ok(Ok(ready)) => ready,
-            _ => {
-                failed = true;
-                break;
-            }
-        };
-        client = ready;
+        if connection.is_finished() {
+            break;
+        }
+        let ready = std::future::poll_fn(|cx| client.poll_ready(cx));
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(5), ready).await,
+            Ok(Ok(()))
+        ) {
+            break;
+        }
         let request = http::Request::get(format!("http://{web}/"))
             .body(())
             .unwrap();
         match client.send_request(request, false) {
             Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
-            Err(_) => {
-                failed = true;
-                break;
-            }
+            Err(_) => break,
         }
+        // Let the connection task put the frames on the wire before the next pair.
+        tokio::task::yield_now().await;
     }
-    assert!(failed, "the proxy ended the resetting client's connection");
+    // The client handle stays alive, so only the proxy can have ended the connection.
+    let ended_in_time = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    assert!(
+        ended_in_time.is_ok(),
+        "the proxy ended the resetting client's connection"
+    );
+    drop(client);
     // Whichever notices first ends the connection: the frame meter's reset budget,
     // or h2's own bound on resets of streams not yet accepted.
     let ended = reason_count(&proxy, "h2_reset_flood").await

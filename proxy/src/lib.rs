@@ -5,10 +5,12 @@
 //! [`upstream`] pool (health from [`health`], passive ejection from [`breaker`]),
 //! forwards with retries, and streams the answer back. [`state`] holds the immutable
 //! snapshot every request reads; [`config`] loads and validates it; [`admin`] and
-//! [`metrics`] expose it.
+//! [`metrics`] expose it. [`tls`] holds certificates (SNI, reload) and client TLS,
+//! [`acme`] obtains certificates, [`discovery`] resolves backends named by DNS.
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod address_policy;
 pub mod admin;
 pub mod balance;
@@ -18,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod membership;
@@ -25,6 +28,7 @@ pub mod metrics;
 pub mod path;
 pub mod persist;
 pub mod plugin;
+pub mod plugin_tool;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
@@ -32,5 +36,6 @@ pub mod rollout;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod traffic;
 pub mod upstream;

@@ -25,6 +25,7 @@ use crate::health::HealthStatus;
 use crate::plugin::DURATION_BUCKETS_NS;
 use crate::policy::PluginRegistry;
 use crate::state::Snapshot;
+use crate::tls::TlsRegistry;
 
 pub use cluster::ClusterMetrics;
 pub use control::ControlMetrics;
@@ -86,8 +87,8 @@ struct WhatLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PluginResultLabels {
-    plugin: String,
+struct NameResultLabels {
+    name: String,
     result: &'static str,
 }
 
@@ -138,10 +139,11 @@ pub struct Metrics {
     client_errors: Family<ReasonLabels, Counter>,
     reloads: Family<KindLabels, Counter>,
     reload_failures: Family<WhatLabels, Counter>,
-    plugin_reloads: Family<PluginResultLabels, Counter>,
     shadow: Family<ShadowLabels, Counter>,
+    dns: Family<NameResultLabels, Counter>,
     snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
     plugins: Arc<OnceLock<Arc<PluginRegistry>>>,
+    tls: Arc<OnceLock<Arc<TlsRegistry>>>,
     control: ControlMetrics,
     cluster: Arc<ClusterMetrics>,
 }
@@ -254,17 +256,22 @@ impl Metrics {
             "Config or plugin reloads refused (the running version stayed), by what was reloaded",
             reload_failures.clone(),
         );
-        let plugin_reloads = Family::<PluginResultLabels, Counter>::default();
-        registry.register(
-            "plugin_reloads",
-            "Plugin file changes picked up, by plugin and result",
-            plugin_reloads.clone(),
-        );
+        // Present (at 0) from the start, so alerts on an increase work before the
+        // first failure.
+        for what in ["config", "plugin"] {
+            let _ = reload_failures.get_or_create(&WhatLabels { what });
+        }
         let shadow = Family::<ShadowLabels, Counter>::default();
         registry.register(
             "plugin_shadow_decisions",
             "Decisions of a shadow routing plugin, by whether they matched the live policy",
             shadow.clone(),
+        );
+        let dns = Family::<NameResultLabels, Counter>::default();
+        registry.register(
+            "dns_resolutions",
+            "DNS lookups of backend names, by name and result (a failed one keeps the last good addresses)",
+            dns.clone(),
         );
         let snapshot = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(BackendCollector {
@@ -273,6 +280,10 @@ impl Metrics {
         let plugins = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(PluginCollector {
             registry: Arc::clone(&plugins),
+        }));
+        let tls = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(TlsCollector {
+            registry: Arc::clone(&tls),
         }));
         let control = ControlMetrics::register(&mut registry);
         let cluster = Arc::new(ClusterMetrics::default());
@@ -295,10 +306,11 @@ impl Metrics {
             client_errors,
             reloads,
             reload_failures,
-            plugin_reloads,
             shadow,
+            dns,
             snapshot,
             plugins,
+            tls,
             control,
             cluster,
         }
@@ -312,6 +324,21 @@ impl Metrics {
     /// The control plane's counters (admin API, state file, shed plugin calls).
     pub fn control(&self) -> &ControlMetrics {
         &self.control
+    }
+
+    /// Lets the scrape-time collector read certificates, reloads and ACME state.
+    pub fn attach_tls(&self, registry: Arc<TlsRegistry>) {
+        let _ = self.tls.set(registry);
+    }
+
+    /// Counts a DNS lookup of a backend name.
+    pub fn dns_resolution(&self, name: &str, ok: bool) {
+        self.dns
+            .get_or_create(&NameResultLabels {
+                name: name.to_string(),
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
     }
 
     /// Lets the scrape-time collector read plugin call statistics.
@@ -333,15 +360,11 @@ impl Metrics {
         (get("true"), get("false"))
     }
 
-    /// Counts a plugin file reload by result (`ok` or `failed`).
-    pub fn plugin_reload(&self, plugin: &str, ok: bool) {
-        let result = if ok { "ok" } else { "failed" };
-        self.plugin_reloads
-            .get_or_create(&PluginResultLabels {
-                plugin: plugin.to_string(),
-                result,
-            })
-            .inc();
+    /// Counts a plugin file change that could not be loaded (the running version
+    /// stayed) in `reload_failures{what="plugin"}`. Versions swapped in or refused
+    /// per plugin are read from the registry at scrape time
+    /// (`plugin_reloads{plugin,result}`).
+    pub fn plugin_reload(&self, _plugin: &str, ok: bool) {
         if !ok {
             self.reload_failures
                 .get_or_create(&WhatLabels { what: "plugin" })
@@ -711,6 +734,19 @@ impl Collector for PluginCollector {
                 .encode(quarantined.encode_family(&labels)?)?;
         }
 
+        let mut reloads = encoder.encode_descriptor(
+            "plugin_reloads",
+            "New versions of each plugin (file change or config reload) swapped in (ok) or refused (failed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for slot in &slots {
+            for (result, count) in [("ok", slot.reloads()), ("failed", slot.failures())] {
+                let labels = [("plugin", slot.name().as_ref()), ("result", result)];
+                ConstCounter::new(count).encode(reloads.encode_family(&labels)?)?;
+            }
+        }
+
         let mut info = encoder.encode_descriptor(
             "plugin_loaded",
             "The loaded version of each plugin (always 1), with its kind and file digest",
@@ -724,6 +760,86 @@ impl Collector for PluginCollector {
                 ("digest", a.plugin.digest()),
             ];
             ConstGauge::new(1).encode(info.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads certificate expiry, certificate reloads and ACME state on each scrape.
+#[derive(Debug)]
+struct TlsCollector {
+    registry: Arc<OnceLock<Arc<TlsRegistry>>>,
+}
+
+impl Collector for TlsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let Some(registry) = self.registry.get() else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let expiry = registry.expiry_by_name(now);
+        if !expiry.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "tls_certificate_expiry_seconds",
+                "Seconds until the served certificate for a host name expires (negative once expired)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, left) in &expiry {
+                let labels = [("name", name.as_str())];
+                ConstGauge::new(*left).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let reloads = registry.reload_totals();
+        if !reloads.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "tls_certificate_reloads",
+                "Certificate file changes picked up, by listener and result (failed: the old certificate kept serving)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (listener, ok, failed) in &reloads {
+                for (result, count) in [("ok", *ok), ("failed", *failed)] {
+                    let labels = [("listener", listener.as_str()), ("result", result)];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let slots = registry.acme_slots();
+        if !slots.is_empty() {
+            let mut orders = encoder.encode_descriptor(
+                "acme_orders",
+                "ACME certificate orders, by listener and result",
+                None,
+                MetricType::Counter,
+            )?;
+            for (listener, slot) in &slots {
+                use std::sync::atomic::Ordering::Relaxed;
+                for (result, count) in [
+                    ("issued", slot.issued.load(Relaxed)),
+                    ("failed", slot.failed.load(Relaxed)),
+                ] {
+                    let labels = [("listener", listener.as_str()), ("result", result)];
+                    ConstCounter::new(count).encode(orders.encode_family(&labels)?)?;
+                }
+            }
+            let mut failing = encoder.encode_descriptor(
+                "acme_consecutive_failures",
+                "ACME orders failed in a row for a listener (0 once one succeeds); alert when above 0 for long",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (listener, slot) in &slots {
+                let labels = [("listener", listener.as_str())];
+                ConstGauge::new(i64::from(
+                    slot.consecutive_failures
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ))
+                .encode(failing.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

@@ -35,9 +35,12 @@ impl Snapshot {
         overrides: &Overrides,
         plugins: &PluginMap,
     ) -> Snapshot {
-        let pools = PoolSet::build(config.pools.values(), previous.map(|p| &p.pools), |pool| {
-            PoolPolicies::resolve(pool, plugins, metrics)
-        });
+        let pools = PoolSet::build(
+            config.pools.values(),
+            previous.map(|p| &p.pools),
+            &config.limits,
+            |pool| PoolPolicies::resolve(pool, plugins, metrics),
+        );
         let mut routers: HashMap<String, Router> = config
             .listeners
             .iter()

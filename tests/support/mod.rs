@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod fleet;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -49,8 +51,10 @@ struct Inner {
     name: String,
     mode: Mutex<Mode>,
     hits: AtomicU64,
+    h2_hits: AtomicU64,
     connections: AtomicU64,
     tasks: Mutex<JoinSet<()>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A hyper backend on 127.0.0.1. Paths: `/headers` echoes request headers as JSON,
@@ -68,13 +72,34 @@ impl TestBackend {
         Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
     }
 
-    async fn start_on(name: &str, addr: SocketAddr) -> TestBackend {
+    /// Starts a backend on `addr` (e.g. `127.0.0.2:PORT`, for DNS tests).
+    pub async fn start_on(name: &str, addr: SocketAddr) -> TestBackend {
+        Self::start_with(name, addr, None).await
+    }
+
+    /// Starts a backend that speaks TLS with `config` on an ephemeral port.
+    pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> TestBackend {
+        Self::start_with(
+            name,
+            "127.0.0.1:0".parse().unwrap(),
+            Some(tokio_rustls::TlsAcceptor::from(config)),
+        )
+        .await
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> TestBackend {
         let inner = Arc::new(Inner {
             name: name.to_string(),
             mode: Mutex::new(Mode::Ok),
             hits: AtomicU64::new(0),
+            h2_hits: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),
+            tls,
         });
         let backend = TestBackend { addr, inner };
         backend.listen(addr).await
@@ -98,9 +123,21 @@ impl TestBackend {
                         let inner = Arc::clone(&service_inner);
                         async move { Ok::<_, Infallible>(answer(&inner, req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match &conn_inner.tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -120,6 +157,11 @@ impl TestBackend {
     /// Requests served so far.
     pub fn hits(&self) -> u64 {
         self.inner.hits.load(Ordering::Relaxed)
+    }
+
+    /// Requests that arrived over HTTP/2.
+    pub fn h2_hits(&self) -> u64 {
+        self.inner.h2_hits.load(Ordering::Relaxed)
     }
 
     /// TCP connections accepted so far.
@@ -155,6 +197,9 @@ async fn bind_retrying(addr: SocketAddr) -> TcpListener {
 
 async fn answer(inner: &Inner, mut req: Request<Incoming>) -> Response<TestBody> {
     inner.hits.fetch_add(1, Ordering::Relaxed);
+    if req.version() == http::Version::HTTP_2 {
+        inner.h2_hits.fetch_add(1, Ordering::Relaxed);
+    }
     let mode = inner.mode.lock().clone();
     match mode {
         Mode::Hang => {
@@ -172,11 +217,15 @@ async fn answer(inner: &Inner, mut req: Request<Incoming>) -> Response<TestBody>
     }
     match req.uri().path() {
         "/headers" => {
-            let map: HashMap<String, String> = req
+            let mut map: HashMap<String, String> = req
                 .headers()
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                 .collect();
+            // HTTP/2 carries the host as the `:authority` pseudo-header.
+            if let Some(authority) = req.uri().authority() {
+                map.insert(":authority".into(), authority.to_string());
+            }
             text(
                 StatusCode::OK,
                 &inner.name,

@@ -16,6 +16,7 @@ mod control;
 mod dashboard;
 mod guard;
 mod members;
+mod plugins;
 mod rollout;
 mod status;
 
@@ -322,6 +323,9 @@ async fn route(
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let path = request.uri().path().to_string();
+    if let Some(plugin) = plugins::parse_samples(&path) {
+        return plugins::samples(server, request.method(), plugin);
+    }
     let changes = rollout::parse(&path).is_some()
         || members::parse(&path).is_some()
         || control::parse_route(&path).is_some()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::capture_connection;
@@ -177,7 +177,13 @@ pub async fn forward(
         let started = Instant::now();
         let mut request = upstream_request(target, &backend, attempt_body);
         let connection = capture_connection(&mut request);
-        let sent = send(client, request, retry.per_try_timeout, body.watch()).await;
+        let sent = send(
+            backend.client(client),
+            request,
+            retry.per_try_timeout,
+            body.watch(),
+        )
+        .await;
 
         // Judge.
         let judged = judge(sent, &backend, &retry, target, body.watch());
@@ -461,8 +467,8 @@ fn upstream_request(
 ) -> Request<crate::upstream::UpstreamBody> {
     let parts = target.parts;
     let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(backend.authority.clone())
+        .scheme(backend.scheme.clone())
+        .authority(backend.request_authority(&parts.headers))
         .path_and_query(target.path_and_query.clone())
         .build()
         .unwrap_or_else(|_| Uri::from_static("/"));

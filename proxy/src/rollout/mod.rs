@@ -210,7 +210,7 @@ impl Rollouts {
         {
             return Err(StartError::Running(route.to_string()));
         }
-        let first = plan.steps.first().copied().unwrap_or(100);
+        // Nothing has moved until the first step's split is in effect.
         let rollout = Arc::new(Rollout::running(
             route,
             from,
@@ -218,7 +218,7 @@ impl Rollouts {
             plan,
             parent.child_token(),
             0,
-            first,
+            0,
         ));
         map.insert(route.to_string(), Arc::clone(&rollout));
         Ok(rollout)

@@ -13,15 +13,16 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::activity::{ActivityIo, ConnActivity, Expiry};
 use super::caps::ConnPermit;
+use super::tls::TlsSlot;
 use crate::config::Limits;
 use crate::proxy::{ConnInfo, Proxy};
+use crate::tls::{ACME_TLS_ALPN, Challenges};
 
 /// First pause after a failed accept; doubled on each failure in a row.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -54,7 +55,9 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 #[derive(Clone)]
 pub struct ListenerContext {
     pub name: Arc<str>,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<TlsSlot>,
+    /// ACME HTTP-01 answers, served before routing.
+    pub challenges: Arc<Challenges>,
     pub proxy: Arc<Proxy>,
     pub limits: Limits,
     pub connections: Arc<Semaphore>,
@@ -189,12 +192,17 @@ async fn serve_stream(
     builder: Arc<auto::Builder<TokioExecutor>>,
     permit: Arc<ConnPermit>,
 ) {
-    match ctx.tls.clone() {
+    match &ctx.tls {
         None => serve_io(stream, peer, false, &ctx, &builder, permit).await,
-        Some(acceptor) => {
+        Some(slot) => {
+            let acceptor = slot.acceptor();
             let handshake =
                 tokio::time::timeout(ctx.limits.header_read_timeout, acceptor.accept(stream)).await;
             match handshake {
+                // An ACME TLS-ALPN-01 validation: the handshake was the whole answer.
+                Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {
+                    debug!(client = %peer, "answered an ACME tls-alpn-01 validation");
+                }
                 Ok(Ok(tls)) => serve_io(tls, peer, true, &ctx, &builder, permit).await,
                 Ok(Err(e)) => {
                     ctx.proxy.metrics.client_error("tls_handshake");
@@ -228,10 +236,17 @@ async fn serve_io<I>(
         permit,
     };
     let proxy = Arc::clone(&ctx.proxy);
-    let service = service_fn(move |request| {
+    let challenges = Arc::clone(&ctx.challenges);
+    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
         let info = info.clone();
-        async move { Ok::<_, Infallible>(proxy.serve(&info, request).await) }
+        let challenge = challenges.http_answer(request.uri().path());
+        async move {
+            if let Some(answer) = challenge {
+                return Ok::<_, Infallible>(acme_answer(answer));
+            }
+            Ok::<_, Infallible>(proxy.serve(&info, request).await)
+        }
     });
     let io = TokioIo::new(ActivityIo::new(
         io,
@@ -272,6 +287,18 @@ async fn serve_io<I>(
             },
         }
     }
+}
+
+/// The reply to an ACME HTTP-01 validation request: the key authorization.
+fn acme_answer(key_authorization: String) -> hyper::Response<crate::error::ProxyBody> {
+    let mut response = hyper::Response::new(crate::error::full_body(bytes::Bytes::from(
+        key_authorization,
+    )));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
 }
 
 fn report_connection_error(

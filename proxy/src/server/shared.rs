@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tracing::warn;
@@ -26,10 +25,14 @@ impl Server {
     /// at the next start.
     pub async fn converge_runtime_state(&self, shared: &SavedState) -> Vec<Skipped> {
         let mut skipped = Vec::new();
-        let base = Arc::clone(&self.base_config.lock());
-        let members =
-            persist::valid_members(&shared.members, &base, &self.address_policy(), &mut skipped);
         let before = self.snapshot();
+        // Checked against the running config, which holds the backends found in DNS.
+        let members = persist::valid_members(
+            &shared.members,
+            &before.config,
+            &self.address_policy(),
+            &mut skipped,
+        );
         let overrides = persist::route_overrides(&before, shared, &mut skipped);
         let members_changed = *self.members.lock() != members;
         let overrides_changed = !same_overrides(&self.overrides.lock(), &overrides);

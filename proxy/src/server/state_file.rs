@@ -75,8 +75,14 @@ impl Server {
             }
         };
         let mut skipped = Vec::new();
-        let members =
-            persist::valid_members(&saved.members, config, &self.address_policy(), &mut skipped);
+        // Checked against the running config, which holds the backends found in DNS.
+        let running = self.snapshot.load_full();
+        let members = persist::valid_members(
+            &saved.members,
+            &running.config,
+            &self.address_policy(),
+            &mut skipped,
+        );
         if !members.is_empty() {
             *self.members.lock() = members;
             if let Err(e) = self.apply(config.clone()).await {

@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::balance::{Balancer, PickContext};
 use crate::breaker::BreakerState;
+use crate::config::Limits;
 use crate::config::PoolConfig;
 use crate::plugin::RouteRequest;
 use crate::policy::PoolPolicies;
 use crate::policy::routing::{self, Selection};
 use crate::rollout::PoolTraffic;
-use crate::upstream::{Backend, BackendState};
+use crate::upstream::{Backend, BackendState, PoolTls, UpstreamClient};
 
 /// One retry costs this many milli-tokens; each first attempt deposits
 /// `budget_percent * 10`, so 20 % means one retry per five requests.
@@ -32,12 +33,32 @@ pub struct Pool {
     pub policies: PoolPolicies,
     /// Request, failure and latency counters that rollout guards read; kept across rebuilds.
     pub traffic: Arc<PoolTraffic>,
+    /// TLS to the backends (each backend has its own client); kept across rebuilds,
+    /// with the backends' clients, while the pool's `tls` table and files stay the same.
+    pub tls: Option<Arc<PoolTls>>,
     retry_tokens: AtomicI64,
 }
 
 impl Pool {
     /// Builds a pool, reusing the state of backends that `previous` already had.
     pub fn build(config: PoolConfig, previous: Option<&Pool>, policies: PoolPolicies) -> Self {
+        Self::build_with(config, previous, policies, &Limits::default())
+    }
+
+    /// [`Pool::build`] with the limits a TLS pool's client is built with.
+    pub fn build_with(
+        config: PoolConfig,
+        previous: Option<&Pool>,
+        policies: PoolPolicies,
+        limits: &Limits,
+    ) -> Self {
+        let kept_tls = previous
+            .and_then(|p| p.tls.as_ref())
+            .filter(|tls| config.tls.as_ref().is_some_and(|s| tls.built_from(s)));
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|settings| kept_tls.map_or_else(|| Arc::new(PoolTls::new(settings)), Arc::clone));
         let backends: Vec<Backend> = config
             .backends
             .iter()
@@ -50,10 +71,25 @@ impl Pool {
                     }
                     Some(Arc::clone(&old.state))
                 });
-                match kept {
-                    Some(state) => Backend::with_state(b.address, state),
-                    None => Backend::with_state(b.address, Arc::new(BackendState::new(b.weight))),
-                }
+                let state = kept.unwrap_or_else(|| Arc::new(BackendState::new(b.weight)));
+                let backend = Backend::with_state(b.address, state).resolved_from(b.origin.clone());
+                let Some(tls) = &tls else {
+                    return backend;
+                };
+                // A backend keeps its connections while the pool's TLS and its name stay.
+                let client = kept_tls
+                    .and_then(|_| previous?.backends.iter().find(|o| o.address == b.address))
+                    .filter(|o| o.origin == b.origin)
+                    .and_then(|o| o.client.clone())
+                    .unwrap_or_else(|| {
+                        Arc::new(UpstreamClient::to_tls_backend(
+                            limits,
+                            tls,
+                            b.address,
+                            b.origin.as_deref(),
+                        ))
+                    });
+                backend.over_tls(client)
             })
             .collect();
         if config.health.is_none() {
@@ -72,6 +108,7 @@ impl Pool {
             backends,
             balancer,
             policies,
+            tls,
         }
     }
 
@@ -221,12 +258,13 @@ impl PoolSet {
     pub fn build<'a>(
         configs: impl Iterator<Item = &'a PoolConfig>,
         previous: Option<&PoolSet>,
+        limits: &Limits,
         mut policies: impl FnMut(&PoolConfig) -> PoolPolicies,
     ) -> Self {
         let pools = configs
             .map(|c| {
                 let old = previous.and_then(|p| p.get(&c.name));
-                let pool = Pool::build(c.clone(), old.map(Arc::as_ref), policies(c));
+                let pool = Pool::build_with(c.clone(), old.map(Arc::as_ref), policies(c), limits);
                 (Arc::clone(&pool.name), Arc::new(pool))
             })
             .collect();

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::config::{ClusterConfig, EtcdAuth, EtcdTls};
+use crate::tls::pem;
 pub use wire::{Compare, Event, KeyValue, Op, RangeResponse, TxnResponse, WatchResponse};
 use wire::{ErrorBody, Streamed, b64};
 
@@ -631,7 +632,7 @@ impl Watch {
 
 /// rustls settings for `https://` endpoints (plain `http://` ones never use them).
 fn tls_config(tls: Option<&EtcdTls>) -> Result<rustls::ClientConfig, EtcdError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| EtcdError::Tls(e.to_string()))?;
@@ -639,36 +640,18 @@ fn tls_config(tls: Option<&EtcdTls>) -> Result<rustls::ClientConfig, EtcdError> 
     let Some(tls) = tls else {
         return Ok(builder.with_root_certificates(roots).with_no_client_auth());
     };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| EtcdError::Tls(format!("{}: {e}", path.display())))
-    };
-    let ca = read(&tls.ca)?;
-    for cert in rustls_pemfile::certs(&mut ca.as_slice()) {
-        let cert = cert.map_err(|e| EtcdError::Tls(format!("{}: {e}", tls.ca.display())))?;
+    let pem_error = |e: crate::tls::PemError| EtcdError::Tls(e.to_string());
+    for cert in pem::read_certificates(&tls.ca).map_err(pem_error)? {
         roots
             .add(cert)
             .map_err(|e| EtcdError::Tls(format!("{}: {e}", tls.ca.display())))?;
-    }
-    if roots.is_empty() {
-        return Err(EtcdError::Tls(format!(
-            "{}: no PEM certificate in the file",
-            tls.ca.display()
-        )));
     }
     let builder = builder.with_root_certificates(roots);
     let Some((cert, key)) = &tls.client else {
         return Ok(builder.with_no_client_auth());
     };
-    let chain = read(cert)?;
-    let chain: Vec<_> = rustls_pemfile::certs(&mut chain.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| EtcdError::Tls(format!("{}: {e}", cert.display())))?;
-    let key_bytes = read(key)?;
-    let key_der = rustls_pemfile::private_key(&mut key_bytes.as_slice())
-        .map_err(|e| EtcdError::Tls(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| {
-            EtcdError::Tls(format!("{}: no PEM private key in the file", key.display()))
-        })?;
+    let chain = pem::read_certificates(cert).map_err(pem_error)?;
+    let key_der = pem::read_private_key(key).map_err(pem_error)?;
     builder
         .with_client_auth_cert(chain, key_der)
         .map_err(|e| EtcdError::Tls(format!("client certificate: {e}")))
