@@ -32,6 +32,17 @@ pub struct Call {
 
 /// Sends a call to the admin API at `admin` (`host:port`) and returns its JSON answer.
 pub async fn send(admin: &str, token: Option<&str>, call: &Call) -> Result<Value, CtlError> {
+    send_if(admin, token, call, None).await
+}
+
+/// [`send`], for an instance of a fleet: with `if_revision`, the change is refused
+/// (409) if what it touches changed after that etcd revision.
+pub async fn send_if(
+    admin: &str,
+    token: Option<&str>,
+    call: &Call,
+    if_revision: Option<i64>,
+) -> Result<Value, CtlError> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let body = call
         .body
@@ -44,6 +55,9 @@ pub async fn send(admin: &str, token: Option<&str>, call: &Call) -> Result<Value
         .header(header::CONTENT_TYPE, "application/json");
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    if let Some(revision) = if_revision {
+        request = request.header(header::IF_MATCH, revision.to_string());
     }
     let request = request
         .body(Full::new(body))
@@ -218,6 +232,23 @@ pub fn render_status(status: &Value) -> String {
         rows.extend(rollouts);
         out.push('\n');
         out.push_str(&table(&rows));
+    }
+    let cluster = &status["cluster"];
+    if cluster.is_object() {
+        let link = if cluster["connected"] == true {
+            format!("etcd connected at revision {}", text(&cluster["revision"]))
+        } else {
+            format!(
+                "etcd UNREACHABLE ({}): serving with the last state, changes are refused",
+                text(&cluster["error"])
+            )
+        };
+        out.push_str(&format!(
+            "\nfleet {}: instance {}, {link}, rollout leader {}\n",
+            text(&cluster["prefix"]),
+            text(&cluster["instance"]),
+            text(&cluster["leader"])
+        ));
     }
     out
 }

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod balance;
 pub mod breaker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod demo;

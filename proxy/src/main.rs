@@ -59,8 +59,24 @@ enum Command {
         /// Print the raw JSON answer.
         #[arg(long)]
         json: bool,
+        /// In a fleet: refuse the change (409) if what it touches changed after this
+        /// etcd revision (the `revision` of `GET /cluster` or of an earlier answer).
+        #[arg(long)]
+        if_revision: Option<i64>,
         #[command(subcommand)]
         action: CtlAction,
+    },
+    /// Work with a fleet of instances coordinated through etcd (`[cluster]`).
+    Cluster {
+        /// etcd client URL (repeat for several members); default: `[cluster] etcd`
+        /// of --config.
+        #[arg(long = "etcd", global = true)]
+        etcd: Vec<String>,
+        /// The fleet's key prefix; default: `[cluster] prefix` of --config.
+        #[arg(long, global = true)]
+        prefix: Option<String>,
+        #[command(subcommand)]
+        action: ClusterAction,
     },
     /// Start three demo backends (one flaky) and front them with an embedded config.
     Demo {
@@ -141,6 +157,20 @@ enum CtlAction {
     },
     /// Drain a backend, then remove it from its pool.
     RemoveBackend { pool: String, backend: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterAction {
+    /// Validate a config like `check`, then store it and its plugins (by digest)
+    /// for every instance with `cluster.shared_config = true`.
+    Push { file: PathBuf },
+    /// Which instance runs which config revision; exits 1 unless every instance
+    /// runs the current shared config.
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--config` of the `plugin` commands is the plugin's `config` table as JSON (what
@@ -290,14 +320,23 @@ fn main() -> ExitCode {
         let config = if typed { cli.config } else { None };
         return plugin_command(*action, config.as_deref());
     }
+    if let Some(Command::Cluster {
+        etcd,
+        prefix,
+        action,
+    }) = &cli.command
+    {
+        return cluster(cli.config.as_deref(), etcd, prefix.as_deref(), action);
+    }
     if let Some(Command::Ctl {
         admin,
         token,
         json,
+        if_revision,
         action,
     }) = cli.command
     {
-        return ctl(&admin, token.as_deref(), json, action);
+        return ctl(&admin, token.as_deref(), json, if_revision, action);
     }
     init_logging(cli.log_format, &cli.log_level);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -396,6 +435,145 @@ fn check_plugins(config: &Config) -> bool {
         }
     }
     ok
+}
+
+/// `switchyard cluster ...`: talks to the fleet's etcd directly.
+fn cluster(
+    config: Option<&Path>,
+    etcd: &[String],
+    prefix: Option<&str>,
+    action: &ClusterAction,
+) -> ExitCode {
+    use switchyard::cluster::{Etcd, cli, keys::Keys, shared_config};
+    let pushed = match action {
+        ClusterAction::Push { file } => {
+            // Exactly what `check` does, before anything is stored.
+            let loaded = match Config::load(file) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if !check_plugins(&loaded) || !check_certificates(&loaded) {
+                return ExitCode::FAILURE;
+            }
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            Some((loaded, text))
+        }
+        ClusterAction::Status { .. } => None,
+    };
+    // Where the fleet is: --config's [cluster] (or the pushed file's), then flags.
+    let from_file = match config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c.cluster,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => pushed.as_ref().and_then(|(c, _)| c.cluster.clone()),
+    };
+    let mut settings = match (from_file, etcd.is_empty()) {
+        (Some(settings), _) => settings,
+        (None, false) => switchyard::config::ClusterConfig::for_tools(
+            Vec::new(),
+            switchyard::config::DEFAULT_PREFIX,
+        ),
+        (None, true) => {
+            eprintln!(
+                "switchyard cluster: no etcd to talk to: pass --etcd URL, or --config FILE with a [cluster] table"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if !etcd.is_empty() {
+        match etcd
+            .iter()
+            .map(|u| switchyard::config::etcd_endpoint(u))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(urls) => settings.etcd = urls,
+            Err(e) => {
+                eprintln!("switchyard cluster: --etcd: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(prefix) = prefix {
+        if !prefix.starts_with('/') || prefix.len() < 2 {
+            eprintln!("switchyard cluster: --prefix must start with `/`, e.g. /switchyard/prod");
+            return ExitCode::from(2);
+        }
+        settings.prefix = prefix.trim_end_matches('/').to_string();
+    }
+    let client = match Etcd::new(&settings) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard cluster: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let keys = Keys::new(&settings.prefix);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard cluster: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match (action, pushed) {
+        (ClusterAction::Push { file }, Some((loaded, text))) => {
+            match runtime.block_on(shared_config::push(&client, &keys, &loaded, &text)) {
+                Ok(revision) => {
+                    println!(
+                        "{}: pushed to {} as revision {revision} ({} plugin(s)); instances with cluster.shared_config = true apply it now (`switchyard cluster status` shows who runs it)",
+                        file.display(),
+                        settings.prefix,
+                        loaded.plugins.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchyard cluster push: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        (ClusterAction::Status { json }, _) => {
+            match runtime.block_on(cli::status(&client, &keys)) {
+                Ok(status) => {
+                    if *json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&status).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", cli::render_status(&status));
+                    }
+                    if cli::converged(&status) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("switchyard cluster status: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        (ClusterAction::Push { .. }, None) => ExitCode::FAILURE,
+    }
 }
 
 fn plugin_command(action: PluginAction, config: Option<&Path>) -> ExitCode {
@@ -695,9 +873,15 @@ fn plugin_bench(
     }
 }
 
-fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitCode {
+fn ctl(
+    admin: &str,
+    token: Option<&str>,
+    json: bool,
+    if_revision: Option<i64>,
+    action: CtlAction,
+) -> ExitCode {
     use http::Method;
-    use switchyard::ctl::{Call, render_status, send};
+    use switchyard::ctl::{Call, render_status, send_if};
     let backend_path =
         |pool: &str, backend: &str, verb: &str| format!("/pools/{pool}/backends/{backend}/{verb}");
     let call = match &action {
@@ -803,7 +987,7 @@ fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(send(admin, token, &call)) {
+    match runtime.block_on(send_if(admin, token, &call, if_revision)) {
         Ok(value) if json => {
             println!(
                 "{}",

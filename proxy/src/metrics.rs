@@ -5,6 +5,7 @@
 //! read from the live snapshot at scrape time by a collector, so removed backends
 //! disappear from `/metrics` without bookkeeping.
 
+mod cluster;
 mod control;
 
 use std::sync::{Arc, OnceLock};
@@ -26,6 +27,7 @@ use crate::policy::PluginRegistry;
 use crate::state::Snapshot;
 use crate::tls::TlsRegistry;
 
+pub use cluster::ClusterMetrics;
 pub use control::ControlMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,6 +145,7 @@ pub struct Metrics {
     plugins: Arc<OnceLock<Arc<PluginRegistry>>>,
     tls: Arc<OnceLock<Arc<TlsRegistry>>>,
     control: ControlMetrics,
+    cluster: Arc<ClusterMetrics>,
 }
 
 impl Default for Metrics {
@@ -283,6 +286,8 @@ impl Metrics {
             registry: Arc::clone(&tls),
         }));
         let control = ControlMetrics::register(&mut registry);
+        let cluster = Arc::new(ClusterMetrics::default());
+        registry.register_collector(Box::new(cluster::ClusterCollector(Arc::clone(&cluster))));
         Self {
             registry,
             requests,
@@ -307,7 +312,13 @@ impl Metrics {
             plugins,
             tls,
             control,
+            cluster,
         }
+    }
+
+    /// The fleet metrics (exported once the instance joins a fleet).
+    pub fn cluster(&self) -> &Arc<ClusterMetrics> {
+        &self.cluster
     }
 
     /// The control plane's counters (admin API, state file, shed plugin calls).

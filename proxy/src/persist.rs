@@ -52,7 +52,7 @@ pub enum StateFileError {
 }
 
 /// What the file holds.
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SavedState {
     /// `pool/address` → runtime state of that backend.
     #[serde(default)]
@@ -66,7 +66,7 @@ pub struct SavedState {
 }
 
 /// A backend's operator-set state.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SavedBackend {
     pub admin_state: String,
     pub weight: u32,
@@ -74,7 +74,7 @@ pub struct SavedBackend {
 }
 
 /// A route override and the config pool it was made against.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SavedRoute {
     pub config_pool: String,
     pub pools: BTreeMap<String, u32>,
@@ -93,7 +93,8 @@ pub struct Skipped {
 }
 
 impl Skipped {
-    fn new(kind: &'static str, entry: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An entry skipped for `reason`.
+    pub fn new(kind: &'static str, entry: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             kind,
             entry: entry.into(),
@@ -321,6 +322,17 @@ pub fn restore(
             skipped.push(Skipped::new("backend", key.clone(), reason));
         }
     }
+    route_overrides(snapshot, saved, skipped)
+}
+
+/// The route overrides of `saved` that the config and the admin API's rules allow
+/// (known route and pools, percentages adding up to 100); the rest is reported in
+/// `skipped`.
+pub fn route_overrides(
+    snapshot: &Snapshot,
+    saved: &SavedState,
+    skipped: &mut Vec<Skipped>,
+) -> crate::traffic::Overrides {
     let mut overrides = crate::traffic::Overrides::new();
     for (route, r) in &saved.routes {
         match route_override(snapshot, route, r) {

@@ -23,12 +23,22 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Apply(#[from] StartError),
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// Loads, validates and applies the config at `path`; on failure the running config stays.
 pub async fn reload(server: &Server, path: &Path) -> Result<(), ReloadError> {
     let result = match Config::load(path) {
-        Ok(config) => server.apply(config).await.map_err(ReloadError::from),
+        Ok(config) => match server.cluster() {
+            // With a shared config running, the file only brings this instance's own
+            // settings.
+            Some(cluster) => match cluster.local_reloaded(config) {
+                Ok(config) => server.apply(config).await.map_err(ReloadError::from),
+                Err(e) => Err(ReloadError::Shared(e)),
+            },
+            None => server.apply(config).await.map_err(ReloadError::from),
+        },
         Err(e) => Err(ReloadError::from(e)),
     };
     match &result {

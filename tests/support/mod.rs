@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod fleet;
 pub mod tls;
 
 use std::collections::HashMap;

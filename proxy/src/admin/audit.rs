@@ -102,10 +102,9 @@ impl Subject {
             }),
             Subject::Route { route, .. } => {
                 let target = snapshot.route(route).map(|r| r.target.to_json());
-                let rollout = server.rollout(route).map(|r| {
-                    let r = r.to_json();
-                    json!({ "state": r["state"], "to": r["to"], "percent": r["percent"] })
-                });
+                let rollout = server.rollout_json(route).map(
+                    |r| json!({ "state": r["state"], "to": r["to"], "percent": r["percent"] }),
+                );
                 json!({ "target": target, "rollout": rollout })
             }
             Subject::Reload => json!({

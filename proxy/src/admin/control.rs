@@ -52,14 +52,16 @@ struct WeightBody {
     weight: u32,
 }
 
-/// Applies a control action; returns the status and JSON answer.
-pub fn apply(
+/// Applies a control action (in a fleet: commits it for every instance); returns
+/// the status and JSON answer.
+pub async fn apply(
     server: &Server,
     caller: SocketAddr,
     pool: &str,
     address: &str,
     action: Action,
     body: &Bytes,
+    if_match: Option<i64>,
 ) -> (StatusCode, Value) {
     let snapshot = server.snapshot();
     let Some(p) = snapshot.pools.get(pool) else {
@@ -74,6 +76,30 @@ pub fn apply(
             json!({"error": format!("pool `{pool}` has no backend {address}")}),
         );
     };
+    if let Some(cluster) = server.cluster() {
+        let (admin, weight) = match action {
+            Action::Drain => (Some("draining"), None),
+            Action::Enable => (Some("active"), None),
+            Action::Disable => (Some("disabled"), None),
+            Action::Weight => match weight_body(body) {
+                Ok(w) => (None, Some(w)),
+                Err(answer) => return answer,
+            },
+        };
+        let config_weight = p.config_weight(backend.address).unwrap_or(1);
+        return super::cluster::backend(
+            server,
+            cluster,
+            caller,
+            pool,
+            backend,
+            config_weight,
+            admin,
+            weight,
+            if_match,
+        )
+        .await;
+    }
     let state = &backend.state;
     match action {
         Action::Drain => {
@@ -82,20 +108,9 @@ pub fn apply(
         }
         Action::Enable => state.set_admin_state(AdminState::Active),
         Action::Disable => state.set_admin_state(AdminState::Disabled),
-        Action::Weight => match serde_json::from_slice::<WeightBody>(body) {
-            Ok(w) if w.weight <= MAX_WEIGHT => state.weight.store(w.weight, Ordering::Relaxed),
-            Ok(_) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    json!({"error": format!("weight must be between 0 and {MAX_WEIGHT}")}),
-                );
-            }
-            Err(e) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    json!({"error": format!("expected a JSON body like {{\"weight\": 5}}: {e}")}),
-                );
-            }
+        Action::Weight => match weight_body(body) {
+            Ok(w) => state.weight.store(w, Ordering::Relaxed),
+            Err(answer) => return answer,
         },
     }
     let admin_state = state.settle_drain();
@@ -111,6 +126,21 @@ pub fn apply(
             "in_flight": state.in_flight.load(Ordering::Relaxed),
         }),
     )
+}
+
+/// The weight of `{"weight": N}`, within range.
+fn weight_body(body: &Bytes) -> Result<u32, (StatusCode, Value)> {
+    match serde_json::from_slice::<WeightBody>(body) {
+        Ok(w) if w.weight <= MAX_WEIGHT => Ok(w.weight),
+        Ok(_) => Err((
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("weight must be between 0 and {MAX_WEIGHT}")}),
+        )),
+        Err(e) => Err((
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("expected a JSON body like {{\"weight\": 5}}: {e}")}),
+        )),
+    }
 }
 
 /// Marks a draining backend `drained` once its last in-flight request ends, closing
@@ -179,6 +209,7 @@ pub async fn apply_route(
     route: &str,
     action: RouteAction,
     body: &Bytes,
+    if_match: Option<i64>,
 ) -> (StatusCode, Value) {
     let (target, force) = match action {
         RouteAction::Switch => match serde_json::from_slice::<SwitchBody>(body) {
@@ -226,6 +257,9 @@ pub async fn apply_route(
                 "pool": pool,
             }),
         );
+    }
+    if let Some(cluster) = server.cluster() {
+        return super::cluster::route(server, cluster, caller, route, target, if_match).await;
     }
     match server.set_route_target(route, target).await {
         Ok(target) => {

@@ -66,6 +66,7 @@ pub async fn handle(
     caller: SocketAddr,
     path: MemberPath,
     request: Request<Incoming>,
+    if_match: Option<i64>,
 ) -> Response<ProxyBody> {
     match path {
         MemberPath::Pool(pool) => {
@@ -73,13 +74,13 @@ pub async fn handle(
                 Ok(body) => body,
                 Err(response) => return response,
             };
-            add(server, caller, &pool, &body).await
+            add(server, caller, &pool, &body, if_match).await
         }
         MemberPath::Backend(pool, address) => {
             if request.method() != Method::DELETE {
                 return method_not_allowed("DELETE");
             }
-            remove(server, caller, &pool, &address).await
+            remove(server, caller, &pool, &address, if_match).await
         }
     }
 }
@@ -100,7 +101,13 @@ fn member_error(e: &MemberError) -> Response<ProxyBody> {
     error(status, e)
 }
 
-async fn add(server: &Server, caller: SocketAddr, pool: &str, body: &[u8]) -> Response<ProxyBody> {
+async fn add(
+    server: &Server,
+    caller: SocketAddr,
+    pool: &str,
+    body: &[u8],
+    if_match: Option<i64>,
+) -> Response<ProxyBody> {
     let body: AddBody = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => {
@@ -128,6 +135,14 @@ async fn add(server: &Server, caller: SocketAddr, pool: &str, body: &[u8]) -> Re
         address,
         weight: body.weight,
     };
+    if let Some(cluster) = server.cluster() {
+        if let Err(e) = server.addable(pool, member) {
+            return member_error(&e);
+        }
+        let (status, value) =
+            super::cluster::add_backend(server, cluster, caller, pool, member, if_match).await;
+        return json(status, &value);
+    }
     match server.add_backend(pool, member).await {
         Ok(backend) => {
             server.save_state_durably().await;
@@ -153,6 +168,7 @@ async fn remove(
     caller: SocketAddr,
     pool: &str,
     address: &str,
+    if_match: Option<i64>,
 ) -> Response<ProxyBody> {
     let Ok(address) = address.parse::<SocketAddr>() else {
         return error(
@@ -164,6 +180,11 @@ async fn remove(
         Ok(b) => b,
         Err(e) => return member_error(&e),
     };
+    if let Some(cluster) = server.cluster() {
+        let (status, value) =
+            super::cluster::remove_backend(server, cluster, caller, pool, &backend, if_match).await;
+        return json(status, &value);
+    }
     backend.state.set_admin_state(AdminState::Draining);
     let in_flight = backend.state.in_flight.load(Ordering::Acquire);
     info!(caller = %caller, pool, backend = %backend.key, in_flight, "admin backend removal: draining");

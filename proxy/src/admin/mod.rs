@@ -11,6 +11,7 @@
 
 mod audit;
 mod auth;
+mod cluster;
 mod control;
 mod dashboard;
 mod guard;
@@ -325,18 +326,31 @@ async fn route(
     if let Some(plugin) = plugins::parse_samples(&path) {
         return plugins::samples(server, request.method(), plugin);
     }
+    let changes = rollout::parse(&path).is_some()
+        || members::parse(&path).is_some()
+        || control::parse_route(&path).is_some()
+        || control::parse(&path).is_some();
+    // In a fleet, a change may name the revision it was based on.
+    let if_match = match server.cluster() {
+        Some(_) if changes => match cluster::if_match(request.headers()) {
+            Ok(revision) => revision,
+            Err((status, value)) => return json(status, &value),
+        },
+        _ => None,
+    };
     if let Some((route, abort)) = rollout::parse(&path) {
-        return rollout::handle(server, peer, &route, abort, request).await;
+        return rollout::handle(server, peer, &route, abort, request, if_match).await;
     }
     if let Some(target) = members::parse(&path) {
-        return members::handle(server, peer, target, request).await;
+        return members::handle(server, peer, target, request, if_match).await;
     }
     if let Some((route, action)) = control::parse_route(&path) {
         let body = match mutation_body(request).await {
             Ok(body) => body,
             Err(response) => return response,
         };
-        let (status, value) = control::apply_route(server, peer, &route, action, &body).await;
+        let (status, value) =
+            control::apply_route(server, peer, &route, action, &body, if_match).await;
         server.save_state_durably().await;
         return json(status, &value);
     }
@@ -345,7 +359,8 @@ async fn route(
             Ok(body) => body,
             Err(response) => return response,
         };
-        let (status, value) = control::apply(server, peer, &pool, &address, action, &body);
+        let (status, value) =
+            control::apply(server, peer, &pool, &address, action, &body, if_match).await;
         server.save_state_durably().await;
         return json(status, &value);
     }
@@ -377,6 +392,13 @@ async fn route(
             response
         }
         (&Method::GET, "/status") => json(StatusCode::OK, &status::status(server)),
+        (&Method::GET, "/cluster") => match server.cluster() {
+            Some(cluster) => json(StatusCode::OK, &cluster.view_json()),
+            None => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "this instance is not part of a fleet: its config has no [cluster] table"}),
+            ),
+        },
         (&Method::POST, "/reload") => match server.config_path() {
             None => json(
                 StatusCode::CONFLICT,
@@ -397,7 +419,9 @@ async fn route(
             },
         },
         (_, "/reload") => method_not_allowed("POST"),
-        (_, "/health" | "/health/ready" | "/metrics" | "/status") => method_not_allowed("GET"),
+        (_, "/health" | "/health/ready" | "/metrics" | "/status" | "/cluster") => {
+            method_not_allowed("GET")
+        }
         _ => {
             warn!(path, "unknown admin path");
             text_response(StatusCode::NOT_FOUND, "not found\n")
@@ -454,7 +478,8 @@ fn ready(server: &Server) -> Response<ProxyBody> {
     }
 }
 
-/// A JSON response.
+/// A JSON response. A 503 (a fleet's change refused while etcd is out of reach)
+/// says when to try again.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();
     let mut response = Response::new(full_body(Bytes::from(body)));
@@ -463,5 +488,10 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
 }

@@ -34,11 +34,17 @@ pub async fn handle(
     route: &str,
     abort: bool,
     request: Request<Incoming>,
+    if_match: Option<i64>,
 ) -> Response<ProxyBody> {
     let method = request.method().clone();
     if abort || method == Method::DELETE {
         if method != Method::POST && method != Method::DELETE {
             return method_not_allowed(if abort { "POST" } else { "POST, DELETE" });
+        }
+        if let Some(cluster) = server.cluster() {
+            let (status, value) =
+                super::cluster::abort_rollout(server, cluster, caller, route, if_match).await;
+            return json(status, &value);
         }
         return stop(server, caller, route).await;
     }
@@ -53,6 +59,11 @@ pub async fn handle(
         Ok(plan) => plan,
         Err(e) => return json(StatusCode::BAD_REQUEST, &json!({ "error": e.to_string() })),
     };
+    if let Some(cluster) = server.cluster() {
+        let (status, value) =
+            super::cluster::start_rollout(server, cluster, caller, route, plan, if_match).await;
+        return json(status, &value);
+    }
     let (to, steps, interval) = (plan.to.clone(), plan.steps.clone(), plan.interval);
     match server.start_rollout(route, plan) {
         Ok(rollout) => {

@@ -44,7 +44,7 @@ pub fn status(server: &Server) -> Value {
                 "pool": r.pool,
                 "target": snapshot.route(&r.name).map(|route| route.target.to_json()),
                 "in_flight": snapshot.route(&r.name).map(|route| route.metrics.in_flight.get()),
-                "rollout": server.rollout(&r.name).map(|r| r.to_json()),
+                "rollout": server.rollout_json(&r.name),
             })
         })
         .collect();
@@ -54,7 +54,7 @@ pub fn status(server: &Server) -> Value {
         .into_iter()
         .map(|p| pool(p, now))
         .collect();
-    json!({
+    let mut view = json!({
         "ready": server.is_ready(),
         "config": config.source.display().to_string(),
         "admin": server.admin_address().map(|a| a.to_string()),
@@ -62,7 +62,11 @@ pub fn status(server: &Server) -> Value {
         "routes": routes,
         "pools": pools,
         "plugins": plugins(server),
-    })
+    });
+    if let Some(cluster) = server.cluster() {
+        view["cluster"] = cluster.status_json();
+    }
+    view
 }
 
 /// Each loaded plugin: which version (digest, load time), its limits and how its

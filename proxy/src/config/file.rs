@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub pools: BTreeMap<String, Spanned<PoolSection>>,
     #[serde(default, rename = "plugin")]
     pub plugins: BTreeMap<String, Spanned<PluginSection>>,
+    /// `[cluster]`: coordination with other instances through etcd.
+    pub cluster: Option<super::cluster::ClusterSection>,
     /// Certificates obtained and renewed from an ACME CA.
     pub acme: Option<Spanned<AcmeSection>>,
     /// How backend host names are resolved.

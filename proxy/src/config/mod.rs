@@ -4,6 +4,7 @@
 //! the TOML, [`validate`] checks it as a whole (references, ranges, duplicates) and
 //! produces the typed values below. Nothing here opens sockets or spawns tasks.
 
+mod cluster;
 mod duration;
 mod error;
 pub mod file;
@@ -20,6 +21,10 @@ use http::HeaderName;
 
 use crate::plugin::PluginSpec;
 
+pub use cluster::{
+    ClusterConfig, DEFAULT_ETCD_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_PREFIX, EtcdAuth, EtcdTls,
+    LeaderLoss, endpoint as etcd_endpoint, host_name,
+};
 pub use duration::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
 pub use error::{ConfigError, Located, Problem, line_column};
 
@@ -35,6 +40,12 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// WebAssembly policy plugins, by name.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// `[cluster]`: when set, runtime changes and rollouts are shared with the other
+    /// instances through etcd.
+    pub cluster: Option<ClusterConfig>,
+    /// SHA-256 of the file's text (hex), so instances can tell whether they run the
+    /// same config.
+    pub digest: String,
     /// Certificates obtained from an ACME CA, when configured.
     pub acme: Option<AcmeConfig>,
     /// The resolver for backends named by host name.
@@ -58,7 +69,9 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let file: file::FileConfig =
             toml::from_str(text).map_err(|e| error::Reporter::from_toml(path, text, &e))?;
-        validate::validate(path, text, file)
+        let mut config = validate::validate(path, text, file)?;
+        config.digest = text_digest(text);
+        Ok(config)
     }
 
     /// Where `field` (e.g. `listener[0].listen`) is set in the file, for errors that
@@ -72,6 +85,13 @@ impl Config {
             field: field.to_string(),
         }
     }
+}
+
+/// The hex SHA-256 of a config text.
+pub fn text_digest(text: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(text.as_bytes());
+    hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The admin listener's settings.

@@ -51,6 +51,10 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
     }
 
     let admin = admin(&file.admin, &base_dir, &mut r);
+    let cluster = file
+        .cluster
+        .as_ref()
+        .map(|c| super::cluster::cluster(c, &base_dir, &mut r));
     let locations = locations(&file, &r);
     let config = Config {
         source: path.to_path_buf(),
@@ -60,6 +64,8 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         routes,
         pools,
         plugins,
+        cluster,
+        digest: String::new(),
         acme,
         dns,
         locations,
@@ -192,6 +198,9 @@ fn locations(file: &FileConfig, r: &Reporter<'_>) -> BTreeMap<String, (usize, us
                 out.insert(format!("{pair_field}.key"), r.position(pair.key.span()));
             }
         }
+    }
+    if let Some(cluster) = &file.cluster {
+        out.insert("cluster.etcd".to_string(), r.position(cluster.etcd.span()));
     }
     if let Some(servers) = &file.dns.servers {
         out.insert("dns.servers".to_string(), r.position(servers.span()));

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use guard::{Guard, Verdict};
-pub use run::run;
+pub use run::{Driver, completed, rolled_back, run, run_from, stopped_by_shutdown};
 pub use spec::{DEFAULT_INTERVAL, DEFAULT_STEPS, Plan, SpecError};
 pub use stats::{Observation, PoolTraffic, TrafficSample};
 
@@ -98,6 +98,34 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// A running rollout at `step` (with `percent` on the new side) that is not in a
+    /// registry: a fleet's leader runs these for rollouts kept in etcd.
+    pub fn running(
+        route: &str,
+        from: Arc<str>,
+        config_pool: String,
+        plan: Plan,
+        cancel: CancellationToken,
+        step: usize,
+        percent: u32,
+    ) -> Rollout {
+        Rollout {
+            route: route.to_string(),
+            from,
+            to: plan.to.as_str().into(),
+            config_pool,
+            plan,
+            cancel,
+            progress: Mutex::new(Progress {
+                state: RolloutState::Running,
+                step,
+                percent,
+                verdict: None,
+                reason: None,
+            }),
+        }
+    }
+
     /// The current state.
     pub fn state(&self) -> RolloutState {
         self.progress.lock().state
@@ -182,22 +210,16 @@ impl Rollouts {
         {
             return Err(StartError::Running(route.to_string()));
         }
-        let rollout = Arc::new(Rollout {
-            route: route.to_string(),
+        // Nothing has moved until the first step's split is in effect.
+        let rollout = Arc::new(Rollout::running(
+            route,
             from,
-            to: plan.to.as_str().into(),
             config_pool,
             plan,
-            cancel: parent.child_token(),
-            progress: Mutex::new(Progress {
-                state: RolloutState::Running,
-                step: 0,
-                // Nothing has moved until the first step's split is in effect.
-                percent: 0,
-                verdict: None,
-                reason: None,
-            }),
-        });
+            parent.child_token(),
+            0,
+            0,
+        ));
         map.insert(route.to_string(), Arc::clone(&rollout));
         Ok(rollout)
     }
@@ -247,7 +269,7 @@ impl Rollouts {
 }
 
 /// The split that puts `percent` of traffic on the new side.
-fn step_target(rollout: &Rollout, percent: u32) -> crate::traffic::RouteTarget {
+pub fn step_target(rollout: &Rollout, percent: u32) -> crate::traffic::RouteTarget {
     use crate::traffic::RouteTarget;
     if percent >= 100 {
         return RouteTarget::Pool(Arc::clone(&rollout.to));

@@ -1,63 +1,87 @@
 //! The task that walks a rollout's steps, judges each window and rolls back on its own.
+//!
+//! The walk is the same whoever runs it; a [`Driver`] is what it acts through: the
+//! local proxy (its routes and its own counters), or a fleet (the shared state in
+//! etcd and the sum of every instance's counters).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{Rollout, RolloutState, step_target, tick};
-use crate::rollout::PoolTraffic;
-use crate::server::Server;
+use crate::rollout::TrafficSample;
 use crate::traffic::RouteTarget;
 
 /// A step that has not seen `min_requests` on the new side is held this many extra
 /// intervals; a rollout never advances on a step it could not judge.
 const MAX_EXTENSIONS: u32 = 3;
 
-/// Runs `rollout` to completion, rollback or cancellation. Owned by the server
-/// (cancelled on shutdown, abort, a new switch or split, or a reload that invalidates it).
-pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
+/// What a rollout acts through.
+pub trait Driver: Send + Sync + 'static {
+    /// Points the route at the `target` of step `index` (`percent` on the new side).
+    /// `Ok(false)` when the rollout was stopped meanwhile; an error rolls the rollout
+    /// back.
+    fn set_step(
+        &self,
+        rollout: &Rollout,
+        index: usize,
+        percent: u32,
+        target: RouteTarget,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
+
+    /// A pool's cumulative traffic counters (`None`: the pool is gone).
+    fn traffic(&self, pool: &str) -> Option<TrafficSample>;
+
+    /// Sends the route back to the old pool and marks the rollout rolled back.
+    fn roll_back(&self, rollout: &Rollout, reason: String) -> impl Future<Output = ()> + Send;
+
+    /// Marks the rollout completed (the last step already put all traffic on the new pool).
+    fn complete(&self, rollout: &Rollout) -> impl Future<Output = ()> + Send;
+
+    /// The rollout's token fired from outside (shutdown, lost leadership).
+    fn stopped(&self, rollout: &Rollout);
+}
+
+/// Runs `rollout` from its first step to completion, rollback or cancellation.
+pub async fn run<D: Driver>(driver: D, rollout: Arc<Rollout>) {
+    run_from(driver, rollout, 0).await;
+}
+
+/// Runs `rollout` from step `first` on (a fleet rollout taken over by a new leader
+/// resumes where it stood; the step is held a full interval again).
+pub async fn run_from<D: Driver>(driver: D, rollout: Arc<Rollout>, first: usize) {
     let token = rollout.cancelled().clone();
     let route = rollout.route.as_str();
     let steps = rollout.plan.steps.clone();
-    for (index, percent) in steps.into_iter().enumerate() {
-        // The step is reported (in /status) once its split is in effect, not before.
-        match server
-            .set_route_target_unless(route, step_target(&rollout, percent), &token)
+    for (index, percent) in steps.into_iter().enumerate().skip(first) {
+        // The step is reported (in /status) once its split is in effect.
+        match driver
+            .set_step(&rollout, index, percent, step_target(&rollout, percent))
             .await
         {
-            Ok(true) => {
-                rollout.enter_step(index, percent);
-                server.save_state();
-            }
+            Ok(true) => rollout.enter_step(index, percent),
             Ok(false) => {
-                stopped(&rollout);
+                driver.stopped(&rollout);
                 return;
             }
             Err(e) => {
-                roll_back(
-                    &server,
-                    &rollout,
-                    format!("cannot apply step {percent}%: {e}"),
-                )
-                .await;
+                driver
+                    .roll_back(&rollout, format!("cannot apply step {percent}%: {e}"))
+                    .await;
                 return;
             }
         }
         info!(route, step = index, percent, to = %rollout.to, "rollout step");
-        let (Some(green), Some(blue)) = (
-            traffic(&server, &rollout.to),
-            traffic(&server, &rollout.from),
-        ) else {
-            roll_back(
-                &server,
-                &rollout,
-                "a pool of the rollout disappeared".into(),
-            )
-            .await;
+        let (Some(green_start), Some(blue_start)) =
+            (driver.traffic(&rollout.to), driver.traffic(&rollout.from))
+        else {
+            driver
+                .roll_back(&rollout, "a pool of the rollout disappeared".into())
+                .await;
             return;
         };
-        let (green_start, blue_start) = (green.sample(), blue.sample());
         let mut deadline = Instant::now() + rollout.plan.interval;
         let mut extensions = 0;
         let every = tick(rollout.plan.interval);
@@ -67,26 +91,31 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = token.cancelled() => {
-                    stopped(&rollout);
+                    driver.stopped(&rollout);
                     return;
                 }
             }
-            let verdict = rollout.plan.guard.judge(
-                green.sample().since(&green_start),
-                blue.sample().since(&blue_start),
-            );
+            let (Some(green), Some(blue)) =
+                (driver.traffic(&rollout.to), driver.traffic(&rollout.from))
+            else {
+                driver
+                    .roll_back(&rollout, "a pool of the rollout disappeared".into())
+                    .await;
+                return;
+            };
+            let verdict = rollout
+                .plan
+                .guard
+                .judge(green.since(&green_start), blue.since(&blue_start));
             let (healthy, judged) = (verdict.healthy, verdict.judged);
             let detail = verdict.detail.clone();
             rollout.record(verdict);
             if !healthy {
                 warn!(route, step = index, percent, from = %rollout.from, to = %rollout.to,
                     reason = %detail, "rollout guard broken: rolling back");
-                roll_back(
-                    &server,
-                    &rollout,
-                    format!("step {index} ({percent}%): {detail}"),
-                )
-                .await;
+                driver
+                    .roll_back(&rollout, format!("step {index} ({percent}%): {detail}"))
+                    .await;
                 return;
             }
             if Instant::now() < deadline {
@@ -103,7 +132,7 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
                     "step {index} ({percent}%): {detail} after {} intervals",
                     MAX_EXTENSIONS + 1
                 );
-                roll_back(&server, &rollout, reason).await;
+                driver.roll_back(&rollout, reason).await;
                 return;
             }
             extensions += 1;
@@ -112,14 +141,12 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
                 "not enough traffic to judge the step yet: holding it one more interval");
         }
     }
-    if rollout.finish(RolloutState::Completed, None) {
-        info!(route, to = %rollout.to, "rollout completed: all traffic on the new pool");
-    }
+    driver.complete(&rollout).await;
 }
 
 /// Marks a rollout whose token was cancelled from outside (shutdown) as aborted;
 /// one stopped by abort, supersede or reload is already marked.
-fn stopped(rollout: &Rollout) {
+pub fn stopped_by_shutdown(rollout: &Rollout) {
     if rollout.finish(
         RolloutState::Aborted,
         Some("stopped: the proxy is shutting down".into()),
@@ -128,28 +155,20 @@ fn stopped(rollout: &Rollout) {
     }
 }
 
-/// The traffic counters of a pool in the live snapshot (shared across rebuilds).
-fn traffic(server: &Server, pool: &str) -> Option<Arc<PoolTraffic>> {
-    server
-        .snapshot()
-        .pools
-        .get(pool)
-        .map(|p| Arc::clone(&p.traffic))
+/// Marks a rollout completed and logs it; `false` if it had already ended.
+pub fn completed(rollout: &Rollout) -> bool {
+    let done = rollout.finish(RolloutState::Completed, None);
+    if done {
+        info!(route = %rollout.route, to = %rollout.to, "rollout completed: all traffic on the new pool");
+    }
+    done
 }
 
-/// Sends every request of the route back to the old pool and records why.
-async fn roll_back(server: &Server, rollout: &Rollout, reason: String) {
-    let token = rollout.cancelled().clone();
-    let target = RouteTarget::Pool(Arc::clone(&rollout.from));
-    match server
-        .set_route_target_unless(&rollout.route, target, &token)
-        .await
-    {
-        Ok(false) => return,
-        Ok(true) => server.save_state(),
-        Err(e) => warn!(route = %rollout.route, error = %e, "cannot roll back the route"),
-    }
-    if rollout.finish(RolloutState::RolledBack, Some(reason.clone())) {
+/// Marks a rollout rolled back and logs it; `false` if it had already ended.
+pub fn rolled_back(rollout: &Rollout, reason: String) -> bool {
+    let done = rollout.finish(RolloutState::RolledBack, Some(reason.clone()));
+    if done {
         warn!(route = %rollout.route, from = %rollout.from, %reason, "rollout rolled back: all traffic on the old pool");
     }
+    done
 }

@@ -82,6 +82,23 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The request body that [`Plan::parse`] reads back as this plan (how a fleet
+    /// rollout keeps its plan in etcd).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "to": self.to,
+            "steps": self.steps,
+            "interval": crate::config::HumanDuration(self.interval).to_string(),
+            "sticky": self.sticky.as_ref().map(crate::traffic::sticky_name),
+            "guard": {
+                "max_error_rate": self.guard.max_error_rate,
+                "max_p99_ratio": self.guard.max_p99_ratio,
+                "min_requests": self.guard.min_requests,
+            },
+            "force": self.force,
+        })
+    }
+
     /// Parses and checks a request body.
     pub fn parse(body: &[u8]) -> Result<Plan, SpecError> {
         let body: Body =
@@ -166,6 +183,8 @@ mod tests {
         assert_eq!(plan.interval, Duration::from_millis(500));
         assert_eq!(plan.guard.max_p99_ratio, Some(2.0));
         assert_eq!(plan.guard.min_requests, 5);
+        let again = Plan::parse(plan.to_json().to_string().as_bytes()).unwrap();
+        assert_eq!(again, plan, "a plan survives its JSON form");
     }
 
     #[test]

@@ -105,6 +105,22 @@ pub struct TrafficSample {
 }
 
 impl TrafficSample {
+    /// A sample from published parts (a fleet's counters); `None` when the latency
+    /// buckets do not match this build's.
+    pub fn from_parts(requests: u64, failures: u64, latency: &[u64]) -> Option<TrafficSample> {
+        let latency: [u64; BUCKETS] = latency.try_into().ok()?;
+        Some(TrafficSample {
+            requests,
+            failures,
+            latency,
+        })
+    }
+
+    /// The latency bucket counts, for publishing.
+    pub fn buckets(&self) -> &[u64] {
+        &self.latency
+    }
+
     /// What happened between `earlier` and `self`.
     pub fn since(&self, earlier: &TrafficSample) -> TrafficSample {
         TrafficSample {

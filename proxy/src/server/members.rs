@@ -50,18 +50,7 @@ impl Server {
     /// never this proxy's own listeners or admin address, never link-local or
     /// unspecified, inside `admin.backend_networks` when set.
     pub async fn add_backend(&self, pool: &str, member: Member) -> Result<Backend, MemberError> {
-        let snapshot = self.snapshot();
-        let p = snapshot
-            .pools
-            .get(pool)
-            .ok_or_else(|| MemberError::NoPool(pool.to_string()))?;
-        self.address_policy().check(member.address)?;
-        if p.backends.iter().any(|b| b.address == member.address) {
-            return Err(MemberError::Exists {
-                pool: pool.to_string(),
-                address: member.address,
-            });
-        }
+        self.addable(pool, member)?;
         let base = Arc::clone(&self.base_config.lock());
         self.members.lock().add(&base, pool, member);
         self.reapply().await?;
@@ -77,6 +66,30 @@ impl Server {
             })?;
         backend.state.weight.store(member.weight, Ordering::Relaxed);
         Ok(backend)
+    }
+
+    /// Whether `member` may be added to `pool`: the pool exists, the address passes
+    /// the address policy and is not in the pool yet.
+    pub fn addable(&self, pool: &str, member: Member) -> Result<(), MemberError> {
+        let snapshot = self.snapshot();
+        let p = snapshot
+            .pools
+            .get(pool)
+            .ok_or_else(|| MemberError::NoPool(pool.to_string()))?;
+        self.address_policy().check(member.address)?;
+        if p.backends.iter().any(|b| b.address == member.address) {
+            return Err(MemberError::Exists {
+                pool: pool.to_string(),
+                address: member.address,
+            });
+        }
+        Ok(())
+    }
+
+    /// The config as loaded from its file (or the shared config), before runtime
+    /// additions and removals are laid over it.
+    pub fn base_config(&self) -> Arc<crate::config::Config> {
+        Arc::clone(&self.base_config.lock())
     }
 
     /// The backend a removal would take out, if it may be removed (exists, not the last).

@@ -10,6 +10,7 @@ mod listener;
 mod listeners;
 mod members;
 mod rollouts;
+mod shared;
 mod state_file;
 mod tls;
 
@@ -31,6 +32,7 @@ pub use caps::{ClientSlot, ConnPermit, PerClient};
 pub use h2_flood::Flood;
 pub use listener::bind;
 pub use members::MemberError;
+pub use rollouts::LocalDriver;
 pub use tls::{ListenerTls, TlsError, TlsSlot, build_acceptor};
 
 use crate::acme::AcmeManager;
@@ -76,6 +78,12 @@ pub enum StartError {
         at: Box<Located>,
         #[source]
         source: PluginLoadError,
+    },
+    #[error("{at}: {source}")]
+    Cluster {
+        at: Box<Located>,
+        #[source]
+        source: crate::cluster::EtcdError,
     },
     /// A plugin's `init` refused a value of its `config` table; the error already
     /// names that value's place in the file.
@@ -156,6 +164,9 @@ pub struct Server {
     rollouts: crate::rollout::Rollouts,
     state_writer: crate::persist::StateWriter,
     state_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The fleet this instance belongs to, with `[cluster]`; its tasks stop when the
+    /// server does (or is dropped).
+    cluster: std::sync::OnceLock<(Arc<crate::cluster::Cluster>, tokio_util::sync::DropGuard)>,
     /// Certificates of every TLS listener, ACME slots and challenges.
     tls: Arc<TlsRegistry>,
     acme: AcmeManager,
@@ -220,6 +231,7 @@ impl Server {
             rollouts: crate::rollout::Rollouts::default(),
             state_writer: crate::persist::StateWriter::default(),
             state_task: Mutex::new(None),
+            cluster: std::sync::OnceLock::new(),
             acme,
             tls,
             discovery,
@@ -231,6 +243,17 @@ impl Server {
         server.follow_discovery();
         server.start_state_writer();
         server.restore_state(&config).await;
+        if let Some(cluster) = &config.cluster {
+            let joined = crate::cluster::join(&server, &config, cluster.clone())
+                .await
+                .map_err(|source| StartError::Cluster {
+                    at: Box::new(config.locate("cluster.etcd")),
+                    source,
+                })?;
+            let _ = server
+                .cluster
+                .set((Arc::clone(&joined), joined.stop_token().drop_guard()));
+        }
         server.health.sync(&server.snapshot.load());
         tokio::spawn(crate::policy::recovery::run_ticker(
             Arc::clone(&server.snapshot),
@@ -367,6 +390,11 @@ impl Server {
                 "plugin reload failed, keeping the running version");
         }
         failures
+    }
+
+    /// The fleet this instance coordinates with, when `[cluster]` is configured.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get().map(|(cluster, _)| cluster)
     }
 
     /// The plugin registry (for `/status` and the file watcher).
@@ -520,6 +548,10 @@ impl Server {
     /// `deadline`, then return. `true` when everything finished in time.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         self.ready.store(false, Ordering::Release);
+        if let Some(cluster) = self.cluster() {
+            // Leave the fleet first: another instance takes over rollouts at once.
+            cluster.leave().await;
+        }
         self.shutdown.cancel();
         self.listeners.lock().close_all();
         self.drain.cancel();

@@ -3,11 +3,64 @@
 
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::Server;
-use crate::rollout::{Plan, Rollout, StartError};
+use crate::rollout::{Driver, Plan, Rollout, StartError, TrafficSample};
 use crate::traffic::RouteTarget;
+
+/// The proxy itself as what a rollout acts through: its own routes (saved to the
+/// state file) and its own pools' counters.
+pub struct LocalDriver(pub Arc<Server>);
+
+impl Driver for LocalDriver {
+    async fn set_step(
+        &self,
+        rollout: &Rollout,
+        _index: usize,
+        _percent: u32,
+        target: RouteTarget,
+    ) -> Result<bool, String> {
+        let applied = self
+            .0
+            .set_route_target_unless(&rollout.route, target, rollout.cancelled())
+            .await?;
+        if applied {
+            self.0.save_state();
+        }
+        Ok(applied)
+    }
+
+    fn traffic(&self, pool: &str) -> Option<TrafficSample> {
+        self.0
+            .snapshot()
+            .pools
+            .get(pool)
+            .map(|p| p.traffic.sample())
+    }
+
+    async fn roll_back(&self, rollout: &Rollout, reason: String) {
+        let target = RouteTarget::Pool(Arc::clone(&rollout.from));
+        match self
+            .0
+            .set_route_target_unless(&rollout.route, target, rollout.cancelled())
+            .await
+        {
+            Ok(false) => return,
+            Ok(true) => self.0.save_state(),
+            Err(e) => warn!(route = %rollout.route, error = %e, "cannot roll back the route"),
+        }
+        crate::rollout::rolled_back(rollout, reason);
+    }
+
+    async fn complete(&self, rollout: &Rollout) {
+        crate::rollout::completed(rollout);
+    }
+
+    fn stopped(&self, rollout: &Rollout) {
+        crate::rollout::stopped_by_shutdown(rollout);
+    }
+}
 
 impl Server {
     /// Starts a rollout of `route` from its current pool to `plan.to`.
@@ -16,6 +69,25 @@ impl Server {
         route: &str,
         plan: Plan,
     ) -> Result<Arc<Rollout>, StartError> {
+        let (from, config_pool) = self.rollout_origin(route, &plan)?;
+        let rollout = self
+            .rollouts
+            .begin(route, from, config_pool, plan, &self.shutdown)?;
+        tokio::spawn(crate::rollout::run(
+            LocalDriver(Arc::clone(self)),
+            Arc::clone(&rollout),
+        ));
+        Ok(rollout)
+    }
+
+    /// Checks that `plan` may start on `route` now: the route exists and sends all
+    /// its traffic to one pool (returned, with the pool its config names), `to` is
+    /// another pool that has a usable backend (unless forced).
+    pub fn rollout_origin(
+        &self,
+        route: &str,
+        plan: &Plan,
+    ) -> Result<(Arc<str>, String), StartError> {
         let snapshot = self.snapshot();
         let (Some(live), Some(config)) = (
             snapshot.route(route),
@@ -43,20 +115,21 @@ impl Server {
                 reason,
             });
         }
-        let rollout = self.rollouts.begin(
-            route,
-            Arc::clone(from),
-            config.pool.clone(),
-            plan,
-            &self.shutdown,
-        )?;
-        tokio::spawn(crate::rollout::run(Arc::clone(self), Arc::clone(&rollout)));
-        Ok(rollout)
+        Ok((Arc::clone(from), config.pool.clone()))
     }
 
     /// The latest rollout of a route (running or finished), for `/status`.
     pub fn rollout(&self, route: &str) -> Option<Arc<Rollout>> {
         self.rollouts.get(route)
+    }
+
+    /// The latest rollout of a route as `/status` shows it: the fleet's when this
+    /// instance is in one, its own otherwise.
+    pub fn rollout_json(&self, route: &str) -> Option<serde_json::Value> {
+        match self.cluster() {
+            Some(cluster) => cluster.rollout_status(route),
+            None => self.rollouts.get(route).map(|r| r.to_json()),
+        }
     }
 
     /// Stops the running rollout of `route` and sends all its traffic back to the old

@@ -16,6 +16,11 @@
     pools: $("pools"),
     routes: $("routes").tBodies[0],
     pluginsSection: $("plugins-section"),
+    fleetSection: $("fleet-section"),
+    fleetSummary: $("fleet-summary"),
+    fleetDisagreements: $("fleet-disagreements"),
+    fleetInstances: $("fleet-instances").tBodies[0],
+    fleetBackends: $("fleet-backends"),
     plugins: $("plugins").tBodies[0],
     updated: $("updated"),
     tokenForm: $("token-form"),
@@ -476,6 +481,106 @@
     }
   }
 
+  // ---- fleet (instances coordinated through etcd) ------------------------------------
+
+  async function pollFleet() {
+    try {
+      const response = await call("GET", "/cluster");
+      if (!response.ok) {
+        ui.fleetSection.hidden = true;
+        return;
+      }
+      renderFleet(await response.json());
+    } catch (_) {
+      // The next poll tries again; /status already shows when the admin API is gone.
+    }
+  }
+
+  function fmtAge(ms) {
+    if (typeof ms !== "number") {
+      return "–";
+    }
+    return ms < 10000 ? (ms / 1000).toFixed(1) + " s ago" : Math.round(ms / 1000) + " s ago";
+  }
+
+  function configText(config) {
+    if (!config) {
+      return "–";
+    }
+    let text = typeof config.revision === "number"
+      ? "shared revision " + config.revision
+      : "own file " + String(config.digest || "").slice(0, 12);
+    if (config.refused) {
+      text += " (refused revision " + config.refused.revision + ")";
+    }
+    return text;
+  }
+
+  function renderFleet(fleet) {
+    ui.fleetSection.hidden = false;
+    const etcd = fleet.connected
+      ? "etcd connected at revision " + fleet.revision
+      : "etcd unreachable: serving with the last state, changes are refused (" + (fleet.error || "no answer") + ")";
+    setText(ui.fleetSummary, "This instance: " + fleet.instance + " · fleet " + fleet.prefix + " · " + etcd +
+      " · rollout leader " + (fleet.leader || "none"));
+    ui.fleetSummary.classList.toggle("fleet-lost", !fleet.connected);
+
+    const disagreements = Array.isArray(fleet.disagreements) ? fleet.disagreements : [];
+    const items = disagreements.map((d) => {
+      const views = Object.entries(d.views || {}).map(([name, value]) => name + ": " + String(value)).join(", ");
+      const what = d.backend ? d.backend + " " + d.field : d.field;
+      return el("li", {}, "Instances disagree on " + what + " (" + views + ")");
+    });
+    const list = el("ul");
+    list.append(...items);
+    if (list.innerHTML !== ui.fleetDisagreements.innerHTML) {
+      ui.fleetDisagreements.replaceChildren(...items);
+    }
+
+    const instances = Array.isArray(fleet.instances) ? fleet.instances : [];
+    fillRows(ui.fleetInstances, instances, "data-instance", (i) => [
+      i.name + (i.self ? " (this one)" : ""),
+      i.stale ? "gone?" : (i.leader ? "rollout leader" : "member"),
+      fmtAge(i.heartbeat_age_ms),
+      configText(i.config),
+      i.state_revision,
+      i.admin,
+    ]);
+    Array.from(ui.fleetInstances.rows).forEach((row, index) => {
+      row.classList.toggle("stale", Boolean(instances[index] && instances[index].stale));
+    });
+
+    // One row per backend, one column per instance; rows where live instances
+    // disagree are highlighted.
+    const live = instances.filter((i) => !i.stale);
+    const header = el("tr");
+    header.append(el("th", { scope: "col" }, "Backend"));
+    live.forEach((i) => header.append(el("th", { scope: "col" }, i.name)));
+    const head = ui.fleetBackends.tHead;
+    const probe = el("thead");
+    probe.append(header.cloneNode(true));
+    if (probe.innerHTML !== head.innerHTML) {
+      head.replaceChildren(header);
+    }
+    const backends = new Set();
+    live.forEach((i) => Object.keys(i.backends || {}).forEach((b) => backends.add(b)));
+    const disputed = new Set(disagreements.filter((d) => d.backend).map((d) => d.backend));
+    const rows = Array.from(backends).sort().map((name) => ({ name }));
+    const body = ui.fleetBackends.tBodies[0];
+    fillRows(body, rows, "data-backend", (row) => [row.name].concat(live.map((i) => {
+      const view = (i.backends || {})[row.name];
+      if (!view) {
+        return "absent";
+      }
+      return el("span", { class: "badge health-" + view.health }, view.health +
+        (view.admin_state !== "active" ? ", " + view.admin_state : "") +
+        (view.usable ? "" : ", not usable"));
+    })));
+    Array.from(body.rows).forEach((row) => {
+      row.classList.toggle("disagree", disputed.has(row.dataset.backend));
+    });
+  }
+
   function render(status) {
     const listeners = (status.listeners || [])
       .map((l) => l.name + " " + (l.tls ? "https://" : "http://") + l.address)
@@ -490,6 +595,11 @@
     renderPools(status.pools || []);
     renderRoutes(status.routes || []);
     renderPlugins(status.plugins);
+    if (status.cluster) {
+      pollFleet();
+    } else {
+      ui.fleetSection.hidden = true;
+    }
     ui.updated.dateTime = new Date().toISOString();
     setText(ui.updated, new Date().toLocaleTimeString());
   }
