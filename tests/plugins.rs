@@ -51,6 +51,27 @@ fn metric(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Waits (up to 20 s: compiling a component is slow on a loaded machine) until the
+/// plugin's `/status` entry satisfies `ready`, and returns that entry.
+async fn wait_for_plugin(
+    proxy: &TestProxy,
+    name: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let entry = plugin_status(&status(proxy).await, name).clone();
+        if ready(&entry) {
+            return entry;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plugin {name} never got there: {entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn plugin_status<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["plugins"]
         .as_array()
@@ -600,28 +621,37 @@ async fn plugin_file_hot_swaps_under_load_and_a_corrupt_file_keeps_the_old_versi
     std::fs::write(&file, simple_config(&[&a, &b], &extra)).unwrap();
     let (proxy, _watcher) = start_watched_proxy(&file).await;
     let load = Load::start(20, format!("http://{}/", proxy.web));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || load.served() >= 200).await,
+        "load flows through version 1"
+    );
     assert_eq!(b.hits(), 0, "version 1 sends nothing to b");
     let v1_digest = plugin_status(&status(&proxy).await, "router")["digest"].clone();
 
-    // Version 2 spreads load over both backends.
+    // Version 2 spreads load over both backends. It is compiled and `init`ed off the
+    // request path (slower on a loaded machine); once it is live, traffic follows it.
     install(&shipped("latency.wasm"), &router);
-    let swapped_at = Instant::now();
+    let written_at = Instant::now();
+    let v2 = wait_for_plugin(&proxy, "router", |p| p["digest"] != v1_digest).await;
+    let loaded = written_at.elapsed();
+    let live_at = Instant::now();
     assert!(
         eventually(Duration::from_secs(1), || b.hits() > 0).await,
-        "traffic follows the new version within a second"
+        "traffic follows the new version within a second of its swap"
     );
-    let took = swapped_at.elapsed();
-    let v2 = plugin_status(&status(&proxy).await, "router").clone();
-    assert_ne!(v2["digest"], v1_digest);
+    let took = live_at.elapsed();
 
     // A corrupt file is refused; the running version stays and keeps routing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::write(&router, b"\0asm garbage, not a component").unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_for_plugin(&proxy, "router", |p| {
+        p["reload_failures"].as_u64() >= Some(1)
+    })
+    .await;
     let b_hits = b.hits();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(b.hits() > b_hits, "version 2 still routes to b");
+    assert!(
+        eventually(Duration::from_secs(2), || b.hits() > b_hits).await,
+        "version 2 still routes to b"
+    );
     let after = plugin_status(&status(&proxy).await, "router").clone();
     assert_eq!(after["digest"], v2["digest"], "the running version stayed");
     let metrics = metrics_text(&proxy).await;
@@ -636,7 +666,9 @@ async fn plugin_file_hot_swaps_under_load_and_a_corrupt_file_keeps_the_old_versi
     );
 
     let (served, failed) = load.stop().await;
-    eprintln!("hot swap: new version took traffic after {took:?}; {served} requests served");
+    eprintln!(
+        "hot swap: loaded {loaded:?} after the write, took traffic {took:?} after its swap; {served} requests served"
+    );
     assert!(served > 200, "load flowed: {served}");
     assert_eq!(failed, 0, "no request failed");
     let _ = std::fs::remove_dir_all(&dir);

@@ -475,6 +475,11 @@ impl Load {
         }
     }
 
+    /// Requests answered so far, for waiting until load has really flowed.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
     /// Stops the clients and returns (requests served, requests failed).
     pub async fn stop(self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
