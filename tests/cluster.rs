@@ -94,14 +94,8 @@ async fn a_drain_on_one_instance_stops_new_requests_through_the_others_within_a_
     let dir = TempDir::new("fleet-drain");
     let (x, y) = (TestBackend::start("x").await, TestBackend::start("y").await);
     let pools = pool("blue", &[&x, &y], "");
-    let prefix = prefix();
-    let mut fleet = Vec::new();
-    for name in ["a", "b", "c"] {
-        let config = instance_config(name, &etcd.endpoints(), &prefix, &pools, "");
-        fleet.push(Instance::start(&dir.0, name, &config).await);
-    }
+    let fleet = start_fleet(&etcd, &dir, &pools, "").await;
     let refs: Vec<&Instance> = fleet.iter().collect();
-    formed(&refs).await;
     let loads: Vec<Load> = fleet.iter().map(|i| Load::start(4, url(i))).collect();
     assert!(support::eventually(Duration::from_secs(10), || x.hits() > 20 && y.hits() > 20).await);
 
@@ -374,10 +368,21 @@ async fn blue_green_fleet(
         pool("blue", &[blue], ""),
         pool("green", &[green], "")
     );
+    start_fleet(etcd, dir, &pools, cluster).await
+}
+
+/// Starts instances a, b and c on `pools` under a fresh prefix, each with `cluster`
+/// added to its `[cluster]` table, and waits until they see each other.
+async fn start_fleet(
+    etcd: &EtcdCluster,
+    dir: &TempDir,
+    pools: &str,
+    cluster: &str,
+) -> Vec<Instance> {
     let prefix = prefix();
     let mut fleet = Vec::new();
     for name in ["a", "b", "c"] {
-        let config = instance_config(name, &etcd.endpoints(), &prefix, &pools, cluster);
+        let config = instance_config(name, &etcd.endpoints(), &prefix, pools, cluster);
         fleet.push(Instance::start(&dir.0, name, &config).await);
     }
     let refs: Vec<&Instance> = fleet.iter().collect();
@@ -670,14 +675,8 @@ async fn without_etcd_traffic_flows_changes_are_refused_and_the_fleet_resyncs_wh
     let dir = TempDir::new("fleet-outage");
     let (x, y) = (TestBackend::start("x").await, TestBackend::start("y").await);
     let pools = pool("blue", &[&x, &y], "");
-    let prefix = prefix();
-    let mut fleet = Vec::new();
-    for name in ["a", "b", "c"] {
-        let config = instance_config(name, &etcd.endpoints(), &prefix, &pools, "");
-        fleet.push(Instance::start(&dir.0, name, &config).await);
-    }
+    let fleet = start_fleet(&etcd, &dir, &pools, "").await;
     let refs: Vec<&Instance> = fleet.iter().collect();
-    formed(&refs).await;
     let (status, _) = fleet[0]
         .call(
             "POST",
