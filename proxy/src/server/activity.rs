@@ -73,6 +73,11 @@ impl ConnActivity {
         }
     }
 
+    /// Whether the client has not sent a byte yet (a connection just accepted).
+    pub fn received_nothing(&self) -> bool {
+        !self.first_read_done.load(Ordering::Relaxed)
+    }
+
     /// Resolves when the connection should be closed; checks on each deadline.
     pub async fn watchdog(&self, header_timeout: Duration, idle_timeout: Duration) -> Expiry {
         let header_ms = header_timeout.as_millis() as u64;
