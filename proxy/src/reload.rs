@@ -25,17 +25,23 @@ pub enum ReloadError {
     Apply(#[from] StartError),
 }
 
-/// Loads, validates and applies the config at `path`; on failure the running config stays.
+/// Loads, validates and applies the config at `path`; on failure the running config
+/// stays. systemd hears `RELOADING=1` before and `READY=1` after.
 pub async fn reload(server: &Server, path: &Path) -> Result<(), ReloadError> {
+    crate::systemd::reloading();
     let result = match Config::load(path) {
         Ok(config) => server.apply(config).await.map_err(ReloadError::from),
         Err(e) => Err(ReloadError::from(e)),
     };
     match &result {
-        Ok(()) => server.metrics().reload("ok"),
+        Ok(()) => {
+            server.metrics().reload("ok");
+            crate::systemd::reloaded(server, Ok(()));
+        }
         Err(e) => {
             server.metrics().reload("failed");
             error!(file = %path.display(), "config reload failed, keeping the running config:\n{e}");
+            crate::systemd::reloaded(server, Err(&e.to_string()));
         }
     }
     result

@@ -48,6 +48,7 @@ pub fn status(server: &Server) -> Value {
         .collect();
     json!({
         "ready": server.is_ready(),
+        "process": crate::process::to_json(),
         "config": config.source.display().to_string(),
         "admin": server.admin_address().map(|a| a.to_string()),
         "listeners": listeners,

@@ -4,11 +4,13 @@
 mod activity;
 mod admin_slot;
 mod cap;
+mod inherited;
 mod listener;
 mod listeners;
 mod members;
 mod rollouts;
 mod state_file;
+mod takeover;
 mod tls;
 
 use std::net::SocketAddr;
@@ -25,8 +27,10 @@ use tracing::info;
 pub use activity::{ActivityIo, ConnActivity, Expiry};
 pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
+pub use inherited::{ADMIN_SOCKET_NAME, InheritedSocket, InheritedSockets};
 pub use listener::bind;
 pub use members::MemberError;
+pub use takeover::{Handover, HealthSeed, Takeover};
 pub use tls::TlsError;
 
 use crate::config::{Config, Located};
@@ -121,12 +125,29 @@ pub struct Server {
     rollouts: crate::rollout::Rollouts,
     state_writer: crate::persist::StateWriter,
     state_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Sockets inherited at start (socket activation, upgrade), taken by listeners.
+    inherited: Arc<InheritedSockets>,
+    /// Fired when this process should drain and exit: it handed over to a new one.
+    exit: CancellationToken,
+    /// Whether that exit follows a successful handover (else a failed one).
+    exit_ok: AtomicBool,
 }
 
 impl Server {
     /// Binds every listener of `config` and starts serving. The admin listener is
     /// started separately by [`crate::admin::start`].
     pub async fn start(config: Config, options: ServerOptions) -> Result<Arc<Server>, StartError> {
+        Self::start_with(config, options, Takeover::default()).await
+    }
+
+    /// [`Server::start`] from what systemd or a previous process handed over:
+    /// inherited sockets are used instead of binding, handed-over health seeds the
+    /// backends, and handed-over runtime changes replace the state file's.
+    pub async fn start_with(
+        config: Config,
+        options: ServerOptions,
+        takeover: Takeover,
+    ) -> Result<Arc<Server>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let plugins = Arc::new(PluginRegistry::new());
         let prepared = plugins
@@ -152,7 +173,10 @@ impl Server {
         let server = Arc::new(Server {
             proxy,
             snapshot: Arc::clone(&snapshot),
-            listeners: Mutex::new(listeners::ListenerSet::default()),
+            listeners: Mutex::new(listeners::ListenerSet {
+                inherited: Arc::clone(&takeover.sockets),
+                ..Default::default()
+            }),
             apply_lock: tokio::sync::Mutex::new(()),
             overrides: Mutex::new(Overrides::new()),
             plugins,
@@ -170,11 +194,22 @@ impl Server {
             rollouts: crate::rollout::Rollouts::default(),
             state_writer: crate::persist::StateWriter::default(),
             state_task: Mutex::new(None),
+            inherited: Arc::clone(&takeover.sockets),
+            exit: CancellationToken::new(),
+            exit_ok: AtomicBool::new(true),
         });
         let plan = server.listeners.lock().plan(&config, true, true)?;
         server.commit_listeners(plan, &config);
         server.start_state_writer();
-        server.restore_state(&config).await;
+        match &takeover.state {
+            Some(saved) => {
+                server
+                    .restore_saved(&config, saved, "the previous process")
+                    .await
+            }
+            None => server.restore_state(&config).await,
+        }
+        server.seed_health(&takeover.health);
         server.health.sync(&server.snapshot.load());
         tokio::spawn(crate::policy::recovery::run_ticker(
             Arc::clone(&server.snapshot),
@@ -409,18 +444,66 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Graceful shutdown: stop accepting, let in-flight requests finish for up to
-    /// `deadline`, then return. `true` when everything finished in time.
-    pub async fn shutdown(&self, deadline: Duration) -> bool {
+    /// Whether the proxy is serving: ready, not stopping, and every listener's
+    /// accept loop alive. The systemd watchdog is fed only while this holds.
+    pub fn serving(&self) -> bool {
+        self.is_ready() && self.listeners.lock().all_accepting()
+    }
+
+    /// The sockets inherited at start that no listener has taken yet.
+    pub fn inherited_sockets(&self) -> &Arc<InheritedSockets> {
+        &self.inherited
+    }
+
+    /// Asks the process to drain and exit: it handed over to a new process
+    /// (`handed_over`), or an upgrade failed after it had stopped accepting.
+    pub fn request_exit(&self, handed_over: bool) {
+        self.exit_ok.store(handed_over, Ordering::Release);
+        self.exit.cancel();
+    }
+
+    /// Fires once [`Server::request_exit`] was called.
+    pub fn exit_requested(&self) -> CancellationToken {
+        self.exit.clone()
+    }
+
+    /// Whether the requested exit follows a successful handover.
+    pub fn handed_over(&self) -> bool {
+        self.exit.is_cancelled() && self.exit_ok.load(Ordering::Acquire)
+    }
+
+    /// The first half of [`Server::shutdown`]: stop accepting (traffic and admin),
+    /// stop health checks and background tasks, and tell every connection to finish
+    /// its in-flight requests and close. Idempotent.
+    pub fn stop_accepting(&self) {
         self.ready.store(false, Ordering::Release);
         self.shutdown.cancel();
         self.listeners.lock().close_all();
+        self.release_admin_socket();
         self.drain.cancel();
         self.tracker.close();
+    }
+
+    /// Resolves once no request is in flight. Upgraded connections (WebSocket
+    /// tunnels) outlive their HTTP connection and count as in flight until they
+    /// close, so this is what waits for them at shutdown.
+    async fn requests_finished(&self) {
+        while self.proxy.metrics.in_flight().get() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests and tunnels finish
+    /// for up to `deadline`, then return. `true` when everything finished in time.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        self.stop_accepting();
         let started = tokio::time::Instant::now();
-        let drained = tokio::time::timeout(deadline, self.tracker.wait())
-            .await
-            .is_ok();
+        let drained = tokio::time::timeout(deadline, async {
+            self.tracker.wait().await;
+            self.requests_finished().await;
+        })
+        .await
+        .is_ok();
         self.flush_state(deadline.saturating_sub(started.elapsed()))
             .await;
         if drained {
