@@ -11,6 +11,7 @@
 
 pub mod address_policy;
 pub mod admin;
+pub mod alerts;
 pub mod balance;
 pub mod breaker;
 pub mod clock;

@@ -73,6 +73,23 @@ struct PluginResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverLabels {
+    receiver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DroppedLabels {
+    receiver: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShadowLabels {
     pool: String,
     plugin: String,
@@ -115,6 +132,8 @@ pub struct Metrics {
     reload_failures: Family<WhatLabels, Counter>,
     plugin_reloads: Family<PluginResultLabels, Counter>,
     shadow: Family<ShadowLabels, Counter>,
+    alerts_sent: Family<ReceiverLabels, Counter>,
+    alerts_dropped: Family<DroppedLabels, Counter>,
     snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
     plugins: Arc<OnceLock<Arc<PluginRegistry>>>,
     control: ControlMetrics,
@@ -216,6 +235,30 @@ impl Metrics {
             "Decisions of a shadow routing plugin, by whether they matched the live policy",
             shadow.clone(),
         );
+        let alerts_sent = Family::<ReceiverLabels, Counter>::default();
+        registry.register(
+            "alerts_sent",
+            "Alerts delivered to a webhook receiver (each alert of a notification counts)",
+            alerts_sent.clone(),
+        );
+        let alerts_dropped = Family::<DroppedLabels, Counter>::default();
+        registry.register(
+            "alerts_dropped",
+            "Alerts given up on, by receiver and reason: queue_full (the receiver's queue was full), failed (every delivery attempt failed), overflow (too many events at once)",
+            alerts_dropped.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: crate::process::VERSION,
+                revision: crate::process::REVISION,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build (always 1), with its version and git revision",
+            build,
+        );
         let snapshot = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(BackendCollector {
             snapshot: Arc::clone(&snapshot),
@@ -241,10 +284,31 @@ impl Metrics {
             reload_failures,
             plugin_reloads,
             shadow,
+            alerts_sent,
+            alerts_dropped,
             snapshot,
             plugins,
             control,
         }
+    }
+
+    /// Counts alerts a receiver accepted.
+    pub fn alerts_sent(&self, receiver: &str, alerts: u64) {
+        self.alerts_sent
+            .get_or_create(&ReceiverLabels {
+                receiver: receiver.to_string(),
+            })
+            .inc_by(alerts);
+    }
+
+    /// Counts alerts given up on (`queue_full`, `failed`, `overflow`).
+    pub fn alerts_dropped(&self, receiver: &str, reason: &'static str, alerts: u64) {
+        self.alerts_dropped
+            .get_or_create(&DroppedLabels {
+                receiver: receiver.to_string(),
+                reason,
+            })
+            .inc_by(alerts);
     }
 
     /// The control plane's counters (admin API, state file, shed plugin calls).

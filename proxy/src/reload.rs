@@ -42,6 +42,12 @@ pub async fn reload(server: &Server, path: &Path) -> Result<(), ReloadError> {
             server.metrics().reload("failed");
             error!(file = %path.display(), "config reload failed, keeping the running config:\n{e}");
             crate::systemd::reloaded(server, Err(&e.to_string()));
+            server
+                .alerts()
+                .send(crate::alerts::AlertEvent::ConfigRefused {
+                    file: path.display().to_string(),
+                    error: e.to_string(),
+                });
         }
     }
     result

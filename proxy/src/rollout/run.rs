@@ -148,5 +148,13 @@ async fn roll_back(server: &Server, rollout: &Rollout, reason: String) {
     }
     if rollout.finish(RolloutState::RolledBack, Some(reason.clone())) {
         warn!(route = %rollout.route, from = %rollout.from, %reason, "rollout rolled back: all traffic on the old pool");
+        server
+            .alerts()
+            .send(crate::alerts::AlertEvent::RolloutRolledBack {
+                route: rollout.route.clone(),
+                from: rollout.from.to_string(),
+                to: rollout.to.to_string(),
+                reason,
+            });
     }
 }

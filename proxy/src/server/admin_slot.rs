@@ -62,6 +62,7 @@ impl Server {
         if let Some(previous) = previous {
             previous.stop.cancel();
         }
+        self.alerts.set_external_url(format!("http://{bound}/"));
         info!(address = %bound, "admin listening");
         Ok(bound)
     }
@@ -109,6 +110,8 @@ impl Server {
         slot.copy = duplicate(&moved.socket);
         (slot.serve)(moved.socket, stop.clone());
         info!(from = %slot.bound, to = %moved.bound, "admin listener moved");
+        self.alerts
+            .set_external_url(format!("http://{}/", moved.bound));
         slot.configured = moved.configured;
         slot.bound = moved.bound;
         slot.stop = stop;

@@ -131,6 +131,8 @@ pub struct Server {
     exit: CancellationToken,
     /// Whether that exit follows a successful handover (else a failed one).
     exit_ok: AtomicBool,
+    /// Where incidents are raised (`[[alert]]` webhooks).
+    alerts: crate::alerts::Alerts,
 }
 
 impl Server {
@@ -170,6 +172,8 @@ impl Server {
             access_log: options.access_log,
         });
         let shutdown = CancellationToken::new();
+        let alerts = crate::alerts::Alerts::start(Arc::clone(&metrics), shutdown.child_token());
+        alerts.configure(&config.alerts);
         let server = Arc::new(Server {
             proxy,
             snapshot: Arc::clone(&snapshot),
@@ -197,6 +201,7 @@ impl Server {
             inherited: Arc::clone(&takeover.sockets),
             exit: CancellationToken::new(),
             exit_ok: AtomicBool::new(true),
+            alerts,
         });
         let plan = server.listeners.lock().plan(&config, true, true)?;
         server.commit_listeners(plan, &config);
@@ -211,6 +216,12 @@ impl Server {
         }
         server.seed_health(&takeover.health);
         server.health.sync(&server.snapshot.load());
+        crate::alerts::watch(
+            server.alerts.clone(),
+            Arc::clone(&server.snapshot),
+            Arc::clone(&server.plugins),
+            server.shutdown.child_token(),
+        );
         tokio::spawn(crate::policy::recovery::run_ticker(
             Arc::clone(&server.snapshot),
             Arc::clone(&server.proxy.metrics),
@@ -269,6 +280,7 @@ impl Server {
         }
         self.connections.resize(config.limits.max_connections);
         self.admin_connections.resize(config.admin.max_connections);
+        self.alerts.configure(&config.alerts);
         self.health.sync(&self.snapshot.load());
         let dropped = self.members.lock().reconcile(&base);
         *self.base_config.lock() = Arc::new(base);
@@ -295,8 +307,18 @@ impl Server {
                 .plugin_reload(failure.plugin().unwrap_or(""), false);
             tracing::error!(file = %path.display(), error = %failure,
                 "plugin reload failed, keeping the running version");
+            self.alerts.send(crate::alerts::AlertEvent::PluginRefused {
+                plugin: failure.plugin().unwrap_or("").to_string(),
+                file: path.display().to_string(),
+                error: failure.to_string(),
+            });
         }
         failures
+    }
+
+    /// Where incidents are raised; see [`crate::alerts`].
+    pub fn alerts(&self) -> &crate::alerts::Alerts {
+        &self.alerts
     }
 
     /// The plugin registry (for `/status` and the file watcher).
