@@ -73,6 +73,12 @@ struct PluginResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    route: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReceiverLabels {
     receiver: String,
 }
@@ -132,6 +138,7 @@ pub struct Metrics {
     reload_failures: Family<WhatLabels, Counter>,
     plugin_reloads: Family<PluginResultLabels, Counter>,
     shadow: Family<ShadowLabels, Counter>,
+    rollouts: Family<RolloutLabels, Counter>,
     alerts_sent: Family<ReceiverLabels, Counter>,
     alerts_dropped: Family<DroppedLabels, Counter>,
     snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
@@ -235,6 +242,12 @@ impl Metrics {
             "Decisions of a shadow routing plugin, by whether they matched the live policy",
             shadow.clone(),
         );
+        let rollouts = Family::<RolloutLabels, Counter>::default();
+        registry.register(
+            "rollouts_finished",
+            "Progressive rollouts that ended, by route and result (completed, rolled_back)",
+            rollouts.clone(),
+        );
         let alerts_sent = Family::<ReceiverLabels, Counter>::default();
         registry.register(
             "alerts_sent",
@@ -284,12 +297,23 @@ impl Metrics {
             reload_failures,
             plugin_reloads,
             shadow,
+            rollouts,
             alerts_sent,
             alerts_dropped,
             snapshot,
             plugins,
             control,
         }
+    }
+
+    /// Counts a rollout that ended on its own (`completed` or `rolled_back`).
+    pub fn rollout_finished(&self, route: &str, result: &'static str) {
+        self.rollouts
+            .get_or_create(&RolloutLabels {
+                route: route.to_string(),
+                result,
+            })
+            .inc();
     }
 
     /// Counts alerts a receiver accepted.

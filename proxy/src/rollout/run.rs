@@ -110,6 +110,7 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
         }
     }
     if rollout.finish(RolloutState::Completed, None) {
+        server.metrics().rollout_finished(route, "completed");
         info!(route, to = %rollout.to, "rollout completed: all traffic on the new pool");
     }
 }
@@ -148,6 +149,9 @@ async fn roll_back(server: &Server, rollout: &Rollout, reason: String) {
     }
     if rollout.finish(RolloutState::RolledBack, Some(reason.clone())) {
         warn!(route = %rollout.route, from = %rollout.from, %reason, "rollout rolled back: all traffic on the old pool");
+        server
+            .metrics()
+            .rollout_finished(&rollout.route, "rolled_back");
         server
             .alerts()
             .send(crate::alerts::AlertEvent::RolloutRolledBack {
