@@ -87,31 +87,37 @@ pub fn reloaded(server: &Server, outcome: Result<(), &str>) {
     notify(&[Notify::Ready, Notify::Status(&status)]);
 }
 
-/// Feeds the watchdog while the proxy serves and keeps the status line current,
-/// until shutdown. Does nothing when systemd is not listening.
+/// Feeds the watchdog (every half `WATCHDOG_USEC`) while the proxy serves and keeps
+/// the status line current, until shutdown. Does nothing when systemd is not
+/// listening.
 pub fn supervise(server: Arc<Server>) {
     if !notify::enabled() {
         return;
     }
-    let watchdog = watchdog_period();
-    let tick = watchdog.map_or(STATUS_REFRESH, |period| (period / 2).min(STATUS_REFRESH));
+    let half = watchdog_period().map(|period| period / 2);
     let stop = server.shutdown_token();
     tokio::spawn(async move {
         let mut last_status = String::new();
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut status_tick = tokio::time::interval(STATUS_REFRESH);
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Without a watchdog this interval is never polled.
+        let mut watchdog_tick = tokio::time::interval(half.unwrap_or(STATUS_REFRESH));
+        watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = interval.tick() => {}
+            let ping = tokio::select! {
+                _ = watchdog_tick.tick(), if half.is_some() => true,
+                _ = status_tick.tick() => false,
                 () = stop.cancelled() => break,
-            }
+            };
             if !server.serving() {
-                tracing::warn!("the proxy is not serving: the systemd watchdog is not fed");
+                if ping {
+                    tracing::warn!("the proxy is not serving: the systemd watchdog is not fed");
+                }
                 continue;
             }
             let status = status_line(&server.snapshot());
             let changed = status != last_status;
-            match (watchdog.is_some(), changed) {
+            match (ping, changed) {
                 (true, true) => notify::watchdog(Some(&status)),
                 (true, false) => notify::watchdog(None),
                 (false, true) => notify(&[Notify::Status(&status)]),
