@@ -1,6 +1,6 @@
 //! Alerts where operators already look: webhooks in Alertmanager's webhook format
-//! (`[[alert]]`), so an Alertmanager, a Slack relay or a PagerDuty bridge takes them
-//! as they are.
+//! (`[[alert]]`), so whatever takes Alertmanager's notifications (a Slack, Teams or
+//! PagerDuty relay, a ticket bridge) takes them as they are.
 //!
 //! Anything may raise an [`AlertEvent`] through the cheap, cloneable [`Alerts`]
 //! handle; raising never blocks and never waits on a receiver (a full queue drops

@@ -73,7 +73,7 @@ fn alerts(sections: &[Spanned<file::AlertSection>], r: &mut Reporter<'_>) -> Vec
                 r.at(
                     s.url.span(),
                     format!("{field}.url"),
-                    "https receivers are not supported yet: send to an Alertmanager or a relay over http on a trusted network",
+                    "https receivers are not supported yet: point url at a relay over http on a trusted network (such as one on loopback)",
                 );
                 url
             }
