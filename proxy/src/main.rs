@@ -17,11 +17,29 @@ use switchyard::upgrade::{self, Incoming};
 use switchyard::{admin, demo, process, reload};
 use tracing::{error, info, warn};
 
+/// Signals, files and environment, for `--help` and the man page.
+const AFTER_HELP: &str = "\
+Signals:
+  SIGHUP   reload the config file (a bad file is refused; the running config stays)
+  SIGUSR2  hand over to a new process of this binary's path (zero-downtime upgrade)
+  SIGTERM  stop accepting, finish in-flight requests within limits.drain_timeout, exit
+
+Files:
+  /etc/switchyard/switchyard.toml  the config installed by the package
+  /var/lib/switchyard/             state directory under systemd (admin.state_file)
+
+Environment:
+  SWITCHYARD_CONFIG, SWITCHYARD_LOG, SWITCHYARD_ADMIN, SWITCHYARD_ADMIN_TOKEN
+  NOTIFY_SOCKET, WATCHDOG_USEC, LISTEN_FDS, LISTEN_FDNAMES  set by systemd
+  JOURNAL_STREAM  log lines for the journal (priority prefix, no timestamp)
+  NO_COLOR        no colours even on a terminal";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "switchyard",
     version = process::LONG_VERSION,
-    about = "A reverse proxy that keeps services up"
+    about = "A reverse proxy that keeps services up",
+    after_long_help = AFTER_HELP
 )]
 struct Cli {
     /// Config file to run (TOML).
@@ -571,9 +589,11 @@ async fn start(
     Ok((server, watched, admin_listen, drain))
 }
 
-/// `switchyard man`: the man page, generated from the command-line definition.
+/// `switchyard man`: the man page, generated from the command-line definition
+/// (`packaging/man/switchyard.1` is its output, checked by the tests).
 fn man_page() -> ExitCode {
-    let man = clap_mangen::Man::new(Cli::command());
+    // The version without the revision, so the page changes only with the release.
+    let man = clap_mangen::Man::new(Cli::command().version(process::VERSION));
     match man.render(&mut std::io::stdout()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
