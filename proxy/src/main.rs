@@ -457,6 +457,7 @@ fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitC
 
 async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incoming>) -> Result<()> {
     process::mark_started();
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let (takeover, mut link) = match incoming {
         Some(incoming) => {
             let (takeover, lineage, link) = incoming.link()?;
@@ -534,7 +535,7 @@ async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incomin
         });
     }
 
-    let handed_over = wait_for_signals(&server, watched.as_deref()).await;
+    let handed_over = wait_for_signals(&server, watched.as_deref(), &mut signals).await;
     if !handed_over {
         systemd::stopping();
     }
@@ -637,36 +638,51 @@ fn upgrade_command(admin: &str, token: Option<&str>) -> ExitCode {
     }
 }
 
+/// The signals the proxy answers. Installed before it prints or announces anything,
+/// so a signal sent the moment it looks up is handled instead of killing it.
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    upgrade: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+            upgrade: signal(SignalKind::user_defined2())?,
+        })
+    }
+}
+
 /// Serves signals until the proxy should stop: `true` when it handed over to a new
 /// process (upgrade), `false` for SIGTERM/SIGINT (or a failed upgrade).
 #[cfg(unix)]
-async fn wait_for_signals(server: &Arc<Server>, config_path: Option<&Path>) -> bool {
-    use tokio::signal::unix::{SignalKind, signal};
+async fn wait_for_signals(
+    server: &Arc<Server>,
+    config_path: Option<&Path>,
+    signals: &mut Signals,
+) -> bool {
     let exit = server.exit_requested();
-    let (Ok(mut term), Ok(mut hup), Ok(mut usr2)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined2()),
-    ) else {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = exit.cancelled() => {}
-        }
-        return server.handed_over();
-    };
     loop {
         tokio::select! {
-            _ = term.recv() => return false,
-            _ = tokio::signal::ctrl_c() => return false,
+            _ = signals.term.recv() => return false,
+            _ = signals.interrupt.recv() => return false,
             () = exit.cancelled() => return server.handed_over(),
-            _ = hup.recv() => match config_path {
+            _ = signals.hangup.recv() => match config_path {
                 Some(path) => {
                     info!("SIGHUP: reloading the config");
                     let _ = reload::reload(server, path).await;
                 }
                 None => warn!("SIGHUP ignored: the demo has no config file to reload"),
             },
-            _ = usr2.recv() => {
+            _ = signals.upgrade.recv() => {
                 info!("SIGUSR2: upgrading to a new process");
                 let server = Arc::clone(server);
                 tokio::spawn(async move {
@@ -682,7 +698,25 @@ async fn wait_for_signals(server: &Arc<Server>, config_path: Option<&Path>) -> b
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(server: &Arc<Server>, _config_path: Option<&Path>) -> bool {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(
+    server: &Arc<Server>,
+    _config_path: Option<&Path>,
+    _signals: &mut Signals,
+) -> bool {
+    let exit = server.exit_requested();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = exit.cancelled() => {}
+    }
     server.handed_over()
 }
