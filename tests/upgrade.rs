@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use support::spawned::{
-    KillOnDrop, Spawned, admin_post, alive, binary, http_get, signal, status_of, temp_dir,
+    KillOnDrop, NotifySocket, Spawned, admin_post, alive, binary, http_get, signal, status_of,
+    temp_dir,
 };
 use support::{Mode, TestBackend};
 
@@ -356,9 +357,15 @@ async fn sigusr2_upgrades_and_a_new_process_that_cannot_start_leaves_the_old_one
         let file = dir.join("switchyard.toml");
         let good = config(a_at, b_at, c_at, g_at);
         std::fs::write(&file, &good).unwrap();
+        // Under systemd (NotifyAccess=main) the old process names the new main PID.
+        let notify = NotifySocket::bind(&dir);
         let mut command = Command::new(binary());
-        command.args(["--no-access-log", "--config"]).arg(&file);
+        command
+            .args(["--no-access-log", "--config"])
+            .arg(&file)
+            .env("NOTIFY_SOCKET", &notify.path);
         let old = Spawned::start(command, &dir.join("log"), Duration::from_secs(60));
+        notify.until(Duration::from_secs(30), |m| m.contains("READY=1"));
         let old_pid = old.child.id();
         let (web, admin) = (old.listener("web"), old.admin);
 
@@ -382,6 +389,16 @@ async fn sigusr2_upgrades_and_a_new_process_that_cannot_start_leaves_the_old_one
         });
         let new_pid = status["process"]["pid"].as_u64().unwrap() as u32;
         let _cleanup = KillOnDrop(new_pid);
+        // MAINPID= the new process, then READY=1 (sent by the new one once it is
+        // the main process).
+        let told = notify.until(Duration::from_secs(30), |m| {
+            m.contains(&format!("MAINPID={new_pid}"))
+        });
+        assert!(
+            !told.iter().any(|m| m.contains("STOPPING=1")),
+            "the old process does not report stopping the service: {told:?}"
+        );
+        notify.until(Duration::from_secs(30), |m| m.contains("READY=1"));
         let before = clients.answered();
         clients.wait_each(&before, 3, Duration::from_secs(60));
         let mut old = old;
@@ -389,6 +406,12 @@ async fn sigusr2_upgrades_and_a_new_process_that_cannot_start_leaves_the_old_one
             .wait(Duration::from_secs(15))
             .expect("the old process exits");
         assert!(exit.success(), "{exit:?}");
+        while let Some(late) = notify.next(Duration::from_millis(10)) {
+            assert!(
+                !late.contains("STOPPING=1"),
+                "the drained old process must not stop the service: {late}"
+            );
+        }
         let (_, refused, failed, failures) = clients.stop();
         assert_eq!((refused, failed), (0, 0), "{failures:?}");
         assert!(

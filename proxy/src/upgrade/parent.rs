@@ -244,7 +244,9 @@ async fn finish(
     Ok(())
 }
 
-/// Runs `step` unless the child exits first or `limit` passes.
+/// Runs `step` unless the child exits first or `limit` passes. The step is polled
+/// first: what a failing child said before exiting is already readable when its
+/// exit is seen, and says more than the exit status.
 async fn watched<T>(
     child: &mut Child,
     step: &'static str,
@@ -252,6 +254,7 @@ async fn watched<T>(
     work: impl std::future::Future<Output = Result<T, UpgradeError>>,
 ) -> Result<T, UpgradeError> {
     tokio::select! {
+        biased;
         result = tokio::time::timeout(limit, work) => match result {
             Ok(result) => result,
             Err(_) => Err(UpgradeError::Timeout { step, limit }),
