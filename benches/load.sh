@@ -22,6 +22,9 @@
 #                          for an A/A check of the noise) and "direct" (wrk straight at
 #                          the first backend, no proxy)
 #   SWITCHYARD_BIN         use this binary instead of building one
+#   SWITCHYARD_BIN_B       the binary of the contender "switchyard-b": the same config
+#                          run by another build (e.g. another crypto provider), to
+#                          compare two builds in one run
 #   SWITCHYARD_LOG [warn]  Switchyard's log filter (--log-level, and RUST_LOG)
 #   ACCESS_LOG [0]         1: leave Switchyard's per-request access log on (HAProxy
 #                          logs nothing in either case)
@@ -36,6 +39,13 @@
 #                          (otherwise supply the [plugin.$POLICY] table yourself in
 #                          POLICY_CONFIG)
 #   POLICY_CONFIG          TOML text appended to the switchyard-policy config only
+#   TLS [0]                1: the proxies terminate TLS (an ECDSA P-256 certificate made
+#                          here with openssl; HAProxy "bind ... ssl crt", Switchyard
+#                          "tls = { cert, key }"); wrk speaks https to them. The
+#                          backends stay plain HTTP, and "direct" stays plain
+#                          HTTP (it is only a ceiling for the plain runs)
+#   HANDSHAKES [0]         1: every request on a new connection ("Connection: close"),
+#                          so with TLS=1 requests/s is TCP+TLS handshakes/s
 #   RESULTS_DIR [benches/results]
 #   KEEP_TMP [0]           1: keep the temp dir with configs and logs
 #   NO_INSTALL [0]         1: never call apt-get, fail if a tool is missing
@@ -63,6 +73,8 @@ RESULTS_DIR=${RESULTS_DIR:-$repo/benches/results}
 KEEP_TMP=${KEEP_TMP:-0}
 NO_INSTALL=${NO_INSTALL:-0}
 ACCESS_LOG=${ACCESS_LOG:-0}
+TLS=${TLS:-0}
+HANDSHAKES=${HANDSHAKES:-0}
 
 if [[ -n $POLICY && " $CONTENDERS " != *" switchyard-policy "* ]]; then
     CONTENDERS="$CONTENDERS switchyard-policy"
@@ -118,7 +130,7 @@ trap 'exit 143' TERM
 
 ensure_tools() {
     local missing=() cmd pkg
-    for pair in haproxy:haproxy wrk:wrk nginx:nginx awk:mawk; do
+    for pair in haproxy:haproxy wrk:wrk nginx:nginx awk:mawk curl:curl openssl:openssl; do
         cmd=${pair%%:*} pkg=${pair#*:}
         command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("$pkg")
     done
@@ -144,7 +156,11 @@ for c in $CONTENDERS; do
     case $c in
         haproxy | haproxy-b | direct) ;;
         switchyard | switchyard-policy) need_switchyard=1 ;;
-        *) die "unknown contender '$c' (known: haproxy haproxy-b direct switchyard switchyard-policy)" ;;
+        switchyard-b)
+            need_switchyard=1
+            [[ -x ${SWITCHYARD_BIN_B:-} ]] || die "switchyard-b needs SWITCHYARD_BIN_B=path/to/switchyard"
+            ;;
+        *) die "unknown contender '$c' (known: haproxy haproxy-b direct switchyard switchyard-b switchyard-policy)" ;;
     esac
 done
 
@@ -196,6 +212,10 @@ wait_listening() {
 http_get() {
     # One HTTP/1.1 request on a fresh connection, prints the response.
     local port=$1
+    if [[ $TLS == 1 && $port != "$be1" && $port != "$be2" ]]; then
+        curl -sk -i --max-time 5 -H 'Host: bench.local' "https://127.0.0.1:$port/" 2>/dev/null || true
+        return 0
+    fi
     (
         exec 3<>"/dev/tcp/127.0.0.1/$port"
         printf 'GET / HTTP/1.1\r\nHost: bench.local\r\nConnection: close\r\n\r\n' >&3
@@ -276,6 +296,14 @@ check_serves nginx-2 "$be2"
 
 # ---------------------------------------------------------------- proxies ---
 
+tls_cert=$tmp/bench-cert.pem tls_key=$tmp/bench-key.pem
+if [[ $TLS == 1 ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$tls_key" -out "$tls_cert" -days 30 -subj /CN=bench.local \
+        -addext subjectAltName=DNS:bench.local >/dev/null 2>&1 || die "openssl could not make a certificate"
+    cat "$tls_cert" "$tls_key" >"$tmp/bench-combined.pem"
+fi
+
 declare -A port_of pid_of
 mapfile -t pin_px < <(pin_to 0)
 
@@ -296,7 +324,7 @@ defaults
     timeout server 30s
 
 frontend web
-    bind 127.0.0.1:$port
+    bind 127.0.0.1:$port$( [[ $TLS == 1 ]] && printf ' ssl crt %s alpn http/1.1' "$tmp/bench-combined.pem")
     default_backend app
 
 backend app
@@ -312,7 +340,7 @@ EOF
 
 switchyard_flags=()
 start_switchyard() {
-    local name=$1 balance=$2 extra=$3 port admin
+    local name=$1 balance=$2 extra=$3 bin=${4:-$switchyard_bin} port admin
     port=$(free_port)
     admin=$(free_port)
     cat >"$tmp/$name.toml" <<EOF
@@ -322,6 +350,7 @@ listen = "127.0.0.1:$admin"
 [[listener]]
 name = "web"
 listen = "127.0.0.1:$port"
+$( [[ $TLS == 1 ]] && printf 'tls = { cert = "%s", key = "%s", alpn = ["http/1.1"] }' "$tls_cert" "$tls_key")
 
 [[route]]
 name = "all"
@@ -343,7 +372,7 @@ EOF
         die "switchyard rejected $tmp/$name.toml (written for contender $name)"
     fi
     start_bg "$name" env RUST_LOG="$SWITCHYARD_LOG" TOKIO_WORKER_THREADS="$PROXY_THREADS" \
-        "${pin_px[@]}" "$switchyard_bin" "${switchyard_flags[@]}" --config "$tmp/$name.toml"
+        "${pin_px[@]}" "$bin" "${switchyard_flags[@]}" --config "$tmp/$name.toml"
     wait_listening "$name" "$last_pid" "$port"
     port_of[$name]=$port pid_of[$name]=$last_pid
 }
@@ -365,6 +394,7 @@ for c in $CONTENDERS; do
         haproxy | haproxy-b) start_haproxy "$c" ;;
         direct) port_of[$c]=$be1 pid_of[$c]=$pid_nginx ;;
         switchyard) start_switchyard "$c" "$NATIVE_BALANCE" "" ;;
+        switchyard-b) start_switchyard "$c" "$NATIVE_BALANCE" "" "$SWITCHYARD_BIN_B" ;;
         switchyard-policy)
             [[ -n $POLICY ]] || die "switchyard-policy needs POLICY=NAME"
             pcfg=$POLICY_CONFIG
@@ -390,6 +420,7 @@ mapfile -t pin_lg < <(pin_to 1)
     echo "meta date=$(date -Is) host_cpus=$(nproc) rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "meta duration_s=$DURATION rounds=$ROUNDS connections=\"$CONNECTIONS\" wrk_threads=$WRK_THREADS warmup_s=$WARMUP"
     echo "meta proxy_threads=$PROXY_THREADS pin=$PIN body_bytes=$BODY_BYTES contenders=\"$CONTENDERS\" policy=${POLICY:-none}"
+    echo "meta tls=$TLS handshakes=$HANDSHAKES"
     echo "meta haproxy=\"$(haproxy -v 2>/dev/null | head -n 1)\""
     echo "meta nginx=\"$(nginx -v 2>&1 | head -n 1)\" wrk=\"$(wrk -v 2>&1 | head -n 1 | cut -c1-40)\""
     if ((need_switchyard)); then echo "meta switchyard_bin=$switchyard_bin switchyard_flags=\"${switchyard_flags[*]}\""; fi
@@ -406,10 +437,12 @@ declare -A dead
 run_wrk() {
     # run_wrk OUTFILE CONNS SECONDS PORT (wrk in the background so a signal
     # reaches the trap at once)
-    local out=$1 conns=$2 secs=$3 port=$4 threads=$WRK_THREADS
+    local out=$1 conns=$2 secs=$3 port=$4 threads=$WRK_THREADS scheme=http extra=()
     ((threads > conns)) && threads=$conns
-    "${pin_lg[@]}" wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 5s --latency \
-        "http://127.0.0.1:$port/" >"$out" 2>&1 &
+    if [[ $TLS == 1 && $port != "$be1" ]]; then scheme=https; fi
+    if [[ $HANDSHAKES == 1 ]]; then extra=(-H "Connection: close"); fi
+    "${pin_lg[@]}" wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 5s --latency "${extra[@]}" \
+        "$scheme://127.0.0.1:$port/" >"$out" 2>&1 &
     local wpid=$!
     pids+=("$wpid")
     wait "$wpid" || log "wrk exited non-zero, see $out"

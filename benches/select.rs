@@ -76,6 +76,7 @@ fn routing(c: &mut Criterion) {
                 name: format!("r{i}").into(),
                 target: RouteTarget::Pool("p".into()),
                 path_prefix: format!("/svc{i}/v{}", i % 3),
+                forward_original_path: false,
                 metrics: metrics.route(&format!("r{i}")),
             }),
         );
@@ -86,6 +87,7 @@ fn routing(c: &mut Criterion) {
             name: "fallback".into(),
             target: RouteTarget::Pool("p".into()),
             path_prefix: "/".into(),
+            forward_original_path: false,
             metrics: metrics.route("fallback"),
         }),
     );
@@ -120,5 +122,58 @@ fn breaker(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection, routing, breaker);
+/// What a request's accounting costs: the guard taking the route, pool and backend
+/// in-flight counts and the breaker admission, recording a success, and giving it all
+/// back; next to what the forward loop did before the guard (the same breaker and
+/// counter calls, and the pool and backend handles the request kept).
+fn accounting(c: &mut Criterion) {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    use switchyard::proxy::Attempt;
+    use switchyard::proxy::outcome::{self, Outcome};
+
+    let metrics = Arc::new(Metrics::new());
+    let pool = Arc::new(pool("balance = \"round-robin\""));
+    let route = Route {
+        name: "bench".into(),
+        target: RouteTarget::Pool("app".into()),
+        path_prefix: "/".into(),
+        forward_original_path: false,
+        metrics: metrics.route("bench"),
+    };
+    let backend = pool.backends[0].clone();
+    c.bench_function("accounting/guard", |b| {
+        b.iter(|| {
+            let mut attempt = Attempt::new();
+            attempt.route(&route);
+            attempt.enter(&pool);
+            let _ = black_box(attempt.admit(&pool, &backend, clock::now_ms()));
+            attempt.settle(Outcome::Success(Duration::from_micros(300)), &metrics);
+            drop(black_box(attempt));
+        })
+    });
+    c.bench_function("accounting/unguarded", |b| {
+        b.iter(|| {
+            let held = black_box((Arc::clone(&pool), backend.clone()));
+            let state = &held.1.state;
+            let _ = black_box(
+                state
+                    .breaker
+                    .try_acquire(&pool.config.breaker, clock::now_ms()),
+            );
+            state.requests.fetch_add(1, Ordering::Relaxed);
+            state.in_flight.fetch_add(1, Ordering::AcqRel);
+            outcome::record(
+                &pool,
+                &backend,
+                Outcome::Success(Duration::from_micros(300)),
+                &metrics,
+            );
+            state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            drop(held);
+        })
+    });
+}
+
+criterion_group!(benches, selection, routing, breaker, accounting);
 criterion_main!(benches);

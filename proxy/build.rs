@@ -1,6 +1,6 @@
 //! Builds the policy plugins in `plugins/` as WebAssembly components, so a
 //! fresh clone gets working plugins from `cargo build`, `cargo test` and
-//! `cargo run` alone.
+//! `cargo run` alone, and embeds what `switchyard plugin new` writes out.
 //!
 //! The plugins are a separate cargo workspace built for `wasm32-wasip2`. It
 //! gets its own target directory (`target/wasm-plugins` at the repository
@@ -8,11 +8,17 @@
 //! on the lock of the build that runs this script.
 //!
 //! Exported to the crate at compile time:
-//! - `SWITCHYARD_PLUGIN_DIR`: directory holding the shipped plugins as
-//!   `canary.wasm`, `latency.wasm`, `json-health.wasm`,
-//!   `adaptive-breaker.wasm`;
+//! - `SWITCHYARD_PLUGIN_DIR`: directory holding the shipped plugins under the
+//!   names cargo gives them (`canary.wasm`, `latency.wasm`, `json_health.wasm`,
+//!   `adaptive_breaker.wasm`, and the `tenant_pin.wasm` example);
 //! - `SWITCHYARD_TEST_PLUGIN_DIR`: directory holding the hostile test
-//!   plugins (`hostile.wasm`, `hostile-health.wasm`, `wrong-world.wasm`).
+//!   plugins (`hostile.wasm`, `hostile_health.wasm`, `wrong_world.wasm`,
+//!   `legacy_health.wasm`);
+//! - `SWITCHYARD_PLUGIN_BUILD_DIR`: the plugins' target directory, which tests
+//!   building plugin crates share so dependencies compile once;
+//! - `OUT_DIR/scaffold_files.rs`: the SDK crate (`plugins/sdk`), the WIT
+//!   package (`wit/`) and the plugins' `Cargo.lock`, as `(path, contents)`
+//!   pairs for `switchyard plugin new`.
 //!
 //! - `SWITCHYARD_REVISION`: the git revision the binary was built from, for
 //!   `switchyard --version` and `/status`: `SWITCHYARD_REVISION` from the
@@ -27,20 +33,21 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Plugins shipped for operators: (cargo artifact stem, published name).
-const SHIPPED: &[(&str, &str)] = &[
-    ("canary", "canary"),
-    ("latency", "latency"),
-    ("json_health", "json-health"),
-    ("adaptive_breaker", "adaptive-breaker"),
+/// Plugins shipped for operators, by the file name cargo gives them (the name
+/// every document uses).
+const SHIPPED: &[&str] = &[
+    "canary",
+    "latency",
+    "json_health",
+    "adaptive_breaker",
+    "tenant_pin",
 ];
 
-/// Plugins that only exist to test the sandbox.
-const TESTING: &[(&str, &str)] = &[
-    ("hostile", "hostile"),
-    ("hostile_health", "hostile-health"),
-    ("wrong_world", "wrong-world"),
-];
+/// Plugins that only exist to test the sandbox and compatibility.
+const TESTING: &[&str] = &["hostile", "hostile_health", "wrong_world", "legacy_health"];
+
+/// Directories of `plugins/` that hold no plugin source.
+const NOT_SOURCES: &[&str] = &["target", "node_modules", "dist"];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
@@ -103,6 +110,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SWITCHYARD_SKIP_PLUGIN_BUILD");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     watch_sources(&plugins);
+    embed_scaffold(&root);
     println!(
         "cargo:rustc-env=SWITCHYARD_PLUGIN_DIR={}",
         shipped_dir.display()
@@ -110,6 +118,10 @@ fn main() {
     println!(
         "cargo:rustc-env=SWITCHYARD_TEST_PLUGIN_DIR={}",
         testing_dir.display()
+    );
+    println!(
+        "cargo:rustc-env=SWITCHYARD_PLUGIN_BUILD_DIR={}",
+        target_dir.display()
     );
 
     if env::var_os("SWITCHYARD_SKIP_PLUGIN_BUILD").is_some_and(|v| v != "0") {
@@ -175,7 +187,10 @@ fn watch_sources(dir: &Path) {
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target") {
+            if path
+                .file_name()
+                .is_some_and(|n| NOT_SOURCES.iter().any(|skip| n == *skip))
+            {
                 continue;
             }
             watch_sources(&path);
@@ -270,14 +285,14 @@ fn build_plugins(plugins: &Path, target_dir: &Path) {
     }
 }
 
-/// Copies built components to their published names, touching a file only
-/// when its content changed so downstream mtimes stay stable.
-fn publish(built: &Path, dest: &Path, plugins: &[(&str, &str)]) {
+/// Copies built components into `dest` under the same names, touching a file
+/// only when its content changed so downstream mtimes stay stable.
+fn publish(built: &Path, dest: &Path, plugins: &[&str]) {
     if let Err(e) = fs::create_dir_all(dest) {
         panic!("could not create {}: {e}", dest.display());
     }
-    for (stem, name) in plugins {
-        let from = built.join(format!("{stem}.wasm"));
+    for name in plugins {
+        let from = built.join(format!("{name}.wasm"));
         let to = dest.join(format!("{name}.wasm"));
         let bytes = match fs::read(&from) {
             Ok(bytes) => bytes,
@@ -288,6 +303,65 @@ fn publish(built: &Path, dest: &Path, plugins: &[(&str, &str)]) {
         }
         if let Err(e) = fs::write(&to, &bytes) {
             panic!("could not write {}: {e}", to.display());
+        }
+    }
+}
+
+/// Writes `OUT_DIR/scaffold_files.rs`: every file of the SDK crate and of the
+/// WIT package, plus the plugins' lock file, as `include_str!` entries keyed by
+/// the path `plugin new` gives them in a new plugin's `switchyard-policy/`
+/// directory.
+fn embed_scaffold(root: &Path) {
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    let sdk = root.join("plugins").join("sdk");
+    collect(&sdk, &sdk, &mut files);
+    let wit = root.join("wit");
+    let mut wit_files = Vec::new();
+    collect(&wit, &wit, &mut wit_files);
+    files.extend(
+        wit_files
+            .into_iter()
+            .map(|(rel, path)| (format!("wit/{rel}"), path)),
+    );
+    files.push(("Cargo.lock".into(), root.join("plugins").join("Cargo.lock")));
+    files.sort();
+    let mut out = String::from("&[\n");
+    for (rel, path) in &files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        out.push_str(&format!(
+            "    ({rel:?}, include_str!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    out.push_str("]\n");
+    let dest =
+        PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets it")).join("scaffold_files.rs");
+    if let Err(e) = fs::write(&dest, out) {
+        panic!("could not write {}: {e}", dest.display());
+    }
+}
+
+/// Files under `dir` (skipping build output), with their path relative to
+/// `base` written with `/`.
+fn collect(base: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        panic!("cannot read {}", dir.display());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if !path
+                .file_name()
+                .is_some_and(|n| NOT_SOURCES.iter().any(|skip| n == *skip))
+            {
+                collect(base, &path, out);
+            }
+        } else if let Ok(rel) = path.strip_prefix(base) {
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push((rel.join("/"), path));
         }
     }
 }

@@ -573,7 +573,7 @@ async fn admin_connections_get_head_and_idle_timeouts() {
     assert!(
         metric(
             &metrics,
-            "switchyard_client_errors_total{kind=\"header_timeout\"}"
+            "switchyard_client_errors_total{reason=\"header_timeout\"}"
         ) >= 1.0,
         "{metrics}"
     );

@@ -421,10 +421,17 @@ async fn ctl_drives_the_admin_api_and_prints_tables() {
             .unwrap();
     assert!(ok, "{err}");
     assert!(out.contains("\"admin_state\":\"drain"), "{out}");
-    let (ok, out, _) =
+    // Blue's only backend is draining, so the split needs --force.
+    let (ok, _, err) =
         tokio::task::spawn_blocking(move || ctl(admin, &["split", "app", "blue=90", "green=10"]))
             .await
             .unwrap();
+    assert!(!ok && err.contains("no usable backend"), "{err}");
+    let (ok, out, _) = tokio::task::spawn_blocking(move || {
+        ctl(admin, &["split", "app", "blue=90", "green=10", "--force"])
+    })
+    .await
+    .unwrap();
     assert!(ok && out.contains("\"green\":10"), "{out}");
     let (ok, table, _) = tokio::task::spawn_blocking(move || ctl(admin, &["status"]))
         .await

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use switchyard::plugin::{
     BreakerState, BreakerStats, FailureKind, HealthVerdict, InstanceReuse, Outcome, Plugin,
-    PluginError, PluginKind, PluginRuntime, PluginSpec, ProbeError, ProbeReport, QuarantinePolicy,
-    RecoveryAction, RouteCandidate, RouteDecision, RouteRequest, shipped_plugin_dir,
-    test_plugin_dir,
+    PluginError, PluginKind, PluginRuntime, PluginSpec, ProbeError, ProbeReport, ProbeTarget,
+    QuarantinePolicy, RecoveryAction, RouteCandidate, RouteDecision, RouteRequest,
+    shipped_plugin_dir, test_plugin_dir,
 };
 
 /// Upper bound for a call that must be cut off by a 2 ms deadline, generous
@@ -257,7 +257,7 @@ fn json_health_judges_status_documents() {
     let p = load(
         "json",
         PluginKind::Health,
-        shipped("json-health"),
+        shipped("json_health"),
         r#"{"required":{"checks.db":["up"]},"optional":{"checks.cache":["up"]},"degraded-percent":40}"#,
     )
     .expect("load");
@@ -307,7 +307,7 @@ fn adaptive_breaker_opens_backs_off_and_closes() {
     let p = load(
         "breaker",
         PluginKind::Recovery,
-        shipped("adaptive-breaker"),
+        shipped("adaptive_breaker"),
         r#"{"consecutive-failures":3,"base-open-ms":100,"max-open-ms":500}"#,
     )
     .expect("load");
@@ -449,6 +449,7 @@ fn repeated_failures_quarantine_the_plugin() {
         window: Duration::from_secs(10),
         min_calls: 10,
         max_error_ratio: 0.5,
+        consecutive_failures: 0,
         cool_off: Duration::from_millis(300),
     };
     let p = runtime().load(&spec).expect("load");
@@ -507,7 +508,7 @@ fn init_failures_refuse_the_load() {
 
 #[test]
 fn hostile_health_verdicts_are_validated() {
-    let spec = PluginSpec::new("hh", PluginKind::Health, testing("hostile-health"));
+    let spec = PluginSpec::new("hh", PluginKind::Health, testing("hostile_health"));
     let p = runtime().load(&spec).expect("load");
     let h = p.as_health().expect("health");
     let with_latency = |us| ProbeReport {
@@ -531,16 +532,77 @@ fn hostile_health_verdicts_are_validated() {
     assert_eq!(h.evaluate(&with_latency(9)).ok(), Some(HealthVerdict::Up));
 }
 
+fn target(pool: &str) -> ProbeTarget<'_> {
+    ProbeTarget {
+        pool,
+        address: "127.0.0.1:8080",
+    }
+}
+
+#[test]
+fn probe_requests_are_asked_for_and_validated() {
+    let p = load("hh", PluginKind::Health, testing("hostile_health"), "{}").expect("load");
+    let h = p.as_health().expect("health");
+    assert!(h.has_probe_request());
+    let custom = h
+        .probe_request(&target("custom"))
+        .expect("call")
+        .expect("a custom probe");
+    assert_eq!(custom.method, http::Method::GET);
+    assert_eq!(custom.path, "/custom?from=plugin");
+    assert_eq!(custom.headers["x-probe"], "hostile");
+    assert_eq!(h.probe_request(&target("app")).ok(), Some(None));
+    for pool in ["bad-method", "bad-path", "forbidden-header"] {
+        let r = h.probe_request(&target(pool));
+        assert!(matches!(r, Err(PluginError::Invalid(_))), "{pool}: {r:?}");
+    }
+    let start = Instant::now();
+    let r = h.probe_request(&target("spin"));
+    assert!(matches!(r, Err(PluginError::Timeout { .. })), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(p.stats().errors_of("invalid"), 3);
+
+    // The SDK always exports it; its default answer keeps the configured probe.
+    let json = load("json", PluginKind::Health, shipped("json_health"), "{}").expect("load");
+    let json = json.as_health().expect("health");
+    assert!(json.has_probe_request());
+    assert_eq!(json.probe_request(&target("app")).ok(), Some(None));
+}
+
+#[test]
+fn a_plugin_built_against_0_1_0_still_loads_and_is_never_asked_for_a_probe() {
+    let info = switchyard::plugin::inspect(&testing("legacy_health")).expect("inspect");
+    assert!(
+        info.imports
+            .iter()
+            .any(|i| i.name == "switchyard:policy/health-types@0.1.0"),
+        "built against 0.1.0: {info}"
+    );
+    let p = load("legacy", PluginKind::Health, testing("legacy_health"), "{}").expect("load");
+    let h = p.as_health().expect("health");
+    assert!(!h.has_probe_request());
+    assert_eq!(h.probe_request(&target("custom")).ok(), Some(None));
+    assert_eq!(
+        p.stats().calls(),
+        0,
+        "no call was made for the missing export"
+    );
+    assert_eq!(
+        h.evaluate(&probe(Some(503), b"", None)).ok(),
+        Some(HealthVerdict::Down("legacy: status 503".into()))
+    );
+}
+
 // ---------------------------------------------------------------- loading
 
 #[test]
 fn wrong_world_is_a_clear_error() {
-    let err = load("ww", PluginKind::Routing, testing("wrong-world"), "{}").expect_err("routing");
+    let err = load("ww", PluginKind::Routing, testing("wrong_world"), "{}").expect_err("routing");
     assert!(
         matches!(err, PluginError::WrongWorld { expected: "routing", ref found } if found.contains("choose")),
         "{err}"
     );
-    let err = load("ww", PluginKind::Health, testing("wrong-world"), "{}").expect_err("health");
+    let err = load("ww", PluginKind::Health, testing("wrong_world"), "{}").expect_err("health");
     assert!(
         matches!(err, PluginError::WrongWorld { ref found, .. } if found.contains("evaluate")),
         "{err}"
@@ -613,9 +675,9 @@ fn inspect_reports_worlds_and_imports() {
     let text = info.to_string();
     assert!(text.contains("verdict: loads as routing"), "{text}");
 
-    let info = switchyard::plugin::inspect(&shipped("json-health")).expect("inspect");
+    let info = switchyard::plugin::inspect(&shipped("json_health")).expect("inspect");
     assert_eq!(info.loadable_as(), vec![PluginKind::Health]);
-    let info = switchyard::plugin::inspect(&testing("wrong-world")).expect("inspect");
+    let info = switchyard::plugin::inspect(&testing("wrong_world")).expect("inspect");
     assert!(info.loadable_as().is_empty());
     assert!(info.to_string().contains("will NOT load"));
 }
@@ -633,7 +695,7 @@ fn plugin_check_command_reports_the_world_and_exit_status() {
     let stdout = String::from_utf8_lossy(&ok.stdout);
     assert!(ok.status.success(), "{stdout}");
     assert!(stdout.contains("loads as routing"), "{stdout}");
-    let wrong = run(&switchyard::plugin::test_plugin_dir().join("wrong-world.wasm"));
+    let wrong = run(&switchyard::plugin::test_plugin_dir().join("wrong_world.wasm"));
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stdout).contains("will NOT load"));
 }

@@ -179,7 +179,7 @@ async fn json_health_plugin_judges_backends_by_their_status_document() {
         plugin_table(
             "json",
             "health",
-            &shipped("json-health.wasm"),
+            &shipped("json_health.wasm"),
             "config = { field = \"status\", up = [\"ok\"], required = { \"checks.db\" = [\"up\"] }, \
              optional = { \"checks.cache\" = [\"up\"] }, degraded-percent = 50 }",
         )
@@ -257,7 +257,7 @@ async fn adaptive_breaker_plugin_ejects_a_failing_backend() {
         plugin_table(
             "adaptive",
             "recovery",
-            &shipped("adaptive-breaker.wasm"),
+            &shipped("adaptive_breaker.wasm"),
             "config = { consecutive-failures = 2, base-open-ms = 60000, max-open-ms = 60000 }",
         )
     );
@@ -435,7 +435,7 @@ async fn slow_routing_calls_are_shed_so_they_cannot_hold_every_worker() {
 fn request_path_plugins_may_not_take_longer_than_50ms() {
     let table = |kind: &str, timeout: &str| {
         let path = if kind == "health" {
-            shipped("json-health.wasm")
+            shipped("json_health.wasm")
         } else {
             shipped("canary.wasm")
         };
@@ -675,7 +675,7 @@ async fn breaker_state_survives_a_new_recovery_plugin_version() {
             plugin_table(
                 "adaptive",
                 "recovery",
-                &shipped("adaptive-breaker.wasm"),
+                &shipped("adaptive_breaker.wasm"),
                 &format!(
                     "config = {{ consecutive-failures = {threshold}, base-open-ms = 60000, max-open-ms = 60000 }}"
                 ),
@@ -717,4 +717,346 @@ async fn breaker_state_survives_a_new_recovery_plugin_version() {
     }
     assert_eq!(bad.hits(), hits, "the ejected backend stays ejected");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_describe_plugins_from_the_start() {
+    let stable = TestBackend::start("stable").await;
+    let canary = TestBackend::start("canary").await;
+    let extra = format!(
+        "balance = \"plugin:canary\"\nfallback_balance = \"weighted\"\n{}",
+        plugin_table(
+            "canary",
+            "routing",
+            &shipped("canary.wasm"),
+            "config = { header = \"x-canary\", canary = [1] }",
+        )
+    );
+    let proxy = start_proxy(&simple_config(&[&stable, &canary], &extra)).await;
+    let s = status(&proxy).await;
+    let pool = &s["pools"][0];
+    assert_eq!(pool["balance"], "plugin:canary", "{pool}");
+    assert_eq!(pool["fallback_balance"], "weighted", "{pool}");
+    assert_eq!(pool["backends"][1]["index"], 1);
+    let plugin = plugin_status(&s, "canary");
+    assert_eq!(plugin["reloads"], 0);
+    assert_eq!(plugin["reload_failures"], 0);
+    assert!(plugin["last_reload_error"].is_null(), "{plugin}");
+
+    // Before any reload, every series an alert would watch exists, at 0.
+    let metrics = metrics_text(&proxy).await;
+    for series in [
+        "switchyard_reload_failures_total{what=\"config\"} 0",
+        "switchyard_reload_failures_total{what=\"plugin\"} 0",
+        "switchyard_plugin_reloads_total{plugin=\"canary\",result=\"ok\"} 0",
+        "switchyard_plugin_reloads_total{plugin=\"canary\",result=\"failed\"} 0",
+        "switchyard_plugin_quarantined{plugin=\"canary\"} 0",
+    ] {
+        assert!(metrics.contains(series), "missing `{series}`:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("switchyard_plugin_loaded{plugin=\"canary\",kind=\"routing\",digest=\""),
+        "{metrics}"
+    );
+    assert_promtool_accepts(&metrics);
+
+    // A native pool shows its balance alone.
+    let native = start_proxy(&simple_config(&[&stable], "balance = \"least-request\"")).await;
+    let s = status(&native).await;
+    assert_eq!(s["pools"][0]["balance"], "least-request");
+    assert!(s["pools"][0]["fallback_balance"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_samples_record_inputs_decisions_and_cost() {
+    let stable = TestBackend::start("stable").await;
+    let canary = TestBackend::start("canary").await;
+    let extra = format!(
+        "balance = \"plugin:canary\"\n[pool.app.health]\ntype = \"tcp\"\ninterval = \"1s\"\nevaluate = \"plugin:legacy\"\n{}{}",
+        plugin_table(
+            "canary",
+            "routing",
+            &shipped("canary.wasm"),
+            "config = { header = \"x-canary\", canary = [1] }",
+        ),
+        plugin_table("legacy", "health", &testing("legacy_health.wasm"), ""),
+    );
+    let proxy = start_proxy(&simple_config(&[&stable, &canary], &extra)).await;
+    let c = client();
+    let url = format!("http://{}/items", proxy.web);
+    let (code, backend, _) = get_with(&c, &url, Some(("x-canary", "1"))).await;
+    assert_eq!((code, backend.as_str()), (200, "canary"));
+    let (code, samples) = admin_call(&proxy, "GET", "/plugins/canary/samples", "").await;
+    assert_eq!(code, 200, "{samples}");
+    let first = &samples["samples"][0];
+    assert_eq!(first["kind"], "live", "{samples}");
+    assert_eq!(first["pool"], "app");
+    assert_eq!(first["request"]["path"], "/items");
+    assert_eq!(
+        first["request"]["headers"],
+        serde_json::json!([{ "name": "x-canary", "value": "1" }])
+    );
+    assert_eq!(first["candidates"].as_array().unwrap().len(), 2);
+    assert_eq!(first["decision"], serde_json::json!({ "backend": 1 }));
+    assert!(first["call_us"].as_f64().unwrap() > 0.0);
+    // At most one ordinary sample per quarter second.
+    for _ in 0..20 {
+        get(&c, &url).await;
+    }
+    let (_, samples) = admin_call(&proxy, "GET", "/plugins/canary/samples", "").await;
+    assert!(
+        samples["samples"].as_array().unwrap().len() <= 3,
+        "{samples}"
+    );
+
+    let (code, _) = admin_call(&proxy, "GET", "/plugins/legacy/samples", "").await;
+    assert_eq!(code, 409, "health plugins are not sampled");
+    let (code, _) = admin_call(&proxy, "GET", "/plugins/nope/samples", "").await;
+    assert_eq!(code, 404);
+    let (code, _) = admin_call(&proxy, "POST", "/plugins/canary/samples", "").await;
+    assert_eq!(code, 405);
+}
+
+/// Samples show what requests carried, so they sit behind the admin API's guards
+/// like `/status`: a foreign Host name is refused, and a configured token is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_samples_need_the_admin_token_and_an_admin_host_name() {
+    let stable = TestBackend::start("stable").await;
+    let canary = TestBackend::start("canary").await;
+    let token = "samples-are-guarded-0123456789";
+    let extra = format!(
+        "balance = \"plugin:canary\"\n{}",
+        plugin_table(
+            "canary",
+            "routing",
+            &shipped("canary.wasm"),
+            "config = { header = \"x-canary\", canary = [1] }",
+        ),
+    );
+    let config = simple_config(&[&stable, &canary], &extra).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\""),
+    );
+    let proxy = start_proxy(&config).await;
+    let c = client();
+    let (code, backend, _) = get_with(
+        &c,
+        &format!("http://{}/items", proxy.web),
+        Some(("x-canary", "secret-tenant")),
+    )
+    .await;
+    assert_eq!((code, backend.as_str()), (200, "canary"));
+    let url = format!("http://{}/plugins/canary/samples", proxy.admin);
+    let (code, _, body) = get(&c, &url).await;
+    assert_eq!(code, 401, "no token: {}", String::from_utf8_lossy(&body));
+    let rebound = format!("attacker.test:{}", proxy.admin.port());
+    let (code, _, body) = get_with(&c, &url, Some(("host", &rebound))).await;
+    assert_eq!(
+        code,
+        421,
+        "foreign Host: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(!String::from_utf8_lossy(&body).contains("secret-tenant"));
+    let bearer = format!("Bearer {token}");
+    let (code, _, body) = get_with(&c, &url, Some(("authorization", &bearer))).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("secret-tenant"), "{body}");
+}
+
+/// The requests a backend saw: path and query, and the `x-probe` header.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A backend that answers everything 200 and records each request's path and
+/// `x-probe` header.
+async fn recording_backend(seen: Seen) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let probe = req
+                        .headers()
+                        .get("x-probe")
+                        .map_or(String::new(), |v| v.to_str().unwrap_or("").to_string());
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map_or(String::new(), |p| p.as_str().to_string());
+                    seen.lock().push((path, probe));
+                    async move {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+/// `probe-request` in the health loop: a custom probe is sent as asked; a plugin
+/// that asks for an invalid one, or (built against 0.1.0) has no such export, gets
+/// the configured probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_plugins_choose_probes_and_bad_choices_fall_back_to_the_configured_one() {
+    let seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
+    let mut addresses = Vec::new();
+    for s in &seen {
+        addresses.push(recording_backend(Arc::clone(s)).await);
+    }
+    let pool = |name: &str, address: SocketAddr, plugin: &str| {
+        format!(
+            "[pool.{name}]\nbackends = [{{ address = \"{address}\" }}]\n\
+             [pool.{name}.health]\npath = \"/configured\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\n\
+             rise = 1\nfall = 1\nevaluate = \"plugin:{plugin}\"\n"
+        )
+    };
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"custom\"\n{}{}{}{}{}",
+        pool("custom", addresses[0], "hh"),
+        pool("bad-path", addresses[1], "hh"),
+        pool("old", addresses[2], "legacy"),
+        plugin_table("hh", "health-check", &testing("hostile_health.wasm"), ""),
+        plugin_table("legacy", "health", &testing("legacy_health.wasm"), ""),
+    );
+    let proxy = start_proxy(&config).await;
+    let probed = |i: usize| seen[i].lock().len() >= 2;
+    assert!(
+        eventually(Duration::from_secs(10), || probed(0)
+            && probed(1)
+            && probed(2))
+        .await,
+        "every backend was probed"
+    );
+    for (path, probe) in seen[0].lock().iter() {
+        assert_eq!(
+            (path.as_str(), probe.as_str()),
+            ("/custom?from=plugin", "hostile")
+        );
+    }
+    for i in [1, 2] {
+        for (path, probe) in seen[i].lock().iter() {
+            assert_eq!(
+                (path.as_str(), probe.as_str()),
+                ("/configured", ""),
+                "backend {i}"
+            );
+        }
+    }
+    let s = status(&proxy).await;
+    let hh = plugin_status(&s, "hh");
+    assert!(hh["errors"]["invalid"].as_u64().unwrap() >= 2, "{hh}");
+    assert_eq!(hh["probe_request"], true);
+    assert_eq!(plugin_status(&s, "legacy")["probe_request"], false);
+    for pool in s["pools"].as_array().unwrap() {
+        assert_eq!(pool["backends"][0]["health"], "up", "{pool}");
+    }
+}
+
+/// A reload a plugin's `init` refuses names the refused value's place in the file,
+/// once; a plugin that does not load for another reason is named by its `path`.
+#[tokio::test]
+async fn a_refused_reload_names_the_plugin_config_value_once() {
+    let backend = TestBackend::start("a").await;
+    let text = |path: &str, canary: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+             [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+             [pool.app]\nbalance = \"plugin:canary\"\nbackends = [{{ address = \"{}\" }}]\n\
+             [plugin.canary]\nkind = \"routing\"\npath = '{path}'\n\
+             [plugin.canary.config]\nheader = \"x-canary\"\ncanary = {canary}\n",
+            backend.addr
+        )
+    };
+    let canary = shipped("canary.wasm");
+    let proxy = start_proxy(&text(&canary, "[0]")).await;
+    let refused = Config::parse(Path::new("sy.toml"), &text(&canary, "[0, \"two\"]")).unwrap();
+    let error = proxy.server.apply(refused).await.unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "sy.toml:18:14: plugin.canary.config.canary[1]: invalid type: string \"two\", expected u32"
+    );
+    let wrong = testing("wrong_world.wasm");
+    let refused = Config::parse(Path::new("sy.toml"), &text(&wrong, "[0]")).unwrap();
+    let error = proxy.server.apply(refused).await.unwrap_err().to_string();
+    assert!(
+        error.starts_with("sy.toml:15:8: plugin.canary.path: plugin `canary`: "),
+        "{error}"
+    );
+    let s = status(&proxy).await;
+    assert_eq!(
+        plugin_status(&s, "canary")["digest"],
+        switchyard::plugin::sha256_hex(&std::fs::read(&canary).unwrap()),
+        "a refused reload replaced the running version"
+    );
+}
+
+/// A `config` value a plugin refuses is reported at its line in the config file.
+#[test]
+fn plugin_config_errors_point_into_the_toml_file() {
+    let text = format!(
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbalance = \"plugin:canary\"\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n\
+         [plugin.canary]\nkind = \"routing\"\npath = '{}'\n\
+         [plugin.canary.config]\nheader = \"x-canary\"\ncanary = [1, \"two\"]\n",
+        shipped("canary.wasm")
+    );
+    let config = Config::parse(Path::new("sy.toml"), &text).unwrap();
+    let runtime = switchyard::plugin::PluginRuntime::new().unwrap();
+    let plugin = &config.plugins["canary"];
+    let err = runtime.load(&plugin.spec).unwrap_err();
+    assert_eq!(
+        plugin.locate_error(&err).as_deref(),
+        Some(
+            "sy.toml:16:14: plugin.canary.config.canary[1]: invalid type: string \"two\", expected u32"
+        )
+    );
+    // A field the plugin does not know, and one missing from the table.
+    let unknown = text.replace("canary = [1, \"two\"]", "canary = [1]\npercnt = 5");
+    let config = Config::parse(Path::new("sy.toml"), &unknown).unwrap();
+    let plugin = &config.plugins["canary"];
+    let err = runtime.load(&plugin.spec).unwrap_err();
+    let located = plugin.locate_error(&err).unwrap();
+    assert!(
+        located.starts_with("sy.toml:17:1: plugin.canary.config.percnt: unknown field"),
+        "{located}"
+    );
+    // A key that is not a plain word, as json-health's dotted paths are.
+    let quoted = format!(
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n\
+         [pool.app.health]\nevaluate = \"plugin:json\"\n\
+         [plugin.json]\nkind = \"health-check\"\npath = '{}'\n\
+         config = {{ required = {{ \"checks.db\" = \"up\" }} }}\n",
+        shipped("json_health.wasm")
+    );
+    let config = Config::parse(Path::new("sy.toml"), &quoted).unwrap();
+    let plugin = &config.plugins["json"];
+    let err = runtime.load(&plugin.spec).unwrap_err();
+    assert_eq!(
+        plugin.locate_error(&err).as_deref(),
+        Some(
+            "sy.toml:15:25: plugin.json.config.required.\"checks.db\": invalid type: string \"up\", expected a sequence"
+        )
+    );
+    let missing = text.replace("canary = [1, \"two\"]", "");
+    let config = Config::parse(Path::new("sy.toml"), &missing).unwrap();
+    let plugin = &config.plugins["canary"];
+    let err = runtime.load(&plugin.spec).unwrap_err();
+    assert_eq!(
+        plugin.locate_error(&err).as_deref(),
+        Some("sy.toml:14:16: plugin.canary.config: missing field `canary`")
+    );
 }

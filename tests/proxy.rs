@@ -284,7 +284,7 @@ async fn oversized_heads_get_431() {
     let (_, _, metrics) = get(&client(), &format!("http://{}/metrics", proxy.admin)).await;
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
-        metrics.contains("switchyard_client_errors_total{kind=\"header_too_large\"} 2"),
+        metrics.contains("switchyard_client_errors_total{reason=\"header_too_large\"} 2"),
         "{metrics}"
     );
 }

@@ -86,11 +86,11 @@ END {
             if (!((C[i] SUBSEP n) in nruns) || !((ref SUBSEP n) in nruns)) continue
             report(C[i], ref, i, 1, n)
         }
-        # a policy plugin is also compared with the native balancer
+        # a policy plugin, and a second build, are also compared with the native balancer
         nat = 0
         for (i = 1; i <= nc; i++) if (C[i] == "switchyard") nat = i
         for (i = 1; i <= nc; i++) {
-            if (C[i] != "switchyard-policy" || !nat || nat == 1) continue
+            if ((C[i] != "switchyard-policy" && C[i] != "switchyard-b") || !nat || nat == 1) continue
             if (!((C[i] SUBSEP n) in nruns) || !((C[nat] SUBSEP n) in nruns)) continue
             report(C[i], C[nat], i, nat, n)
         }

@@ -4,6 +4,11 @@
 //! few atomics; the state transitions, which are rare, take a short lock so two
 //! racing failures cannot open the breaker twice. Open periods grow exponentially
 //! with each re-open from half-open and are capped by `max_open_for`.
+//!
+//! A half-open breaker hands out [`Trial`] tokens. A trial ends by reporting an
+//! outcome, or by being given back ([`Breaker::return_trial`]) when its request was
+//! cancelled; a trial that does neither expires after `trial_timeout`, and the
+//! breaker then admits fresh trials, so a lost one can never wedge it half-open.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -73,6 +78,23 @@ impl std::fmt::Display for TripReason {
 #[error("circuit breaker is open")]
 pub struct Rejected;
 
+/// A half-open trial handed to one request. Report its outcome (which consumes it)
+/// or give it back with [`Breaker::return_trial`]; it belongs to one half-open
+/// period, so a late return never adds a permit to a later one.
+#[must_use = "a trial is reported or returned to the breaker"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Trial {
+    epoch: u64,
+}
+
+/// What [`Breaker::try_acquire`] granted: maybe a transition to log, and the trial
+/// token when the request is a half-open trial.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Admission {
+    pub transition: Option<Transition>,
+    pub trial: Option<Trial>,
+}
+
 /// A state change the caller should log and export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -100,6 +122,11 @@ pub struct Breaker {
     open_until_ms: AtomicU64,
     trial_permits: AtomicU32,
     trial_successes: AtomicU32,
+    /// Counts half-open periods (and trial re-arms); a [`Trial`] carries the value
+    /// it was taken under.
+    trial_epoch: AtomicU64,
+    /// When the trials handed out in this half-open period expire (clock ms).
+    trial_deadline_ms: AtomicU64,
     consecutive_failures: AtomicU32,
     /// Re-opens in a row without a full recovery; drives the exponential open period.
     reopen_streak: AtomicU32,
@@ -151,19 +178,22 @@ impl Breaker {
         match self.state() {
             BreakerState::Closed => true,
             BreakerState::Open => now_ms >= self.open_until_ms.load(Ordering::Relaxed),
-            BreakerState::HalfOpen => self.trial_permits.load(Ordering::Relaxed) > 0,
+            BreakerState::HalfOpen => {
+                self.trial_permits.load(Ordering::Relaxed) > 0
+                    || now_ms >= self.trial_deadline_ms.load(Ordering::Relaxed)
+            }
         }
     }
 
     /// Claims admission for one request. An expired open period turns half-open here,
-    /// and a half-open breaker hands out at most `half_open_requests` trials.
-    pub fn try_acquire(
-        &self,
-        config: &BreakerConfig,
-        now_ms: u64,
-    ) -> Result<Option<Transition>, Rejected> {
+    /// and a half-open breaker hands out at most `half_open_requests` trials at once;
+    /// trials that neither report nor come back within `trial_timeout` expire.
+    pub fn try_acquire(&self, config: &BreakerConfig, now_ms: u64) -> Result<Admission, Rejected> {
         match self.state() {
-            BreakerState::Closed => Ok(None),
+            BreakerState::Closed => Ok(Admission {
+                transition: None,
+                trial: None,
+            }),
             BreakerState::Open => {
                 if now_ms < self.open_until_ms.load(Ordering::Relaxed) {
                     return Err(Rejected);
@@ -171,9 +201,7 @@ impl Breaker {
                 let transition = {
                     let _guard = self.transition.lock();
                     if self.state() == BreakerState::Open {
-                        self.trial_permits
-                            .store(config.half_open_requests.max(1), Ordering::Relaxed);
-                        self.trial_successes.store(0, Ordering::Relaxed);
+                        self.arm_trials(config.half_open_requests, config, now_ms);
                         self.state
                             .store(BreakerState::HalfOpen as u8, Ordering::Release);
                         Some(Transition::HalfOpened)
@@ -181,20 +209,77 @@ impl Breaker {
                         None
                     }
                 };
-                self.take_trial_permit().map(|()| transition)
+                self.take_trial_permit(config, now_ms)
+                    .map(|trial| Admission { transition, trial })
             }
-            BreakerState::HalfOpen => self.take_trial_permit().map(|()| None),
+            BreakerState::HalfOpen => {
+                self.take_trial_permit(config, now_ms)
+                    .map(|trial| Admission {
+                        transition: None,
+                        trial,
+                    })
+            }
         }
     }
 
-    fn take_trial_permit(&self) -> Result<(), Rejected> {
-        if self.state() == BreakerState::Closed {
-            return Ok(());
+    /// Gives back a trial whose request ended without an outcome (the client went
+    /// away, or the failure was the client's): the next request may take it.
+    pub fn return_trial(&self, trial: Trial) {
+        if self.state() != BreakerState::HalfOpen
+            || self.trial_epoch.load(Ordering::Acquire) != trial.epoch
+        {
+            return;
         }
-        self.trial_permits
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |p| p.checked_sub(1))
-            .map(|_| ())
-            .map_err(|_| Rejected)
+        let _guard = self.transition.lock();
+        if self.state() == BreakerState::HalfOpen
+            && self.trial_epoch.load(Ordering::Acquire) == trial.epoch
+        {
+            self.trial_permits.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Starts a fresh set of `trials` trials (a new epoch); the caller holds the lock.
+    fn arm_trials(&self, trials: u32, config: &BreakerConfig, now_ms: u64) {
+        self.trial_epoch.fetch_add(1, Ordering::AcqRel);
+        self.trial_permits.store(trials.max(1), Ordering::Relaxed);
+        self.trial_successes.store(0, Ordering::Relaxed);
+        self.trial_deadline_ms.store(
+            now_ms.saturating_add(config.trial_timeout.as_millis() as u64),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn take_trial_permit(
+        &self,
+        config: &BreakerConfig,
+        now_ms: u64,
+    ) -> Result<Option<Trial>, Rejected> {
+        loop {
+            if self.state() == BreakerState::Closed {
+                return Ok(None);
+            }
+            let epoch = self.trial_epoch.load(Ordering::Acquire);
+            if self
+                .trial_permits
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |p| p.checked_sub(1))
+                .is_ok()
+            {
+                return Ok(Some(Trial { epoch }));
+            }
+            if now_ms < self.trial_deadline_ms.load(Ordering::Relaxed) {
+                return Err(Rejected);
+            }
+            // Every trial of this period is out and none reported in time: they
+            // are lost (a cancelled request whose token never came back). Admit
+            // a fresh set rather than stay half-open for good.
+            let _guard = self.transition.lock();
+            if self.state() == BreakerState::HalfOpen
+                && self.trial_epoch.load(Ordering::Acquire) == epoch
+                && now_ms >= self.trial_deadline_ms.load(Ordering::Relaxed)
+            {
+                self.arm_trials(config.half_open_requests, config, now_ms);
+            }
+        }
     }
 
     /// Counts one outcome (consecutive failures and the sliding window) without
@@ -322,13 +407,17 @@ impl Breaker {
 
     /// Moves an open breaker to half-open now, with `trials` trial requests (used by
     /// recovery plugins).
-    pub fn force_half_open(&self, trials: u32) -> Option<Transition> {
+    pub fn force_half_open(
+        &self,
+        trials: u32,
+        config: &BreakerConfig,
+        now_ms: u64,
+    ) -> Option<Transition> {
         let _guard = self.transition.lock();
         if self.state() == BreakerState::HalfOpen {
             return None;
         }
-        self.trial_permits.store(trials.max(1), Ordering::Relaxed);
-        self.trial_successes.store(0, Ordering::Relaxed);
+        self.arm_trials(trials, config, now_ms);
         self.state
             .store(BreakerState::HalfOpen as u8, Ordering::Release);
         Some(Transition::HalfOpened)
@@ -403,8 +492,16 @@ mod tests {
             max_open_for: Duration::from_millis(350),
             half_open_requests: 2,
             max_ejected_percent: 50,
+            trial_timeout: Duration::from_millis(500),
             plugin: None,
         }
+    }
+
+    fn trip(b: &Breaker, c: &BreakerConfig, now: u64) {
+        for _ in 0..c.consecutive_failures {
+            let _ = b.record_failure(c, now, || true);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
     }
 
     #[test]
@@ -419,12 +516,86 @@ mod tests {
         ));
         assert!(!b.may_admit(1050));
         assert!(b.try_acquire(&c, 1050).is_err());
-        assert_eq!(b.try_acquire(&c, 1100), Ok(Some(Transition::HalfOpened)));
-        assert_eq!(b.try_acquire(&c, 1100), Ok(None));
+        let first = b.try_acquire(&c, 1100).unwrap();
+        assert_eq!(first.transition, Some(Transition::HalfOpened));
+        assert!(first.trial.is_some());
+        let second = b.try_acquire(&c, 1100).unwrap();
+        assert_eq!(second.transition, None);
+        assert!(second.trial.is_some());
         assert!(b.try_acquire(&c, 1100).is_err(), "only two trials");
         assert_eq!(b.record_success(&c, 1110), None);
         assert_eq!(b.record_success(&c, 1120), Some(Transition::Closed));
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_returned_trial_admits_the_next_request() {
+        let b = Breaker::default();
+        let c = BreakerConfig {
+            half_open_requests: 1,
+            ..config()
+        };
+        trip(&b, &c, 0);
+        let trial = b.try_acquire(&c, 100).unwrap().trial.unwrap();
+        assert!(b.try_acquire(&c, 110).is_err());
+        assert!(!b.may_admit(110));
+        b.return_trial(trial);
+        assert!(b.may_admit(120));
+        let again = b.try_acquire(&c, 120).unwrap();
+        assert!(again.trial.is_some());
+        assert_eq!(b.record_success(&c, 130), Some(Transition::Closed));
+    }
+
+    #[test]
+    fn a_lost_trial_expires_and_fresh_trials_are_admitted() {
+        let b = Breaker::default();
+        let c = BreakerConfig {
+            half_open_requests: 1,
+            ..config()
+        };
+        trip(&b, &c, 0);
+        // The trial is taken and never reported nor returned.
+        let lost = b.try_acquire(&c, 100).unwrap().trial.unwrap();
+        assert!(
+            b.try_acquire(&c, 599).is_err(),
+            "still within trial_timeout"
+        );
+        assert!(b.may_admit(600));
+        let fresh = b.try_acquire(&c, 600).unwrap();
+        assert!(fresh.trial.is_some(), "expired trials are re-armed");
+        // The lost trial comes back late: it belongs to the old epoch and adds nothing.
+        b.return_trial(lost);
+        assert!(b.try_acquire(&c, 610).is_err());
+        assert_eq!(b.record_success(&c, 620), Some(Transition::Closed));
+    }
+
+    #[test]
+    fn a_trial_returned_after_a_reopen_adds_nothing() {
+        let b = Breaker::default();
+        let c = config();
+        trip(&b, &c, 0);
+        let a = b.try_acquire(&c, 100).unwrap().trial.unwrap();
+        let _b2 = b.try_acquire(&c, 100).unwrap().trial.unwrap();
+        assert!(matches!(
+            b.record_failure(&c, 105, || true),
+            Some(Transition::Opened {
+                reason: TripReason::TrialFailed,
+                ..
+            })
+        ));
+        b.return_trial(a);
+        assert!(
+            !b.may_admit(150),
+            "open again: a returned trial does not admit"
+        );
+        let until = b.open_until_ms();
+        let next = b.try_acquire(&c, until).unwrap();
+        assert_eq!(next.transition, Some(Transition::HalfOpened));
+        let _ = b.try_acquire(&c, until).unwrap();
+        assert!(
+            b.try_acquire(&c, until).is_err(),
+            "exactly half_open_requests trials"
+        );
     }
 
     #[test]
@@ -438,7 +609,7 @@ mod tests {
         let mut periods = Vec::new();
         for _ in 0..3 {
             now = b.open_until_ms();
-            assert!(b.try_acquire(&c, now).is_ok());
+            let _trial = b.try_acquire(&c, now).unwrap().trial;
             match b.record_failure(&c, now, || true) {
                 Some(Transition::Opened { open_for, .. }) => periods.push(open_for.as_millis()),
                 other => panic!("expected re-open, got {other:?}"),

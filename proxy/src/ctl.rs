@@ -75,13 +75,15 @@ pub async fn send(admin: &str, token: Option<&str>, call: &Call) -> Result<Value
 }
 
 /// `ctl rollout`: the call that starts a rollout of `route` (steps as `5,25,50,100`),
-/// or with `abort` the one that stops it.
+/// or with `abort` the one that stops it. `force` starts it even when `to` has no
+/// usable backend.
 pub fn rollout_call(
     route: &str,
     to: Option<&str>,
     steps: Option<&str>,
     interval: Option<&str>,
     abort: bool,
+    force: bool,
 ) -> Result<Call, CtlError> {
     if abort {
         return Ok(Call {
@@ -102,6 +104,9 @@ pub fn rollout_call(
     }
     if let Some(interval) = interval {
         body["interval"] = interval.into();
+    }
+    if force {
+        body["force"] = true.into();
     }
     Ok(Call {
         method: Method::POST,
@@ -243,18 +248,33 @@ mod tests {
 
     #[test]
     fn rollout_calls() {
-        let call =
-            rollout_call("web", Some("green"), Some("5, 50,100"), Some("10s"), false).unwrap();
+        let call = rollout_call(
+            "web",
+            Some("green"),
+            Some("5, 50,100"),
+            Some("10s"),
+            false,
+            false,
+        )
+        .unwrap();
         assert_eq!(call.path, "/routes/web/rollout");
         assert_eq!(
             call.body,
             Some(serde_json::json!({"to": "green", "steps": [5, 50, 100], "interval": "10s"}))
         );
         assert_eq!(
-            rollout_call("web", None, None, None, true).unwrap().path,
+            rollout_call("web", None, None, None, true, false)
+                .unwrap()
+                .path,
             "/routes/web/rollout/abort"
         );
-        assert!(rollout_call("web", None, None, None, false).is_err());
-        assert!(rollout_call("web", Some("g"), Some("5,x"), None, false).is_err());
+        assert!(rollout_call("web", None, None, None, false, false).is_err());
+        assert!(rollout_call("web", Some("g"), Some("5,x"), None, false, false).is_err());
+        assert_eq!(
+            rollout_call("web", Some("g"), None, None, false, true)
+                .unwrap()
+                .body,
+            Some(serde_json::json!({"to": "g", "force": true}))
+        );
     }
 }

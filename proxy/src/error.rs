@@ -50,9 +50,18 @@ pub enum ProxyError {
         backend: Arc<str>,
         status: StatusCode,
     },
-    /// The client's request body failed or stalled.
+    /// The answer broke the framing or status rules; it was not relayed.
+    #[error("backend {backend} answered invalid HTTP: {reason}")]
+    BadResponse {
+        backend: Arc<str>,
+        reason: &'static str,
+    },
+    /// The client's request body broke, stalled or was too large.
     #[error("request body: {0}")]
-    ClientBody(String),
+    ClientBody(#[from] crate::proxy::ClientBodyError),
+    /// The request broke an edge rule (Host, transfer coding, path, sizes).
+    #[error("{0}")]
+    Edge(#[from] crate::proxy::EdgeError),
     /// The routing plugin answered the request itself.
     #[error("the routing policy answered {status}")]
     PolicyResponse { status: StatusCode, body: Bytes },
@@ -70,14 +79,23 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::BadResponse { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Status { status, .. } => *status,
-            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(e) => e.status(),
+            ProxyError::Edge(e) => e.status(),
             ProxyError::PolicyResponse { status, .. } => *status,
             ProxyError::Rejected => StatusCode::FORBIDDEN,
             ProxyError::PolicyFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+
+    /// Whether the client is to blame (a 4xx the edge or body reader decided): such
+    /// answers close the HTTP/1 connection, since the rest of it cannot be trusted.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, ProxyError::ClientBody(_) | ProxyError::Edge(_))
     }
 
     /// A short plain-text response; 503s carry `Retry-After`.
@@ -95,10 +113,29 @@ impl ProxyError {
         let text = match self {
             ProxyError::NoRoute => "no route for this host and path\n",
             ProxyError::NoBackend { .. } => "no backend available, retry later\n",
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => "bad gateway\n",
+            ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::BadResponse { .. } => "bad gateway\n",
             ProxyError::Timeout { .. } => "backend timed out\n",
             ProxyError::Status { .. } => "backend unavailable\n",
-            ProxyError::ClientBody(_) => "bad request body\n",
+            ProxyError::ClientBody(e) => match e {
+                crate::proxy::ClientBodyError::TooLarge => "request body too large\n",
+                crate::proxy::ClientBodyError::Idle | crate::proxy::ClientBodyError::Slow => {
+                    "request body timed out\n"
+                }
+                _ => "bad request body\n",
+            },
+            ProxyError::Edge(e) => match e {
+                crate::proxy::EdgeError::MissingHost => "missing Host header\n",
+                crate::proxy::EdgeError::MultipleHost => "more than one Host header\n",
+                crate::proxy::EdgeError::InvalidHost => "invalid Host header\n",
+                crate::proxy::EdgeError::TransferEncoding => "invalid Transfer-Encoding\n",
+                crate::proxy::EdgeError::UnknownCoding => "unsupported transfer coding\n",
+                crate::proxy::EdgeError::UriTooLong => "request target too long\n",
+                crate::proxy::EdgeError::Path(_) => "invalid request path\n",
+                crate::proxy::EdgeError::BodyTooLarge => "request body too large\n",
+                crate::proxy::EdgeError::Connect => "CONNECT is not supported\n",
+            },
             ProxyError::PolicyResponse { .. } => "",
             ProxyError::Rejected => "rejected by the routing policy\n",
             ProxyError::PolicyFailed { .. } => "routing policy unavailable, retry later\n",

@@ -5,10 +5,12 @@
 //! [`upstream`] pool (health from [`health`], passive ejection from [`breaker`]),
 //! forwards with retries, and streams the answer back. [`state`] holds the immutable
 //! snapshot every request reads; [`config`] loads and validates it; [`admin`] and
-//! [`metrics`] expose it.
+//! [`metrics`] expose it. [`tls`] holds certificates (SNI, reload) and client TLS,
+//! [`acme`] obtains certificates, [`discovery`] resolves backends named by DNS.
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod address_policy;
 pub mod admin;
 pub mod alerts;
@@ -18,13 +20,16 @@ pub mod clock;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod logging;
 pub mod membership;
 pub mod metrics;
+pub mod path;
 pub mod persist;
 pub mod plugin;
+pub mod plugin_tool;
 pub mod policy;
 pub mod process;
 pub mod proxy;
@@ -34,6 +39,7 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod systemd;
+pub mod tls;
 pub mod traffic;
 pub mod upgrade;
 pub mod upstream;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use switchyard::config::Config;
 use switchyard::logging;
 use switchyard::server::{InheritedSocket, InheritedSockets, Server, ServerOptions, Takeover};
@@ -66,10 +66,10 @@ struct Cli {
 enum Command {
     /// Validate a config file and exit (non-zero on error), like `nginx -t`.
     Check,
-    /// Inspect WebAssembly policy plugins.
+    /// Write, check, run and measure WebAssembly policy plugins.
     Plugin {
         #[command(subcommand)]
-        action: PluginAction,
+        action: Box<PluginAction>,
     },
     /// Talk to a running proxy's admin API.
     Ctl {
@@ -130,9 +130,17 @@ enum CtlAction {
         backend: String,
         weight: u32,
     },
-    /// Move a route to another pool (blue/green).
-    Switch { route: String, pool: String },
-    /// Split a route across pools by percentage (adding up to 100), e.g. `blue=90 green=10`.
+    /// Move a route to another pool (blue/green). Refused when the pool has no
+    /// usable backend, unless `--force`.
+    Switch {
+        route: String,
+        pool: String,
+        /// Switch even though the pool has no usable backend right now.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Split a route across pools by percentage (adding up to 100), e.g. `blue=90 green=10`. Refused when a pool
+    /// given a share has no usable backend, unless `--force`.
     Split {
         route: String,
         #[arg(required = true)]
@@ -140,6 +148,9 @@ enum CtlAction {
         /// Keep each client on one side: `header:NAME` or `cookie:NAME`.
         #[arg(long)]
         sticky: Option<String>,
+        /// Split even though a pool has no usable backend right now.
+        #[arg(long)]
+        force: bool,
     },
     /// Reload the config file.
     Reload,
@@ -156,8 +167,11 @@ enum CtlAction {
         #[arg(long)]
         interval: Option<String>,
         /// Stop the running rollout and send the route back to its old pool.
-        #[arg(long, conflicts_with_all = ["to", "steps", "interval"])]
+        #[arg(long, conflicts_with_all = ["to", "steps", "interval", "force"])]
         abort: bool,
+        /// Start even though the new pool has no usable backend right now.
+        #[arg(long)]
+        force: bool,
     },
     /// Add a backend to a pool at run time.
     AddBackend {
@@ -170,10 +184,129 @@ enum CtlAction {
     RemoveBackend { pool: String, backend: String },
 }
 
+/// `--config` of the `plugin` commands is the plugin's `config` table as JSON (what
+/// `init` receives), given inline or as a file name; it shares its name with the
+/// proxy's global `--config FILE`.
 #[derive(Subcommand, Debug)]
 enum PluginAction {
-    /// Report which world a component implements and whether it would load.
-    Check { file: PathBuf },
+    /// Make a plugin crate (policy, unit tests, the SDK) that builds with
+    /// `cargo build --release`, tests with `cargo test` and loads as it is.
+    New {
+        /// Crate name (lower case, digits and `-`), also the directory made.
+        name: String,
+        /// routing, health-check (or health) or recovery.
+        #[arg(long, value_parser = parse_kind)]
+        kind: switchyard::plugin::PluginKind,
+        /// Where to make it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Report which world a component implements and which imports it gets; with
+    /// `--config`, also load it and run `init` with that config.
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Call a plugin on a request and candidates (routing), a probe result
+    /// (health-check) or an outcome (recovery), from flags, a JSON file or the
+    /// samples of a running proxy; print each decision and its cost.
+    Run {
+        file: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Print one JSON object per case.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure a plugin's per-call cost (on the same inputs as `run`).
+    Bench {
+        file: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Calls to measure (after a warm-up of a tenth as many).
+        #[arg(long, default_value_t = 20_000)]
+        calls: u64,
+    },
+}
+
+/// How a plugin is loaded by `plugin check|run|bench`.
+#[derive(Args, Debug)]
+struct LoadArgs {
+    /// routing, health-check (or health) or recovery; by default the one world the
+    /// component implements.
+    #[arg(long, value_parser = parse_kind)]
+    kind: Option<switchyard::plugin::PluginKind>,
+    /// Per-call deadline (default: 2ms, the proxy's, for `check`; 1s for `run` and
+    /// `bench`, which show costs).
+    #[arg(long, value_parser = switchyard::config::parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// Memory cap per instance.
+    #[arg(long, default_value = "16MiB", value_parser = switchyard::config::parse_byte_size)]
+    memory: u64,
+}
+
+/// The cases `plugin run|bench` call a plugin with.
+#[derive(Args, Debug)]
+struct InputArgs {
+    /// Cases from a JSON file (`-` for standard input): one case, an array of
+    /// cases, or a samples document (see plugins/README.md).
+    #[arg(long, conflicts_with = "samples")]
+    input: Option<PathBuf>,
+    /// Recorded cases from a running proxy:
+    /// http://ADMIN/plugins/NAME/samples (routing plugins).
+    #[arg(long)]
+    samples: Option<String>,
+    /// Bearer token for `--samples`.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
+    token: Option<String>,
+    /// Request method (routing).
+    #[arg(long)]
+    method: Option<String>,
+    /// Request path (routing).
+    #[arg(long)]
+    path: Option<String>,
+    /// Requested host (routing).
+    #[arg(long)]
+    host: Option<String>,
+    /// Client address (routing).
+    #[arg(long)]
+    client_ip: Option<String>,
+    /// `NAME: VALUE`, a request header (routing) or a response header (health);
+    /// repeatable.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// A count of idle candidates, or a JSON array of candidates (routing;
+    /// default 3).
+    #[arg(long)]
+    candidates: Option<String>,
+    /// Response status (health; default 200).
+    #[arg(long)]
+    status: Option<u16>,
+    /// Response body (health).
+    #[arg(long)]
+    body: Option<String>,
+    /// The probe got no answer: timeout, refused, reset or other (health).
+    #[arg(long)]
+    probe_error: Option<String>,
+    /// success, connect, timeout, reset, server-error, other or tick (recovery).
+    #[arg(long)]
+    outcome: Option<String>,
+    /// Failures in a row so far (recovery).
+    #[arg(long)]
+    failures_in_a_row: Option<u32>,
+    /// closed, open or half-open (recovery).
+    #[arg(long)]
+    state: Option<String>,
+}
+
+fn parse_kind(name: &str) -> Result<switchyard::plugin::PluginKind, String> {
+    switchyard::plugin::PluginKind::parse(name)
+        .ok_or_else(|| format!("unknown kind `{name}`; expected routing, health-check or recovery"))
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -183,7 +316,11 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match &cli.command {
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
@@ -201,11 +338,12 @@ fn main() -> ExitCode {
     if let Some(Command::Check) = cli.command {
         return check(cli.config.as_deref());
     }
-    if let Some(Command::Plugin {
-        action: PluginAction::Check { file },
-    }) = &cli.command
-    {
-        return plugin_check(file);
+    if let Some(Command::Plugin { action }) = cli.command {
+        // Only a `--config` written on this command line is a plugin config, never
+        // the proxy's SWITCHYARD_CONFIG.
+        let typed = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
+        let config = if typed { cli.config } else { None };
+        return plugin_command(*action, config.as_deref());
     }
     if let Some(Command::Ctl {
         admin,
@@ -263,7 +401,7 @@ fn check(path: Option<&Path>) -> ExitCode {
     };
     match Config::load(path) {
         Ok(config) => {
-            if !check_plugins(&config) {
+            if !check_plugins(&config) || !check_certificates(&config) {
                 return ExitCode::FAILURE;
             }
             println!(
@@ -283,6 +421,29 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
 }
 
+/// Loads every TLS listener's certificates, as a start would, and reports each failure.
+fn check_certificates(config: &Config) -> bool {
+    let registry = switchyard::tls::TlsRegistry::new();
+    let mut ok = true;
+    for (index, listener) in config.listeners.iter().enumerate() {
+        let Some(tls) = &listener.tls else {
+            continue;
+        };
+        if let Err(e) = switchyard::server::build_acceptor(&listener.name, tls, &registry) {
+            let field = e
+                .field()
+                .unwrap_or_else(|| format!("listener[{index}].tls"));
+            eprintln!(
+                "{}: listener `{}`: {e}",
+                config.locate(&field),
+                listener.name
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
 /// Loads every plugin of the config once (compile, link, `init`), as a start or a
 /// reload would, and reports each failure.
 fn check_plugins(config: &Config) -> bool {
@@ -299,30 +460,312 @@ fn check_plugins(config: &Config) -> bool {
     let mut ok = true;
     for plugin in config.plugins.values() {
         if let Err(e) = runtime.load(&plugin.spec) {
-            eprintln!(
-                "{}: plugin.{}: {} does not load: {e}",
-                config.source.display(),
-                plugin.spec.name,
-                plugin.spec.path.display()
-            );
+            match plugin.locate_error(&e) {
+                Some(located) => eprintln!("{located}"),
+                None => eprintln!(
+                    "{}: {} does not load: {e}",
+                    config.locate(&format!("plugin.{}.path", plugin.spec.name)),
+                    plugin.spec.path.display()
+                ),
+            }
             ok = false;
         }
     }
     ok
 }
 
-fn plugin_check(file: &Path) -> ExitCode {
-    match switchyard::plugin::inspect(file) {
-        Ok(info) => {
-            println!("{info}");
-            if info.loadable_as().is_empty() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
+fn plugin_command(action: PluginAction, config: Option<&Path>) -> ExitCode {
+    let given = match config.map(plugin_config).transpose() {
+        Ok(given) => given,
+        Err(e) => {
+            eprintln!("switchyard plugin: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // What the proxy passes to `init` for a table without `config`.
+    let config = given.clone().unwrap_or_else(|| "{}".to_string());
+    match action {
+        PluginAction::New { name, kind, dir } => plugin_new(&dir, &name, kind),
+        PluginAction::Check { file, load } => plugin_check(&file, &load, given.as_deref()),
+        PluginAction::Run {
+            file,
+            load,
+            input,
+            json,
+        } => plugin_run(&file, &load, &input, &config, json),
+        PluginAction::Bench {
+            file,
+            load,
+            input,
+            calls,
+        } => plugin_bench(&file, &load, &input, &config, calls),
+    }
+}
+
+/// The plugin config given to `--config`: JSON text, or a file holding it.
+fn plugin_config(value: &Path) -> Result<String> {
+    let text = value.to_string_lossy();
+    let json = if text.trim_start().starts_with('{') {
+        text.into_owned()
+    } else {
+        std::fs::read_to_string(value).with_context(|| {
+            format!("--config `{text}` is neither a JSON object nor a readable file")
+        })?
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&json)
+        .with_context(|| format!("--config is not valid JSON: {json}"))?;
+    anyhow::ensure!(
+        parsed.is_object(),
+        "--config must be a JSON object, like the plugin's TOML table"
+    );
+    Ok(json)
+}
+
+fn plugin_new(dir: &Path, name: &str, kind: switchyard::plugin::PluginKind) -> ExitCode {
+    match switchyard::plugin_tool::new_plugin(dir, name, kind) {
+        Ok(made) => {
+            let wasm = name.replace('-', "_");
+            println!("made {} ({} plugin)", made.display(), kind.world());
+            println!("  cd {}", made.display());
+            println!("  cargo test              # unit tests, natively");
+            println!("  cargo build --release   # target/wasm32-wasip2/release/{wasm}.wasm");
+            println!("  README.md says how to check, run and load it");
+            ExitCode::SUCCESS
         }
         Err(e) => {
+            eprintln!("switchyard plugin new: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plugin_check(file: &Path, load: &LoadArgs, config: Option<&str>) -> ExitCode {
+    let info = match switchyard::plugin::inspect(file) {
+        Ok(info) => info,
+        Err(e) => {
             eprintln!("{}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{info}");
+    let Some(config) = config else {
+        println!("init:    not run (--config JSON runs it with the plugin's config)");
+        return if info.loadable_as().is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    };
+    let kinds = match load.kind {
+        Some(kind) => vec![kind],
+        None => info.loadable_as(),
+    };
+    if kinds.is_empty() {
+        return ExitCode::FAILURE;
+    }
+    let timeout = load.timeout.unwrap_or(switchyard::plugin::DEFAULT_TIMEOUT);
+    let mut ok = true;
+    for kind in kinds {
+        match switchyard::plugin_tool::load(file, Some(kind), config, timeout, load.memory) {
+            Ok(loaded) => {
+                let headers = wanted_headers(&loaded.plugin);
+                println!(
+                    "init:    ok as {} with config {config} ({} to load{headers})",
+                    kind.world(),
+                    ms(loaded.load_time)
+                );
+            }
+            Err(e) => {
+                println!(
+                    "init:    FAILED as {} with config {config}: {e}",
+                    kind.world()
+                );
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn wanted_headers(plugin: &switchyard::plugin::Plugin) -> String {
+    let names: Vec<&str> = match (plugin.as_routing(), plugin.as_health()) {
+        (Some(r), _) => r.wanted_headers().iter().map(|h| h.as_str()).collect(),
+        (_, Some(h)) => h.wanted_headers().iter().map(|h| h.as_str()).collect(),
+        _ => return String::new(),
+    };
+    if names.is_empty() {
+        "; reads no header".into()
+    } else {
+        format!("; reads header(s) {}", names.join(", "))
+    }
+}
+
+fn ms(d: std::time::Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Loads the plugin and reads the cases, for `run` and `bench`.
+fn plugin_session(
+    file: &Path,
+    load: &LoadArgs,
+    input: &InputArgs,
+    config: &str,
+    default_timeout: std::time::Duration,
+) -> Result<(
+    switchyard::plugin_tool::Loaded,
+    Vec<switchyard::plugin_tool::Case>,
+)> {
+    use switchyard::plugin_tool as tool;
+    let timeout = load.timeout.unwrap_or(default_timeout);
+    let loaded = tool::load(file, load.kind, config, timeout, load.memory)
+        .with_context(|| format!("cannot load {}", file.display()))?;
+    let value: serde_json::Value = if let Some(url) = &input.samples {
+        fetch_samples(url, input.token.as_deref())?
+    } else if let Some(path) = &input.input {
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+        } else {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+        };
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?
+    } else {
+        let flags = tool::Flags {
+            method: input.method.clone(),
+            path: input.path.clone(),
+            host: input.host.clone(),
+            client_ip: input.client_ip.clone(),
+            headers: input.headers.clone(),
+            candidates: input.candidates.clone(),
+            status: input.status,
+            body: input.body.clone(),
+            probe_error: input.probe_error.clone(),
+            outcome: input.outcome.clone(),
+            failures_in_a_row: input.failures_in_a_row,
+            state: input.state.clone(),
+        };
+        tool::case_from_flags(loaded.kind, &flags)?
+    };
+    let cases = tool::parse_cases(loaded.kind, &value)?;
+    Ok((loaded, cases))
+}
+
+/// The samples document at `url` (`http://HOST:PORT/plugins/NAME/samples`).
+fn fetch_samples(url: &str, token: Option<&str>) -> Result<serde_json::Value> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("--samples takes http://ADMIN/plugins/NAME/samples")?;
+    let (admin, path) = rest.split_once('/').map_or((rest, "/"), |(a, p)| (a, p));
+    let call = switchyard::ctl::Call {
+        method: http::Method::GET,
+        path: format!("/{}", path.trim_start_matches('/')),
+        body: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start an async runtime")?;
+    runtime
+        .block_on(switchyard::ctl::send(admin, token, &call))
+        .with_context(|| format!("cannot fetch {url}"))
+}
+
+fn plugin_run(
+    file: &Path,
+    load: &LoadArgs,
+    input: &InputArgs,
+    config: &str,
+    json: bool,
+) -> ExitCode {
+    let (loaded, cases) = match plugin_session(file, load, input, config, OFFLINE_TIMEOUT) {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("switchyard plugin run: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !json {
+        println!(
+            "{} loaded as {} in {}; {} case(s)",
+            file.display(),
+            loaded.kind.world(),
+            ms(loaded.load_time),
+            cases.len()
+        );
+    }
+    let (mut same, mut different) = (0, 0);
+    for (i, case) in cases.iter().enumerate() {
+        match switchyard::plugin_tool::run(&loaded, case) {
+            Ok(report) => {
+                match report.same_as_recorded {
+                    Some(true) => same += 1,
+                    Some(false) => different += 1,
+                    None => {}
+                }
+                if json {
+                    println!("{}", report.json);
+                } else {
+                    println!("#{} {}", i + 1, report.line);
+                }
+            }
+            Err(e) => {
+                eprintln!("switchyard plugin run: case #{}: {e}", i + 1);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if !json && same + different > 0 {
+        println!("{same} decision(s) as recorded, {different} different");
+    }
+    ExitCode::SUCCESS
+}
+
+/// The call deadline of `plugin run` and `plugin bench` unless `--timeout` says
+/// otherwise: generous, so a descheduled thread does not fail a call whose cost is
+/// being shown; `--timeout 2ms` shows what the proxy's default would do.
+const OFFLINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn plugin_bench(
+    file: &Path,
+    load: &LoadArgs,
+    input: &InputArgs,
+    config: &str,
+    calls: u64,
+) -> ExitCode {
+    let (loaded, cases) = match plugin_session(file, load, input, config, OFFLINE_TIMEOUT) {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("switchyard plugin bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match switchyard::plugin_tool::bench(&loaded, &cases, calls.max(1)) {
+        Ok(report) => {
+            let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+            println!(
+                "{}: {} plugin, loaded in {} (compile, link, init)",
+                file.display(),
+                loaded.kind.world(),
+                ms(loaded.load_time)
+            );
+            println!(
+                "{} calls over {} case(s): mean {:.2} us, p50 {:.2} us, p99 {:.2} us, max {:.2} us per call; {} failed",
+                report.calls,
+                cases.len(),
+                us(report.mean),
+                us(report.p50),
+                us(report.p99),
+                us(report.max),
+                report.failed
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard plugin bench: {e}");
             ExitCode::FAILURE
         }
     }
@@ -363,15 +806,16 @@ fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitC
             path: backend_path(pool, backend, "weight"),
             body: Some(serde_json::json!({ "weight": weight })),
         },
-        CtlAction::Switch { route, pool } => Call {
+        CtlAction::Switch { route, pool, force } => Call {
             method: Method::POST,
             path: format!("/routes/{route}/switch"),
-            body: Some(serde_json::json!({ "pool": pool })),
+            body: Some(serde_json::json!({ "pool": pool, "force": force })),
         },
         CtlAction::Split {
             route,
             pools,
             sticky,
+            force,
         } => {
             let mut split = serde_json::Map::new();
             for item in pools {
@@ -387,7 +831,7 @@ fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitC
             Call {
                 method: Method::POST,
                 path: format!("/routes/{route}/split"),
-                body: Some(serde_json::json!({ "pools": split, "sticky": sticky })),
+                body: Some(serde_json::json!({ "pools": split, "sticky": sticky, "force": force })),
             }
         }
         CtlAction::Reload => Call {
@@ -401,12 +845,14 @@ fn ctl(admin: &str, token: Option<&str>, json: bool, action: CtlAction) -> ExitC
             steps,
             interval,
             abort,
+            force,
         } => match switchyard::ctl::rollout_call(
             route,
             to.as_deref(),
             steps.as_deref(),
             interval.as_deref(),
             *abort,
+            *force,
         ) {
             Ok(call) => call,
             Err(e) => {

@@ -95,7 +95,8 @@ impl RuntimeBackends {
         *self != before
     }
 
-    /// The config with runtime changes laid over it. A removal never empties a pool.
+    /// The config with runtime changes laid over it. A removal never empties a pool
+    /// and never takes out a backend found in DNS.
     pub fn overlay(&self, mut config: Config) -> Config {
         for (name, pool) in &mut config.pools {
             if let Some(removed) = self.removed.get(name) {
@@ -103,9 +104,11 @@ impl RuntimeBackends {
                     .backends
                     .iter()
                     .filter(|b| {
-                        !removed
-                            .iter()
-                            .any(|m| m.address == b.address && m.weight == b.weight)
+                        // DNS decides the membership of the backends it gave.
+                        b.origin.is_some()
+                            || !removed
+                                .iter()
+                                .any(|m| m.address == b.address && m.weight == b.weight)
                     })
                     .cloned()
                     .collect();
@@ -118,6 +121,7 @@ impl RuntimeBackends {
                     pool.backends.push(BackendConfig {
                         address: m.address,
                         weight: m.weight,
+                        origin: None,
                     });
                 }
             }
@@ -184,5 +188,29 @@ mod tests {
             },
         );
         assert!(rt.removed.is_empty());
+    }
+
+    #[test]
+    fn a_removal_never_takes_out_a_backend_found_in_dns() {
+        let base = config(&[("127.0.0.1:1", 1)]);
+        let mut found = base.clone();
+        let pool = found.pools.get_mut("app").unwrap();
+        pool.backends.push(BackendConfig {
+            address: "127.0.0.1:2".parse().unwrap(),
+            weight: 1,
+            origin: Some("app.test".into()),
+        });
+        let mut rt = RuntimeBackends::default();
+        rt.removed.insert(
+            "app".to_string(),
+            vec![Member {
+                address: "127.0.0.1:2".parse().unwrap(),
+                weight: 1,
+            }],
+        );
+        assert_eq!(
+            addresses(&rt.overlay(found)),
+            ["127.0.0.1:1/1", "127.0.0.1:2/1"]
+        );
     }
 }

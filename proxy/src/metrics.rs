@@ -24,6 +24,7 @@ use crate::health::HealthStatus;
 use crate::plugin::DURATION_BUCKETS_NS;
 use crate::policy::PluginRegistry;
 use crate::state::Snapshot;
+use crate::tls::TlsRegistry;
 
 pub use control::ControlMetrics;
 
@@ -62,13 +63,30 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpillLabels {
+    route: String,
+    from: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WhatLabels {
     what: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PluginResultLabels {
-    plugin: String,
+struct NameResultLabels {
+    name: String,
     result: &'static str,
 }
 
@@ -109,6 +127,8 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct RouteMetrics {
     by_class: [Counter; 5],
     duration: Histogram,
+    /// Requests of this route in flight; shared by every snapshot's copy of the route.
+    pub in_flight: Gauge,
 }
 
 impl RouteMetrics {
@@ -127,22 +147,27 @@ pub struct Metrics {
     requests: Family<RouteClassLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     in_flight: Gauge,
+    route_in_flight: Family<RouteLabels, Gauge>,
+    spills: Family<SpillLabels, Counter>,
+    accept_errors: Family<ListenerLabels, Counter>,
+    connections_refused: Family<ReasonLabels, Counter>,
     connect_errors: Family<BackendLabels, Counter>,
     retries: Family<PoolLabels, Counter>,
     unavailable: Family<PoolLabels, Counter>,
     failovers: Family<PoolLabels, Counter>,
     health_transitions: Family<TransitionLabels, Counter>,
     breaker_transitions: Family<TransitionLabels, Counter>,
-    client_errors: Family<KindLabels, Counter>,
+    client_errors: Family<ReasonLabels, Counter>,
     reloads: Family<KindLabels, Counter>,
     reload_failures: Family<WhatLabels, Counter>,
-    plugin_reloads: Family<PluginResultLabels, Counter>,
     shadow: Family<ShadowLabels, Counter>,
     rollouts: Family<RolloutLabels, Counter>,
     alerts_sent: Family<ReceiverLabels, Counter>,
     alerts_dropped: Family<DroppedLabels, Counter>,
+    dns: Family<NameResultLabels, Counter>,
     snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
     plugins: Arc<OnceLock<Arc<PluginRegistry>>>,
+    tls: Arc<OnceLock<Arc<TlsRegistry>>>,
     control: ControlMetrics,
 }
 
@@ -175,6 +200,30 @@ impl Metrics {
             "requests_in_flight",
             "Requests being proxied right now",
             in_flight.clone(),
+        );
+        let route_in_flight = Family::<RouteLabels, Gauge>::default();
+        registry.register(
+            "route_in_flight",
+            "Requests of the route being proxied right now",
+            route_in_flight.clone(),
+        );
+        let spills = Family::<SpillLabels, Counter>::default();
+        registry.register(
+            "split_spills",
+            "Requests of a split or rollout step whose side had no usable backend, sent to another side",
+            spills.clone(),
+        );
+        let accept_errors = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts on a traffic listener (e.g. out of file descriptors), by listener",
+            accept_errors.clone(),
+        );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed at accept, by reason",
+            connections_refused.clone(),
         );
         let connect_errors = Family::<BackendLabels, Counter>::default();
         registry.register(
@@ -212,10 +261,10 @@ impl Metrics {
             "Circuit breaker state changes",
             breaker_transitions.clone(),
         );
-        let client_errors = Family::<KindLabels, Counter>::default();
+        let client_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "client_errors",
-            "Malformed or abandoned client requests, by kind",
+            "Client requests refused as malformed, too large or too slow, or abandoned by the client, by reason",
             client_errors.clone(),
         );
         let reloads = Family::<KindLabels, Counter>::default();
@@ -230,12 +279,11 @@ impl Metrics {
             "Config or plugin reloads refused (the running version stayed), by what was reloaded",
             reload_failures.clone(),
         );
-        let plugin_reloads = Family::<PluginResultLabels, Counter>::default();
-        registry.register(
-            "plugin_reloads",
-            "Plugin file changes picked up, by plugin and result",
-            plugin_reloads.clone(),
-        );
+        // Present (at 0) from the start, so alerts on an increase work before the
+        // first failure.
+        for what in ["config", "plugin"] {
+            let _ = reload_failures.get_or_create(&WhatLabels { what });
+        }
         let shadow = Family::<ShadowLabels, Counter>::default();
         registry.register(
             "plugin_shadow_decisions",
@@ -272,6 +320,12 @@ impl Metrics {
             "The running build (always 1), with its version and git revision",
             build,
         );
+        let dns = Family::<NameResultLabels, Counter>::default();
+        registry.register(
+            "dns_resolutions",
+            "DNS lookups of backend names, by name and result (a failed one keeps the last good addresses)",
+            dns.clone(),
+        );
         let snapshot = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(BackendCollector {
             snapshot: Arc::clone(&snapshot),
@@ -280,12 +334,20 @@ impl Metrics {
         registry.register_collector(Box::new(PluginCollector {
             registry: Arc::clone(&plugins),
         }));
+        let tls = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(TlsCollector {
+            registry: Arc::clone(&tls),
+        }));
         let control = ControlMetrics::register(&mut registry);
         Self {
             registry,
             requests,
             duration,
             in_flight,
+            route_in_flight,
+            spills,
+            accept_errors,
+            connections_refused,
             connect_errors,
             retries,
             unavailable,
@@ -295,13 +357,14 @@ impl Metrics {
             client_errors,
             reloads,
             reload_failures,
-            plugin_reloads,
             shadow,
             rollouts,
             alerts_sent,
             alerts_dropped,
+            dns,
             snapshot,
             plugins,
+            tls,
             control,
         }
     }
@@ -340,6 +403,21 @@ impl Metrics {
         &self.control
     }
 
+    /// Lets the scrape-time collector read certificates, reloads and ACME state.
+    pub fn attach_tls(&self, registry: Arc<TlsRegistry>) {
+        let _ = self.tls.set(registry);
+    }
+
+    /// Counts a DNS lookup of a backend name.
+    pub fn dns_resolution(&self, name: &str, ok: bool) {
+        self.dns
+            .get_or_create(&NameResultLabels {
+                name: name.to_string(),
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
+    }
+
     /// Lets the scrape-time collector read plugin call statistics.
     pub fn attach_plugins(&self, registry: Arc<PluginRegistry>) {
         let _ = self.plugins.set(registry);
@@ -359,15 +437,11 @@ impl Metrics {
         (get("true"), get("false"))
     }
 
-    /// Counts a plugin file reload by result (`ok` or `failed`).
-    pub fn plugin_reload(&self, plugin: &str, ok: bool) {
-        let result = if ok { "ok" } else { "failed" };
-        self.plugin_reloads
-            .get_or_create(&PluginResultLabels {
-                plugin: plugin.to_string(),
-                result,
-            })
-            .inc();
+    /// Counts a plugin file change that could not be loaded (the running version
+    /// stayed) in `reload_failures{what="plugin"}`. Versions swapped in or refused
+    /// per plugin are read from the registry at scrape time
+    /// (`plugin_reloads{plugin,result}`).
+    pub fn plugin_reload(&self, _plugin: &str, ok: bool) {
         if !ok {
             self.reload_failures
                 .get_or_create(&WhatLabels { what: "plugin" })
@@ -390,13 +464,16 @@ impl Metrics {
                 })
                 .clone()
         });
-        let duration = self
-            .duration
-            .get_or_create(&RouteLabels {
-                route: route.to_string(),
-            })
-            .clone();
-        RouteMetrics { by_class, duration }
+        let labels = RouteLabels {
+            route: route.to_string(),
+        };
+        let duration = self.duration.get_or_create(&labels).clone();
+        let in_flight = self.route_in_flight.get_or_create(&labels).clone();
+        RouteMetrics {
+            by_class,
+            duration,
+            in_flight,
+        }
     }
 
     /// The global in-flight gauge.
@@ -451,9 +528,38 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a malformed or abandoned client request.
-    pub fn client_error(&self, kind: &'static str) {
-        self.client_errors.get_or_create(&KindLabels { kind }).inc();
+    /// Counts a client request refused at the edge or abandoned, by reason.
+    pub fn client_error(&self, reason: &'static str) {
+        self.client_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a request that spilled from one side of a split to another.
+    pub fn spill(&self, route: &str, from: &str, to: &str) {
+        self.spills
+            .get_or_create(&SpillLabels {
+                route: route.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed accept on a listener.
+    pub fn accept_error(&self, listener: &str) {
+        self.accept_errors
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a client connection closed at accept (e.g. its address is over its cap).
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Counts a config reload by result (`ok` or `failed`).
@@ -597,6 +703,18 @@ impl Collector for BackendCollector {
             }
         }
 
+        let mut pool_in_flight = encoder.encode_descriptor(
+            "pool_in_flight",
+            "Requests sent to the pool (one side of a split or rollout) and not finished",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for pool in &pools {
+            let labels = [("pool", pool.name.as_ref())];
+            ConstGauge::new(i64::try_from(pool.traffic.in_flight()).unwrap_or(i64::MAX))
+                .encode(pool_in_flight.encode_family(&labels)?)?;
+        }
+
         let mut usable = encoder.encode_descriptor(
             "pool_usable_backends",
             "Backends of the pool that may take new requests",
@@ -693,6 +811,19 @@ impl Collector for PluginCollector {
                 .encode(quarantined.encode_family(&labels)?)?;
         }
 
+        let mut reloads = encoder.encode_descriptor(
+            "plugin_reloads",
+            "New versions of each plugin (file change or config reload) swapped in (ok) or refused (failed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for slot in &slots {
+            for (result, count) in [("ok", slot.reloads()), ("failed", slot.failures())] {
+                let labels = [("plugin", slot.name().as_ref()), ("result", result)];
+                ConstCounter::new(count).encode(reloads.encode_family(&labels)?)?;
+            }
+        }
+
         let mut info = encoder.encode_descriptor(
             "plugin_loaded",
             "The loaded version of each plugin (always 1), with its kind and file digest",
@@ -706,6 +837,86 @@ impl Collector for PluginCollector {
                 ("digest", a.plugin.digest()),
             ];
             ConstGauge::new(1).encode(info.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads certificate expiry, certificate reloads and ACME state on each scrape.
+#[derive(Debug)]
+struct TlsCollector {
+    registry: Arc<OnceLock<Arc<TlsRegistry>>>,
+}
+
+impl Collector for TlsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let Some(registry) = self.registry.get() else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let expiry = registry.expiry_by_name(now);
+        if !expiry.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "tls_certificate_expiry_seconds",
+                "Seconds until the served certificate for a host name expires (negative once expired)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, left) in &expiry {
+                let labels = [("name", name.as_str())];
+                ConstGauge::new(*left).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let reloads = registry.reload_totals();
+        if !reloads.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "tls_certificate_reloads",
+                "Certificate file changes picked up, by listener and result (failed: the old certificate kept serving)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (listener, ok, failed) in &reloads {
+                for (result, count) in [("ok", *ok), ("failed", *failed)] {
+                    let labels = [("listener", listener.as_str()), ("result", result)];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let slots = registry.acme_slots();
+        if !slots.is_empty() {
+            let mut orders = encoder.encode_descriptor(
+                "acme_orders",
+                "ACME certificate orders, by listener and result",
+                None,
+                MetricType::Counter,
+            )?;
+            for (listener, slot) in &slots {
+                use std::sync::atomic::Ordering::Relaxed;
+                for (result, count) in [
+                    ("issued", slot.issued.load(Relaxed)),
+                    ("failed", slot.failed.load(Relaxed)),
+                ] {
+                    let labels = [("listener", listener.as_str()), ("result", result)];
+                    ConstCounter::new(count).encode(orders.encode_family(&labels)?)?;
+                }
+            }
+            let mut failing = encoder.encode_descriptor(
+                "acme_consecutive_failures",
+                "ACME orders failed in a row for a listener (0 once one succeeds); alert when above 0 for long",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (listener, slot) in &slots {
+                let labels = [("listener", listener.as_str())];
+                ConstGauge::new(i64::from(
+                    slot.consecutive_failures
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ))
+                .encode(failing.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

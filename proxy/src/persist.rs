@@ -246,7 +246,8 @@ pub fn read(path: &Path) -> Result<SavedState, StateFileError> {
 
 /// The runtime additions and removals of a file that the config and the admin API's
 /// rules allow: known pools, weights within range, addresses the policy accepts, no
-/// address twice. The rest is reported in `skipped`.
+/// address twice, no removal of a backend found in DNS (`config` is the running
+/// config, with the addresses DNS gave laid in). The rest is reported in `skipped`.
 pub fn valid_members(
     saved: &RuntimeBackends,
     config: &Config,
@@ -275,7 +276,12 @@ pub fn valid_members(
                 } else if kind == "added" {
                     policy.check(m.address).err().map(|e| e.to_string())
                 } else {
-                    None
+                    from_dns(config, pool, m.address).map(|name| {
+                        format!(
+                            "{} comes from the DNS name {name}: DNS decides its membership",
+                            m.address
+                        )
+                    })
                 };
                 match problem {
                     Some(reason) => skipped.push(Skipped::new(kind, entry, reason)),
@@ -288,6 +294,17 @@ pub fn valid_members(
         }
     }
     out
+}
+
+/// The DNS name `pool`'s backend at `address` was found through, if it was.
+fn from_dns(config: &Config, pool: &str, address: SocketAddr) -> Option<String> {
+    config
+        .pools
+        .get(pool)?
+        .backends
+        .iter()
+        .find(|b| b.address == address && b.origin.is_some())
+        .and_then(|b| b.origin.as_deref().map(str::to_string))
 }
 
 /// Applies the file's backend states to `snapshot` and returns the route overrides

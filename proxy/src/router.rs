@@ -12,18 +12,37 @@ pub struct Route {
     /// The pool (or pools, during a canary) this route sends to.
     pub target: crate::traffic::RouteTarget,
     pub path_prefix: String,
+    /// Forward the client's original path bytes instead of the normalised path.
+    pub forward_original_path: bool,
     pub metrics: RouteMetrics,
 }
 
 /// Routes of one listener: host-specific ones first, then those for any host; within
-/// each, the longest matching path prefix wins.
+/// each, the longest matching path prefix wins. Paths are matched in their
+/// normalised form ([`crate::path::normalize`]).
 #[derive(Debug, Default)]
 pub struct Router {
     by_host: HashMap<String, Vec<Arc<Route>>>,
     any_host: Vec<Arc<Route>>,
+    upgrades: Vec<String>,
 }
 
 impl Router {
+    /// A router for a listener that allows upgrades to `upgrades` (lower-case tokens).
+    pub fn with_upgrades(upgrades: Vec<String>) -> Self {
+        Self {
+            upgrades,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the listener allows upgrading to `protocol` (an `Upgrade` token,
+    /// compared without case and without a `/version`).
+    pub fn allows_upgrade(&self, protocol: &str) -> bool {
+        let name = protocol.split('/').next().unwrap_or("").trim();
+        self.upgrades.iter().any(|u| u.eq_ignore_ascii_case(name))
+    }
+
     /// Adds a route; `host` must already be lower-case without a port.
     pub fn add(&mut self, host: Option<&str>, route: Arc<Route>) {
         let list = match host {
@@ -100,6 +119,7 @@ mod tests {
             name: name.into(),
             target: crate::traffic::RouteTarget::Pool("p".into()),
             path_prefix: prefix.into(),
+            forward_original_path: false,
             metrics: crate::metrics::Metrics::new().route(name),
         })
     }

@@ -35,13 +35,16 @@ impl Snapshot {
         overrides: &Overrides,
         plugins: &PluginMap,
     ) -> Snapshot {
-        let pools = PoolSet::build(config.pools.values(), previous.map(|p| &p.pools), |pool| {
-            PoolPolicies::resolve(pool, plugins, metrics)
-        });
+        let pools = PoolSet::build(
+            config.pools.values(),
+            previous.map(|p| &p.pools),
+            &config.limits,
+            |pool| PoolPolicies::resolve(pool, plugins, metrics),
+        );
         let mut routers: HashMap<String, Router> = config
             .listeners
             .iter()
-            .map(|l| (l.name.clone(), Router::default()))
+            .map(|l| (l.name.clone(), Router::with_upgrades(l.upgrades.clone())))
             .collect();
         let mut routes = HashMap::new();
         for r in &config.routes {
@@ -59,6 +62,7 @@ impl Snapshot {
                 name: r.name.as_str().into(),
                 target,
                 path_prefix: r.path_prefix.clone(),
+                forward_original_path: r.forward_original_path,
                 metrics: metrics.route(&r.name),
             });
             routes.insert(r.name.clone(), Arc::clone(&route));

@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod spawned;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -49,8 +51,10 @@ struct Inner {
     name: String,
     mode: Mutex<Mode>,
     hits: AtomicU64,
+    h2_hits: AtomicU64,
     connections: AtomicU64,
     tasks: Mutex<JoinSet<()>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A hyper backend on 127.0.0.1. Paths: `/headers` echoes request headers as JSON,
@@ -68,13 +72,34 @@ impl TestBackend {
         Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
     }
 
-    async fn start_on(name: &str, addr: SocketAddr) -> TestBackend {
+    /// Starts a backend on `addr` (e.g. `127.0.0.2:PORT`, for DNS tests).
+    pub async fn start_on(name: &str, addr: SocketAddr) -> TestBackend {
+        Self::start_with(name, addr, None).await
+    }
+
+    /// Starts a backend that speaks TLS with `config` on an ephemeral port.
+    pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> TestBackend {
+        Self::start_with(
+            name,
+            "127.0.0.1:0".parse().unwrap(),
+            Some(tokio_rustls::TlsAcceptor::from(config)),
+        )
+        .await
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> TestBackend {
         let inner = Arc::new(Inner {
             name: name.to_string(),
             mode: Mutex::new(Mode::Ok),
             hits: AtomicU64::new(0),
+            h2_hits: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),
+            tls,
         });
         let backend = TestBackend { addr, inner };
         backend.listen(addr).await
@@ -98,9 +123,21 @@ impl TestBackend {
                         let inner = Arc::clone(&service_inner);
                         async move { Ok::<_, Infallible>(answer(&inner, req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match &conn_inner.tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -120,6 +157,11 @@ impl TestBackend {
     /// Requests served so far.
     pub fn hits(&self) -> u64 {
         self.inner.hits.load(Ordering::Relaxed)
+    }
+
+    /// Requests that arrived over HTTP/2.
+    pub fn h2_hits(&self) -> u64 {
+        self.inner.h2_hits.load(Ordering::Relaxed)
     }
 
     /// TCP connections accepted so far.
@@ -155,6 +197,9 @@ async fn bind_retrying(addr: SocketAddr) -> TcpListener {
 
 async fn answer(inner: &Inner, mut req: Request<Incoming>) -> Response<TestBody> {
     inner.hits.fetch_add(1, Ordering::Relaxed);
+    if req.version() == http::Version::HTTP_2 {
+        inner.h2_hits.fetch_add(1, Ordering::Relaxed);
+    }
     let mode = inner.mode.lock().clone();
     match mode {
         Mode::Hang => {
@@ -172,11 +217,15 @@ async fn answer(inner: &Inner, mut req: Request<Incoming>) -> Response<TestBody>
     }
     match req.uri().path() {
         "/headers" => {
-            let map: HashMap<String, String> = req
+            let mut map: HashMap<String, String> = req
                 .headers()
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                 .collect();
+            // HTTP/2 carries the host as the `:authority` pseudo-header.
+            if let Some(authority) = req.uri().authority() {
+                map.insert(":authority".into(), authority.to_string());
+            }
             text(
                 StatusCode::OK,
                 &inner.name,
@@ -507,4 +556,169 @@ pub async fn open_tunnel(web: SocketAddr) -> tokio::net::TcpStream {
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     s
+}
+
+/// One request as a recording backend received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    /// The request target as sent on the request line.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// Whether the whole body arrived (false: the connection broke midway).
+    pub complete: bool,
+}
+
+impl Received {
+    /// The first value of a header, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A hyper backend that records every request it receives (head, whole body) and
+/// answers 200 `ok`. What it recorded is what the proxy forwarded.
+#[derive(Clone)]
+pub struct RecordingBackend {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    tasks: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl RecordingBackend {
+    /// Starts on an ephemeral port.
+    pub async fn start() -> RecordingBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let tasks: Arc<Mutex<JoinSet<()>>> = Arc::default();
+        let (rec, conn_tasks) = (Arc::clone(&received), Arc::clone(&tasks));
+        tasks.lock().spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let rec = Arc::clone(&rec);
+                conn_tasks.lock().spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let rec = Arc::clone(&rec);
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let (body, complete) = match body.collect().await {
+                                Ok(c) => (c.to_bytes(), true),
+                                Err(_) => (Bytes::new(), false),
+                            };
+                            rec.lock().push(Received {
+                                method: parts.method.to_string(),
+                                target: parts.uri.to_string(),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into(),
+                                        )
+                                    })
+                                    .collect(),
+                                body,
+                                complete,
+                            });
+                            Ok::<_, Infallible>(text(StatusCode::OK, "recorder", "ok".into()))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        RecordingBackend {
+            addr,
+            received,
+            tasks,
+        }
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().clone()
+    }
+
+    /// Requests received so far.
+    pub fn count(&self) -> usize {
+        self.received.lock().len()
+    }
+}
+
+/// What the client of a raw exchange got back.
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// Everything read, as text.
+    pub text: String,
+    /// The status of the first response (0 when none was read).
+    pub status: u16,
+    /// Whether the proxy closed the connection (EOF or reset) before the timeout.
+    pub closed: bool,
+}
+
+/// Writes `request` on a fresh connection and reads until the proxy closes it or
+/// `idle` passes without a byte.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], idle: Duration) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let closed = loop {
+        match tokio::time::timeout(idle, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    RawAnswer {
+        text,
+        status,
+        closed,
+    }
+}
+
+/// The proxy's `/metrics` text.
+pub async fn metrics_text(proxy: &TestProxy) -> String {
+    let (_, _, body) = get(&client(), &format!("http://{}/metrics", proxy.admin)).await;
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The value of the metric line that starts with `series` (name and labels), 0 if absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A backend's entry in `/status` (by address).
+pub async fn backend_status(proxy: &TestProxy, addr: SocketAddr) -> serde_json::Value {
+    let s = status(proxy).await;
+    s["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["backends"].as_array().unwrap().iter())
+        .find(|b| b["address"] == addr.to_string())
+        .cloned()
+        .unwrap_or_else(|| panic!("backend {addr} in /status: {s}"))
 }

@@ -16,18 +16,14 @@
 //!            base-open-ms = 1000, max-open-ms = 60000 }
 //! ```
 
-use std::cell::RefCell;
-
 use serde::Deserialize;
+use switchyard_policy::recovery::{Action, BackendStats, BreakerState, Outcome};
+use switchyard_policy::{ConfigError, RecoveryPolicy, recovery_policy};
 
-wit_bindgen::generate!({ world: "recovery", path: "../../wit" });
-
-use switchyard::policy::recovery_types::BreakerState;
-
-/// The plugin's configuration, decoded from the JSON the proxy passes.
+/// The plugin's configuration.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-struct Config {
+pub struct Config {
     /// Failures in a row that open the breaker.
     consecutive_failures: u32,
     /// Window failure share, in thousandths, that opens the breaker.
@@ -52,48 +48,49 @@ impl Default for Config {
     }
 }
 
-thread_local! {
-    static CONFIG: RefCell<Config> = RefCell::new(Config::default());
-}
+/// The policy: its configuration.
+pub struct AdaptiveBreaker(Config);
 
-struct AdaptiveBreaker;
+impl RecoveryPolicy for AdaptiveBreaker {
+    type Config = Config;
 
-impl Guest for AdaptiveBreaker {
-    fn init(config: String) -> Result<(), String> {
-        let cfg: Config =
-            serde_json::from_str(&config).map_err(|e| format!("adaptive-breaker config: {e}"))?;
+    fn init(cfg: Config) -> Result<Self, ConfigError> {
         if cfg.consecutive_failures == 0 && cfg.min_requests == 0 {
-            return Err("adaptive-breaker config: no trip condition left".into());
+            return Err(ConfigError::whole("no trip condition left"));
         }
         if cfg.error_rate_permille > 1000 {
-            return Err("adaptive-breaker config: error-rate-permille must be 0..=1000".into());
+            return Err(ConfigError::field(
+                "error-rate-permille",
+                "must be 0..=1000",
+            ));
         }
         if cfg.base_open_ms == 0 || cfg.max_open_ms < cfg.base_open_ms {
-            return Err("adaptive-breaker config: need 0 < base-open-ms <= max-open-ms".into());
+            return Err(ConfigError::field(
+                "base-open-ms",
+                "need 0 < base-open-ms <= max-open-ms",
+            ));
         }
-        CONFIG.set(cfg);
-        Ok(())
+        Ok(Self(cfg))
     }
 
-    fn on_outcome(stats: BackendStats, outcome: Outcome) -> Action {
-        CONFIG.with_borrow(|cfg| match (stats.state, outcome) {
+    fn on_outcome(&mut self, stats: &BackendStats, outcome: Outcome) -> Action {
+        let cfg = &self.0;
+        match (stats.state, outcome) {
             (BreakerState::HalfOpen, Outcome::Success(_)) => Action::Close,
-            (BreakerState::HalfOpen, Outcome::Failure(_)) => Action::Open(open_for(cfg, &stats)),
-            (BreakerState::Closed, Outcome::Failure(_)) if tripped(cfg, &stats) => {
-                Action::Open(open_for(cfg, &stats))
+            (BreakerState::HalfOpen, Outcome::Failure(_)) => Action::Open(open_for(cfg, stats)),
+            (BreakerState::Closed, Outcome::Failure(_)) if tripped(cfg, stats) => {
+                Action::Open(open_for(cfg, stats))
             }
             _ => Action::Keep,
-        })
+        }
     }
 
-    fn on_tick(stats: BackendStats) -> Action {
-        CONFIG.with_borrow(|cfg| {
-            if stats.state == BreakerState::Closed && rate_tripped(cfg, &stats) {
-                Action::Open(open_for(cfg, &stats))
-            } else {
-                Action::Keep
-            }
-        })
+    fn on_tick(&mut self, stats: &BackendStats) -> Action {
+        if stats.state == BreakerState::Closed && rate_tripped(&self.0, stats) {
+            Action::Open(open_for(&self.0, stats))
+        } else {
+            Action::Keep
+        }
     }
 }
 
@@ -113,9 +110,46 @@ fn rate_tripped(cfg: &Config, stats: &BackendStats) -> bool {
 
 /// Exponential back-off: base, 2 x base, 4 x base, ..., capped.
 fn open_for(cfg: &Config, stats: &BackendStats) -> u32 {
-    let doublings = stats.times_opened.min(31);
-    let ms = u64::from(cfg.base_open_ms) << doublings;
+    let ms = u64::from(cfg.base_open_ms) << stats.times_opened.min(31);
     ms.min(u64::from(cfg.max_open_ms)) as u32
 }
 
-export!(AdaptiveBreaker);
+recovery_policy!(AdaptiveBreaker);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_policy::recovery::FailureKind;
+
+    #[test]
+    fn opens_after_consecutive_failures_with_exponential_periods() {
+        let mut p = AdaptiveBreaker::from_json(r#"{"consecutive-failures": 2}"#).unwrap();
+        let fail = Outcome::Failure(FailureKind::ServerError);
+        let one = BackendStats::closed()
+            .with_consecutive_failures(1)
+            .with_window(1, 1);
+        assert_eq!(p.on_outcome(&one, fail), Action::Keep);
+        let two = one.with_consecutive_failures(2).with_window(2, 2);
+        assert_eq!(p.on_outcome(&two, fail), Action::Open(1_000));
+        let again = two.with_times_opened(3);
+        assert_eq!(p.on_outcome(&again, fail), Action::Open(8_000));
+        let half_open = BackendStats::closed().in_state(BreakerState::HalfOpen);
+        assert_eq!(
+            p.on_outcome(&half_open, Outcome::Success(900)),
+            Action::Close
+        );
+    }
+
+    #[test]
+    fn the_error_rate_trips_on_tick() {
+        let mut p = AdaptiveBreaker::from_json("{}").unwrap();
+        assert_eq!(
+            p.on_tick(&BackendStats::closed().with_window(19, 19)),
+            Action::Keep
+        );
+        assert_eq!(
+            p.on_tick(&BackendStats::closed().with_window(20, 10)),
+            Action::Open(1_000)
+        );
+    }
+}

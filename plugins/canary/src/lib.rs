@@ -4,7 +4,8 @@
 //! go to the canary backends; so does `percent` percent of the other
 //! requests, chosen by a hash of the client address so one client keeps
 //! seeing the same version. Everything else goes to the stable backends.
-//! Within a group the choice is random, weighted by the backends' weights.
+//! Within a group the choice is random, weighted by the backends' weights; an
+//! empty or fully unhealthy group falls back to the other one.
 //!
 //! ```toml
 //! [plugin.canary]
@@ -13,20 +14,15 @@
 //! config = { header = "x-canary", value = "always", percent = 5, canary = [2] }
 //! ```
 
-use std::cell::{Cell, RefCell};
-
 use serde::Deserialize;
+use switchyard_policy::routing::{Candidate, Decision, Request};
+use switchyard_policy::{ConfigError, Rng, RoutingPolicy, hash, host, pick, routing_policy};
 
-wit_bindgen::generate!({ world: "routing", path: "../../wit" });
-
-use switchyard::policy::host::{self, LogLevel};
-use switchyard::policy::routing_types::Response;
-
-/// The plugin's configuration, decoded from the JSON the proxy passes.
-#[derive(Deserialize, Default)]
+/// The plugin's configuration.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Config {
-    /// Header that forces the canary (lower case).
+pub struct Config {
+    /// Header that forces the canary.
     header: Option<String>,
     /// Value the header must have; any value when absent.
     value: Option<String>,
@@ -36,126 +32,132 @@ struct Config {
     /// `candidate.index` values of the canary backends.
     canary: Vec<u32>,
     /// Pick the percentage by client address (true) or at random (false).
-    #[serde(default = "default_sticky")]
+    #[serde(default = "yes")]
     sticky: bool,
 }
 
-fn default_sticky() -> bool {
+fn yes() -> bool {
     true
 }
 
-thread_local! {
-    static CONFIG: RefCell<Config> = RefCell::new(Config::default());
-    static RNG: Cell<u64> = const { Cell::new(0x9e37_79b9_7f4a_7c15) };
+/// The policy: its configuration and a random generator.
+pub struct Canary {
+    config: Config,
+    rng: Rng,
 }
 
-struct Canary;
+impl RoutingPolicy for Canary {
+    type Config = Config;
 
-impl Guest for Canary {
-    fn init(config: String) -> Result<(), String> {
-        let mut cfg: Config =
-            serde_json::from_str(&config).map_err(|e| format!("canary config: {e}"))?;
-        if cfg.percent > 100 {
-            return Err(format!(
-                "canary config: percent {} is over 100",
-                cfg.percent
-            ));
+    fn init(config: Config) -> Result<Self, ConfigError> {
+        if config.percent > 100 {
+            return Err(ConfigError::field("percent", "must be 0..=100"));
         }
-        if let Some(h) = cfg.header.as_mut() {
-            h.make_ascii_lowercase();
+        if config.canary.is_empty() {
+            host::warn("canary list is empty: all traffic goes to stable");
         }
-        if cfg.canary.is_empty() {
-            host::log(
-                LogLevel::Warn,
-                "canary list is empty: all traffic goes to stable",
-            );
-        }
-        RNG.set(host::random_u64() | 1);
-        CONFIG.set(cfg);
-        Ok(())
-    }
-
-    fn wanted_headers() -> Vec<String> {
-        CONFIG.with_borrow(|c| c.header.iter().cloned().collect())
-    }
-
-    fn choose(req: Request, candidates: Vec<Candidate>) -> Decision {
-        CONFIG.with_borrow(|cfg| {
-            let to_canary = flagged(cfg, &req) || in_percent(cfg, &req);
-            let is_canary = |c: &Candidate| cfg.canary.contains(&c.index);
-            let first = pick(&candidates, |c| is_canary(c) == to_canary);
-            // An empty or fully unhealthy group falls back to the other one.
-            match first.or_else(|| pick(&candidates, |c| is_canary(c) != to_canary)) {
-                Some(index) => Decision::Backend(index),
-                None => Decision::Respond(Response {
-                    status: 503,
-                    body: "no healthy backend".into(),
-                }),
-            }
+        Ok(Self {
+            config,
+            rng: Rng::from_host(),
         })
     }
-}
 
-/// Whether the request carries the canary header (with the wanted value).
-fn flagged(cfg: &Config, req: &Request) -> bool {
-    let Some(name) = cfg.header.as_deref() else {
-        return false;
-    };
-    req.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case(name) && cfg.value.as_deref().is_none_or(|v| h.value == v)
-    })
-}
-
-/// Whether this request falls in the configured share.
-fn in_percent(cfg: &Config, req: &Request) -> bool {
-    if cfg.percent == 0 {
-        return false;
+    fn wanted_headers(&self) -> Vec<String> {
+        self.config.header.iter().cloned().collect()
     }
-    let roll = if cfg.sticky {
-        fnv1a(req.client_ip.as_bytes())
-    } else {
-        next_random()
-    };
-    roll % 100 < u64::from(cfg.percent)
+
+    fn choose(&mut self, req: &Request, candidates: &[Candidate]) -> Decision {
+        let to_canary = self.flagged(req) || self.in_percent(req);
+        let canary = &self.config.canary;
+        let group = |want: bool| {
+            candidates
+                .iter()
+                .filter(move |c| canary.contains(&c.index) == want)
+        };
+        let choice = pick::weighted(group(to_canary), &mut self.rng)
+            .or_else(|| pick::weighted(group(!to_canary), &mut self.rng));
+        Decision::backend_or_503(choice)
+    }
 }
 
-/// Weighted random choice among healthy candidates accepted by `keep`.
-fn pick(candidates: &[Candidate], keep: impl Fn(&Candidate) -> bool) -> Option<u32> {
-    let eligible = |c: &&Candidate| c.healthy && c.weight > 0 && keep(c);
-    let total: u64 = candidates
-        .iter()
-        .filter(eligible)
-        .map(|c| u64::from(c.weight))
-        .sum();
-    if total == 0 {
-        return None;
+impl Canary {
+    /// Whether the request carries the canary header (with the wanted value).
+    fn flagged(&self, req: &Request) -> bool {
+        let Some(name) = &self.config.header else {
+            return false;
+        };
+        req.header(name)
+            .is_some_and(|v| self.config.value.as_deref().is_none_or(|want| v == want))
     }
-    let mut roll = next_random() % total;
-    for c in candidates.iter().filter(eligible) {
-        let w = u64::from(c.weight);
-        if roll < w {
-            return Some(c.index);
+
+    /// Whether this request falls in the configured share.
+    fn in_percent(&mut self, req: &Request) -> bool {
+        let percent = u64::from(self.config.percent);
+        if self.config.sticky {
+            hash::stable(req.client_ip.as_bytes()) % 100 < percent
+        } else {
+            self.rng.below(100) < percent
         }
-        roll -= w;
     }
-    None
 }
 
-/// xorshift64*: cheap, seeded once from the host.
-fn next_random() -> u64 {
-    let mut x = RNG.get();
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    RNG.set(x);
-    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-}
+routing_policy!(Canary);
 
-/// FNV-1a, so a client address maps to the same bucket on every instance.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-export!(Canary);
+    fn policy(json: &str) -> Canary {
+        Canary::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn flagged_requests_go_to_the_canary_and_others_stay_stable() {
+        let mut p = policy(r#"{"header": "x-canary", "value": "yes", "canary": [1]}"#);
+        let all = [Candidate::new(0), Candidate::new(1)];
+        let flagged = Request::get("/").with_header("x-canary", "yes");
+        let other_value = Request::get("/").with_header("x-canary", "no");
+        for _ in 0..20 {
+            assert_eq!(p.choose(&flagged, &all), Decision::Backend(1));
+            assert_eq!(p.choose(&other_value, &all), Decision::Backend(0));
+        }
+    }
+
+    #[test]
+    fn an_unusable_group_falls_back_to_the_other() {
+        let mut p = policy(r#"{"header": "x-canary", "canary": [1]}"#);
+        let all = [Candidate::new(0), Candidate::new(1).unhealthy()];
+        let flagged = Request::get("/").with_header("x-canary", "1");
+        assert_eq!(p.choose(&flagged, &all), Decision::Backend(0));
+        assert_eq!(
+            p.choose(&flagged, &[]),
+            Decision::respond(503, "no usable backend")
+        );
+    }
+
+    #[test]
+    fn sticky_percentage_keeps_a_client_on_one_side() {
+        let mut p = policy(r#"{"percent": 50, "canary": [1]}"#);
+        let all = [Candidate::new(0), Candidate::new(1)];
+        let mut canaried = 0;
+        for i in 0..200 {
+            let req = Request::get("/").with_client_ip(&format!("10.0.0.{i}"));
+            let first = p.choose(&req, &all);
+            assert_eq!(p.choose(&req, &all), first, "a client stays on its side");
+            canaried += usize::from(first == Decision::Backend(1));
+        }
+        assert!((60..140).contains(&canaried), "{canaried} of 200");
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let err = Canary::from_json(r#"{"percent": 101, "canary": []}"#)
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "config.percent: must be 0..=100");
+        let err = Canary::from_json(r#"{"canary": [1], "hedaer": "x"}"#)
+            .err()
+            .unwrap();
+        assert_eq!(err.path(), "hedaer");
+    }
+}

@@ -14,50 +14,40 @@
 //! For `{"status":"ok","checks":{"db":"up","cache":"down"}}` the verdict is
 //! `degraded(50)`.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
+use switchyard_policy::health::{ErrorKind, Probe, Verdict};
+use switchyard_policy::{ConfigError, HealthPolicy, health_policy};
 
-wit_bindgen::generate!({ world: "health-check", path: "../../wit" });
-
-use switchyard::policy::health_types::ErrorKind;
-
-/// The plugin's configuration, decoded from the JSON the proxy passes.
+/// The plugin's configuration.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Config {
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
     /// Dotted path of the main status field.
-    #[serde(default = "default_field")]
     field: String,
     /// Values of `field` meaning up.
-    #[serde(default = "default_up")]
     up: Vec<String>,
     /// Values of `field` meaning degraded.
-    #[serde(default)]
     degraded: Vec<String>,
     /// Weight percent of a degraded backend.
-    #[serde(default = "default_degraded_percent")]
     degraded_percent: u8,
     /// Paths that must hold one of their values, or the backend is down.
-    #[serde(default)]
     required: BTreeMap<String, Vec<String>>,
     /// Paths that should hold one of their values, or the backend is degraded.
-    #[serde(default)]
     optional: BTreeMap<String, Vec<String>>,
     /// Accepted HTTP statuses; any 2xx when empty.
-    #[serde(default)]
     statuses: Vec<u16>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            field: default_field(),
-            up: default_up(),
+            field: "status".into(),
+            up: vec!["ok".into()],
             degraded: Vec::new(),
-            degraded_percent: default_degraded_percent(),
+            degraded_percent: 50,
             required: BTreeMap::new(),
             optional: BTreeMap::new(),
             statuses: Vec::new(),
@@ -65,94 +55,67 @@ impl Default for Config {
     }
 }
 
-fn default_field() -> String {
-    "status".into()
-}
+/// The policy: its configuration.
+pub struct JsonHealth(Config);
 
-fn default_up() -> Vec<String> {
-    vec!["ok".into()]
-}
+impl HealthPolicy for JsonHealth {
+    type Config = Config;
 
-fn default_degraded_percent() -> u8 {
-    50
-}
-
-thread_local! {
-    static CONFIG: RefCell<Config> = RefCell::new(Config::default());
-}
-
-struct JsonHealth;
-
-impl Guest for JsonHealth {
-    fn init(config: String) -> Result<(), String> {
-        let cfg: Config =
-            serde_json::from_str(&config).map_err(|e| format!("json-health config: {e}"))?;
-        if cfg.degraded_percent > 100 {
-            return Err("json-health config: degraded-percent must be 0..=100".into());
+    fn init(config: Config) -> Result<Self, ConfigError> {
+        if config.degraded_percent > 100 {
+            return Err(ConfigError::field("degraded-percent", "must be 0..=100"));
         }
-        CONFIG.set(cfg);
-        Ok(())
+        Ok(Self(config))
     }
 
-    fn wanted_headers() -> Vec<String> {
-        Vec::new()
-    }
-
-    fn evaluate(probe: Probe) -> Verdict {
-        CONFIG.with_borrow(|cfg| judge(cfg, &probe))
+    fn evaluate(&mut self, probe: &Probe) -> Verdict {
+        judge(&self.0, probe).unwrap_or_else(Verdict::Down)
     }
 }
 
-fn judge(cfg: &Config, probe: &Probe) -> Verdict {
+/// The verdict, or the reason the backend is down.
+fn judge(cfg: &Config, probe: &Probe) -> Result<Verdict, String> {
     if let Some(kind) = probe.error {
-        let what = match kind {
+        return Err(match kind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Refused => "connection refused",
             ErrorKind::Reset => "connection reset",
             ErrorKind::Other => "probe failed",
-        };
-        return Verdict::Down(what.into());
+        }
+        .into());
     }
-    let Some(status) = probe.status else {
-        return Verdict::Down("no response".into());
-    };
-    let accepted = if cfg.statuses.is_empty() {
-        (200..300).contains(&status)
-    } else {
-        cfg.statuses.contains(&status)
+    let status = probe.status.ok_or("no response")?;
+    let accepted = match cfg.statuses.as_slice() {
+        [] => (200..300).contains(&status),
+        list => list.contains(&status),
     };
     if !accepted {
-        return Verdict::Down(format!("status {status}"));
+        return Err(format!("status {status}"));
     }
-    let doc: Value = match serde_json::from_slice(&probe.body_prefix) {
-        Ok(v) => v,
-        Err(e) => return Verdict::Down(format!("body is not JSON: {e}")),
-    };
+    let doc: Value =
+        serde_json::from_slice(&probe.body_prefix).map_err(|e| format!("body is not JSON: {e}"))?;
 
-    let mut degraded = false;
-    match text_at(&doc, &cfg.field) {
-        Some(v) if cfg.up.iter().any(|u| u == v) => {}
-        Some(v) if cfg.degraded.iter().any(|d| d == v) => degraded = true,
-        Some(v) => return Verdict::Down(format!("{}={v}", cfg.field)),
-        None => return Verdict::Down(format!("{} missing", cfg.field)),
-    }
+    let mut degraded = match text_at(&doc, &cfg.field) {
+        Some(v) if cfg.up.iter().any(|u| u == v) => false,
+        Some(v) if cfg.degraded.iter().any(|d| d == v) => true,
+        Some(v) => return Err(format!("{}={v}", cfg.field)),
+        None => return Err(format!("{} missing", cfg.field)),
+    };
     for (path, allowed) in &cfg.required {
         match text_at(&doc, path) {
             Some(v) if allowed.iter().any(|a| a == v) => {}
-            Some(v) => return Verdict::Down(format!("{path}={v}")),
-            None => return Verdict::Down(format!("{path} missing")),
+            Some(v) => return Err(format!("{path}={v}")),
+            None => return Err(format!("{path} missing")),
         }
     }
     for (path, allowed) in &cfg.optional {
-        if !text_at(&doc, path).is_some_and(|v| allowed.iter().any(|a| a == v)) {
-            degraded = true;
-        }
+        degraded |= !text_at(&doc, path).is_some_and(|v| allowed.iter().any(|a| a == v));
     }
-    if degraded {
+    Ok(if degraded {
         Verdict::Degraded(cfg.degraded_percent)
     } else {
         Verdict::Up
-    }
+    })
 }
 
 /// The string (or boolean, as text) at a dotted path.
@@ -169,4 +132,49 @@ fn text_at<'a>(doc: &'a Value, path: &str) -> Option<&'a str> {
     }
 }
 
-export!(JsonHealth);
+health_policy!(JsonHealth);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str =
+        r#"{"required": {"checks.db": ["up"]}, "optional": {"checks.cache": ["up"]}}"#;
+
+    #[test]
+    fn judges_the_documented_example() {
+        let mut p = JsonHealth::from_json(CONFIG).unwrap();
+        let ok = r#"{"status":"ok","checks":{"db":"up","cache":"up"}}"#;
+        let no_cache = r#"{"status":"ok","checks":{"db":"up","cache":"down"}}"#;
+        let no_db = r#"{"status":"ok","checks":{"db":"down","cache":"up"}}"#;
+        assert_eq!(p.evaluate(&Probe::answered(200, ok)), Verdict::Up);
+        assert_eq!(
+            p.evaluate(&Probe::answered(200, no_cache)),
+            Verdict::Degraded(50)
+        );
+        assert_eq!(
+            p.evaluate(&Probe::answered(200, no_db)),
+            Verdict::Down("checks.db=down".into())
+        );
+        assert_eq!(
+            p.evaluate(&Probe::answered(503, ok)),
+            Verdict::Down("status 503".into())
+        );
+        assert_eq!(
+            p.evaluate(&Probe::failed(ErrorKind::Refused)),
+            Verdict::Down("connection refused".into())
+        );
+    }
+
+    #[test]
+    fn a_bad_config_names_the_field() {
+        let err = JsonHealth::from_json(r#"{"degraded-percent": 150}"#)
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "config.degraded-percent: must be 0..=100");
+        let err = JsonHealth::from_json(r#"{"required": {"checks.db": "up"}}"#)
+            .err()
+            .unwrap();
+        assert_eq!(err.path(), r#"required."checks.db""#);
+    }
+}

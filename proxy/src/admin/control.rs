@@ -159,6 +159,8 @@ pub fn parse_route(path: &str) -> Option<(String, RouteAction)> {
 #[serde(deny_unknown_fields)]
 struct SwitchBody {
     pool: String,
+    #[serde(default)]
+    force: bool,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +168,8 @@ struct SwitchBody {
 struct SplitBody {
     pools: std::collections::BTreeMap<String, u32>,
     sticky: Option<String>,
+    #[serde(default)]
+    force: bool,
 }
 
 /// Applies a route switch or split; returns the status and JSON answer.
@@ -176,9 +180,9 @@ pub async fn apply_route(
     action: RouteAction,
     body: &Bytes,
 ) -> (StatusCode, Value) {
-    let target = match action {
+    let (target, force) = match action {
         RouteAction::Switch => match serde_json::from_slice::<SwitchBody>(body) {
-            Ok(b) => RouteTarget::Pool(b.pool.as_str().into()),
+            Ok(b) => (RouteTarget::Pool(b.pool.as_str().into()), b.force),
             Err(e) => return bad_request(format!("expected {{\"pool\": \"green\"}}: {e}")),
         },
         RouteAction::Split => match serde_json::from_slice::<SplitBody>(body) {
@@ -193,14 +197,17 @@ pub async fn apply_route(
                     Ok(s) => s,
                     Err(e) => return bad_request(e),
                 };
-                RouteTarget::Split {
-                    pools: b
-                        .pools
-                        .into_iter()
-                        .map(|(p, w)| (Arc::from(p.as_str()), w))
-                        .collect(),
-                    sticky,
-                }
+                (
+                    RouteTarget::Split {
+                        pools: b
+                            .pools
+                            .into_iter()
+                            .map(|(p, w)| (Arc::from(p.as_str()), w))
+                            .collect(),
+                        sticky,
+                    },
+                    b.force,
+                )
             }
             Err(e) => {
                 return bad_request(format!(
@@ -209,6 +216,17 @@ pub async fn apply_route(
             }
         },
     };
+    if !force && let Some((pool, reason)) = unusable_target(server, &target) {
+        info!(caller = %caller, route, pool, %reason, "admin route change refused");
+        return (
+            StatusCode::CONFLICT,
+            json!({
+                "error": format!("{reason}; add \"force\": true to switch anyway"),
+                "route": route,
+                "pool": pool,
+            }),
+        );
+    }
     match server.set_route_target(route, target).await {
         Ok(target) => {
             info!(caller = %caller, route, target = %target.to_json(), "admin route change");
@@ -220,6 +238,26 @@ pub async fn apply_route(
         Err(e) if e.starts_with("no route") => (StatusCode::NOT_FOUND, json!({ "error": e })),
         Err(e) => bad_request(e),
     }
+}
+
+/// The first pool the target would send traffic to that has no usable backend,
+/// with the reason. A pool that does not exist is left to the switch itself (404).
+fn unusable_target(server: &Server, target: &RouteTarget) -> Option<(String, String)> {
+    let snapshot = server.snapshot();
+    let now = crate::clock::now_ms();
+    let receiving: Vec<&Arc<str>> = match target {
+        RouteTarget::Pool(p) => vec![p],
+        RouteTarget::Split { pools, .. } => pools
+            .iter()
+            .filter(|(_, w)| *w > 0)
+            .map(|(p, _)| p)
+            .collect(),
+    };
+    receiving.into_iter().find_map(|name| {
+        let pool = snapshot.pools.get(name)?;
+        pool.unusable_reason(now)
+            .map(|reason| (name.to_string(), reason))
+    })
 }
 
 fn bad_request(message: String) -> (StatusCode, Value) {

@@ -91,7 +91,9 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<ProxyB
 fn member_error(e: &MemberError) -> Response<ProxyBody> {
     let status = match e {
         MemberError::NoPool(_) | MemberError::NoBackend { .. } => StatusCode::NOT_FOUND,
-        MemberError::Exists { .. } | MemberError::LastBackend { .. } => StatusCode::CONFLICT,
+        MemberError::Exists { .. }
+        | MemberError::LastBackend { .. }
+        | MemberError::FromDns { .. } => StatusCode::CONFLICT,
         MemberError::Refused(_) => StatusCode::FORBIDDEN,
         MemberError::Apply(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -15,6 +15,7 @@ mod control;
 mod dashboard;
 mod guard;
 mod members;
+mod plugins;
 mod rollout;
 mod status;
 
@@ -151,7 +152,11 @@ async fn serve_connection(
         .keep_alive(true)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    let io = TokioIo::new(ActivityIo::new(stream, Arc::clone(&activity)));
+    let io = TokioIo::new(ActivityIo::new(
+        stream,
+        Arc::clone(&activity),
+        limits.max_header_bytes,
+    ));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let watchdog = activity.watchdog(limits.header_read_timeout, limits.idle_timeout);
@@ -317,6 +322,9 @@ async fn route(
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let path = request.uri().path().to_string();
+    if let Some(plugin) = plugins::parse_samples(&path) {
+        return plugins::samples(server, request.method(), plugin);
+    }
     if let Some((route, abort)) = rollout::parse(&path) {
         return rollout::handle(server, peer, &route, abort, request).await;
     }

@@ -18,10 +18,17 @@ pub fn status(server: &Server) -> Value {
         .listeners
         .iter()
         .map(|l| {
+            let certificates: Vec<Value> = server
+                .tls()
+                .served_by(&l.name)
+                .iter()
+                .map(|c| json!({ "names": c.names, "not_after": c.not_after, "origin": c.origin }))
+                .collect();
             json!({
                 "name": l.name,
                 "address": server.listener_address(&l.name).unwrap_or(l.listen).to_string(),
                 "tls": l.tls.is_some(),
+                "certificates": certificates,
             })
         })
         .collect();
@@ -36,6 +43,7 @@ pub fn status(server: &Server) -> Value {
                 "path_prefix": r.path_prefix,
                 "pool": r.pool,
                 "target": snapshot.route(&r.name).map(|route| route.target.to_json()),
+                "in_flight": snapshot.route(&r.name).map(|route| route.metrics.in_flight.get()),
                 "rollout": server.rollout(&r.name).map(|r| r.to_json()),
             })
         })
@@ -78,6 +86,12 @@ fn plugins(server: &Server) -> Vec<Value> {
                 .iter()
                 .map(|(kind, n)| ((*kind).to_string(), json!(n)))
                 .collect();
+            let last_reload_error = slot.last_failure().map(|f| {
+                json!({
+                    "at": f.at.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+                    "error": f.error,
+                })
+            });
             json!({
                 "name": slot.name().as_ref(),
                 "kind": active.plugin.kind().world(),
@@ -91,17 +105,27 @@ fn plugins(server: &Server) -> Vec<Value> {
                 "errors": errors,
                 "quarantined": stats.is_quarantined(),
                 "quarantines": stats.quarantines(),
+                "probe_request": active.plugin.as_health().map(|h| h.has_probe_request()),
+                "reloads": slot.reloads(),
+                "reload_failures": slot.failures(),
+                "last_reload_error": last_reload_error,
             })
         })
         .collect()
 }
 
 fn pool(pool: &Pool, now: u64) -> Value {
-    let balance = match &pool.config.balance {
+    let native = match &pool.config.balance {
         BalanceKind::RoundRobin => "round-robin",
         BalanceKind::Weighted => "weighted",
         BalanceKind::LeastRequest => "least-request",
         BalanceKind::Hash(_) => "hash",
+    };
+    // As written in the config: `plugin:NAME` with the native policy it falls back
+    // to beside it, or the native policy alone.
+    let (balance, fallback_balance) = match &pool.config.routing_plugin {
+        Some(plugin) => (format!("plugin:{plugin}"), Some(native)),
+        None => (native.to_string(), None),
     };
     let name = |slot: &Option<std::sync::Arc<crate::policy::PluginSlot>>| {
         slot.as_ref().map(|s| s.name().to_string())
@@ -110,6 +134,7 @@ fn pool(pool: &Pool, now: u64) -> Value {
     json!({
         "name": pool.name.as_ref(),
         "balance": balance,
+        "fallback_balance": fallback_balance,
         "plugins": {
             "routing": name(&policies.routing),
             "shadow": policies.shadow.as_ref().map(|s| s.slot.name().to_string()),
@@ -117,13 +142,21 @@ fn pool(pool: &Pool, now: u64) -> Value {
             "recovery": name(&policies.recovery),
         },
         "usable": pool.usable_count(now),
+        "in_flight": pool.traffic.in_flight(),
+        "spilled": pool.traffic.spilled(),
         "backup": pool.config.failover.backup,
         "health_checked": pool.config.health.is_some(),
-        "backends": pool.backends.iter().map(|b| backend(pool, b, now)).collect::<Vec<_>>(),
+        "backends": pool
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(index, b)| backend(pool, index, b, now))
+            .collect::<Vec<_>>(),
     })
 }
 
-fn backend(pool: &Pool, b: &Backend, now: u64) -> Value {
+/// One backend; `index` is the `candidate.index` routing plugins see for it.
+fn backend(pool: &Pool, index: usize, b: &Backend, now: u64) -> Value {
     let s = &b.state;
     let config_weight = pool.config_weight(b.address);
     let last_check = s.health.last_check().map(|c| {
@@ -135,7 +168,9 @@ fn backend(pool: &Pool, b: &Backend, now: u64) -> Value {
     });
     let open_until = s.breaker.open_until_ms();
     json!({
+        "index": index,
         "address": b.key.as_ref(),
+        "dns_name": b.origin.as_deref(),
         "weight": s.weight.load(Ordering::Relaxed),
         "config_weight": config_weight,
         "effective_weight": s.effective_weight(pool.config.failover.slow_start, now),
@@ -151,6 +186,7 @@ fn backend(pool: &Pool, b: &Backend, now: u64) -> Value {
         "consecutive_failures": s.breaker.consecutive_failures(),
         "ejections": s.breaker.ejections(),
         "in_flight": s.in_flight.load(Ordering::Relaxed),
+        "tunnels": s.tunnels.load(Ordering::Relaxed),
         "requests": s.requests.load(Ordering::Relaxed),
         "failures": s.failures.load(Ordering::Relaxed),
         "connect_errors": s.connect_errors.load(Ordering::Relaxed),

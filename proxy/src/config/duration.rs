@@ -22,7 +22,7 @@ impl From<Duration> for HumanDuration {
     }
 }
 
-/// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"5m"`, `"1h"`, `"100us"`; a bare `"0"` is zero.
+/// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"5m"`, `"1h"`, `"30d"`, `"100us"`; a bare `"0"` is zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
@@ -41,9 +41,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
+        "d" => 86400.0,
         other => {
             return Err(format!(
-                "unknown unit `{other}` in `{text}`: expected us, ms, s, m or h"
+                "unknown unit `{other}` in `{text}`: expected us, ms, s, m, h or d"
             ));
         }
     };
@@ -142,6 +143,7 @@ mod tests {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("10").unwrap_err().contains("no unit"));
         assert!(parse_duration("3 parsecs").is_err());

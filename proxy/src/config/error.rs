@@ -106,6 +106,16 @@ impl<'a> Reporter<'a> {
         }
     }
 
+    /// The text being checked.
+    pub fn source(&self) -> &'a str {
+        self.source
+    }
+
+    /// The file name used in messages.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     /// Records a problem at `span` (an empty `0..0` span means "not written in the file").
     pub fn at(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
         let (line, column) = if span == (0..0) {
@@ -120,6 +130,11 @@ impl<'a> Reporter<'a> {
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    /// How many problems were recorded so far.
+    pub fn problem_count(&self) -> usize {
+        self.problems.len()
     }
 
     /// Line and column of a span's start (`(0, 0)` for a setting not in the file).

@@ -30,6 +30,11 @@ pub struct FileConfig {
     pub plugins: BTreeMap<String, Spanned<PluginSection>>,
     #[serde(default, rename = "alert")]
     pub alerts: Vec<Spanned<AlertSection>>,
+    /// Certificates obtained and renewed from an ACME CA.
+    pub acme: Option<Spanned<AcmeSection>>,
+    /// How backend host names are resolved.
+    #[serde(default)]
+    pub dns: DnsSection,
 }
 
 /// `[[alert]]`: a webhook (Alertmanager's webhook format) told about incidents.
@@ -53,11 +58,50 @@ pub struct AlertSection {
     pub headers: Option<Spanned<BTreeMap<String, String>>>,
 }
 
+/// `[acme]`: certificates for the names of one TLS listener from an ACME CA.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    /// Directory URL, or `letsencrypt` / `letsencrypt-staging`.
+    pub directory: Spanned<String>,
+    /// Contact URIs (`mailto:ops@example.com`).
+    #[serde(default)]
+    pub contact: Vec<Spanned<String>>,
+    /// Where the account key and certificates are kept (relative to this file).
+    pub storage: Spanned<String>,
+    /// The TLS listener that serves the certificate.
+    pub listener: Spanned<String>,
+    /// Host names on the certificate.
+    pub names: Spanned<Vec<String>>,
+    /// `http-01` (answered on the plain listeners) or `tls-alpn-01`.
+    pub challenge: Option<Spanned<String>>,
+    /// A CA bundle to trust for the ACME server's own HTTPS (test or private CAs).
+    pub ca: Option<Spanned<String>>,
+    /// Renew this long before expiry.
+    pub renew_before: Option<HumanDuration>,
+    /// First retry delay after a failure; doubles up to `retry_max`.
+    pub retry_min: Option<HumanDuration>,
+    pub retry_max: Option<HumanDuration>,
+}
+
+/// `[dns]`: the resolver for backends named by host name.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// Name servers (`ip` or `ip:port`); the system's resolv.conf when absent.
+    pub servers: Option<Spanned<Vec<String>>>,
+    /// Bounds on the re-resolution interval taken from record TTLs.
+    pub min_ttl: Option<HumanDuration>,
+    pub max_ttl: Option<HumanDuration>,
+    /// Per-query timeout.
+    pub timeout: Option<HumanDuration>,
+}
+
 /// `[plugin.NAME]`: a WebAssembly policy component and its limits.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSection {
-    /// `routing`, `health` or `recovery`.
+    /// `routing`, `health-check` (or `health`) or `recovery`: the world it implements.
     pub kind: Spanned<String>,
     /// The `.wasm` component, relative to this file.
     pub path: Spanned<String>,
@@ -118,6 +162,12 @@ pub struct LimitsSection {
     pub connect_timeout: Option<HumanDuration>,
     pub upstream_idle_per_backend: Option<usize>,
     pub upstream_idle_timeout: Option<HumanDuration>,
+    pub body_idle_timeout: Option<HumanDuration>,
+    pub body_timeout: Option<HumanDuration>,
+    pub max_body_bytes: Option<ByteSize>,
+    pub max_uri_bytes: Option<ByteSize>,
+    pub tunnel_idle_timeout: Option<HumanDuration>,
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// `[[listener]]`: one traffic socket.
@@ -126,15 +176,51 @@ pub struct LimitsSection {
 pub struct ListenerSection {
     pub name: Spanned<String>,
     pub listen: Spanned<SocketAddr>,
-    pub tls: Option<TlsSection>,
+    pub tls: Option<Spanned<TlsSection>>,
+    /// Protocols clients may upgrade to; default `["websocket"]`.
+    pub upgrades: Option<Spanned<Vec<String>>>,
 }
 
-/// `tls = { cert = ..., key = ... }` on a listener.
-#[derive(Debug, Deserialize)]
+/// `tls = { ... }` on a listener: `cert`/`key` (the default certificate), more
+/// pairs in `certificates`, a `directory` of them, and handshake settings.
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub certificates: Vec<CertificatePairSection>,
+    pub directory: Option<Spanned<String>>,
+    /// The certificate served when SNI names none (or is absent), by host name.
+    pub default: Option<Spanned<String>>,
+    /// `"1.2"` or `"1.3"`.
+    pub min_version: Option<Spanned<String>>,
+    /// Protocols offered by ALPN, in preference order.
+    pub alpn: Option<Spanned<Vec<String>>>,
+}
+
+/// One `{ cert = ..., key = ... }` of `certificates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePairSection {
     pub cert: Spanned<String>,
     pub key: Spanned<String>,
+}
+
+/// `tls = { ... }` on a pool: TLS to its backends.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    /// Server name sent and verified; defaults to the backend's host name.
+    pub sni: Option<Spanned<String>>,
+    /// CA bundle to verify against; the system roots when absent.
+    pub ca: Option<Spanned<String>>,
+    /// Verify the backend's certificate (default true).
+    pub verify: Option<bool>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    /// Protocols offered by ALPN (default `["h2", "http/1.1"]`).
+    pub alpn: Option<Spanned<Vec<String>>>,
 }
 
 /// `[[route]]`: which requests of a listener go to which pool.
@@ -146,6 +232,8 @@ pub struct RouteSection {
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub pool: Spanned<String>,
+    /// `normalized` (default) or `original`.
+    pub forward_path: Option<Spanned<String>>,
 }
 
 /// `[pool.NAME]`: a set of interchangeable backends and the policies over them.
@@ -160,6 +248,8 @@ pub struct PoolSection {
     /// A routing plugin run beside the live policy without acting on it.
     pub shadow: Option<Spanned<String>>,
     pub backends: Spanned<Vec<BackendSection>>,
+    /// TLS to the backends.
+    pub tls: Option<Spanned<UpstreamTlsSection>>,
     /// How long upgraded (WebSocket) connections may stay open on a draining backend.
     pub drain_grace: Option<HumanDuration>,
     pub health: Option<HealthSection>,
@@ -179,7 +269,10 @@ pub(super) fn default_balance() -> Spanned<String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSection {
-    pub address: Spanned<SocketAddr>,
+    /// `ip:port`, or `host:port` resolved through DNS.
+    pub address: Option<Spanned<String>>,
+    /// A DNS SRV name (`_http._tcp.app.internal`) giving targets and ports.
+    pub srv: Option<Spanned<String>>,
     #[serde(default = "default_weight")]
     pub weight: u32,
 }

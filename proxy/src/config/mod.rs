@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -36,6 +37,10 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// Webhooks told about incidents (`[[alert]]`).
     pub alerts: Vec<AlertConfig>,
+    /// Certificates obtained from an ACME CA, when configured.
+    pub acme: Option<AcmeConfig>,
+    /// The resolver for backends named by host name.
+    pub dns: DnsConfig,
     /// Where the settings that can fail at run time (addresses to bind, files to
     /// read) were written, by field name, so such failures name file, line and field.
     pub locations: BTreeMap<String, (usize, usize)>,
@@ -207,6 +212,18 @@ pub struct Limits {
     pub upstream_idle_per_backend: usize,
     /// How long an idle upstream connection is kept.
     pub upstream_idle_timeout: Duration,
+    /// A request body that sends nothing for this long is cut off (408).
+    pub body_idle_timeout: Duration,
+    /// A request body must arrive in full within this time (408).
+    pub body_timeout: Duration,
+    /// Largest request body accepted (413 beyond); `None` = no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Longest request target (path and query) accepted (414 beyond).
+    pub max_uri_bytes: usize,
+    /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// Connections one client address may hold at once; `None` = no per-client cap.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for Limits {
@@ -221,6 +238,12 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(3),
             upstream_idle_per_backend: 64,
             upstream_idle_timeout: Duration::from_secs(90),
+            body_idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_body_bytes: None,
+            max_uri_bytes: 8 * 1024,
+            tunnel_idle_timeout: Duration::from_secs(600),
+            max_connections_per_ip: None,
         }
     }
 }
@@ -230,14 +253,111 @@ impl Default for Limits {
 pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<ListenerTlsConfig>,
+    /// Protocols a client may upgrade to (lower-case `Upgrade` tokens); other
+    /// upgrade requests are forwarded as plain requests without their upgrade headers.
+    pub upgrades: Vec<String>,
 }
 
-/// Certificate chain and key files (PEM) for a TLS listener.
+/// Default of `[[listener]] upgrades`.
+pub const DEFAULT_UPGRADES: [&str; 1] = ["websocket"];
+
+/// TLS on a listener: where its certificates come from and what handshakes allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
+pub struct ListenerTlsConfig {
+    /// Certificate chain and key files (PEM): `cert`/`key` first, then `certificates`.
+    pub certificates: Vec<CertificatePair>,
+    /// A directory of certificates (`NAME.pem` or `.crt`, key in `NAME.key` or the same file).
+    pub directory: Option<PathBuf>,
+    /// Host name whose certificate is served when SNI matches none (lower case).
+    pub default: Option<String>,
+    /// Oldest protocol version accepted.
+    pub min_version: TlsVersion,
+    /// ALPN protocols offered, in preference order.
+    pub alpn: Vec<String>,
+    /// `[acme]` obtains certificates for this listener (and TLS-ALPN-01 is answered).
+    pub acme: bool,
+    /// Where the table is in the file (`listener[0].tls`), for errors found when the
+    /// certificates are loaded.
+    pub field: String,
+}
+
+/// A certificate chain file and its private key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificatePair {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Where the pair is in the file: `listener[0].tls` (its `cert` and `key`) or
+    /// `listener[0].tls.certificates[1]`.
+    pub field: String,
+}
+
+/// A TLS protocol version floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// `[acme]`: one certificate for `names`, obtained from an ACME CA and renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The CA's directory URL.
+    pub directory: String,
+    pub contact: Vec<String>,
+    /// Account key and certificates live here (files 0600).
+    pub storage: PathBuf,
+    /// The TLS listener serving the certificate.
+    pub listener: String,
+    /// Lower-cased host names on the certificate.
+    pub names: Vec<String>,
+    pub challenge: AcmeChallenge,
+    /// Extra CA to trust for the ACME server's HTTPS.
+    pub ca: Option<PathBuf>,
+    pub renew_before: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+/// How domain control is proven to the ACME CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A token served over plain HTTP on port 80 (every plain listener answers).
+    Http01,
+    /// A special certificate served to `acme-tls/1` handshakes on port 443.
+    TlsAlpn01,
+}
+
+/// Let's Encrypt's production directory (`directory = "letsencrypt"`).
+pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`directory = "letsencrypt-staging"`).
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// `[dns]`: how backend host names are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Name servers to ask; empty means the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// A name is re-resolved after its records' TTL, but never sooner than this...
+    pub min_ttl: Duration,
+    /// ...nor later than this.
+    pub max_ttl: Duration,
+    /// Per-query timeout.
+    pub timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            min_ttl: Duration::from_secs(5),
+            max_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 /// A named route from (listener, host, path prefix) to a pool.
@@ -250,6 +370,9 @@ pub struct RouteConfig {
     /// Always starts with `/`; `/` matches everything.
     pub path_prefix: String,
     pub pool: String,
+    /// `forward_path = "original"`: send the backend the path bytes the client sent
+    /// instead of the normalised path the route matched.
+    pub forward_original_path: bool,
 }
 
 /// A `[plugin.NAME]` table: what to load (the path resolved against the config
@@ -259,6 +382,89 @@ pub struct RouteConfig {
 pub struct PluginConfig {
     pub spec: PluginSpec,
     pub on_error: OnError,
+    /// Where the `config` table's keys are written, for messages.
+    pub locations: ConfigLocations,
+}
+
+impl PluginConfig {
+    /// The located form of a load failure: an `init` refusal naming a config field
+    /// (`config.FIELD: message`) becomes `FILE:LINE:COL: plugin.NAME.config.FIELD:
+    /// message`; `None` for any other failure.
+    pub fn locate_error(&self, error: &crate::plugin::PluginError) -> Option<String> {
+        match error {
+            crate::plugin::PluginError::Init(message) => {
+                self.locations.locate(&self.spec.name, message)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where each key of a plugin's `config` table sits in the config file, so that a
+/// plugin refusing a field (`config.FIELD: message`, the form the plugin SDK uses)
+/// is reported at that field's line and column. Layout is not configuration: two
+/// tables that differ only in where their keys are written compare equal, so moving
+/// lines around reloads no plugin.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigLocations {
+    file: String,
+    /// Line and column of the `config` key (or `[plugin.NAME.config]` header).
+    table: Option<(usize, usize)>,
+    /// Line and column of every key and array element, by path (`tenants.acme[1]`,
+    /// quoted where a key is not a plain word: `required."checks.db"`).
+    keys: BTreeMap<String, (usize, usize)>,
+}
+
+impl PartialEq for ConfigLocations {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl ConfigLocations {
+    /// Locations of the keys of `table`, written at `table_at` in `file`.
+    pub(crate) fn new(
+        file: String,
+        table_at: Option<(usize, usize)>,
+        keys: BTreeMap<String, (usize, usize)>,
+    ) -> Self {
+        Self {
+            file,
+            table: table_at,
+            keys,
+        }
+    }
+
+    /// `FILE:LINE:COL: plugin.NAME.config.PATH: message` for an `init` error of the
+    /// form `config.PATH: message` (or `config: message` for the whole table);
+    /// `None` when the message has another form or the table is not in a file.
+    pub fn locate(&self, plugin: &str, init_error: &str) -> Option<String> {
+        if let Some(message) = init_error.strip_prefix("config: ") {
+            let (line, column) = self.table?;
+            return Some(format!(
+                "{}:{line}:{column}: plugin.{plugin}.config: {message}",
+                self.file
+            ));
+        }
+        let rest = init_error.strip_prefix("config.")?;
+        // The longest written path the message starts with: a missing nested key is
+        // reported at the table that lacks it.
+        let (path, (line, column)) = self
+            .keys
+            .iter()
+            .filter(|(path, _)| {
+                rest.strip_prefix(path.as_str()).is_some_and(|tail| {
+                    tail.starts_with(": ") || tail.starts_with('.') || tail.starts_with('[')
+                })
+            })
+            .max_by_key(|(path, _)| path.len())?;
+        let full_path = rest.split_once(": ").map_or(path.as_str(), |(p, _)| p);
+        let message = rest.strip_prefix(full_path)?.strip_prefix(": ")?;
+        Some(format!(
+            "{}:{line}:{column}: plugin.{plugin}.config.{full_path}: {message}",
+            self.file
+        ))
+    }
 }
 
 /// What a request (or probe, or outcome) gets when its plugin call fails.
@@ -293,7 +499,13 @@ pub struct PoolConfig {
     pub routing_plugin: Option<String>,
     /// `shadow = "plugin:NAME"`: a routing plugin evaluated but never obeyed.
     pub shadow_plugin: Option<String>,
+    /// Backends by `ip:port`; with [`PoolConfig::dns`] names resolved, the addresses
+    /// found are added here (with their `origin`) when a snapshot is built.
     pub backends: Vec<BackendConfig>,
+    /// Backends named by DNS: each resolved address becomes a backend.
+    pub dns: Vec<DnsBackend>,
+    /// TLS to the backends.
+    pub tls: Option<UpstreamTlsConfig>,
     /// Upgraded (WebSocket) connections to a draining backend are closed after this
     /// long, so a drain (or a removal) ends even with long-lived tunnels open.
     pub drain_grace: Duration,
@@ -324,6 +536,57 @@ pub const MAX_WEIGHT: u32 = 10_000;
 pub struct BackendConfig {
     pub address: SocketAddr,
     pub weight: u32,
+    /// The DNS name this address was resolved from (`None` when listed by address).
+    pub origin: Option<Arc<str>>,
+}
+
+/// A pool entry named by DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsBackend {
+    /// `app.internal` (A/AAAA records), or the SRV name `_http._tcp.app.internal`.
+    pub name: String,
+    /// The port of every address found; unused for SRV (targets carry theirs).
+    pub port: u16,
+    /// Look up SRV records instead of addresses.
+    pub srv: bool,
+    pub weight: u32,
+}
+
+/// TLS from the proxy to a pool's backends. The rustls config is built (files read
+/// and checked) when the config is validated; two configs are equal when their
+/// settings and file contents are.
+#[derive(Clone)]
+pub struct UpstreamTlsConfig {
+    /// Server name to send and verify; else the backend's DNS name, else its IP.
+    pub sni: Option<String>,
+    pub verify: bool,
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub alpn: Vec<String>,
+    /// The built client config (roots, client certificate, ALPN).
+    pub client: Arc<rustls::ClientConfig>,
+    /// Digest of the settings and file contents.
+    pub fingerprint: [u8; 32],
+}
+
+impl PartialEq for UpstreamTlsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint && self.sni == other.sni
+    }
+}
+
+impl std::fmt::Debug for UpstreamTlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTlsConfig")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .field("alpn", &self.alpn)
+            .field("fingerprint", &&self.fingerprint[..4])
+            .finish()
+    }
 }
 
 /// The load-balancing algorithm of a pool.
@@ -389,6 +652,10 @@ pub struct BreakerConfig {
     pub max_open_for: Duration,
     pub half_open_requests: u32,
     pub max_ejected_percent: u32,
+    /// How long a half-open trial may go without reporting before it counts as lost
+    /// and fresh trials are admitted. Not a file key: the pool's per-try timeout
+    /// plus a second, since a trial that is still sending by then has timed out.
+    pub trial_timeout: Duration,
     /// `policy = "plugin:NAME"`: a recovery plugin deciding when to open and close.
     pub plugin: Option<String>,
 }
@@ -404,10 +671,14 @@ impl Default for BreakerConfig {
             max_open_for: Duration::from_secs(300),
             half_open_requests: 3,
             max_ejected_percent: 50,
+            trial_timeout: RetryConfig::default().per_try_timeout + TRIAL_GRACE,
             plugin: None,
         }
     }
 }
+
+/// Added to the per-try timeout to give a half-open trial its own expiry.
+pub const TRIAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Which failures of an attempt may be retried on another backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -11,10 +11,12 @@ use toml::Spanned;
 use super::error::Reporter;
 use super::file::{self, FileConfig, StatusSpec};
 use super::{
-    AdminConfig, AlertConfig, AlertTopic, BackendConfig, BalanceKind, BreakerConfig, Config,
-    ConfigError, DEFAULT_ADMIN_CONNECTIONS, FailoverConfig, HashOn, HealthConfig, Limits,
-    ListenerConfig, MAX_WEIGHT, MIN_TOKEN_BYTES, OnError, PluginConfig, PoolConfig, ProbeKind,
-    RetryConfig, RetryOn, RouteConfig, TlsConfig,
+    AcmeChallenge, AcmeConfig, AdminConfig, AlertConfig, AlertTopic, BackendConfig, BalanceKind,
+    BreakerConfig, CertificatePair, Config, ConfigError, ConfigLocations,
+    DEFAULT_ADMIN_CONNECTIONS, DnsBackend, DnsConfig, FailoverConfig, HashOn, HealthConfig,
+    LETSENCRYPT, LETSENCRYPT_STAGING, Limits, ListenerConfig, ListenerTlsConfig, MAX_WEIGHT,
+    MIN_TOKEN_BYTES, OnError, PluginConfig, PoolConfig, ProbeKind, RetryConfig, RetryOn,
+    RouteConfig, TlsVersion, UpstreamTlsConfig,
 };
 use crate::plugin::{
     DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_REQUEST_PATH_TIMEOUT, PluginKind, PluginSpec,
@@ -22,15 +24,22 @@ use crate::plugin::{
 
 const BALANCE_CHOICES: &str = "round-robin, weighted, least-request, hash";
 const RETRY_ON_CHOICES: &str = "connect-failure, reset, timeout, 502, 503, 504";
+const ALPN_CHOICES: [&str; 2] = ["h2", "http/1.1"];
 
 pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Config, ConfigError> {
     let mut r = Reporter::new(path, text);
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
     let limits = limits(&file.limits, &mut r);
-    let listeners = listeners(&file.listeners, &base_dir, &mut r);
+    let mut listeners = listeners(&file.listeners, &base_dir, &mut r);
+    let acme = file
+        .acme
+        .as_ref()
+        .map(|a| acme(a, &mut listeners, &base_dir, &mut r));
+    require_certificates(&file.listeners, &listeners, &mut r);
+    let dns = dns(&file.dns, &mut r);
     let plugins = plugins(&file.plugins, &base_dir, &mut r);
-    let pools = pools(&file.pools, &plugins, &mut r);
+    let pools = pools(&file.pools, &plugins, &base_dir, &mut r);
     let routes = routes(&file.routes, &listeners, &pools, &mut r);
 
     let admin_listen = *file.admin.listen.get_ref();
@@ -54,6 +63,8 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         pools,
         plugins,
         alerts,
+        acme,
+        dns,
         locations,
     };
     r.finish(config)
@@ -332,12 +343,28 @@ fn locations(file: &FileConfig, r: &Reporter<'_>) -> BTreeMap<String, (usize, us
     for (i, l) in file.listeners.iter().enumerate() {
         out.insert(format!("listener[{i}].listen"), r.position(l.listen.span()));
         if let Some(tls) = &l.tls {
-            out.insert(
-                format!("listener[{i}].tls.cert"),
-                r.position(tls.cert.span()),
-            );
-            out.insert(format!("listener[{i}].tls.key"), r.position(tls.key.span()));
+            let field = format!("listener[{i}].tls");
+            out.insert(field.clone(), r.position(tls.span()));
+            let tls = tls.get_ref();
+            for (key, value) in [
+                ("cert", &tls.cert),
+                ("key", &tls.key),
+                ("directory", &tls.directory),
+            ] {
+                if let Some(value) = value {
+                    out.insert(format!("{field}.{key}"), r.position(value.span()));
+                }
+            }
+            for (j, pair) in tls.certificates.iter().enumerate() {
+                let pair_field = format!("{field}.certificates[{j}]");
+                out.insert(pair_field.clone(), r.position(pair.cert.span()));
+                out.insert(format!("{pair_field}.cert"), r.position(pair.cert.span()));
+                out.insert(format!("{pair_field}.key"), r.position(pair.key.span()));
+            }
         }
+    }
+    if let Some(servers) = &file.dns.servers {
+        out.insert("dns.servers".to_string(), r.position(servers.span()));
     }
     for (name, p) in &file.plugins {
         out.insert(
@@ -368,6 +395,18 @@ fn limits(section: &file::LimitsSection, r: &mut Reporter<'_>) -> Limits {
         upstream_idle_timeout: section
             .upstream_idle_timeout
             .map_or(d.upstream_idle_timeout, |v| v.0),
+        body_idle_timeout: section
+            .body_idle_timeout
+            .map_or(d.body_idle_timeout, |v| v.0),
+        body_timeout: section.body_timeout.map_or(d.body_timeout, |v| v.0),
+        max_body_bytes: section.max_body_bytes.map(|v| v.0),
+        max_uri_bytes: section
+            .max_uri_bytes
+            .map_or(d.max_uri_bytes, |v| v.0 as usize),
+        tunnel_idle_timeout: section
+            .tunnel_idle_timeout
+            .map_or(d.tunnel_idle_timeout, |v| v.0),
+        max_connections_per_ip: section.max_connections_per_ip,
     };
     if limits.max_header_bytes < 8 * 1024 {
         r.at(
@@ -379,10 +418,41 @@ fn limits(section: &file::LimitsSection, r: &mut Reporter<'_>) -> Limits {
     if limits.max_connections == 0 {
         r.at(0..0, "limits.max_connections", "must be at least 1");
     }
+    if limits.max_connections_per_ip == Some(0) {
+        r.at(
+            0..0,
+            "limits.max_connections_per_ip",
+            "must be at least 1 (leave it out for no per-client cap)",
+        );
+    }
+    if limits.max_body_bytes == Some(0) {
+        r.at(
+            0..0,
+            "limits.max_body_bytes",
+            "must be above 0 (leave it out for no limit)",
+        );
+    }
+    if !(256..=64 * 1024).contains(&limits.max_uri_bytes) {
+        r.at(
+            0..0,
+            "limits.max_uri_bytes",
+            "must be between 256B and 64KiB",
+        );
+    }
+    if limits.body_timeout < limits.body_idle_timeout {
+        r.at(
+            0..0,
+            "limits.body_timeout",
+            "must not be shorter than limits.body_idle_timeout",
+        );
+    }
     for (name, value) in [
         ("limits.header_read_timeout", limits.header_read_timeout),
         ("limits.idle_timeout", limits.idle_timeout),
         ("limits.connect_timeout", limits.connect_timeout),
+        ("limits.body_idle_timeout", limits.body_idle_timeout),
+        ("limits.body_timeout", limits.body_timeout),
+        ("limits.tunnel_idle_timeout", limits.tunnel_idle_timeout),
     ] {
         if value.is_zero() {
             r.at(0..0, name, "must be greater than zero");
@@ -415,24 +485,460 @@ fn listeners(
                 format!("duplicate listener name `{}`", l.name.get_ref()),
             );
         }
-        if !addrs.insert(*l.listen.get_ref()) {
+        // Port 0 asks for any free port: two such listeners never collide.
+        if l.listen.get_ref().port() != 0 && !addrs.insert(*l.listen.get_ref()) {
             r.at(
                 l.listen.span(),
                 format!("{field}.listen"),
                 format!("address {} is used by another listener", l.listen.get_ref()),
             );
         }
-        let tls = l.tls.as_ref().map(|t| TlsConfig {
-            cert: existing_file(&t.cert, base_dir, &format!("{field}.tls.cert"), r),
-            key: existing_file(&t.key, base_dir, &format!("{field}.tls.key"), r),
-        });
+        let tls = l
+            .tls
+            .as_ref()
+            .map(|t| listener_tls(&field, t.get_ref(), base_dir, r));
+        let upgrades = match &l.upgrades {
+            None => super::DEFAULT_UPGRADES.map(str::to_string).to_vec(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for token in list.get_ref() {
+                    let token = token.trim().to_ascii_lowercase();
+                    if token.eq_ignore_ascii_case("h2c") {
+                        r.at(
+                            list.span(),
+                            format!("{field}.upgrades"),
+                            "`h2c` cannot be allowed: an h2c upgrade would let a client talk HTTP/2 to the backend past the proxy",
+                        );
+                    } else if token.is_empty()
+                        || !token.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+                    {
+                        r.at(
+                            list.span(),
+                            format!("{field}.upgrades"),
+                            format!("`{token}` is not a protocol name such as \"websocket\""),
+                        );
+                    } else if !out.contains(&token) {
+                        out.push(token);
+                    }
+                }
+                out
+            }
+        };
         out.push(ListenerConfig {
             name: l.name.get_ref().clone(),
             listen: *l.listen.get_ref(),
             tls,
+            upgrades,
         });
     }
     out
+}
+
+/// A listener's `tls` table: certificate sources and handshake settings.
+fn listener_tls(
+    field: &str,
+    t: &file::TlsSection,
+    base_dir: &Path,
+    r: &mut Reporter<'_>,
+) -> ListenerTlsConfig {
+    let field = format!("{field}.tls");
+    let mut certificates = Vec::new();
+    match (&t.cert, &t.key) {
+        (Some(cert), Some(key)) => certificates.push(CertificatePair {
+            cert: existing_file(cert, base_dir, &format!("{field}.cert"), r),
+            key: existing_file(key, base_dir, &format!("{field}.key"), r),
+            field: field.clone(),
+        }),
+        (Some(cert), None) => r.at(
+            cert.span(),
+            format!("{field}.key"),
+            "`cert` needs its private key in `key`",
+        ),
+        (None, Some(key)) => r.at(
+            key.span(),
+            format!("{field}.cert"),
+            "`key` needs its certificate chain in `cert`",
+        ),
+        (None, None) => {}
+    }
+    for (i, pair) in t.certificates.iter().enumerate() {
+        let pair_field = format!("{field}.certificates[{i}]");
+        certificates.push(CertificatePair {
+            field: pair_field,
+            cert: existing_file(
+                &pair.cert,
+                base_dir,
+                &format!("{field}.certificates[{i}].cert"),
+                r,
+            ),
+            key: existing_file(
+                &pair.key,
+                base_dir,
+                &format!("{field}.certificates[{i}].key"),
+                r,
+            ),
+        });
+    }
+    let directory = t.directory.as_ref().map(|d| {
+        let path = base_dir.join(d.get_ref());
+        if !path.is_dir() {
+            r.at(
+                d.span(),
+                format!("{field}.directory"),
+                format!("directory {} does not exist", path.display()),
+            );
+        }
+        path
+    });
+    let default = t.default.as_ref().map(|d| {
+        let name = d.get_ref().trim().to_ascii_lowercase();
+        if !is_host_name(name.strip_prefix("*.").unwrap_or(&name), false) {
+            r.at(
+                d.span(),
+                format!("{field}.default"),
+                "expected a host name such as www.example.com",
+            );
+        }
+        name
+    });
+    let min_version = match t.min_version.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "1.2")) => TlsVersion::Tls12,
+        Some((_, "1.3")) => TlsVersion::Tls13,
+        Some((v, other)) => {
+            r.at(
+                v.span(),
+                format!("{field}.min_version"),
+                format!("unknown TLS version `{other}`; expected \"1.2\" or \"1.3\""),
+            );
+            TlsVersion::Tls12
+        }
+    };
+    ListenerTlsConfig {
+        certificates,
+        directory,
+        default,
+        min_version,
+        alpn: alpn(t.alpn.as_ref(), &format!("{field}.alpn"), r),
+        acme: false,
+        field,
+    }
+}
+
+/// An `alpn` list: known protocols, at least one; `["h2", "http/1.1"]` by default.
+fn alpn(value: Option<&Spanned<Vec<String>>>, field: &str, r: &mut Reporter<'_>) -> Vec<String> {
+    let Some(list) = value else {
+        return ALPN_CHOICES.iter().map(|p| p.to_string()).collect();
+    };
+    if list.get_ref().is_empty() {
+        r.at(
+            list.span(),
+            field,
+            "list at least one protocol: \"h2\" or \"http/1.1\"",
+        );
+    }
+    for protocol in list.get_ref() {
+        if !ALPN_CHOICES.contains(&protocol.as_str()) {
+            r.at(
+                list.span(),
+                field,
+                format!("unknown protocol `{protocol}`; expected \"h2\" or \"http/1.1\""),
+            );
+        }
+    }
+    list.get_ref().clone()
+}
+
+/// Every TLS listener must have a certificate source (files, a directory, or ACME).
+fn require_certificates(
+    sections: &[file::ListenerSection],
+    listeners: &[ListenerConfig],
+    r: &mut Reporter<'_>,
+) {
+    for (i, (section, listener)) in sections.iter().zip(listeners).enumerate() {
+        let (Some(span), Some(tls)) = (section.tls.as_ref().map(Spanned::span), &listener.tls)
+        else {
+            continue;
+        };
+        if tls.certificates.is_empty() && tls.directory.is_none() && !tls.acme {
+            r.at(
+                span,
+                format!("listener[{i}].tls"),
+                "no certificate: set cert and key, certificates = [...], directory, or an [acme] section for this listener",
+            );
+        }
+    }
+}
+
+/// `[acme]`: marks its listener as ACME-managed.
+fn acme(
+    spanned: &Spanned<file::AcmeSection>,
+    listeners: &mut [ListenerConfig],
+    base_dir: &Path,
+    r: &mut Reporter<'_>,
+) -> AcmeConfig {
+    let a = spanned.get_ref();
+    let directory = match a.directory.get_ref().trim() {
+        "letsencrypt" => LETSENCRYPT.to_string(),
+        "letsencrypt-staging" => LETSENCRYPT_STAGING.to_string(),
+        url => {
+            if !url.starts_with("https://") || url.parse::<http::Uri>().is_err() {
+                r.at(
+                    a.directory.span(),
+                    "acme.directory",
+                    "expected an https:// directory URL, \"letsencrypt\" or \"letsencrypt-staging\"",
+                );
+            }
+            url.to_string()
+        }
+    };
+    let contact = a
+        .contact
+        .iter()
+        .map(|c| {
+            if !c.get_ref().contains(':') {
+                r.at(
+                    c.span(),
+                    "acme.contact",
+                    format!(
+                        "`{}` is not a URI: write mailto:{}",
+                        c.get_ref(),
+                        c.get_ref()
+                    ),
+                );
+            }
+            c.get_ref().clone()
+        })
+        .collect();
+    let challenge = match a.challenge.as_ref().map(|c| (c, c.get_ref().as_str())) {
+        None | Some((_, "http-01")) => AcmeChallenge::Http01,
+        Some((_, "tls-alpn-01")) => AcmeChallenge::TlsAlpn01,
+        Some((c, other)) => {
+            r.at(
+                c.span(),
+                "acme.challenge",
+                format!("unknown challenge `{other}`; expected \"http-01\" or \"tls-alpn-01\""),
+            );
+            AcmeChallenge::Http01
+        }
+    };
+    let listener = a.listener.get_ref().clone();
+    match listeners.iter_mut().find(|l| l.name == listener) {
+        Some(l) => match &mut l.tls {
+            Some(tls) => tls.acme = true,
+            None => r.at(
+                a.listener.span(),
+                "acme.listener",
+                format!("listener `{listener}` has no tls table: add `tls = {{}}` to it"),
+            ),
+        },
+        None => r.at(
+            a.listener.span(),
+            "acme.listener",
+            format!("no listener named `{listener}`"),
+        ),
+    }
+    if challenge == AcmeChallenge::Http01 && listeners.iter().all(|l| l.tls.is_some()) {
+        r.at(
+            spanned.span(),
+            "acme.challenge",
+            "http-01 is answered on a plain listener (port 80): add one, or use challenge = \"tls-alpn-01\"",
+        );
+    }
+    let mut names: Vec<String> = Vec::new();
+    if a.names.get_ref().is_empty() {
+        r.at(a.names.span(), "acme.names", "list at least one host name");
+    }
+    for name in a.names.get_ref() {
+        let name = name.trim().to_ascii_lowercase();
+        if name.starts_with("*.") {
+            r.at(
+                a.names.span(),
+                "acme.names",
+                format!("`{name}`: wildcard certificates need the DNS-01 challenge, which is not supported"),
+            );
+        } else if !is_host_name(&name, false) {
+            r.at(
+                a.names.span(),
+                "acme.names",
+                format!("`{name}` is not a host name"),
+            );
+        } else if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let retry_min = a.retry_min.map_or(Duration::from_secs(60), |d| d.0);
+    let retry_max = a.retry_max.map_or(Duration::from_secs(6 * 3600), |d| d.0);
+    if retry_min.is_zero() || retry_max < retry_min {
+        r.at(
+            spanned.span(),
+            "acme.retry_min",
+            "retry_min must be above zero and at most retry_max",
+        );
+    }
+    AcmeConfig {
+        directory,
+        contact,
+        storage: base_dir.join(a.storage.get_ref()),
+        listener,
+        names,
+        challenge,
+        ca: a
+            .ca
+            .as_ref()
+            .map(|c| existing_file(c, base_dir, "acme.ca", r)),
+        renew_before: a
+            .renew_before
+            .map_or(Duration::from_secs(30 * 86400), |d| d.0),
+        retry_min,
+        retry_max,
+    }
+}
+
+/// `[dns]`: name servers and the re-resolution bounds.
+fn dns(s: &file::DnsSection, r: &mut Reporter<'_>) -> DnsConfig {
+    let d = DnsConfig::default();
+    let servers = s.servers.as_ref().map_or_else(Vec::new, |list| {
+        list.get_ref()
+            .iter()
+            .filter_map(|text| {
+                let parsed = text.parse::<std::net::SocketAddr>().ok().or_else(|| {
+                    text.parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                });
+                if parsed.is_none() {
+                    r.at(
+                        list.span(),
+                        "dns.servers",
+                        format!("`{text}` is not an IP address or ip:port"),
+                    );
+                }
+                parsed
+            })
+            .collect()
+    });
+    let config = DnsConfig {
+        servers,
+        min_ttl: s.min_ttl.map_or(d.min_ttl, |v| v.0),
+        max_ttl: s.max_ttl.map_or(d.max_ttl, |v| v.0),
+        timeout: s.timeout.map_or(d.timeout, |v| v.0),
+    };
+    if config.min_ttl.is_zero() || config.max_ttl < config.min_ttl {
+        r.at(
+            0..0,
+            "dns.min_ttl",
+            "min_ttl must be above zero and at most max_ttl",
+        );
+    }
+    if config.timeout.is_zero() {
+        r.at(0..0, "dns.timeout", "must be greater than zero");
+    }
+    config
+}
+
+/// A DNS host name: dot-separated labels of letters, digits and `-` (and `_` where
+/// `underscore`, for SRV names), 1 to 63 bytes each, 253 in all.
+fn is_host_name(name: &str, underscore: bool) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || (underscore && b == b'_'))
+        })
+        && name.parse::<std::net::IpAddr>().is_err()
+}
+
+/// A pool's `tls` table: the rustls client config is built here, so a missing or
+/// broken CA or client certificate is reported at its line.
+fn upstream_tls(
+    field: &str,
+    spanned: &Spanned<file::UpstreamTlsSection>,
+    base_dir: &Path,
+    r: &mut Reporter<'_>,
+) -> Option<UpstreamTlsConfig> {
+    let t = spanned.get_ref();
+    let field = format!("{field}.tls");
+    let before = r.problem_count();
+    let sni = t.sni.as_ref().map(|s| {
+        let name = s.get_ref().trim().to_ascii_lowercase();
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            r.at(
+                s.span(),
+                format!("{field}.sni"),
+                format!("`{name}` is not a host name or IP address"),
+            );
+        }
+        name
+    });
+    let ca =
+        t.ca.as_ref()
+            .map(|c| existing_file(c, base_dir, &format!("{field}.ca"), r));
+    let (client_cert, client_key) = match (&t.client_cert, &t.client_key) {
+        (Some(c), Some(k)) => (
+            Some(existing_file(
+                c,
+                base_dir,
+                &format!("{field}.client_cert"),
+                r,
+            )),
+            Some(existing_file(
+                k,
+                base_dir,
+                &format!("{field}.client_key"),
+                r,
+            )),
+        ),
+        (Some(c), None) => {
+            r.at(
+                c.span(),
+                format!("{field}.client_key"),
+                "`client_cert` needs `client_key`",
+            );
+            (None, None)
+        }
+        (None, Some(k)) => {
+            r.at(
+                k.span(),
+                format!("{field}.client_cert"),
+                "`client_key` needs `client_cert`",
+            );
+            (None, None)
+        }
+        (None, None) => (None, None),
+    };
+    let alpn = alpn(t.alpn.as_ref(), &format!("{field}.alpn"), r);
+    let verify = t.verify.unwrap_or(true);
+    if r.problem_count() > before {
+        return None;
+    }
+    let params = crate::tls::ClientTlsParams {
+        ca: ca.as_deref(),
+        verify,
+        client_auth: client_cert.as_deref().zip(client_key.as_deref()),
+        alpn: alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+    };
+    match crate::tls::client::build(&params) {
+        Ok(built) => Some(UpstreamTlsConfig {
+            sni,
+            verify,
+            ca,
+            client_cert,
+            client_key,
+            alpn,
+            client: built.config,
+            fingerprint: built.fingerprint,
+        }),
+        Err(e) => {
+            r.at(spanned.span(), field, e.to_string());
+            None
+        }
+    }
 }
 
 fn existing_file(
@@ -515,7 +1021,21 @@ fn routes(
                 );
                 p.get_ref().clone()
             }
-            Some(p) => p.get_ref().clone(),
+            Some(p) => {
+                match crate::path::normalize(p.get_ref()) {
+                    Ok(normal) if normal != p.get_ref().as_str() => r.at(
+                        p.span(),
+                        format!("{field}.path_prefix"),
+                        format!(
+                            "request paths are matched after normalisation, so `{}` would never match; write `{normal}`",
+                            p.get_ref()
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => r.at(p.span(), format!("{field}.path_prefix"), e.to_string()),
+                }
+                p.get_ref().clone()
+            }
             None => "/".to_string(),
         };
         if !matches.insert((
@@ -529,12 +1049,26 @@ fn routes(
                 "another route already matches the same listener, host and path_prefix",
             );
         }
+        let forward_original_path = match s.forward_path.as_ref().map(|f| (f, f.get_ref().as_str()))
+        {
+            None | Some((_, "normalized" | "normalised")) => false,
+            Some((_, "original")) => true,
+            Some((f, other)) => {
+                r.at(
+                    f.span(),
+                    format!("{field}.forward_path"),
+                    format!("unknown forward_path `{other}`; expected normalized or original"),
+                );
+                false
+            }
+        };
         out.push(RouteConfig {
             name,
             listener: s.listener.get_ref().clone(),
             host,
             path_prefix,
             pool: s.pool.get_ref().clone(),
+            forward_original_path,
         });
     }
     out
@@ -546,18 +1080,23 @@ fn plugins(
     r: &mut Reporter<'_>,
 ) -> BTreeMap<String, PluginConfig> {
     let mut out = BTreeMap::new();
+    // The same text again, with a span on every key: where each `config` key is.
+    let document = (!sections.is_empty())
+        .then(|| toml::de::DeTable::parse(r.source()).ok())
+        .flatten();
     for (name, spanned) in sections {
         let s = spanned.get_ref();
         let field = format!("plugin.{name}");
-        let kind = match s.kind.get_ref().as_str() {
-            "routing" => PluginKind::Routing,
-            "health" | "health-check" => PluginKind::Health,
-            "recovery" => PluginKind::Recovery,
-            other => {
+        let kind = match PluginKind::parse(s.kind.get_ref()) {
+            Some(kind) => kind,
+            None => {
                 r.at(
                     s.kind.span(),
                     format!("{field}.kind"),
-                    format!("unknown kind `{other}`; expected routing, health or recovery"),
+                    format!(
+                        "unknown kind `{}`; expected routing, health-check or recovery",
+                        s.kind.get_ref()
+                    ),
                 );
                 PluginKind::Routing
             }
@@ -622,9 +1161,78 @@ fn plugins(
         spec.config_json = config_json;
         spec.timeout = timeout;
         spec.memory_bytes = memory_bytes;
-        out.insert(name.clone(), PluginConfig { spec, on_error });
+        let locations = config_locations(document.as_ref(), name, r);
+        out.insert(
+            name.clone(),
+            PluginConfig {
+                spec,
+                on_error,
+                locations,
+            },
+        );
     }
     out
+}
+
+/// Where the keys of `[plugin.NAME] config` are written (see [`ConfigLocations`]).
+fn config_locations(
+    document: Option<&Spanned<toml::de::DeTable<'_>>>,
+    name: &str,
+    r: &Reporter<'_>,
+) -> ConfigLocations {
+    let mut keys = BTreeMap::new();
+    let table = document
+        .and_then(|doc| doc.get_ref().get("plugin"))
+        .and_then(|plugins| plugins.get_ref().get(name))
+        .and_then(|plugin| match plugin.get_ref() {
+            toml::de::DeValue::Table(t) => t.get_key_value("config"),
+            _ => None,
+        });
+    let table_at = table.map(|(key, value)| {
+        walk_locations(value, String::new(), r, &mut keys);
+        r.position(key.span())
+    });
+    ConfigLocations::new(r.file().to_string(), table_at, keys)
+}
+
+/// Records the position of every key and element under `value`, by path.
+fn walk_locations(
+    value: &Spanned<toml::de::DeValue<'_>>,
+    path: String,
+    r: &Reporter<'_>,
+    out: &mut BTreeMap<String, (usize, usize)>,
+) {
+    match value.get_ref() {
+        toml::de::DeValue::Table(table) => {
+            for (key, child) in table.iter() {
+                let name = key.get_ref().as_ref();
+                let plain = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                let segment = if plain {
+                    name.to_string()
+                } else {
+                    format!("{name:?}")
+                };
+                let child_path = if path.is_empty() {
+                    segment
+                } else {
+                    format!("{path}.{segment}")
+                };
+                out.insert(child_path.clone(), r.position(key.span()));
+                walk_locations(child, child_path, r, out);
+            }
+        }
+        toml::de::DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let child_path = format!("{path}[{i}]");
+                out.insert(child_path.clone(), r.position(item.span()));
+                walk_locations(item, child_path, r, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Checks a `plugin:NAME` reference: the prefix, that the plugin exists, and that it
@@ -677,6 +1285,7 @@ fn plugin_ref(
 fn pools(
     sections: &BTreeMap<String, Spanned<file::PoolSection>>,
     plugins: &BTreeMap<String, PluginConfig>,
+    base_dir: &Path,
     r: &mut Reporter<'_>,
 ) -> BTreeMap<String, PoolConfig> {
     let mut out = BTreeMap::new();
@@ -715,7 +1324,11 @@ fn pools(
                 r,
             )
         });
-        let backends = backends(&field, &s.backends, r);
+        let (backends, dns) = backends(&field, &s.backends, r);
+        let tls = s
+            .tls
+            .as_ref()
+            .and_then(|t| upstream_tls(&field, t, base_dir, r));
         let mut health = s.health.as_ref().map(|h| health(&field, h, r));
         if let (Some(h), Some(cfg)) = (&s.health, health.as_mut()) {
             cfg.plugin = h.evaluate.as_ref().and_then(|v| {
@@ -739,6 +1352,7 @@ fn pools(
             )
         });
         let retry = retry(&field, &s.retry, r);
+        breaker.trial_timeout = retry.per_try_timeout + super::TRIAL_GRACE;
         let failover = FailoverConfig {
             backup: s.failover.backup.as_ref().map(|b| b.get_ref().clone()),
             slow_start: s.failover.slow_start.map(|d| d.0),
@@ -774,6 +1388,8 @@ fn pools(
                 routing_plugin,
                 shadow_plugin,
                 backends,
+                dns,
+                tls,
                 drain_grace: s.drain_grace.map_or(super::DEFAULT_DRAIN_GRACE, |d| d.0),
                 health,
                 breaker,
@@ -861,12 +1477,15 @@ fn parse_hash_on(text: &str) -> Result<HashOn, String> {
     ))
 }
 
+/// A pool's `backends`: `ip:port` entries, and entries named by DNS (`host:port`
+/// or `srv = "..."`) that are resolved at run time.
 fn backends(
     field: &str,
     spanned: &Spanned<Vec<file::BackendSection>>,
     r: &mut Reporter<'_>,
-) -> Vec<BackendConfig> {
+) -> (Vec<BackendConfig>, Vec<DnsBackend>) {
     let mut seen = HashSet::new();
+    let mut names = HashSet::new();
     if spanned.get_ref().is_empty() {
         r.at(
             spanned.span(),
@@ -874,31 +1493,102 @@ fn backends(
             "a pool needs at least one backend",
         );
     }
-    spanned
-        .get_ref()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if !seen.insert(*b.address.get_ref()) {
-                r.at(
-                    b.address.span(),
-                    format!("{field}.backends[{i}].address"),
-                    format!("backend {} is listed twice", b.address.get_ref()),
-                );
+    let mut by_address = Vec::new();
+    let mut by_name = Vec::new();
+    for (i, b) in spanned.get_ref().iter().enumerate() {
+        let entry = format!("{field}.backends[{i}]");
+        let span = b
+            .address
+            .as_ref()
+            .or(b.srv.as_ref())
+            .map_or_else(|| spanned.span(), Spanned::span);
+        if b.weight > MAX_WEIGHT {
+            r.at(
+                span.clone(),
+                format!("{entry}.weight"),
+                format!("weight {} is above the maximum {MAX_WEIGHT}", b.weight),
+            );
+        }
+        match (&b.address, &b.srv) {
+            (Some(address), None) => {
+                let text = address.get_ref().trim();
+                if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
+                    if !seen.insert(socket) {
+                        r.at(
+                            span,
+                            format!("{entry}.address"),
+                            format!("backend {socket} is listed twice"),
+                        );
+                    }
+                    by_address.push(BackendConfig {
+                        address: socket,
+                        weight: b.weight,
+                        origin: None,
+                    });
+                    continue;
+                }
+                let parsed = text.rsplit_once(':').and_then(|(host, port)| {
+                    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+                    let host = host.to_ascii_lowercase();
+                    is_host_name(&host, false).then_some((host, port))
+                });
+                let Some((name, port)) = parsed else {
+                    r.at(
+                        span,
+                        format!("{entry}.address"),
+                        format!("`{text}` is neither ip:port nor host:port (e.g. 10.0.0.5:8080 or app.internal:8080)"),
+                    );
+                    continue;
+                };
+                if !names.insert((name.clone(), port)) {
+                    r.at(
+                        span,
+                        format!("{entry}.address"),
+                        format!("backend {name}:{port} is listed twice"),
+                    );
+                }
+                by_name.push(DnsBackend {
+                    name,
+                    port,
+                    srv: false,
+                    weight: b.weight,
+                });
             }
-            if b.weight > MAX_WEIGHT {
-                r.at(
-                    b.address.span(),
-                    format!("{field}.backends[{i}].weight"),
-                    format!("weight {} is above the maximum {MAX_WEIGHT}", b.weight),
-                );
+            (None, Some(srv)) => {
+                let name = srv.get_ref().trim().to_ascii_lowercase();
+                if !is_host_name(&name, true) {
+                    r.at(
+                        span,
+                        format!("{entry}.srv"),
+                        format!("`{name}` is not a DNS name such as _http._tcp.app.internal"),
+                    );
+                } else if !names.insert((name.clone(), 0)) {
+                    r.at(
+                        span,
+                        format!("{entry}.srv"),
+                        format!("SRV name {name} is listed twice"),
+                    );
+                }
+                by_name.push(DnsBackend {
+                    name,
+                    port: 0,
+                    srv: true,
+                    weight: b.weight,
+                });
             }
-            BackendConfig {
-                address: *b.address.get_ref(),
-                weight: b.weight,
-            }
-        })
-        .collect()
+            (Some(_), Some(_)) => r.at(
+                span,
+                entry,
+                "give either address or srv, not both",
+            ),
+            (None, None) => r.at(
+                span,
+                entry,
+                "a backend needs address = \"ip:port\" (or \"host:port\") or srv = \"_service._tcp.name\"",
+            ),
+        }
+    }
+    (by_address, by_name)
 }
 
 fn health(field: &str, h: &file::HealthSection, r: &mut Reporter<'_>) -> HealthConfig {
@@ -1037,6 +1727,7 @@ fn breaker(field: &str, b: &file::BreakerSection, r: &mut Reporter<'_>) -> Break
         max_open_for: b.max_open_for.map_or(d.max_open_for, |v| v.0),
         half_open_requests: b.half_open_requests.unwrap_or(d.half_open_requests),
         max_ejected_percent: b.max_ejected_percent.unwrap_or(d.max_ejected_percent),
+        trial_timeout: d.trial_timeout,
         plugin: None,
     };
     if let Some(rate) = config.error_rate

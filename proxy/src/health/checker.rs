@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{CheckRecord, HealthStatus, Verdict, native_verdict, probe};
+use super::{CheckRecord, HealthStatus, Verdict, native_verdict, probe_as};
 use crate::clock;
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
@@ -20,6 +20,12 @@ use crate::upstream::Backend;
 
 /// The pool's health-check plugin, if it has one.
 type Plugin = Option<Arc<crate::policy::PluginSlot>>;
+
+/// The pool's TLS to its backends, which probes use too.
+type Tls = Option<Arc<crate::upstream::PoolTls>>;
+
+/// What one probe loop runs with.
+type LoopSpec = (Backend, HealthConfig, Plugin, Tls);
 
 struct Running {
     fingerprint: String,
@@ -47,8 +53,7 @@ impl HealthSupervisor {
     /// lose theirs, and a changed `[health]` table restarts the pool's loops. Backends
     /// whose check did not change keep their loop and state.
     pub fn sync(&self, snapshot: &Snapshot) {
-        let mut wanted: HashMap<(Arc<str>, SocketAddr), (Backend, HealthConfig, Plugin)> =
-            HashMap::new();
+        let mut wanted: HashMap<(Arc<str>, SocketAddr), LoopSpec> = HashMap::new();
         for pool in snapshot.pools.iter_sorted() {
             let Some(health) = &pool.config.health else {
                 continue;
@@ -60,6 +65,7 @@ impl HealthSupervisor {
                         backend.clone(),
                         health.clone(),
                         pool.policies.health.clone(),
+                        pool.tls.clone(),
                     ),
                 );
             }
@@ -68,13 +74,13 @@ impl HealthSupervisor {
         tasks.retain(|key, running| {
             let keep = wanted
                 .get(key)
-                .is_some_and(|(_, cfg, _)| format!("{cfg:?}") == running.fingerprint);
+                .is_some_and(|(_, cfg, _, tls)| fingerprint(cfg, tls) == running.fingerprint);
             if !keep {
                 running.cancel.cancel();
             }
             keep
         });
-        for (key, (backend, config, plugin)) in wanted {
+        for (key, (backend, config, plugin, tls)) in wanted {
             if tasks.contains_key(&key) {
                 continue;
             }
@@ -82,19 +88,27 @@ impl HealthSupervisor {
             tasks.insert(
                 key.clone(),
                 Running {
-                    fingerprint: format!("{config:?}"),
+                    fingerprint: fingerprint(&config, &tls),
                     cancel: cancel.clone(),
                 },
             );
             let metrics = Arc::clone(&self.metrics);
             tokio::spawn(async move {
                 tokio::select! {
-                    () = check_loop(key.0, backend, config, metrics, plugin) => {}
+                    () = check_loop(key.0, backend, config, metrics, plugin, tls) => {}
                     () = cancel.cancelled() => {}
                 }
             });
         }
     }
+}
+
+/// What a probe loop was started with; a change restarts it.
+fn fingerprint(config: &HealthConfig, tls: &Tls) -> String {
+    format!(
+        "{config:?} {:?}",
+        tls.as_ref().map(|t| t.config() as *const _)
+    )
 }
 
 async fn check_loop(
@@ -103,12 +117,27 @@ async fn check_loop(
     config: HealthConfig,
     metrics: Arc<Metrics>,
     plugin: Plugin,
+    tls: Tls,
 ) {
     // Spread the first probes of many backends over a fraction of the interval.
     let first = config.interval.mul_f64(config.jitter * fastrand::f64());
     tokio::time::sleep(first.min(Duration::from_millis(100))).await;
     loop {
-        let report = probe(&config.probe, backend.address, config.timeout).await;
+        let custom = match &plugin {
+            Some(slot) if matches!(config.probe, crate::config::ProbeKind::Http { .. }) => {
+                crate::policy::health::probe_request(slot, &pool, &backend.key).await
+            }
+            _ => None,
+        };
+        let probe_tls = tls.as_deref().map(|t| (t, backend.origin.as_deref()));
+        let report = probe_as(
+            &config.probe,
+            custom.as_ref(),
+            backend.address,
+            config.timeout,
+            probe_tls,
+        )
+        .await;
         let latency = report.latency;
         let verdict = match &plugin {
             Some(slot) => crate::policy::health::evaluate(slot, &config, report).await,

@@ -6,7 +6,7 @@ mod probe;
 mod state;
 
 pub use checker::HealthSupervisor;
-pub use probe::{ProbeError, ProbeReport, probe};
+pub use probe::{ProbeError, ProbeReport, ProbeTls, probe, probe_as};
 pub use state::{CheckRecord, HealthState, HealthStatus};
 
 use crate::config::{HealthConfig, ProbeKind};

@@ -10,15 +10,29 @@ pub(crate) mod routing {
     });
 }
 
-/// Bindings of the `health-check` world.
+/// Bindings of the `health-check` world's required exports (those of 0.1.0).
+/// The optional `probe-request` export is looked up by name instead (see
+/// `plugin::health`), so a plugin without it still links. Owned types: probes
+/// run once per interval, not per request, and the borrowing mode trips over
+/// the record types this world does not use.
 pub(crate) mod health {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "health-check",
-        ownership: Borrowing { duplicate_if_necessary: false },
+        inline: "
+            package switchyard:host-view;
+
+            world health-check-required {
+                import switchyard:policy/host@0.1.1;
+                use switchyard:policy/health-types@0.1.1.{probe, verdict};
+
+                export init: func(config: string) -> result<_, string>;
+                export wanted-headers: func() -> list<string>;
+                export evaluate: func(probe: probe) -> verdict;
+            }
+        ",
+        world: "health-check-required",
         with: {
             "switchyard:policy/host": crate::plugin::bindings::routing::switchyard::policy::host,
-            "switchyard:policy/types": crate::plugin::bindings::routing::switchyard::policy::types,
         },
     });
 }

@@ -1,5 +1,5 @@
-//! `switchyard plugin check FILE.wasm`: what a component is and whether
-//! it would load, without running any of its code.
+//! What a component is and whether it would load, without running any of its
+//! code: the first half of `switchyard plugin check` (which then runs `init`).
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -96,7 +96,7 @@ impl fmt::Display for PluginInfo {
             write!(f, "verdict: will NOT load as any Switchyard plugin")
         } else {
             let names: Vec<&str> = kinds.iter().map(|k| k.world()).collect();
-            write!(f, "verdict: loads as {} (init not run)", names.join(", "))
+            write!(f, "verdict: loads as {}", names.join(", "))
         }
     }
 }

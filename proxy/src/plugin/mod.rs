@@ -70,7 +70,7 @@ use std::time::{Duration, SystemTime};
 
 pub use error::PluginError;
 pub use gate::{InlineGate, Pass, SLOW_CALL};
-pub use health::{HealthPlugin, HealthVerdict, ProbeError, ProbeReport};
+pub use health::{CustomProbe, HealthPlugin, HealthVerdict, ProbeError, ProbeReport, ProbeTarget};
 pub use inspect::{ImportGrant, ImportInfo, PluginInfo, inspect};
 pub use instance::InstanceReuse;
 pub use limits::{
@@ -96,12 +96,27 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
-    /// The WIT world name, as used in config files and messages.
+    /// Every kind, in the order messages list them.
+    pub const ALL: [PluginKind; 3] = [Self::Routing, Self::Health, Self::Recovery];
+
+    /// The WIT world name: the `kind` written in config files, shown in
+    /// `/status` and messages.
     pub fn world(self) -> &'static str {
         match self {
             Self::Routing => "routing",
             Self::Health => "health-check",
             Self::Recovery => "recovery",
+        }
+    }
+
+    /// The kind a config file or command line names: the world name, or
+    /// `health` for `health-check`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "routing" => Some(Self::Routing),
+            "health-check" | "health" => Some(Self::Health),
+            "recovery" => Some(Self::Recovery),
+            _ => None,
         }
     }
 
@@ -244,14 +259,16 @@ impl Plugin {
 }
 
 /// Directory of the plugins shipped with Switchyard (`canary.wasm`,
-/// `latency.wasm`, `json-health.wasm`, `adaptive-breaker.wasm`), as built by
-/// `proxy/build.rs` for this checkout.
+/// `latency.wasm`, `json_health.wasm`, `adaptive_breaker.wasm` and the
+/// `tenant_pin.wasm` example), as built by `proxy/build.rs` for this checkout:
+/// the names cargo gives them under `plugins/target/wasm32-wasip2/release/`.
 pub fn shipped_plugin_dir() -> &'static Path {
     Path::new(env!("SWITCHYARD_PLUGIN_DIR"))
 }
 
 /// Directory of the hostile test plugins (`hostile.wasm`,
-/// `hostile-health.wasm`, `wrong-world.wasm`), for tests and benchmarks.
+/// `hostile_health.wasm`, `wrong_world.wasm`) and of `legacy_health.wasm`
+/// (built against `switchyard:policy@0.1.0`), for tests and benchmarks.
 pub fn test_plugin_dir() -> &'static Path {
     Path::new(env!("SWITCHYARD_TEST_PLUGIN_DIR"))
 }

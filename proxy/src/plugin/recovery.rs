@@ -182,3 +182,44 @@ fn validate(action: wit::Action) -> Result<RecoveryAction, PluginError> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn action() -> impl Strategy<Value = wit::Action> {
+        prop_oneof![
+            Just(wit::Action::Keep),
+            Just(wit::Action::HalfOpen),
+            Just(wit::Action::Close),
+            any::<u32>().prop_map(wit::Action::Open),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// An open period is only used when it is from 1 ms to the maximum.
+        #[test]
+        fn only_bounded_open_periods_pass(action in action()) {
+            let valid = match &action {
+                wit::Action::Open(ms) => {
+                    *ms > 0 && Duration::from_millis(u64::from(*ms)) <= limits::MAX_OPEN
+                }
+                _ => true,
+            };
+            match validate(action) {
+                Ok(RecoveryAction::Open(d)) => {
+                    prop_assert!(!d.is_zero() && d <= limits::MAX_OPEN);
+                }
+                Ok(_) => prop_assert!(valid),
+                Err(e) => {
+                    prop_assert!(!valid);
+                    prop_assert!(matches!(e, PluginError::Invalid(_)));
+                }
+            }
+        }
+    }
+}

@@ -235,4 +235,91 @@ mod tests {
         });
         assert!(validate(big, &cands).is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn candidates() -> impl Strategy<Value = Vec<RouteCandidate>> {
+            prop::collection::btree_set(any::<u32>(), 0..12).prop_map(|indexes| {
+                indexes
+                    .into_iter()
+                    .map(|index| RouteCandidate {
+                        index,
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+        }
+
+        fn decision() -> impl Strategy<Value = wit::Decision> {
+            prop_oneof![
+                any::<u32>().prop_map(wit::Decision::Backend),
+                (any::<u16>(), 0..6000usize).prop_map(|(status, len)| {
+                    wit::Decision::Respond(wit::Response {
+                        status,
+                        body: "b".repeat(len),
+                    })
+                }),
+                Just(wit::Decision::Reject),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Whatever a plugin returns, the proxy only ever acts on a backend that
+            /// was offered, or a well-formed answer.
+            #[test]
+            fn only_offered_backends_and_well_formed_answers_pass(
+                decision in decision(),
+                cands in candidates(),
+                pick in any::<prop::sample::Index>(),
+            ) {
+                // Half the time, name one of the candidates.
+                let decision = match decision {
+                    wit::Decision::Backend(i) if i % 2 == 0 && !cands.is_empty() => {
+                        wit::Decision::Backend(cands[pick.index(cands.len())].index)
+                    }
+                    other => other,
+                };
+                let offered = |i: u32| cands.iter().any(|c| c.index == i);
+                let expected_ok = match &decision {
+                    wit::Decision::Backend(i) => offered(*i),
+                    wit::Decision::Respond(r) => {
+                        (200..=599).contains(&r.status) && r.body.len() <= limits::MAX_BODY_BYTES
+                    }
+                    wit::Decision::Reject => true,
+                };
+                match validate(decision, &cands) {
+                    Ok(RouteDecision::Backend(i)) => prop_assert!(offered(i)),
+                    Ok(RouteDecision::Respond { status, body }) => {
+                        prop_assert!((200..=599).contains(&status.as_u16()));
+                        prop_assert!(body.len() <= limits::MAX_BODY_BYTES);
+                    }
+                    Ok(RouteDecision::Reject) => {}
+                    Err(e) => {
+                        prop_assert!(!expected_ok, "refused a valid decision: {e}");
+                        prop_assert!(matches!(e, PluginError::Invalid(_)));
+                    }
+                }
+            }
+
+            /// Header names a plugin declares are legal, lower-case and few, or refused.
+            #[test]
+            fn declared_header_names_are_checked(names in prop::collection::vec("[ -~]{0,12}", 0..20)) {
+                match limits::header_names(names.clone()) {
+                    Ok(parsed) => {
+                        prop_assert!(names.len() <= limits::MAX_WANTED_HEADERS);
+                        prop_assert!(parsed.len() <= names.len());
+                        for n in &parsed {
+                            prop_assert_eq!(n.as_str(), n.as_str().to_ascii_lowercase());
+                        }
+                    }
+                    Err(e) => prop_assert!(matches!(e, PluginError::Invalid(_))),
+                }
+            }
+        }
+    }
 }

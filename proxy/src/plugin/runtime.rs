@@ -24,16 +24,17 @@ use super::wasi;
 use super::{Plugin, PluginBody, PluginKind, PluginSpec};
 
 /// Name of the `host` interface this proxy provides; plugins importing any
-/// `0.1.x` version of it link against it.
-pub const HOST_INTERFACE: &str = "switchyard:policy/host@0.1.0";
+/// `0.1.x` version of it link against it (wasmtime matches semver-compatible
+/// names, so an `@0.1.0` import finds the `@0.1.1` definition).
+pub const HOST_INTERFACE: &str = "switchyard:policy/host@0.1.1";
 
 /// Interfaces of the package that only define types; a plugin imports them
 /// alongside its world, and they need no functions.
 const TYPE_INTERFACES: [&str; 4] = [
-    "switchyard:policy/types@0.1.0",
-    "switchyard:policy/routing-types@0.1.0",
-    "switchyard:policy/health-types@0.1.0",
-    "switchyard:policy/recovery-types@0.1.0",
+    "switchyard:policy/types@0.1.1",
+    "switchyard:policy/routing-types@0.1.1",
+    "switchyard:policy/health-types@0.1.1",
+    "switchyard:policy/recovery-types@0.1.1",
 ];
 
 /// Whether an import belongs to a `switchyard:policy` version this proxy

@@ -2,10 +2,12 @@
 //!
 //! Counters are plain atomics so the hot path pays a few relaxed increments.
 //! Call durations go into fixed buckets that map one-to-one onto a
-//! Prometheus histogram. Quarantine looks at a sliding window of one-second
-//! buckets: when too large a share of recent calls failed, the plugin is not
-//! called at all for a cool-off period, so a broken plugin costs neither CPU
-//! (traps are not free) nor log noise.
+//! Prometheus histogram. Quarantine has two triggers: a sliding window of
+//! one-second buckets (when too large a share of recent calls failed), and a
+//! run of failed calls in a row (so a plugin that breaks after a long healthy
+//! stretch is not shielded by its good past). Then the plugin is not called at
+//! all for a cool-off period, so a broken plugin costs neither CPU (traps are
+//! not free) nor log noise.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -31,6 +33,15 @@ pub const ERROR_KINDS: [&str; 6] = [
 ];
 
 /// When a plugin is taken out of service, and for how long.
+///
+/// Quarantined when either holds:
+/// - the calls of the last `window` (whole seconds, the current one included)
+///   number at least `min_calls` and more than `max_error_ratio` of them failed;
+/// - the last `consecutive_failures` calls all failed.
+///
+/// The first alone would let a plugin that served 1,000 calls well and then
+/// failed 60 in a row keep running (60 of 1,060 is under half); the second
+/// catches it after `consecutive_failures` calls.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuarantinePolicy {
     /// Length of the sliding window (rounded to whole seconds, 1..=60).
@@ -39,17 +50,22 @@ pub struct QuarantinePolicy {
     pub min_calls: u32,
     /// Error share (0.0..=1.0) above which the plugin is quarantined.
     pub max_error_ratio: f64,
+    /// Failed calls in a row that quarantine the plugin whatever the window says
+    /// (0 disables this trigger).
+    pub consecutive_failures: u32,
     /// How long a quarantine lasts.
     pub cool_off: Duration,
 }
 
 impl Default for QuarantinePolicy {
-    /// More than half of at least 20 calls in 10 s failed: 30 s out.
+    /// More than half of at least 20 calls in 10 s failed, or 20 calls in a row
+    /// failed: 30 s out.
     fn default() -> Self {
         Self {
             window: Duration::from_secs(10),
             min_calls: 20,
             max_error_ratio: 0.5,
+            consecutive_failures: 20,
             cool_off: Duration::from_secs(30),
         }
     }
@@ -78,6 +94,8 @@ pub struct PluginStats {
     buckets: [AtomicU64; DURATION_BUCKETS_NS.len() + 1],
     duration_sum_ns: AtomicU64,
     window: Box<[Second]>,
+    /// Failed calls since the last successful one.
+    failures_in_a_row: AtomicU32,
     /// Nanoseconds since `origin` until which the plugin is quarantined.
     quarantined_until: AtomicU64,
     quarantined: AtomicBool,
@@ -111,6 +129,7 @@ impl PluginStats {
             buckets: Default::default(),
             duration_sum_ns: AtomicU64::new(0),
             window: (0..window_secs).map(|_| Second::default()).collect(),
+            failures_in_a_row: AtomicU32::new(0),
             quarantined_until: AtomicU64::new(0),
             quarantined: AtomicBool::new(false),
             quarantines: AtomicU64::new(0),
@@ -174,6 +193,7 @@ impl PluginStats {
             for s in self.window.iter() {
                 s.stamp.store(0, Relaxed);
             }
+            self.failures_in_a_row.store(0, Relaxed);
             tracing::info!(plugin = %self.name, "plugin quarantine ended, calling it again");
         }
         false
@@ -181,6 +201,10 @@ impl PluginStats {
 
     pub(crate) fn record_ok(&self, started: Instant, elapsed: Duration) {
         self.calls.fetch_add(1, Relaxed);
+        // Read first: a healthy plugin never writes this shared line.
+        if self.failures_in_a_row.load(Relaxed) != 0 {
+            self.failures_in_a_row.store(0, Relaxed);
+        }
         self.observe(elapsed);
         self.second(started).calls.fetch_add(1, Relaxed);
     }
@@ -203,7 +227,11 @@ impl PluginStats {
         let second = self.second(started);
         second.calls.fetch_add(1, Relaxed);
         second.errors.fetch_add(1, Relaxed);
-        self.check_quarantine(started);
+        let in_a_row = self
+            .failures_in_a_row
+            .fetch_add(1, Relaxed)
+            .saturating_add(1);
+        self.check_quarantine(started, in_a_row);
     }
 
     fn observe(&self, elapsed: Duration) {
@@ -236,7 +264,7 @@ impl PluginStats {
         slot
     }
 
-    fn check_quarantine(&self, now: Instant) {
+    fn check_quarantine(&self, now: Instant, in_a_row: u32) {
         let current = self.nanos(now) / 1_000_000_000 + 1;
         let oldest = current.saturating_sub(self.window_secs as u64 - 1);
         let (mut calls, mut errors) = (0u64, 0u64);
@@ -247,9 +275,11 @@ impl PluginStats {
                 errors += u64::from(s.errors.load(Relaxed));
             }
         }
-        if calls < u64::from(self.policy.min_calls)
-            || (errors as f64) <= self.policy.max_error_ratio * calls as f64
-        {
+        let by_share = calls >= u64::from(self.policy.min_calls)
+            && (errors as f64) > self.policy.max_error_ratio * calls as f64;
+        let by_run =
+            self.policy.consecutive_failures > 0 && in_a_row >= self.policy.consecutive_failures;
+        if !by_share && !by_run {
             return;
         }
         let until = self
@@ -260,7 +290,7 @@ impl PluginStats {
             self.quarantines.fetch_add(1, Relaxed);
             tracing::warn!(
                 plugin = %self.name,
-                errors, calls,
+                errors, calls, in_a_row,
                 cool_off = ?self.policy.cool_off,
                 "plugin failing too often, quarantined"
             );
@@ -277,8 +307,34 @@ mod tests {
             window: Duration::from_secs(10),
             min_calls: 4,
             max_error_ratio: 0.5,
+            consecutive_failures: 0,
             cool_off,
         }
+    }
+
+    #[test]
+    fn a_run_of_failures_after_a_good_stretch_is_quarantined() {
+        let s = PluginStats::new("t", QuarantinePolicy::default());
+        let now = Instant::now();
+        for _ in 0..1000 {
+            s.record_ok(now, Duration::ZERO);
+        }
+        let trap = PluginError::Trap("x".into());
+        for _ in 0..19 {
+            s.record_error(now, Duration::ZERO, &trap);
+        }
+        assert!(
+            !s.quarantined_at(now),
+            "19 in a row, 19 of 1019 in the window"
+        );
+        s.record_ok(now, Duration::ZERO);
+        for _ in 0..19 {
+            s.record_error(now, Duration::ZERO, &trap);
+        }
+        assert!(!s.quarantined_at(now), "a success restarts the run");
+        s.record_error(now, Duration::ZERO, &trap);
+        assert!(s.quarantined_at(now), "20 in a row");
+        assert_eq!(s.quarantines(), 1);
     }
 
     #[test]

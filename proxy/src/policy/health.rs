@@ -1,11 +1,48 @@
-//! Probe verdicts from a health-check plugin, with the native evaluator as fallback.
+//! Probe verdicts from a health-check plugin, with the native evaluator as fallback,
+//! and the custom probe request a plugin may ask for.
 
 use std::sync::Arc;
 
 use super::{PluginSlot, Recourse, recourse};
 use crate::config::HealthConfig;
 use crate::health::{ProbeError, ProbeReport, Verdict, native_verdict};
-use crate::plugin::{self, HealthVerdict};
+use crate::plugin::{self, CustomProbe, HealthVerdict, ProbeTarget};
+
+/// Asks the plugin in `slot` which request to probe `address` of `pool` with. `None`
+/// means the configured probe: the plugin has no `probe-request` export, answered
+/// `none`, or failed (counted in its error metrics; the probe still goes out, as
+/// configured, so a broken `probe-request` cannot take a backend down by itself).
+pub async fn probe_request(
+    slot: &Arc<PluginSlot>,
+    pool: &str,
+    address: &str,
+) -> Option<CustomProbe> {
+    let active = slot.current_full();
+    if !active
+        .plugin
+        .as_health()
+        .is_some_and(|h| h.has_probe_request())
+    {
+        return None;
+    }
+    let (pool, address) = (pool.to_string(), address.to_string());
+    let task = tokio::task::spawn_blocking(move || {
+        let health = active.plugin.as_health()?;
+        let target = ProbeTarget {
+            pool: &pool,
+            address: &address,
+        };
+        match health.probe_request(&target) {
+            Ok(custom) => custom,
+            Err(e) => {
+                tracing::debug!(plugin = %active.plugin.name(), error = %e,
+                    "probe-request failed, sending the configured probe");
+                None
+            }
+        }
+    });
+    task.await.ok().flatten()
+}
 
 /// Judges one probe with the plugin in `slot`. The call runs on a blocking thread:
 /// probes are not on the request path, and a plugin with a long deadline must not

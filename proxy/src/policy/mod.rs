@@ -10,8 +10,11 @@ pub mod health;
 pub mod recovery;
 mod registry;
 pub mod routing;
+pub mod samples;
 
-pub use registry::{Active, FileCheck, PluginLoadError, PluginMap, PluginRegistry, PluginSlot};
+pub use registry::{
+    Active, FileCheck, LoadFailure, PluginLoadError, PluginMap, PluginRegistry, PluginSlot,
+};
 
 use crate::config::OnError;
 use crate::plugin::PluginError;

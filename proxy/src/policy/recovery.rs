@@ -123,7 +123,11 @@ fn apply(
                 None
             }
         }
-        RecoveryAction::HalfOpen => breaker.force_half_open(pool.config.breaker.half_open_requests),
+        RecoveryAction::HalfOpen => breaker.force_half_open(
+            pool.config.breaker.half_open_requests,
+            &pool.config.breaker,
+            now_ms,
+        ),
         RecoveryAction::Close => breaker.force_close(),
     }
 }
@@ -153,7 +157,7 @@ fn to_plugin(outcome: Outcome) -> plugin::Outcome {
         Outcome::Reset => plugin::Outcome::Failure(FailureKind::Reset),
         Outcome::TimedOut => plugin::Outcome::Failure(FailureKind::Timeout),
         Outcome::ServerError(_) => plugin::Outcome::Failure(FailureKind::ServerError),
-        Outcome::BodyFailed => plugin::Outcome::Failure(FailureKind::Other),
+        Outcome::BodyFailed | Outcome::BadResponse => plugin::Outcome::Failure(FailureKind::Other),
     }
 }
 

@@ -10,12 +10,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
+use super::samples::SampleLog;
 use crate::config::{Config, PluginConfig};
 use crate::plugin::{InlineGate, Plugin, PluginError, PluginRuntime, sha256_hex};
 use crate::reload::same_file;
@@ -31,6 +33,10 @@ pub type PluginMap = HashMap<String, Arc<PluginSlot>>;
 /// Why a plugin version could not be loaded. The running version (if any) stays.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginLoadError {
+    /// `init` refused a field of the `config` table; `located` says where it is in
+    /// the config file (`FILE:LINE:COL: plugin.NAME.config.FIELD: message`).
+    #[error("{located}")]
+    Config { name: String, located: String },
     #[error("plugin `{name}`: {source}")]
     Load {
         name: String,
@@ -62,7 +68,8 @@ impl PluginLoadError {
     /// The plugin concerned (none when the runtime itself failed).
     pub fn plugin(&self) -> Option<&str> {
         match self {
-            Self::Load { name, .. }
+            Self::Config { name, .. }
+            | Self::Load { name, .. }
             | Self::Read { name, .. }
             | Self::TooLarge { name, .. }
             | Self::CompileTimeout { name, .. }
@@ -79,19 +86,78 @@ pub struct Active {
     pub plugin: Plugin,
 }
 
+/// A version that failed to load, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadFailure {
+    /// When the attempt failed.
+    pub at: SystemTime,
+    /// Why (the message also logged).
+    pub error: String,
+}
+
 /// A configured plugin's stable handle; see the module docs.
 #[derive(Debug)]
 pub struct PluginSlot {
     name: Arc<str>,
     active: ArcSwap<Active>,
+    last_failure: Mutex<Option<LoadFailure>>,
+    failures: AtomicU64,
+    reloads: AtomicU64,
+    samples: SampleLog,
     /// The proxy-wide bound on inline calls, shared by every slot of the registry.
     gate: Arc<InlineGate>,
 }
 
 impl PluginSlot {
+    fn new(name: &str, active: Active, gate: Arc<InlineGate>) -> Self {
+        Self {
+            name: name.into(),
+            active: ArcSwap::from_pointee(active),
+            last_failure: Mutex::new(None),
+            failures: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            samples: SampleLog::default(),
+            gate,
+        }
+    }
+
+    /// Recent decisions of this plugin (routing plugins only), across versions.
+    pub fn samples(&self) -> &SampleLog {
+        &self.samples
+    }
+
+    /// How many new versions were swapped in since the proxy started.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    fn swap_in(&self, active: Active) {
+        self.active.store(Arc::new(active));
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The operator's name for it.
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// The latest version that failed to load (file change or config reload), if
+    /// any did since the proxy started; the running version stayed.
+    pub fn last_failure(&self) -> Option<LoadFailure> {
+        self.last_failure.lock().clone()
+    }
+
+    /// How many versions failed to load since the proxy started.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    fn record_failure(&self, error: &PluginLoadError) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_failure.lock() = Some(LoadFailure {
+            at: SystemTime::now(),
+            error: error.to_string(),
+        });
     }
 
     /// The bound on plugin calls running inline at once (see [`InlineGate`]).
@@ -179,7 +245,15 @@ impl PluginRegistry {
                 _ => false,
             };
             if !unchanged {
-                prepared.loaded.push(self.load(plugin.clone()).await?);
+                match self.load(plugin.clone()).await {
+                    Ok(active) => prepared.loaded.push(active),
+                    Err(e) => {
+                        if let Some(slot) = self.slots.lock().get(&plugin.spec.name) {
+                            slot.record_failure(&e);
+                        }
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(prepared)
@@ -195,16 +269,12 @@ impl PluginRegistry {
                 Some(slot) => {
                     info!(plugin = %name, from = %short(slot.current().plugin.digest()),
                         to = %short(active.plugin.digest()), "plugin version swapped in");
-                    slot.active.store(Arc::new(active));
+                    slot.swap_in(active);
                 }
                 None => {
                     slots.insert(
                         name.clone(),
-                        Arc::new(PluginSlot {
-                            name: name.as_str().into(),
-                            active: ArcSwap::from_pointee(active),
-                            gate: Arc::clone(&self.gate),
-                        }),
+                        Arc::new(PluginSlot::new(&name, active, Arc::clone(&self.gate))),
                     );
                 }
             }
@@ -235,6 +305,7 @@ impl PluginRegistry {
                 Ok(digest) if digest == slot.current().plugin.digest() => continue,
                 Ok(_) => {}
                 Err(e) => {
+                    slot.record_failure(&e);
                     failures.push(e);
                     continue;
                 }
@@ -243,10 +314,13 @@ impl PluginRegistry {
                 Ok(active) => {
                     info!(plugin = %slot.name, from = %short(slot.current().plugin.digest()),
                         to = %short(active.plugin.digest()), "plugin file changed: new version swapped in");
-                    slot.active.store(Arc::new(active));
+                    slot.swap_in(active);
                     swapped.push(slot.name.to_string());
                 }
-                Err(e) => failures.push(e),
+                Err(e) => {
+                    slot.record_failure(&e);
+                    failures.push(e);
+                }
             }
         }
         (swapped, failures)
@@ -270,12 +344,18 @@ impl PluginRegistry {
         self.slots.lock().values().cloned().collect()
     }
 
+    /// The slot of the plugin called `name`.
+    pub fn slot(&self, name: &str) -> Option<Arc<PluginSlot>> {
+        self.slots.lock().get(name).cloned()
+    }
+
     /// Compiles, links, instantiates and `init`s one version on a blocking thread.
     async fn load(&self, config: PluginConfig) -> Result<Active, PluginLoadError> {
         check_size(&config)?;
         let runtime = self.runtime()?;
         let name = config.spec.name.clone();
         let path = config.spec.path.clone();
+        let table = config.clone();
         let task = tokio::task::spawn_blocking(move || {
             let plugin = runtime.load(&config.spec);
             plugin.map(|plugin| Active { config, plugin })
@@ -288,7 +368,10 @@ impl PluginRegistry {
             }),
             Ok(Ok(result)) => result.map_err(|source| {
                 warn!(plugin = %name, error = %source, "plugin failed to load");
-                PluginLoadError::Load { name, source }
+                match table.locate_error(&source) {
+                    Some(located) => PluginLoadError::Config { name, located },
+                    None => PluginLoadError::Load { name, source },
+                }
             }),
         }
     }

@@ -4,12 +4,14 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::StatusCode;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info};
 
+use super::samples::{Observed, SampleKind, deciding_headers};
 use super::{PluginSlot, Recourse, recourse};
 use crate::plugin::{PluginError, RouteCandidate, RouteDecision, RouteRequest};
 use crate::upstream::Pool;
@@ -75,7 +77,7 @@ pub fn select(
             return Selection::Exhausted;
         }
         let live = match &pool.policies.routing {
-            Some(slot) => match slot.inline_gate().enter(|| typical_call(slot)) {
+            Some(slot) => match ask_gated(pool, slot, request, candidates, now_ms) {
                 // Slow plugin calls hold the workers: choose natively, like a
                 // quarantine does (shedding is not this plugin's failure).
                 None => {
@@ -84,18 +86,14 @@ pub fn select(
                     }
                     native().map_or(Selection::Exhausted, Selection::Backend)
                 }
-                Some(_pass) => match ask(slot, request, candidates) {
-                    Ok(decision) => from_decision(decision),
-                    Err(e) => {
-                        debug!(pool = %pool.name, plugin = %slot.name(), error = %e, "routing plugin call failed");
-                        match recourse(&e, slot.current().config.on_error) {
-                            Recourse::Native => {
-                                native().map_or(Selection::Exhausted, Selection::Backend)
-                            }
-                            Recourse::FailClosed => Selection::PolicyFailed,
-                        }
+                Some(Ok(decision)) => from_decision(decision),
+                Some(Err(e)) => {
+                    debug!(pool = %pool.name, plugin = %slot.name(), error = %e, "routing plugin call failed");
+                    match recourse(&e, slot.current().config.on_error) {
+                        Recourse::Native => native().map_or(Selection::Exhausted, Selection::Backend),
+                        Recourse::FailClosed => Selection::PolicyFailed,
                     }
-                },
+                }
             },
             None => native().map_or(Selection::Exhausted, Selection::Backend),
         };
@@ -152,6 +150,45 @@ fn ask(
     }
 }
 
+/// [`ask`] behind the inline gate (`None`: shed, see [`crate::plugin::InlineGate`]),
+/// keeping a sample of the call when one is due (one atomic load when not). The
+/// gate's permit covers the plugin call only.
+fn ask_gated(
+    pool: &Pool,
+    slot: &PluginSlot,
+    request: &RouteRequest<'_>,
+    candidates: &[RouteCandidate],
+    now_ms: u64,
+) -> Option<Result<RouteDecision, PluginError>> {
+    let pass = slot.inline_gate().enter(|| typical_call(slot))?;
+    if !slot.samples().due(now_ms) {
+        return Some(ask(slot, request, candidates));
+    }
+    let started = Instant::now();
+    let result = ask(slot, request, candidates);
+    let took = started.elapsed();
+    drop(pass);
+    let active = slot.current();
+    let wanted = active
+        .plugin
+        .as_routing()
+        .map_or(&[][..], |r| r.wanted_headers());
+    slot.samples().record(
+        now_ms,
+        Observed {
+            pool: &pool.name,
+            kind: SampleKind::Live,
+            request,
+            wanted,
+            candidates,
+            result: &result,
+            took,
+            live: None,
+        },
+    );
+    Some(result)
+}
+
 /// How long the slot's routing plugin has recently taken per call.
 fn typical_call(slot: &PluginSlot) -> std::time::Duration {
     slot.current()
@@ -183,27 +220,67 @@ fn compare(
     if matches!(live, Selection::Exhausted | Selection::PolicyFailed) {
         return;
     }
-    let Some(_pass) = shadow
-        .slot
-        .inline_gate()
-        .enter(|| typical_call(&shadow.slot))
-    else {
-        return;
+    let (result, took) = {
+        // The permit is held for the call only, not for counting and sampling.
+        let Some(_pass) = shadow
+            .slot
+            .inline_gate()
+            .enter(|| typical_call(&shadow.slot))
+        else {
+            return;
+        };
+        let started = Instant::now();
+        let result = ask(&shadow.slot, request, candidates);
+        (result, started.elapsed())
     };
-    let Ok(decision) = ask(&shadow.slot, request, candidates) else {
-        // Counted in the shadow plugin's own error metrics.
-        return;
-    };
-    let proposed = from_decision(decision);
-    let agree = match (live, &proposed) {
+    // A failed call is counted in the shadow plugin's own error metrics.
+    let proposed = result.as_ref().ok().map(|decision| match decision {
+        RouteDecision::Backend(i) => Selection::Backend(*i as usize),
+        // Responses agree on their status; the body is not compared.
+        RouteDecision::Respond { status, .. } => Selection::Respond {
+            status: *status,
+            body: Bytes::new(),
+        },
+        RouteDecision::Reject => Selection::Reject,
+    });
+    let agree = proposed.as_ref().map(|proposed| match (live, proposed) {
         (Selection::Respond { status: a, .. }, Selection::Respond { status: b, .. }) => a == b,
         (a, b) => a == b,
-    };
-    if agree {
-        shadow.agree.inc();
-        return;
+    });
+    match agree {
+        Some(true) => {
+            shadow.agree.inc();
+        }
+        Some(false) => {
+            shadow.disagree.inc();
+        }
+        None => {}
     }
-    shadow.disagree.inc();
+    let samples = shadow.slot.samples();
+    let disagrees = agree == Some(false);
+    if (disagrees && samples.disagreement_due(now_ms)) || samples.due(now_ms) {
+        let active = shadow.slot.current();
+        let wanted = active
+            .plugin
+            .as_routing()
+            .map_or(&[][..], |r| r.wanted_headers());
+        samples.record(
+            now_ms,
+            Observed {
+                pool: &pool.name,
+                kind: SampleKind::Shadow,
+                request,
+                wanted,
+                candidates,
+                result: &result,
+                took,
+                live: Some(selection_json(live)),
+            },
+        );
+    }
+    let Some(proposed) = proposed.filter(|_| disagrees) else {
+        return;
+    };
     let last = shadow.last_logged_ms.load(Ordering::Relaxed);
     if now_ms >= last + DISAGREEMENT_LOG_INTERVAL_MS
         && shadow
@@ -211,9 +288,48 @@ fn compare(
             .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
-        info!(pool = %pool.name, shadow = %shadow.slot.name(), path = request.path,
+        let headers = deciding(pool, shadow, request);
+        info!(pool = %pool.name, shadow = %shadow.slot.name(), method = request.method,
+            path = request.path, client_ip = %request.client_ip, headers = %headers,
             live = %describe(pool, live), shadow_choice = %describe(pool, &proposed),
             "shadow routing policy disagrees (sampled)");
+    }
+}
+
+/// The request headers the shadow and the live plugin read, as `name: value; ...`
+/// (`-` when they read none): what the two decisions were made from.
+fn deciding(pool: &Pool, shadow: &Shadow, request: &RouteRequest<'_>) -> String {
+    let mut wanted: Vec<http::HeaderName> = Vec::new();
+    for slot in std::iter::once(&shadow.slot).chain(pool.policies.routing.as_ref()) {
+        if let Some(routing) = slot.current().plugin.as_routing() {
+            for name in routing.wanted_headers() {
+                if !wanted.contains(name) {
+                    wanted.push(name.clone());
+                }
+            }
+        }
+    }
+    let pairs: Vec<String> = deciding_headers(&wanted, request)
+        .into_iter()
+        .map(|(name, value)| format!("{name}: {value}"))
+        .collect();
+    if pairs.is_empty() {
+        "-".into()
+    } else {
+        pairs.join("; ")
+    }
+}
+
+/// A live selection as a sample records it: the backend index, or what happened.
+fn selection_json(selection: &Selection) -> serde_json::Value {
+    match selection {
+        Selection::Backend(i) => serde_json::json!({ "backend": i }),
+        Selection::Respond { status, .. } => {
+            serde_json::json!({ "respond": { "status": status.as_u16() } })
+        }
+        Selection::Reject => serde_json::json!("reject"),
+        Selection::PolicyFailed => serde_json::json!("policy failed"),
+        Selection::Exhausted => serde_json::json!("no backend"),
     }
 }
 

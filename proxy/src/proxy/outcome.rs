@@ -20,6 +20,9 @@ pub enum Outcome {
     ConnectFailed,
     /// The connection broke after the request was sent.
     Reset,
+    /// The answer was not valid HTTP or broke the framing rules (bad status line,
+    /// conflicting lengths, a head over the limits, an HTTP/0.9-style answer).
+    BadResponse,
     /// No response headers within the per-try timeout.
     TimedOut,
     /// A 5xx response.
@@ -35,6 +38,7 @@ impl Outcome {
             Outcome::Success(_) => "success",
             Outcome::ConnectFailed => "connect-failure",
             Outcome::Reset => "reset",
+            Outcome::BadResponse => "bad-response",
             Outcome::TimedOut => "timeout",
             Outcome::ServerError(_) => "5xx",
             Outcome::BodyFailed => "body-failure",

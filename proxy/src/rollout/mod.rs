@@ -65,6 +65,10 @@ pub enum StartError {
     Split(String),
     #[error("route `{route}` already sends all traffic to `{pool}`")]
     SamePool { route: String, pool: String },
+    #[error(
+        "{reason}; a rollout would send its share into failures (add \"force\": true to start anyway)"
+    )]
+    Unusable { pool: String, reason: String },
 }
 
 #[derive(Debug)]
@@ -178,7 +182,6 @@ impl Rollouts {
         {
             return Err(StartError::Running(route.to_string()));
         }
-        let first = plan.steps.first().copied().unwrap_or(100);
         let rollout = Arc::new(Rollout {
             route: route.to_string(),
             from,
@@ -189,7 +192,8 @@ impl Rollouts {
             progress: Mutex::new(Progress {
                 state: RolloutState::Running,
                 step: 0,
-                percent: first,
+                // Nothing has moved until the first step's split is in effect.
+                percent: 0,
                 verdict: None,
                 reason: None,
             }),

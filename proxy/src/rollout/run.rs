@@ -21,12 +21,15 @@ pub async fn run(server: Arc<Server>, rollout: Arc<Rollout>) {
     let route = rollout.route.as_str();
     let steps = rollout.plan.steps.clone();
     for (index, percent) in steps.into_iter().enumerate() {
-        rollout.enter_step(index, percent);
+        // The step is reported (in /status) once its split is in effect, not before.
         match server
             .set_route_target_unless(route, step_target(&rollout, percent), &token)
             .await
         {
-            Ok(true) => server.save_state(),
+            Ok(true) => {
+                rollout.enter_step(index, percent);
+                server.save_state();
+            }
             Ok(false) => {
                 stopped(&rollout);
                 return;

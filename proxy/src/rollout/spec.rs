@@ -52,6 +52,8 @@ struct Body {
     sticky: Option<String>,
     #[serde(default)]
     guard: GuardBody,
+    #[serde(default)]
+    force: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -75,6 +77,8 @@ pub struct Plan {
     pub sticky: Option<HashOn>,
     /// When a step counts as broken.
     pub guard: Guard,
+    /// Start even though `to` has no usable backend right now.
+    pub force: bool,
 }
 
 impl Plan {
@@ -133,6 +137,7 @@ impl Plan {
             interval,
             sticky,
             guard,
+            force: body.force,
         })
     }
 }
@@ -147,6 +152,12 @@ mod tests {
         assert_eq!(plan.steps, DEFAULT_STEPS);
         assert_eq!(plan.interval, DEFAULT_INTERVAL);
         assert_eq!(plan.guard, Guard::default());
+        assert!(!plan.force);
+        assert!(
+            Plan::parse(br#"{"to": "green", "force": true}"#)
+                .unwrap()
+                .force
+        );
         let plan = Plan::parse(
             br#"{"to": "green", "steps": [10, 100], "interval": "500ms",
                  "guard": {"max_error_rate": 0.01, "max_p99_ratio": 2.0, "min_requests": 5}}"#,

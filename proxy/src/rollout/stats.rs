@@ -31,9 +31,40 @@ pub struct PoolTraffic {
     requests: AtomicU64,
     failures: AtomicU64,
     latency: [AtomicU64; BUCKETS],
+    /// Requests currently sent to this pool (its side of a split or rollout),
+    /// held by each request's guard from the pool choice to the end of its answer.
+    in_flight: AtomicU64,
+    /// Requests that found this side of a split without a usable backend and were
+    /// sent to another side instead.
+    spilled: AtomicU64,
 }
 
 impl PoolTraffic {
+    /// Requests in flight on this pool right now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// One more request on this pool; paired with [`PoolTraffic::leave`] by a guard.
+    pub fn enter(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A request on this pool ended (only ever after its [`PoolTraffic::enter`]).
+    pub fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Counts a request that left this side of a split for lack of a usable backend.
+    pub fn spill(&self) {
+        self.spilled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests that left this side for another one so far.
+    pub fn spilled(&self) -> u64 {
+        self.spilled.load(Ordering::Relaxed)
+    }
+
     /// Counts one observation (a few relaxed atomic adds).
     pub fn observe(&self, observation: Observation) {
         match observation {

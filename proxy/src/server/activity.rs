@@ -2,19 +2,21 @@
 //! receiving a whole request head (slowloris), separate from the idle keep-alive
 //! timeout between requests. hyper's own `header_read_timeout` also runs while a
 //! keep-alive connection sits idle, which would cap idle connections at 10 s.
+//!
+//! The same reader recognises an HTTP/2 connection by its preface and runs the
+//! [`FrameMeter`] over what the client sends, ending the connection on a flood.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::h2_flood::{Flood, FrameMeter, PREFACE};
 use crate::clock;
-
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// What the watchdog needs to know about one client connection.
 #[derive(Debug, Default)]
@@ -25,6 +27,9 @@ pub struct ConnActivity {
     /// When the connection last became idle.
     idle_since_ms: AtomicU64,
     h2: AtomicBool,
+    /// The HTTP/2 flood that ended the connection, if one did ([`Flood`] code).
+    flood: AtomicU8,
+    /// Whether the client has sent any byte yet.
     first_read_done: AtomicBool,
 }
 
@@ -60,10 +65,7 @@ impl ConnActivity {
         }
     }
 
-    fn bytes_read(&self, data: &[u8]) {
-        if !self.first_read_done.swap(true, Ordering::Relaxed) && data.starts_with(H2_PREFACE) {
-            self.h2.store(true, Ordering::Relaxed);
-        }
+    fn bytes_read(&self) {
         if self.in_flight.load(Ordering::Acquire) == 0
             && self.head_started_ms.load(Ordering::Relaxed) == 0
             && !self.h2.load(Ordering::Relaxed)
@@ -76,6 +78,17 @@ impl ConnActivity {
     /// Whether the client has not sent a byte yet (a connection just accepted).
     pub fn received_nothing(&self) -> bool {
         !self.first_read_done.load(Ordering::Relaxed)
+    }
+
+    /// The HTTP/2 flood that ended this connection, if one did.
+    pub fn flood(&self) -> Option<Flood> {
+        Flood::from_code(self.flood.load(Ordering::Acquire))
+    }
+
+    /// The connection speaks HTTP/2: no request-head deadline applies to it.
+    fn is_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+        self.head_started_ms.store(0, Ordering::Relaxed);
     }
 
     /// Resolves when the connection should be closed; checks on each deadline.
@@ -104,16 +117,65 @@ impl ConnActivity {
     }
 }
 
-/// An I/O stream that reports reads to its [`ConnActivity`].
+/// What the reader knows about the protocol so far.
+#[derive(Debug)]
+enum Protocol {
+    /// Matching the first bytes against the HTTP/2 preface (`n` matched so far).
+    Sniffing(usize),
+    /// HTTP/1: nothing more to follow.
+    Http1,
+    /// HTTP/2: every frame goes through the meter.
+    Http2(Box<FrameMeter>),
+}
+
+/// An I/O stream that reports reads to its [`ConnActivity`] and meters HTTP/2 frames.
 pub struct ActivityIo<T> {
     inner: T,
     activity: Arc<ConnActivity>,
+    protocol: Protocol,
+    max_header_block: usize,
 }
 
 impl<T> ActivityIo<T> {
-    /// Wraps a client stream.
-    pub fn new(inner: T, activity: Arc<ConnActivity>) -> Self {
-        Self { inner, activity }
+    /// Wraps a client stream whose HTTP/2 header blocks may be `max_header_block` long.
+    pub fn new(inner: T, activity: Arc<ConnActivity>, max_header_block: usize) -> Self {
+        Self {
+            inner,
+            activity,
+            protocol: Protocol::Sniffing(0),
+            max_header_block,
+        }
+    }
+
+    fn observe(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if let Protocol::Sniffing(0) = self.protocol {
+            self.activity.first_read_done.store(true, Ordering::Relaxed);
+        }
+        if let Protocol::Sniffing(matched) = self.protocol {
+            let n = (PREFACE.len() - matched).min(data.len());
+            if data[..n] == PREFACE[matched..matched + n] {
+                if matched + n == PREFACE.len() {
+                    self.activity.is_h2();
+                    self.protocol =
+                        Protocol::Http2(Box::new(FrameMeter::new(self.max_header_block)));
+                } else {
+                    self.protocol = Protocol::Sniffing(matched + n);
+                }
+                data = &data[n..];
+            } else {
+                self.protocol = Protocol::Http1;
+            }
+        }
+        match &mut self.protocol {
+            Protocol::Http2(meter) => meter.feed(data, clock::now_ms()).map_err(|flood| {
+                self.activity.flood.store(flood.code(), Ordering::Release);
+                io::Error::new(io::ErrorKind::InvalidData, flood)
+            }),
+            _ => {
+                self.activity.bytes_read();
+                Ok(())
+            }
+        }
     }
 }
 
@@ -125,10 +187,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &polled {
+        if let Poll::Ready(Ok(())) = &polled
+            && buf.filled().len() > before
+        {
             let filled = &buf.filled()[before..];
-            if !filled.is_empty() {
-                self.activity.bytes_read(filled);
+            if let Err(e) = self.observe(filled) {
+                return Poll::Ready(Err(e));
             }
         }
         polled

@@ -13,14 +13,33 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::activity::{ActivityIo, ConnActivity, Expiry};
+use super::caps::ConnPermit;
+use super::tls::TlsSlot;
 use crate::config::Limits;
 use crate::proxy::{ConnInfo, Proxy};
+use crate::tls::{ACME_TLS_ALPN, Challenges};
+
+/// First pause after a failed accept; doubled on each failure in a row.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// Longest pause between accepts while they keep failing (e.g. out of file descriptors).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one accept-failure log line per listener this often.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// HTTP/2 streams a client may have open on one connection (HAProxy and Envoy's edge
+/// setting).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams a client may reset before the proxy accepted them (rapid reset) before
+/// the connection is closed.
+pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 50;
+/// Streams the proxy may have to reset for the client's own errors before the
+/// connection is closed.
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 128;
 
 /// How long a connection accepted just before a drain may take to send its first
 /// request before it is closed (hyper closes a connection that sent nothing at once).
@@ -40,7 +59,9 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 #[derive(Clone)]
 pub struct ListenerContext {
     pub name: Arc<str>,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<TlsSlot>,
+    /// ACME HTTP-01 answers, served before routing.
+    pub challenges: Arc<Challenges>,
     pub proxy: Arc<Proxy>,
     pub limits: Limits,
     pub connections: Arc<Semaphore>,
@@ -51,9 +72,12 @@ pub struct ListenerContext {
     pub drain: CancellationToken,
 }
 
-/// Accepts until `stop_accepting` fires, within the global connection cap.
+/// Accepts until `stop_accepting` fires, within the global connection cap and the
+/// per-client cap. A failing accept (out of file descriptors) backs off instead of
+/// spinning, and is logged once per streak.
 pub async fn accept_loop(listener: Arc<TcpListener>, ctx: ListenerContext) {
     let builder = Arc::new(http_builder(&ctx.limits));
+    let mut backoff = AcceptBackoff::default();
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&ctx.connections).acquire_owned() => match permit {
@@ -67,22 +91,102 @@ pub async fn accept_loop(listener: Arc<TcpListener>, ctx: ListenerContext) {
             () = ctx.stop_accepting.cancelled() => break,
         };
         let (stream, peer) = match accepted {
-            Ok(pair) => pair,
+            Ok(pair) => {
+                backoff.succeeded(&ctx.name);
+                pair
+            }
             Err(e) => {
-                warn!(listener = %ctx.name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                ctx.proxy.metrics.accept_error(&ctx.name);
+                drop(permit);
+                if let Some(pause) = backoff.failed(&ctx.name, &e) {
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = ctx.stop_accepting.cancelled() => break,
+                    }
+                }
                 continue;
             }
         };
+        let limit = ctx
+            .proxy
+            .snapshot
+            .load()
+            .config
+            .limits
+            .max_connections_per_ip;
+        let client = match limit {
+            None => None,
+            Some(limit) => match ctx.proxy.clients.try_acquire(peer.ip(), limit) {
+                Some(slot) => Some(slot),
+                None => {
+                    ctx.proxy.metrics.connection_refused("per_client_cap");
+                    debug!(listener = %ctx.name, client = %peer, limit,
+                        "connection refused: the client is at its connection cap");
+                    continue;
+                }
+            },
+        };
+        let permit = Arc::new(ConnPermit::new(permit, client));
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let builder = Arc::clone(&builder);
         ctx.tracker.clone().spawn(async move {
-            serve_stream(stream, peer, ctx, builder).await;
-            drop(permit);
+            serve_stream(stream, peer, ctx, builder, permit).await;
         });
     }
     debug!(listener = %ctx.name, "stopped accepting");
+}
+
+/// Pauses between failing accepts: none for errors about one connection (it was
+/// reset before we took it), growing pauses for errors about the process (file
+/// descriptors, memory), with one log line per streak and per [`ACCEPT_LOG_EVERY`].
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    streak: u32,
+    last_log: Option<tokio::time::Instant>,
+    suppressed: u64,
+}
+
+impl AcceptBackoff {
+    fn failed(&mut self, listener: &str, error: &io::Error) -> Option<Duration> {
+        use io::ErrorKind;
+        if matches!(
+            error.kind(),
+            ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+        ) {
+            debug!(listener, error = %error, "accept: the connection was gone before it was taken");
+            return None;
+        }
+        let pause = ACCEPT_BACKOFF_MIN
+            .saturating_mul(1 << self.streak.min(10))
+            .min(ACCEPT_BACKOFF_MAX);
+        self.streak += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_log
+            .is_none_or(|at| now.duration_since(at) >= ACCEPT_LOG_EVERY)
+        {
+            warn!(listener, error = %error, failures = self.streak, suppressed = self.suppressed,
+                pause_ms = pause.as_millis() as u64, "accept failed: backing off");
+            self.last_log = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        Some(pause)
+    }
+
+    fn succeeded(&mut self, listener: &str) {
+        if self.streak > 0 {
+            info!(
+                listener,
+                failures = self.streak,
+                "accepting again after failed accepts"
+            );
+        }
+        self.streak = 0;
+        self.suppressed = 0;
+    }
 }
 
 async fn serve_stream(
@@ -90,14 +194,20 @@ async fn serve_stream(
     peer: SocketAddr,
     ctx: ListenerContext,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    permit: Arc<ConnPermit>,
 ) {
-    match ctx.tls.clone() {
-        None => serve_io(stream, peer, false, &ctx, &builder).await,
-        Some(acceptor) => {
+    match &ctx.tls {
+        None => serve_io(stream, peer, false, &ctx, &builder, permit).await,
+        Some(slot) => {
+            let acceptor = slot.acceptor();
             let handshake =
                 tokio::time::timeout(ctx.limits.header_read_timeout, acceptor.accept(stream)).await;
             match handshake {
-                Ok(Ok(tls)) => serve_io(tls, peer, true, &ctx, &builder).await,
+                // An ACME TLS-ALPN-01 validation: the handshake was the whole answer.
+                Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {
+                    debug!(client = %peer, "answered an ACME tls-alpn-01 validation");
+                }
+                Ok(Ok(tls)) => serve_io(tls, peer, true, &ctx, &builder, permit).await,
                 Ok(Err(e)) => {
                     ctx.proxy.metrics.client_error("tls_handshake");
                     debug!(client = %peer, error = %e, "TLS handshake failed");
@@ -117,6 +227,7 @@ async fn serve_io<I>(
     tls: bool,
     ctx: &ListenerContext,
     builder: &auto::Builder<TokioExecutor>,
+    permit: Arc<ConnPermit>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -126,14 +237,26 @@ async fn serve_io<I>(
         client: peer,
         tls,
         activity: Arc::clone(&activity),
+        permit,
     };
     let proxy = Arc::clone(&ctx.proxy);
-    let service = service_fn(move |request| {
+    let challenges = Arc::clone(&ctx.challenges);
+    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
         let info = info.clone();
-        async move { Ok::<_, Infallible>(proxy.serve(&info, request).await) }
+        let challenge = challenges.http_answer(request.uri().path());
+        async move {
+            if let Some(answer) = challenge {
+                return Ok::<_, Infallible>(acme_answer(answer));
+            }
+            Ok::<_, Infallible>(proxy.serve(&info, request).await)
+        }
     });
-    let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity)));
+    let io = TokioIo::new(ActivityIo::new(
+        io,
+        Arc::clone(&activity),
+        ctx.limits.max_header_bytes,
+    ));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let watchdog = activity.watchdog(ctx.limits.header_read_timeout, ctx.limits.idle_timeout);
@@ -148,7 +271,10 @@ async fn serve_io<I>(
     loop {
         tokio::select! {
             result = conn.as_mut() => {
-                if let Err(e) = result {
+                if let Some(flood) = activity.flood() {
+                    ctx.proxy.metrics.client_error(flood.reason());
+                    info!(client = %peer, reason = flood.reason(), "closing connection: {flood}");
+                } else if let Err(e) = result {
                     report_connection_error(&ctx.proxy, peer, &*e);
                 }
                 break;
@@ -185,16 +311,33 @@ async fn serve_io<I>(
     }
 }
 
+/// The reply to an ACME HTTP-01 validation request: the key authorization.
+fn acme_answer(key_authorization: String) -> hyper::Response<crate::error::ProxyBody> {
+    let mut response = hyper::Response::new(crate::error::full_body(bytes::Bytes::from(
+        key_authorization,
+    )));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
+
 fn report_connection_error(
     proxy: &Proxy,
     peer: SocketAddr,
     error: &(dyn std::error::Error + 'static),
 ) {
+    if let Some(reason) = h2_abuse(error) {
+        proxy.metrics.client_error(reason);
+        info!(client = %peer, reason, error = %error, "closing an HTTP/2 connection that broke the protocol limits");
+        return;
+    }
     let Some(hyper_error) = error.downcast_ref::<hyper::Error>() else {
         debug!(client = %peer, error = %error, "connection ended with an error");
         return;
     };
-    let kind = if hyper_error.is_parse_too_large() {
+    let reason = if hyper_error.is_parse_too_large() {
         "header_too_large"
     } else if hyper_error.is_parse() || hyper_error.is_parse_status() {
         "malformed"
@@ -204,12 +347,33 @@ fn report_connection_error(
         debug!(client = %peer, error = %error, "client connection closed");
         return;
     };
-    proxy.metrics.client_error(kind);
-    info!(client = %peer, kind, error = %error, "rejected a malformed request");
+    proxy.metrics.client_error(reason);
+    info!(client = %peer, reason, error = %error, "rejected a malformed request");
+}
+
+/// An HTTP/2 connection the h2 crate itself ended for abuse (too many resets of
+/// unaccepted streams or of streams it had to refuse, an oversized header list, a
+/// CONTINUATION run): its GOAWAY reason, as a metric reason.
+fn h2_abuse(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if !(h2.is_go_away() && h2.is_library()) {
+                return None;
+            }
+            return match h2.reason() {
+                Some(h2::Reason::ENHANCE_YOUR_CALM) => Some("h2_enhance_your_calm"),
+                Some(_) => Some("h2_protocol_error"),
+                None => None,
+            };
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// hyper settings from the configured limits: head size and field count (431 beyond),
-/// HTTP/2 stream and window limits.
+/// HTTP/2 stream, window, header-list and reset limits.
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -222,11 +386,12 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(100)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .initial_stream_window_size(1024 * 1024)
         .initial_connection_window_size(4 * 1024 * 1024)
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .max_pending_accept_reset_streams(50)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     builder

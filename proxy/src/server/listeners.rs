@@ -1,12 +1,14 @@
 //! The traffic listeners of a config, in two steps so that applying a config is
-//! atomic: [`plan`] does everything that can fail (binds new sockets and holds them,
-//! builds TLS acceptors) without touching what runs; [`ListenerSet::commit`] then
-//! starts and stops accept loops and cannot fail.
+//! atomic: [`ListenerSet::plan`] does everything that can fail (binds new sockets
+//! and holds them, loads the certificates of new or changed `tls` tables) without
+//! touching what runs; [`ListenerSet::commit`] then starts and stops accept loops
+//! and cannot fail.
 //!
 //! A listener whose address stays keeps its socket: a changed listener (TLS, limits)
 //! gets a new accept loop on the same socket, so no connection is refused while it
 //! moves over, and connections already open finish under the settings they started
-//! with.
+//! with. A listener whose `tls` table stays keeps its certificate store, which
+//! follows its files on its own: a certificate on disk never fails a plan.
 //!
 //! A new listener first looks among the inherited sockets (socket activation, or
 //! the previous process in an upgrade; see [`super::inherited`]) and binds only when
@@ -17,14 +19,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::StartError;
 use super::inherited::InheritedSockets;
 use super::listener::{self, ListenerContext, bind};
-use super::{StartError, tls};
+use super::tls::{self, ListenerTls, TlsSlot};
 use crate::config::{Config, ListenerConfig};
+use crate::tls::{CertStore, TlsRegistry};
 
 /// A listener being served.
 pub(super) struct Running {
@@ -35,6 +38,8 @@ pub(super) struct Running {
     stop: CancellationToken,
     /// The accept loop; finished only once told to stop (the watchdog checks it).
     accepting: tokio::task::JoinHandle<()>,
+    /// The TLS its accept loop serves with (`None` for plain HTTP).
+    tls: Option<TlsSlot>,
 }
 
 /// The running listeners, by name.
@@ -50,8 +55,16 @@ pub(super) struct Start {
     config: ListenerConfig,
     socket: Arc<TcpListener>,
     address: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<StartTls>,
     restart: bool,
+}
+
+/// The TLS a listener (re)starts with.
+enum StartTls {
+    /// The running listener's, its `tls` table unchanged.
+    Keep(TlsSlot),
+    /// Certificates just loaded for a new or changed `tls` table; watched once committed.
+    New(ListenerTls),
 }
 
 /// Everything [`ListenerSet::commit`] needs: ready sockets and acceptors.
@@ -60,37 +73,39 @@ pub(super) struct Plan {
     keep: Vec<String>,
 }
 
-/// Builds the acceptor a listener config asks for (`None` for plain HTTP). The one
-/// place a listener's TLS settings become an acceptor, at start and on reload.
-fn acceptor_for(l: &ListenerConfig) -> Result<Option<TlsAcceptor>, tls::TlsError> {
-    l.tls.as_ref().map(tls::acceptor).transpose()
-}
-
-/// Which field of listener `index` a TLS error is about.
-fn tls_field(index: usize, l: &ListenerConfig, e: &tls::TlsError) -> String {
-    let key = l.tls.as_ref().map(|t| t.key.as_path());
-    let about_key = match e {
-        tls::TlsError::NoKey { .. } => true,
-        tls::TlsError::Read { path, .. } => Some(path.as_path()) == key,
-        _ => false,
+/// The TLS a listener config asks for (`None` for plain HTTP): the running one when
+/// the listener already serves this `tls` table, else freshly loaded certificates.
+/// The one place a listener's TLS settings become an acceptor, at start and on reload.
+fn tls_for(
+    l: &ListenerConfig,
+    running: Option<&Running>,
+    registry: &TlsRegistry,
+) -> Result<Option<StartTls>, tls::TlsError> {
+    let Some(t) = &l.tls else {
+        return Ok(None);
     };
-    format!(
-        "listener[{index}].tls.{}",
-        if about_key { "key" } else { "cert" }
-    )
+    if let Some(r) = running
+        && r.config.tls.as_ref() == Some(t)
+        && let Some(slot) = &r.tls
+    {
+        return Ok(Some(StartTls::Keep(slot.clone())));
+    }
+    tls::build_acceptor(&l.name, t, registry)
+        .map(StartTls::New)
+        .map(Some)
 }
 
 impl ListenerSet {
     /// Prepares `config`'s listeners. A listener is restarted when its settings
-    /// changed, when the limits changed (`limits_changed`), and, on a reload from the
-    /// file (`reread_files`), when it uses TLS, so a renewed certificate takes effect.
-    /// Fails (and changes nothing) when a socket cannot be bound or a certificate
-    /// cannot be used; the error names the file, line and field.
+    /// changed or when the limits changed (`limits_changed`); the certificates of a
+    /// new or changed `tls` table are loaded (through `registry`), an unchanged one's
+    /// store is kept. Fails (and changes nothing) when a socket cannot be bound or a
+    /// certificate cannot be used; the error names the file, line and field.
     pub(super) fn plan(
         &self,
         config: &Config,
         limits_changed: bool,
-        reread_files: bool,
+        registry: &TlsRegistry,
     ) -> Result<Plan, StartError> {
         let mut plan = Plan {
             start: Vec::new(),
@@ -98,8 +113,7 @@ impl ListenerSet {
         };
         for (index, l) in config.listeners.iter().enumerate() {
             let same = self.running.get(&l.name).filter(|r| r.config == *l);
-            let refresh_tls = reread_files && l.tls.is_some();
-            if same.is_some() && !limits_changed && !refresh_tls {
+            if same.is_some() && !limits_changed {
                 plan.keep.push(l.name.clone());
                 continue;
             }
@@ -129,10 +143,15 @@ impl ListenerSet {
                     (Arc::new(socket), address, false)
                 }
             };
-            let tls = acceptor_for(l).map_err(|source| StartError::Tls {
-                at: Box::new(config.locate(&tls_field(index, l, &source))),
-                name: l.name.clone(),
-                source,
+            let tls = tls_for(l, self.running.get(&l.name), registry).map_err(|source| {
+                let field = source
+                    .field()
+                    .unwrap_or_else(|| format!("listener[{index}].tls"));
+                StartError::Tls {
+                    at: Box::new(config.locate(&field)),
+                    name: l.name.clone(),
+                    source,
+                }
             })?;
             plan.start.push(Start {
                 config: l.clone(),
@@ -146,14 +165,22 @@ impl ListenerSet {
     }
 
     /// Stops the listeners the plan does not keep and starts its new accept loops,
-    /// each with the context `context` makes for its config (the plan adds the TLS
-    /// acceptor).
+    /// each with the context `context` makes for its config (the plan adds the TLS).
+    /// Newly loaded certificates are watched from here until `shutdown`, or until
+    /// nothing serves them any more. Returns the certificate stores that were running
+    /// before and stay (their `tls` table unchanged).
     pub(super) fn commit(
         &mut self,
         plan: Plan,
+        shutdown: &CancellationToken,
         context: impl Fn(&ListenerConfig) -> ListenerContext,
-    ) {
+    ) -> Vec<Arc<CertStore>> {
         let Plan { start, keep } = plan;
+        let mut kept_stores: Vec<Arc<CertStore>> = keep
+            .iter()
+            .filter_map(|name| self.running.get(name)?.tls.as_ref())
+            .map(|slot| Arc::clone(slot.store()))
+            .collect();
         let restarted: Vec<&str> = start
             .iter()
             .filter(|s| s.restart)
@@ -171,13 +198,23 @@ impl ListenerSet {
         });
         for s in start {
             let mut ctx = context(&s.config);
-            ctx.tls = s.tls;
+            ctx.tls = s.tls.map(|tls| match tls {
+                StartTls::Keep(slot) => {
+                    kept_stores.push(Arc::clone(slot.store()));
+                    slot
+                }
+                StartTls::New(mut tls) => {
+                    tls.watch(shutdown);
+                    TlsSlot::new(tls)
+                }
+            });
             let stop = ctx.stop_accepting.clone();
             if s.restart {
                 debug!(listener = %s.config.name, address = %s.address, "listener settings applied");
             } else {
                 info!(listener = %s.config.name, address = %s.address, tls = s.config.tls.is_some(), "listening");
             }
+            let ctx_tls = ctx.tls.clone();
             let accepting = ctx
                 .tracker
                 .clone()
@@ -190,9 +227,11 @@ impl ListenerSet {
                     socket: s.socket,
                     stop,
                     accepting,
+                    tls: ctx_tls,
                 },
             );
         }
+        kept_stores
     }
 
     /// Stops every accept loop and lets go of the sockets, so they close (shutdown).

@@ -21,6 +21,14 @@ pub enum MemberError {
     Exists { pool: String, address: SocketAddr },
     #[error("{address} is the last backend of pool `{pool}`; a pool cannot be empty")]
     LastBackend { pool: String, address: SocketAddr },
+    #[error(
+        "{address} of pool `{pool}` comes from the DNS name {name}: drain or disable it, or change the name's records or the config"
+    )]
+    FromDns {
+        pool: String,
+        address: SocketAddr,
+        name: String,
+    },
     #[error("refused: {0}")]
     Refused(#[from] crate::address_policy::AddressRefused),
     #[error("cannot apply the change: {0}")]
@@ -87,6 +95,13 @@ impl Server {
                 pool: pool.to_string(),
                 address,
             })?;
+        if let Some(name) = &backend.origin {
+            return Err(MemberError::FromDns {
+                pool: pool.to_string(),
+                address,
+                name: name.to_string(),
+            });
+        }
         if p.backends.len() < 2 {
             return Err(MemberError::LastBackend {
                 pool: pool.to_string(),

@@ -4,6 +4,8 @@
 mod activity;
 mod admin_slot;
 mod cap;
+mod caps;
+mod h2_flood;
 mod inherited;
 mod listener;
 mod listeners;
@@ -27,18 +29,23 @@ use tracing::info;
 pub use activity::{ActivityIo, ConnActivity, Expiry};
 pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
+pub use caps::{ClientSlot, ConnPermit, PerClient};
+pub use h2_flood::Flood;
 pub use inherited::{ADMIN_SOCKET_NAME, InheritedSocket, InheritedSockets};
 pub use listener::bind;
 pub use members::MemberError;
 pub use takeover::{Handover, HealthSeed, Takeover};
-pub use tls::TlsError;
+pub use tls::{ListenerTls, TlsError, TlsSlot, build_acceptor};
 
+use crate::acme::AcmeManager;
 use crate::config::{Config, Located};
+use crate::discovery::{Discovery, ResolverError};
 use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
 use crate::proxy::Proxy;
 use crate::state::Snapshot;
+use crate::tls::{CertStore, TlsRegistry};
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
 use crate::upstream::UpstreamClient;
 
@@ -74,16 +81,44 @@ pub enum StartError {
         #[source]
         source: PluginLoadError,
     },
+    /// A plugin's `init` refused a value of its `config` table; the error already
+    /// names that value's place in the file.
+    #[error("{source}")]
+    PluginConfig {
+        #[source]
+        source: PluginLoadError,
+    },
+    #[error("{at}: {source}")]
+    Dns {
+        at: Box<Located>,
+        #[source]
+        source: ResolverError,
+    },
 }
 
 impl StartError {
     fn plugin(config: &Config, source: PluginLoadError) -> Self {
+        if matches!(source, PluginLoadError::Config { .. }) {
+            return StartError::PluginConfig { source };
+        }
         let field = source.plugin().map_or_else(
             || "plugin".to_string(),
             |name| format!("plugin.{name}.path"),
         );
         StartError::Plugin {
             at: Box::new(config.locate(&field)),
+            source,
+        }
+    }
+
+    fn dns(config: &Config, source: ResolverError) -> Self {
+        let field = if config.dns.servers.is_empty() {
+            "dns"
+        } else {
+            "dns.servers"
+        };
+        StartError::Dns {
+            at: Box::new(config.locate(field)),
             source,
         }
     }
@@ -133,6 +168,11 @@ pub struct Server {
     exit_ok: AtomicBool,
     /// Where incidents are raised (`[[alert]]` webhooks).
     alerts: crate::alerts::Alerts,
+    /// Certificates of every TLS listener, ACME slots and challenges.
+    tls: Arc<TlsRegistry>,
+    acme: AcmeManager,
+    /// Backends named by DNS.
+    discovery: Discovery,
 }
 
 impl Server {
@@ -156,8 +196,16 @@ impl Server {
             .prepare(&config, FileCheck::Reread)
             .await
             .map_err(|e| StartError::plugin(&config, e))?;
+        let shutdown = CancellationToken::new();
+        let tls = TlsRegistry::new();
+        metrics.attach_tls(Arc::clone(&tls));
+        let discovery = Discovery::new(Arc::clone(&metrics), shutdown.child_token());
+        let dns = discovery
+            .prepare(&config)
+            .await
+            .map_err(|e| StartError::dns(&config, e))?;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            config.clone(),
+            discovery.overlay(&dns, config.clone()),
             None,
             &metrics,
             &Overrides::new(),
@@ -170,10 +218,12 @@ impl Server {
             client: UpstreamClient::new(&config.limits),
             metrics: Arc::clone(&metrics),
             access_log: options.access_log,
+            tunnels: crate::proxy::Tunnels::default(),
+            clients: Arc::default(),
         });
-        let shutdown = CancellationToken::new();
         let alerts = crate::alerts::Alerts::start(Arc::clone(&metrics), shutdown.child_token());
         alerts.configure(&config.alerts);
+        let acme = AcmeManager::new(Arc::clone(&tls), shutdown.child_token());
         let server = Arc::new(Server {
             proxy,
             snapshot: Arc::clone(&snapshot),
@@ -202,9 +252,15 @@ impl Server {
             exit: CancellationToken::new(),
             exit_ok: AtomicBool::new(true),
             alerts,
+            acme,
+            tls,
+            discovery,
         });
-        let plan = server.listeners.lock().plan(&config, true, true)?;
+        let plan = server.listeners.lock().plan(&config, true, &server.tls)?;
         server.commit_listeners(plan, &config);
+        server.discovery.commit(dns);
+        server.acme.sync(config.acme.as_ref());
+        server.follow_discovery();
         server.start_state_writer();
         match &takeover.state {
             Some(saved) => {
@@ -232,18 +288,21 @@ impl Server {
     }
 
     /// Applies a new, already validated config atomically. First everything that can
-    /// fail is built without touching what runs: plugins loaded, new listener sockets
-    /// bound and held, TLS acceptors built, the admin listener's new socket bound when
-    /// `admin.listen` changed. Any failure returns here, naming file, line and field,
-    /// with the running config whole. Then one snapshot swap publishes the config
-    /// (backend state carried over), listeners start and stop on the prepared
-    /// sockets, the connection cap follows `limits.max_connections`, and health loops
+    /// fail is built without touching what runs: plugins loaded, DNS names of new
+    /// pool entries looked up (a failed lookup is retried once applied; only a
+    /// resolver that cannot be set up fails), new listener sockets bound and held,
+    /// certificates of new or changed `tls` tables loaded, the admin listener's new
+    /// socket bound when `admin.listen` changed. Any failure returns here, naming
+    /// file, line and field, with the running config whole. Then one snapshot swap
+    /// publishes the config (backend state carried over), listeners start and stop on
+    /// the prepared sockets, DNS names are followed and ACME orders run for the new
+    /// config, the connection cap follows `limits.max_connections`, and health loops
     /// are re-synced. Plugin files are re-read, and changed ones loaded.
     pub async fn apply(&self, config: Config) -> Result<(), StartError> {
         self.apply_with(config, FileCheck::Reread).await
     }
 
-    /// [`Server::apply`], choosing whether plugin files (and certificates) are re-read.
+    /// [`Server::apply`], choosing whether plugin files are re-read.
     async fn apply_with(&self, config: Config, files: FileCheck) -> Result<(), StartError> {
         let _serialised = self.apply_lock.lock().await;
         let old = self.snapshot.load_full();
@@ -254,12 +313,18 @@ impl Server {
             .await
             .map_err(|e| StartError::plugin(&config, e))?;
         let base = config.clone();
+        let dns = self
+            .discovery
+            .prepare(&config)
+            .await
+            .map_err(|e| StartError::dns(&config, e))?;
+        let config = self.discovery.overlay(&dns, config);
         let config = self.members.lock().overlay(config);
         let limits_changed = old.config.limits != config.limits;
-        let listeners =
-            self.listeners
-                .lock()
-                .plan(&config, limits_changed, files == FileCheck::Reread)?;
+        let listeners = self
+            .listeners
+            .lock()
+            .plan(&config, limits_changed, &self.tls)?;
         let admin_move = self.plan_admin(&config)?;
         // Nothing below can fail: the config is applied whole from here on.
         if admin_move.is_some() {
@@ -274,7 +339,9 @@ impl Server {
             &plugins,
         );
         self.snapshot.store(Arc::new(next));
-        self.commit_listeners(listeners, &config);
+        let kept_certificates = self.commit_listeners(listeners, &config);
+        self.discovery.commit(dns);
+        self.acme.sync(config.acme.as_ref());
         if let Some(moved) = admin_move {
             self.commit_admin(moved);
         }
@@ -285,11 +352,49 @@ impl Server {
         let dropped = self.members.lock().reconcile(&base);
         *self.base_config.lock() = Arc::new(base);
         self.rollouts.abort_invalid(&config);
+        if files == FileCheck::Reread && !kept_certificates.is_empty() {
+            // A reload from the file also re-reads the certificates whose `tls` table
+            // it left alone (as their watch would), so a renewed pair is served when
+            // the reload returns. A pair that does not load is refused and the old one
+            // keeps serving: certificates on disk never fail a reload.
+            let _ = tokio::task::spawn_blocking(move || {
+                for store in kept_certificates {
+                    store.reload();
+                }
+            })
+            .await;
+        }
         if dropped && self.is_ready() {
             self.save_state_durably().await;
         }
         info!(source = %config.source.display(), "configuration applied");
         Ok(())
+    }
+
+    /// Rebuilds the snapshot whenever a DNS answer for a backend name changes.
+    fn follow_discovery(self: &Arc<Self>) {
+        let mut changes = self.discovery.subscribe();
+        let server = Arc::downgrade(self);
+        let stop = self.shutdown.child_token();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    changed = changes.changed() => if changed.is_err() { break },
+                }
+                let Some(server) = server.upgrade() else {
+                    break;
+                };
+                if let Err(e) = server.reapply().await {
+                    tracing::warn!(error = %e, "cannot apply the new DNS answer");
+                }
+            }
+        });
+    }
+
+    /// The process's TLS state: certificate stores, ACME slots and challenges.
+    pub fn tls(&self) -> &Arc<TlsRegistry> {
+        &self.tls
     }
 
     /// Hot-swaps the plugins loaded from `path` after the file changed. A file that
@@ -393,21 +498,23 @@ impl Server {
         Ok(target)
     }
 
-    /// Starts the accept loops of a listener plan with the config's limits.
-    fn commit_listeners(&self, plan: listeners::Plan, config: &Config) {
+    /// Starts the accept loops of a listener plan with the config's limits; returns
+    /// the certificate stores of TLS listeners whose `tls` table stayed.
+    fn commit_listeners(&self, plan: listeners::Plan, config: &Config) -> Vec<Arc<CertStore>> {
         let limits = config.limits.clone();
         self.listeners
             .lock()
-            .commit(plan, |l| listener::ListenerContext {
+            .commit(plan, &self.shutdown, |l| listener::ListenerContext {
                 name: l.name.as_str().into(),
                 tls: None,
+                challenges: Arc::clone(self.tls.challenges()),
                 proxy: Arc::clone(&self.proxy),
                 limits: limits.clone(),
                 connections: self.connections.semaphore(),
                 tracker: self.tracker.clone(),
                 stop_accepting: self.shutdown.child_token(),
                 drain: self.drain.clone(),
-            });
+            })
     }
 
     /// The addresses runtime backends may not use (this proxy's own) and the networks
@@ -506,15 +613,6 @@ impl Server {
         self.tracker.close();
     }
 
-    /// Resolves once no request is in flight. Upgraded connections (WebSocket
-    /// tunnels) outlive their HTTP connection and count as in flight until they
-    /// close, so this is what waits for them at shutdown.
-    async fn requests_finished(&self) {
-        while self.proxy.metrics.in_flight().get() > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// Graceful shutdown: stop accepting, let in-flight requests and tunnels finish
     /// for up to `deadline`, then return. `true` when everything finished in time.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
@@ -522,10 +620,12 @@ impl Server {
         let started = tokio::time::Instant::now();
         let drained = tokio::time::timeout(deadline, async {
             self.tracker.wait().await;
-            self.requests_finished().await;
+            self.proxy.tunnels.wait().await;
         })
         .await
         .is_ok();
+        // Upgraded connections got the drain timeout like everything else.
+        self.proxy.tunnels.close_all();
         self.flush_state(deadline.saturating_sub(started.elapsed()))
             .await;
         if drained {

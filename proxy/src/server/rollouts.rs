@@ -26,13 +26,21 @@ impl Server {
         let RouteTarget::Pool(from) = &live.target else {
             return Err(StartError::Split(route.to_string()));
         };
-        if snapshot.pools.get(&plan.to).is_none() {
+        let Some(to) = snapshot.pools.get(&plan.to) else {
             return Err(StartError::NoPool(plan.to.clone()));
-        }
+        };
         if from.as_ref() == plan.to {
             return Err(StartError::SamePool {
                 route: route.to_string(),
                 pool: plan.to.clone(),
+            });
+        }
+        if !plan.force
+            && let Some(reason) = to.unusable_reason(crate::clock::now_ms())
+        {
+            return Err(StartError::Unusable {
+                pool: plan.to.clone(),
+                reason,
             });
         }
         let rollout = self.rollouts.begin(

@@ -90,8 +90,14 @@ impl Server {
     /// Entries that do not fit are skipped, each with a log line and a count.
     pub(super) async fn restore_saved(&self, config: &Config, saved: &SavedState, source: &str) {
         let mut skipped = Vec::new();
-        let members =
-            persist::valid_members(&saved.members, config, &self.address_policy(), &mut skipped);
+        // Checked against the running config, which holds the backends found in DNS.
+        let running = self.snapshot.load_full();
+        let members = persist::valid_members(
+            &saved.members,
+            &running.config,
+            &self.address_policy(),
+            &mut skipped,
+        );
         if !members.is_empty() {
             *self.members.lock() = members;
             if let Err(e) = self.apply(config.clone()).await {

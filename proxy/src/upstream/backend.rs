@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::uri::Authority;
+use http::uri::{Authority, Scheme};
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
 use crate::health::HealthState;
+use crate::upstream::UpstreamClient;
 
 /// A backend as one config snapshot sees it: address and configured weight, plus a
 /// handle on the [`BackendState`] that survives reloads (keyed by pool and address).
@@ -20,6 +21,12 @@ pub struct Backend {
     pub key: Arc<str>,
     /// The authority used in upstream request URIs.
     pub authority: Authority,
+    /// `https` when the pool speaks TLS to its backends.
+    pub scheme: Scheme,
+    /// The DNS name this address was resolved from, if any.
+    pub origin: Option<Arc<str>>,
+    /// The backend's own client when its pool speaks TLS (else the shared one is used).
+    pub client: Option<Arc<UpstreamClient>>,
     pub state: Arc<BackendState>,
 }
 
@@ -38,8 +45,44 @@ impl Backend {
             address,
             key,
             authority,
+            scheme: Scheme::HTTP,
+            origin: None,
+            client: None,
             state,
         }
+    }
+
+    /// Marks the backend as resolved from DNS name `origin`.
+    pub fn resolved_from(mut self, origin: Option<Arc<str>>) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// Reaches the backend over TLS through `client`.
+    pub fn over_tls(mut self, client: Arc<UpstreamClient>) -> Self {
+        self.scheme = Scheme::HTTPS;
+        self.client = Some(client);
+        self
+    }
+
+    /// The client requests to this backend go through: its own, or `shared`.
+    pub fn client<'a>(&'a self, shared: &'a UpstreamClient) -> &'a UpstreamClient {
+        self.client.as_deref().unwrap_or(shared)
+    }
+
+    /// The authority of an upstream request URI. Over TLS it is the client's host
+    /// (HTTP/2 sends it as `:authority`, which servers prefer to `Host`); the
+    /// backend's own client connects to the backend whatever it says. In plain
+    /// HTTP it is the backend's `ip:port`, which the shared client connects to.
+    pub fn request_authority(&self, headers: &http::HeaderMap) -> Authority {
+        if self.client.is_some()
+            && let Some(host) = headers
+                .get(http::header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        {
+            return host;
+        }
+        self.authority.clone()
     }
 }
 

@@ -2,10 +2,12 @@
 
 mod backend;
 pub mod client;
+pub mod connect;
 mod drain;
 mod pool;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
 pub use client::{UpstreamBody, UpstreamClient};
+pub use connect::{ConnectError, Connector, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
 pub use drain::{DrainEnd, wait_drained};
 pub use pool::{Pool, PoolSet};

@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::balance::{Balancer, PickContext};
 use crate::breaker::BreakerState;
+use crate::config::Limits;
 use crate::config::PoolConfig;
 use crate::plugin::RouteRequest;
 use crate::policy::PoolPolicies;
 use crate::policy::routing::{self, Selection};
 use crate::rollout::PoolTraffic;
-use crate::upstream::{Backend, BackendState};
+use crate::upstream::{Backend, BackendState, PoolTls, UpstreamClient};
 
 /// One retry costs this many milli-tokens; each first attempt deposits
 /// `budget_percent * 10`, so 20 % means one retry per five requests.
@@ -32,12 +33,32 @@ pub struct Pool {
     pub policies: PoolPolicies,
     /// Request, failure and latency counters that rollout guards read; kept across rebuilds.
     pub traffic: Arc<PoolTraffic>,
+    /// TLS to the backends (each backend has its own client); kept across rebuilds,
+    /// with the backends' clients, while the pool's `tls` table and files stay the same.
+    pub tls: Option<Arc<PoolTls>>,
     retry_tokens: AtomicI64,
 }
 
 impl Pool {
     /// Builds a pool, reusing the state of backends that `previous` already had.
     pub fn build(config: PoolConfig, previous: Option<&Pool>, policies: PoolPolicies) -> Self {
+        Self::build_with(config, previous, policies, &Limits::default())
+    }
+
+    /// [`Pool::build`] with the limits a TLS pool's client is built with.
+    pub fn build_with(
+        config: PoolConfig,
+        previous: Option<&Pool>,
+        policies: PoolPolicies,
+        limits: &Limits,
+    ) -> Self {
+        let kept_tls = previous
+            .and_then(|p| p.tls.as_ref())
+            .filter(|tls| config.tls.as_ref().is_some_and(|s| tls.built_from(s)));
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|settings| kept_tls.map_or_else(|| Arc::new(PoolTls::new(settings)), Arc::clone));
         let backends: Vec<Backend> = config
             .backends
             .iter()
@@ -50,10 +71,25 @@ impl Pool {
                     }
                     Some(Arc::clone(&old.state))
                 });
-                match kept {
-                    Some(state) => Backend::with_state(b.address, state),
-                    None => Backend::with_state(b.address, Arc::new(BackendState::new(b.weight))),
-                }
+                let state = kept.unwrap_or_else(|| Arc::new(BackendState::new(b.weight)));
+                let backend = Backend::with_state(b.address, state).resolved_from(b.origin.clone());
+                let Some(tls) = &tls else {
+                    return backend;
+                };
+                // A backend keeps its connections while the pool's TLS and its name stay.
+                let client = kept_tls
+                    .and_then(|_| previous?.backends.iter().find(|o| o.address == b.address))
+                    .filter(|o| o.origin == b.origin)
+                    .and_then(|o| o.client.clone())
+                    .unwrap_or_else(|| {
+                        Arc::new(UpstreamClient::to_tls_backend(
+                            limits,
+                            tls,
+                            b.address,
+                            b.origin.as_deref(),
+                        ))
+                    });
+                backend.over_tls(client)
             })
             .collect();
         if config.health.is_none() {
@@ -72,6 +108,7 @@ impl Pool {
             backends,
             balancer,
             policies,
+            tls,
         }
     }
 
@@ -119,6 +156,38 @@ impl Pool {
             .count()
     }
 
+    /// Why no backend of this pool could take a request now, backend by backend
+    /// (`None` when one can). Used to refuse switching traffic where it must fail.
+    pub fn unusable_reason(&self, now_ms: u64) -> Option<String> {
+        use crate::upstream::Usability;
+        let mut why = Vec::with_capacity(self.backends.len());
+        for b in &self.backends {
+            let state = &b.state;
+            let reason = match state.usability(now_ms) {
+                Usability::Usable => return None,
+                Usability::AdminOff => state.admin_state().as_str().to_string(),
+                Usability::HealthDown => "health checks down".to_string(),
+                Usability::BreakerOpen => match state.breaker.state() {
+                    BreakerState::Open => format!(
+                        "circuit breaker open ({} ms left)",
+                        state.breaker.open_until_ms().saturating_sub(now_ms)
+                    ),
+                    _ => "circuit breaker half-open, no trial left".to_string(),
+                },
+            };
+            why.push(format!("{} {reason}", b.key));
+        }
+        Some(if why.is_empty() {
+            format!("pool `{}` has no backends", self.name)
+        } else {
+            format!(
+                "pool `{}` has no usable backend: {}",
+                self.name,
+                why.join(", ")
+            )
+        })
+    }
+
     /// Envoy's panic threshold: when too few backends are usable, spread over all of
     /// them rather than overload the few that are left.
     fn in_panic_mode(&self, now_ms: u64) -> bool {
@@ -161,6 +230,21 @@ impl Pool {
             })
             .is_ok()
     }
+
+    /// Gives back a retry taken from the budget but never sent (the request was
+    /// cancelled during the backoff).
+    pub fn refund_retry_budget(&self) {
+        let _ = self
+            .retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + RETRY_COST).min(RETRY_CAP))
+            });
+    }
+
+    /// Retries the budget holds right now (whole retries), for `/status` and tests.
+    pub fn retry_budget(&self) -> i64 {
+        self.retry_tokens.load(Ordering::Relaxed) / RETRY_COST
+    }
 }
 
 /// All pools of a snapshot, by name.
@@ -174,12 +258,13 @@ impl PoolSet {
     pub fn build<'a>(
         configs: impl Iterator<Item = &'a PoolConfig>,
         previous: Option<&PoolSet>,
+        limits: &Limits,
         mut policies: impl FnMut(&PoolConfig) -> PoolPolicies,
     ) -> Self {
         let pools = configs
             .map(|c| {
                 let old = previous.and_then(|p| p.get(&c.name));
-                let pool = Pool::build(c.clone(), old.map(Arc::as_ref), policies(c));
+                let pool = Pool::build_with(c.clone(), old.map(Arc::as_ref), policies(c), limits);
                 (Arc::clone(&pool.name), Arc::new(pool))
             })
             .collect();

@@ -1,0 +1,28 @@
+//! Certificates and TLS settings, for listeners and for connections to backends.
+//!
+//! Listeners serve certificates from a [`CertStore`]: files or a directory, several per
+//! listener chosen by SNI (exact, wildcard, default), watched and hot-reloaded (a bad
+//! new pair is refused and the old one keeps serving), plus certificates an ACME
+//! manager obtains. The [`TlsRegistry`] ties the stores of a process together for
+//! metrics, ACME slots and pending challenges. [`client`] builds the rustls configs
+//! used towards backends. Nothing here accepts connections: that is `server`'s job.
+
+pub mod certificate;
+pub mod challenge;
+pub mod client;
+pub mod pem;
+mod provider;
+pub mod registry;
+mod resolver;
+pub mod store;
+mod watch;
+
+pub use certificate::{CertError, LoadedCert};
+pub use challenge::{ACME_TLS_ALPN, Challenges};
+pub use client::{BuiltClient, ClientTlsError, ClientTlsParams};
+pub use pem::PemError;
+pub use provider::{provider, ticketer};
+pub use registry::{AcmeSlot, ReloadCounts, TlsRegistry};
+pub use resolver::SniResolver;
+pub use store::{CertSet, CertStore};
+pub use watch::watch;
