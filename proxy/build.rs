@@ -20,6 +20,11 @@
 //!   package (`wit/`) and the plugins' `Cargo.lock`, as `(path, contents)`
 //!   pairs for `switchyard plugin new`.
 //!
+//! - `SWITCHYARD_REVISION`: the git revision the binary was built from, for
+//!   `switchyard --version` and `/status`: `SWITCHYARD_REVISION` from the
+//!   environment when set (packagers building from a tarball), else
+//!   `git rev-parse --short=12 HEAD`, else `unknown` (no `.git`, no git).
+//!
 //! Set `SWITCHYARD_SKIP_PLUGIN_BUILD=1` to skip the nested build (the
 //! variables are still set; the files may then be missing).
 
@@ -100,6 +105,7 @@ fn main() {
     let shipped_dir = target_dir.join("dist");
     let testing_dir = shipped_dir.join("testing");
 
+    emit_revision(&root);
     println!("cargo:rerun-if-env-changed=SWITCHYARD_PLUGIN_TARGET_DIR");
     println!("cargo:rerun-if-env-changed=SWITCHYARD_SKIP_PLUGIN_BUILD");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
@@ -128,6 +134,47 @@ fn main() {
     let built = target_dir.join(WASM_TARGET).join("release");
     publish(&built, &shipped_dir, SHIPPED);
     publish(&built, &testing_dir, TESTING);
+}
+
+/// Exports `SWITCHYARD_REVISION` and asks for a rerun when HEAD moves. Only
+/// paths that exist are watched: cargo reruns a script on every build for a
+/// watched path that is missing.
+fn emit_revision(root: &Path) {
+    println!("cargo:rerun-if-env-changed=SWITCHYARD_REVISION");
+    let from_env = env::var("SWITCHYARD_REVISION")
+        .ok()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    let git = |args: &[&str]| -> Option<String> {
+        let output = Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    };
+    let revision = from_env
+        .clone()
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]));
+    if from_env.is_none() {
+        let mut watched = vec![git(&["rev-parse", "--git-path", "HEAD"])];
+        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            watched.push(git(&["rev-parse", "--git-path", &reference]));
+        }
+        watched.push(git(&["rev-parse", "--git-path", "packed-refs"]));
+        for path in watched.into_iter().flatten() {
+            let path = root.join(path);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    println!(
+        "cargo:rustc-env=SWITCHYARD_REVISION={}",
+        revision.as_deref().unwrap_or("unknown")
+    );
 }
 
 /// Emits `rerun-if-changed` for every source file of the plugin workspace,

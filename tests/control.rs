@@ -225,15 +225,26 @@ async fn blue_green_switch_under_load_fails_nothing() {
     let proxy = start_proxy(&blue_green_config(&blue, &green)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
+    // Set once the switch is answered; each client then counts itself once it has
+    // finished a request it started after that.
+    let switched = Arc::new(AtomicBool::new(false));
+    let clients_past_switch = Arc::new(AtomicU64::new(0));
     let mut load = Vec::new();
     for _ in 0..20 {
         let (stop, failures) = (Arc::clone(&stop), Arc::clone(&failures));
+        let (switched, past) = (Arc::clone(&switched), Arc::clone(&clients_past_switch));
         let url = format!("http://{}/", proxy.web);
         load.push(tokio::spawn(async move {
             let c = client();
+            let mut counted = false;
             while !stop.load(Ordering::Relaxed) {
+                let after_switch = switched.load(Ordering::Acquire);
                 if get(&c, &url).await.0 != 200 {
                     failures.fetch_add(1, Ordering::Relaxed);
+                }
+                if after_switch && !counted {
+                    counted = true;
+                    past.fetch_add(1, Ordering::AcqRel);
                 }
             }
         }));
@@ -247,8 +258,18 @@ async fn blue_green_switch_under_load_fails_nothing() {
         admin_call(&proxy, "POST", "/routes/app/switch", r#"{"pool": "green"}"#).await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["target"]["pool"], "green");
-    // Requests already on their way to blue may still land; after that, only green.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Requests already on their way to blue may still land. Each client sends one
+    // request at a time, so once every client has finished a request it started
+    // after the switch, none started before it is still on its way; after that,
+    // only green.
+    switched.store(true, Ordering::Release);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            clients_past_switch.load(Ordering::Acquire) == 20
+        })
+        .await,
+        "every client finished a request after the switch"
+    );
     let blue_after_switch = blue.hits();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);

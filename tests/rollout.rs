@@ -84,6 +84,23 @@ async fn rollout_status(proxy: &TestProxy) -> serde_json::Value {
 }
 
 /// Polls `/status` until the rollout satisfies `done` or `within` passes.
+/// Polls the route until `done` holds for it (rollout and target together: a step is
+/// listed as soon as it begins, its split a moment later) or `within` passes.
+async fn wait_route(
+    proxy: &TestProxy,
+    within: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let route = rollout_status(proxy).await;
+        if done(&route) || Instant::now() > deadline {
+            return route;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn wait_rollout(
     proxy: &TestProxy,
     within: Duration,
@@ -145,7 +162,10 @@ async fn healthy_rollout_completes_on_green_without_a_failed_request() {
     assert_eq!(code, 409, "one rollout per route at a time");
 
     // Mid-way, the route is a blue/green split.
-    let mid = wait_rollout(&proxy, Duration::from_secs(3), |r| r["percent"] == 25).await;
+    let mid = wait_route(&proxy, Duration::from_secs(3), |r| {
+        r["rollout"]["percent"] == 25 && r["target"]["split"]["green"] == 25
+    })
+    .await;
     assert_eq!(mid["rollout"]["state"], "running", "{mid}");
     assert_eq!(mid["target"]["split"]["green"], 25, "{mid}");
     assert_eq!(mid["target"]["split"]["blue"], 75, "{mid}");
@@ -203,7 +223,10 @@ async fn failing_green_is_rolled_back_within_its_window() {
     assert_eq!(code, 202, "{answer}");
 
     // Green breaks once the second step (50 %) is in effect.
-    let mid = wait_rollout(&proxy, Duration::from_secs(3), |r| r["percent"] == 50).await;
+    let mid = wait_route(&proxy, Duration::from_secs(3), |r| {
+        r["rollout"]["percent"] == 50 && r["target"]["split"]["green"] == 50
+    })
+    .await;
     assert_eq!(mid["target"]["split"]["green"], 50, "{mid}");
     assert_eq!(load.failures(), 0, "the healthy first step failed nothing");
     let green_before = green.hits();
@@ -267,7 +290,10 @@ async fn abort_and_a_new_switch_stop_a_rollout() {
 
     let (code, _) = admin_call(&proxy, "POST", "/routes/all/rollout", start).await;
     assert_eq!(code, 202);
-    let running = wait_rollout(&proxy, Duration::from_secs(2), |r| r["percent"] == 20).await;
+    let running = wait_route(&proxy, Duration::from_secs(2), |r| {
+        r["rollout"]["percent"] == 20 && r["target"]["split"]["green"] == 20
+    })
+    .await;
     assert_eq!(running["target"]["split"]["green"], 20, "{running}");
     let (code, answer) = admin_call(&proxy, "POST", "/routes/all/rollout/abort", "").await;
     assert_eq!(code, 200, "{answer}");

@@ -1,4 +1,6 @@
-//! The `switchyard` command: run from a config file, check a file, or run the demo.
+//! The `switchyard` command: run from a config file, check a file, run the demo,
+//! drive a running proxy (`ctl`, `upgrade`), or print shell completions and the man
+//! page.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,21 +10,43 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use switchyard::config::Config;
-use switchyard::server::{Server, ServerOptions};
-use switchyard::{admin, demo, reload};
-use tracing::{info, warn};
+use switchyard::logging;
+use switchyard::server::{InheritedSocket, InheritedSockets, Server, ServerOptions, Takeover};
+use switchyard::systemd;
+use switchyard::upgrade::{self, Incoming};
+use switchyard::{admin, demo, process, reload};
+use tracing::{error, info, warn};
+
+/// Signals, files and environment, for `--help` and the man page.
+const AFTER_HELP: &str = "\
+Signals:
+  SIGHUP   reload the config file (a bad file is refused; the running config stays)
+  SIGUSR2  hand over to a new process of this binary's path (zero-downtime upgrade)
+  SIGTERM  stop accepting, finish in-flight requests within limits.drain_timeout, exit
+
+Files:
+  /etc/switchyard/switchyard.toml  the config installed by the package
+  /var/lib/switchyard/             state directory under systemd (admin.state_file)
+
+Environment:
+  SWITCHYARD_CONFIG, SWITCHYARD_LOG, SWITCHYARD_ADMIN, SWITCHYARD_ADMIN_TOKEN
+  NOTIFY_SOCKET, WATCHDOG_USEC, LISTEN_FDS, LISTEN_FDNAMES  set by systemd
+  JOURNAL_STREAM  log lines for the journal (priority prefix, no timestamp)
+  NO_COLOR        no colours even on a terminal";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "switchyard",
-    version,
-    about = "A reverse proxy that keeps services up"
+    version = process::LONG_VERSION,
+    about = "A reverse proxy that keeps services up",
+    after_long_help = AFTER_HELP
 )]
 struct Cli {
     /// Config file to run (TOML).
     #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format.
+    /// Log format on stderr: `text`, or `json` (one object per line with `timestamp`,
+    /// `level`, `target`, `message` and the event's fields).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
     /// Log filter, e.g. `info` or `switchyard=debug`.
@@ -78,6 +102,23 @@ enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// Hand a running proxy over to a new process of its binary (after a package
+    /// upgrade replaced it) without refusing a connection; the old process drains.
+    Upgrade {
+        /// Admin address (host:port) of the running proxy.
+        #[arg(long, default_value = "127.0.0.1:9901", env = "SWITCHYARD_ADMIN")]
+        admin: String,
+        /// Bearer token for the admin API.
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
+        token: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `switchyard man | man -l -`.
+    Man,
     /// Start three demo backends (one flaky) and front them with an embedded config.
     Demo {
         /// Traffic listener address.
@@ -310,6 +351,20 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "switchyard",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man) => return man_page(),
+        Some(Command::Upgrade { admin, token }) => return upgrade_command(admin, token.as_deref()),
+        _ => {}
+    }
     if let Some(Command::Check) = cli.command {
         return check(cli.config.as_deref());
     }
@@ -338,7 +393,28 @@ fn main() -> ExitCode {
     {
         return ctl(&admin, token.as_deref(), json, if_revision, action);
     }
-    init_logging(cli.log_format, &cli.log_level);
+    // Inherited descriptors are claimed while the process has a single thread.
+    let activated = match systemd::activation::take_listen_fds() {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let incoming = match Incoming::receive_from_env() {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            eprintln!("switchyard: cannot take over from the running process: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init(
+        match cli.log_format {
+            LogFormat::Text => logging::LogFormat::Text,
+            LogFormat::Json => logging::LogFormat::Json,
+        },
+        &cli.log_level,
+    );
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(workers) = cli.workers {
@@ -347,7 +423,7 @@ fn main() -> ExitCode {
     let result = runtime
         .build()
         .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(cli)));
+        .and_then(|rt| rt.block_on(run(cli, activated, incoming)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -1009,7 +1085,112 @@ fn ctl(
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incoming>) -> Result<()> {
+    process::mark_started();
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
+    let (takeover, mut link) = match incoming {
+        Some(incoming) => {
+            let (takeover, lineage, link) = incoming.link()?;
+            process::set_lineage(lineage);
+            info!(from = ?lineage.previous_pid, generation = lineage.generation,
+                "taking over from the running process");
+            (takeover, Some(link))
+        }
+        None => (
+            Takeover {
+                sockets: Arc::new(InheritedSockets::new(activated)),
+                ..Takeover::default()
+            },
+            None,
+        ),
+    };
+    let started = start(cli, takeover).await;
+    let (server, watched, admin_listen, drain) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            if let Some(link) = link.as_mut() {
+                link.failed(&format!("{e:#}")).await;
+            }
+            return Err(e);
+        }
+    };
+    if let Some(link) = link.as_mut() {
+        // Serving on the shared sockets already: a lost old process must not take
+        // this one down too, so a failure here is logged and serving goes on.
+        match link.ready().await {
+            Ok(state) => {
+                server.restore_runtime(&state).await;
+                server.save_state();
+            }
+            Err(e) => warn!(error = %e, "no final state from the old process; serving without it"),
+        }
+    }
+    let admin_address = admin::start(Arc::clone(&server), admin_listen)
+        .with_context(|| format!("cannot start the admin listener on {admin_listen}"))?;
+    server.inherited_sockets().close_unused();
+    let _watcher = match &watched {
+        Some(path) => match reload::watch(Arc::clone(&server), path.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "cannot watch the config file; reload with SIGHUP instead");
+                None
+            }
+        },
+        None => None,
+    };
+    let snapshot = server.snapshot();
+    for l in &snapshot.config.listeners {
+        if let Some(address) = server.listener_address(&l.name) {
+            println!("switchyard: listener `{}` on http://{address}/", l.name);
+        }
+    }
+    println!("switchyard: admin on http://{admin_address}/status (also /metrics, /health/ready)");
+    println!("switchyard: dashboard on http://{admin_address}/");
+    if let Some(mut link) = link {
+        match link.serving().await {
+            Ok(()) => info!(
+                pid = std::process::id(),
+                "upgrade complete: this process serves"
+            ),
+            Err(e) => {
+                warn!(error = %e, "the old process did not confirm the handover; serving anyway")
+            }
+        }
+    }
+    {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            systemd::announce_ready(&server).await;
+            systemd::supervise(server);
+        });
+    }
+
+    let handed_over = wait_for_signals(&server, watched.as_deref(), &mut signals).await;
+    if !handed_over {
+        systemd::stopping();
+    }
+    info!(
+        deadline_ms = drain.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    server.shutdown(drain).await;
+    if server.exit_requested().is_cancelled() && !server.handed_over() {
+        anyhow::bail!("an upgrade failed after this process had stopped accepting");
+    }
+    Ok(())
+}
+
+/// Loads the config (or the demo) and starts the server on it: the server, the
+/// config file to watch, the admin address and the drain deadline.
+async fn start(
+    cli: Cli,
+    takeover: Takeover,
+) -> Result<(
+    Arc<Server>,
+    Option<PathBuf>,
+    SocketAddr,
+    std::time::Duration,
+)> {
     let options = ServerOptions {
         access_log: !cli.no_access_log,
     };
@@ -1032,82 +1213,140 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let admin_listen = config.admin.listen;
     let drain = config.limits.drain_timeout;
-    let listeners: Vec<(String, SocketAddr)> = config
-        .listeners
-        .iter()
-        .map(|l| (l.name.clone(), l.listen))
-        .collect();
-    let server = Server::start(config, options).await?;
+    let server = Server::start_with(config, options, takeover).await?;
     if let Some(path) = &watched {
         server.set_config_path(path.clone());
     }
-    let admin_address = admin::start(Arc::clone(&server), admin_listen)
-        .with_context(|| format!("cannot start the admin listener on {admin_listen}"))?;
-    let _watcher = match &watched {
-        Some(path) => match reload::watch(Arc::clone(&server), path.clone()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                warn!(error = %e, "cannot watch the config file; reload with SIGHUP instead");
-                None
-            }
-        },
-        None => None,
-    };
-    for (name, _) in &listeners {
-        if let Some(address) = server.listener_address(name) {
-            println!("switchyard: listener `{name}` on http://{address}/");
+    Ok((server, watched, admin_listen, drain))
+}
+
+/// `switchyard man`: the man page, generated from the command-line definition
+/// (`packaging/man/switchyard.1` is its output, checked by the tests).
+fn man_page() -> ExitCode {
+    // The version without the revision, so the page changes only with the release.
+    let man = clap_mangen::Man::new(Cli::command().version(process::VERSION));
+    match man.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard man: {e}");
+            ExitCode::FAILURE
         }
     }
-    println!("switchyard: admin on http://{admin_address}/status (also /metrics, /health/ready)");
-    println!("switchyard: dashboard on http://{admin_address}/");
+}
 
-    wait_for_signals(&server, watched.as_deref()).await;
-    info!(
-        deadline_ms = drain.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
-    server.shutdown(drain).await;
-    Ok(())
+/// `switchyard upgrade`: asks the running proxy to hand over to a new process and
+/// reports which process serves now.
+fn upgrade_command(admin: &str, token: Option<&str>) -> ExitCode {
+    use switchyard::ctl::{Call, send};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard upgrade: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let call = Call {
+        method: http::Method::POST,
+        path: "/upgrade".into(),
+        body: Some(serde_json::json!({})),
+    };
+    match runtime.block_on(send(admin, token, &call)) {
+        Ok(answer) => {
+            println!(
+                "switchyard: upgraded: pid {} now serves (pid {} drains and exits)",
+                answer["pid"], answer["previous_pid"]
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard upgrade: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The signals the proxy answers. Installed before it prints or announces anything,
+/// so a signal sent the moment it looks up is handled instead of killing it.
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    upgrade: tokio::signal::unix::Signal,
 }
 
 #[cfg(unix)]
-async fn wait_for_signals(server: &Arc<Server>, config_path: Option<&Path>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+            upgrade: signal(SignalKind::user_defined2())?,
+        })
+    }
+}
+
+/// Serves signals until the proxy should stop: `true` when it handed over to a new
+/// process (upgrade), `false` for SIGTERM/SIGINT (or a failed upgrade).
+#[cfg(unix)]
+async fn wait_for_signals(
+    server: &Arc<Server>,
+    config_path: Option<&Path>,
+    signals: &mut Signals,
+) -> bool {
+    let exit = server.exit_requested();
     loop {
         tokio::select! {
-            _ = term.recv() => return,
-            _ = tokio::signal::ctrl_c() => return,
-            _ = hup.recv() => match config_path {
+            _ = signals.term.recv() => return false,
+            _ = signals.interrupt.recv() => return false,
+            () = exit.cancelled() => return server.handed_over(),
+            _ = signals.hangup.recv() => match config_path {
                 Some(path) => {
                     info!("SIGHUP: reloading the config");
                     let _ = reload::reload(server, path).await;
                 }
                 None => warn!("SIGHUP ignored: the demo has no config file to reload"),
             },
+            _ = signals.upgrade.recv() => {
+                info!("SIGUSR2: upgrading to a new process");
+                let server = Arc::clone(server);
+                tokio::spawn(async move {
+                    match upgrade::upgrade(&server).await {
+                        Ok(_) => server.request_exit(true),
+                        Err(e) if e.is_fatal() => server.request_exit(false),
+                        Err(e) => error!(error = %e, "upgrade failed"),
+                    }
+                });
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_server: &Arc<Server>, _config_path: Option<&Path>) {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
 }
 
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+#[cfg(not(unix))]
+async fn wait_for_signals(
+    server: &Arc<Server>,
+    _config_path: Option<&Path>,
+    _signals: &mut Signals,
+) -> bool {
+    let exit = server.exit_requested();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = exit.cancelled() => {}
     }
+    server.handed_over()
 }

@@ -93,6 +93,29 @@ struct NameResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    route: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverLabels {
+    receiver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DroppedLabels {
+    receiver: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShadowLabels {
     pool: String,
     plugin: String,
@@ -140,6 +163,9 @@ pub struct Metrics {
     reloads: Family<KindLabels, Counter>,
     reload_failures: Family<WhatLabels, Counter>,
     shadow: Family<ShadowLabels, Counter>,
+    rollouts: Family<RolloutLabels, Counter>,
+    alerts_sent: Family<ReceiverLabels, Counter>,
+    alerts_dropped: Family<DroppedLabels, Counter>,
     dns: Family<NameResultLabels, Counter>,
     snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
     plugins: Arc<OnceLock<Arc<PluginRegistry>>>,
@@ -267,6 +293,36 @@ impl Metrics {
             "Decisions of a shadow routing plugin, by whether they matched the live policy",
             shadow.clone(),
         );
+        let rollouts = Family::<RolloutLabels, Counter>::default();
+        registry.register(
+            "rollouts_finished",
+            "Progressive rollouts that ended, by route and result (completed, rolled_back)",
+            rollouts.clone(),
+        );
+        let alerts_sent = Family::<ReceiverLabels, Counter>::default();
+        registry.register(
+            "alerts_sent",
+            "Alerts delivered to a webhook receiver (each alert of a notification counts)",
+            alerts_sent.clone(),
+        );
+        let alerts_dropped = Family::<DroppedLabels, Counter>::default();
+        registry.register(
+            "alerts_dropped",
+            "Alerts given up on, by receiver and reason: queue_full (the receiver's queue was full), failed (every delivery attempt failed), overflow (too many events at once)",
+            alerts_dropped.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: crate::process::VERSION,
+                revision: crate::process::REVISION,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build (always 1), with its version and git revision",
+            build,
+        );
         let dns = Family::<NameResultLabels, Counter>::default();
         registry.register(
             "dns_resolutions",
@@ -307,6 +363,9 @@ impl Metrics {
             reloads,
             reload_failures,
             shadow,
+            rollouts,
+            alerts_sent,
+            alerts_dropped,
             dns,
             snapshot,
             plugins,
@@ -319,6 +378,35 @@ impl Metrics {
     /// The fleet metrics (exported once the instance joins a fleet).
     pub fn cluster(&self) -> &Arc<ClusterMetrics> {
         &self.cluster
+    }
+
+    /// Counts a rollout that ended on its own (`completed` or `rolled_back`).
+    pub fn rollout_finished(&self, route: &str, result: &'static str) {
+        self.rollouts
+            .get_or_create(&RolloutLabels {
+                route: route.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts alerts a receiver accepted.
+    pub fn alerts_sent(&self, receiver: &str, alerts: u64) {
+        self.alerts_sent
+            .get_or_create(&ReceiverLabels {
+                receiver: receiver.to_string(),
+            })
+            .inc_by(alerts);
+    }
+
+    /// Counts alerts given up on (`queue_full`, `failed`, `overflow`).
+    pub fn alerts_dropped(&self, receiver: &str, reason: &'static str, alerts: u64) {
+        self.alerts_dropped
+            .get_or_create(&DroppedLabels {
+                receiver: receiver.to_string(),
+                reason,
+            })
+            .inc_by(alerts);
     }
 
     /// The control plane's counters (admin API, state file, shed plugin calls).

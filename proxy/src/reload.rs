@@ -27,8 +27,10 @@ pub enum ReloadError {
     Shared(String),
 }
 
-/// Loads, validates and applies the config at `path`; on failure the running config stays.
+/// Loads, validates and applies the config at `path`; on failure the running config
+/// stays. systemd hears `RELOADING=1` before and `READY=1` after.
 pub async fn reload(server: &Server, path: &Path) -> Result<(), ReloadError> {
+    crate::systemd::reloading();
     let result = match Config::load(path) {
         Ok(config) => match server.cluster() {
             // With a shared config running, the file only brings this instance's own
@@ -42,10 +44,20 @@ pub async fn reload(server: &Server, path: &Path) -> Result<(), ReloadError> {
         Err(e) => Err(ReloadError::from(e)),
     };
     match &result {
-        Ok(()) => server.metrics().reload("ok"),
+        Ok(()) => {
+            server.metrics().reload("ok");
+            crate::systemd::reloaded(server, Ok(()));
+        }
         Err(e) => {
             server.metrics().reload("failed");
             error!(file = %path.display(), "config reload failed, keeping the running config:\n{e}");
+            crate::systemd::reloaded(server, Err(&e.to_string()));
+            server
+                .alerts()
+                .send(crate::alerts::AlertEvent::ConfigRefused {
+                    file: path.display().to_string(),
+                    error: e.to_string(),
+                });
         }
     }
     result

@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod fleet;
+pub mod spawned;
 pub mod tls;
 
 use std::collections::HashMap;

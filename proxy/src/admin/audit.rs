@@ -25,6 +25,8 @@ pub enum Subject {
     Route { route: String, action: &'static str },
     /// `/reload`.
     Reload,
+    /// `/upgrade`: hand over to a new process.
+    Upgrade,
     /// Anything else (answered 404 or 405).
     Other,
 }
@@ -64,6 +66,7 @@ impl Subject {
                 },
             },
             ["reload"] => Subject::Reload,
+            ["upgrade"] => Subject::Upgrade,
             _ => Subject::Other,
         }
     }
@@ -74,6 +77,7 @@ impl Subject {
             Subject::Backend { action, .. } | Subject::Route { action, .. } => action,
             Subject::Pool { .. } => "add_backend",
             Subject::Reload => "reload",
+            Subject::Upgrade => "upgrade",
             Subject::Other => "other",
         }
     }
@@ -113,6 +117,7 @@ impl Subject {
                 "pools": snapshot.config.pools.keys().collect::<Vec<_>>(),
                 "plugins": snapshot.config.plugins.keys().collect::<Vec<_>>(),
             }),
+            Subject::Upgrade => crate::process::to_json(),
             Subject::Other => Value::Null,
         }
     }
@@ -201,6 +206,7 @@ mod tests {
             "rollout"
         );
         assert_eq!(Subject::of(&post, "/reload").action(), "reload");
+        assert_eq!(Subject::of(&post, "/upgrade").action(), "upgrade");
         assert_eq!(Subject::of(&post, "/status").action(), "other");
     }
 }

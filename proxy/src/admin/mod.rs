@@ -418,13 +418,51 @@ async fn route(
                 ),
             },
         },
-        (_, "/reload") => method_not_allowed("POST"),
+        (&Method::POST, "/upgrade") => upgrade(server, peer).await,
+        (_, "/reload" | "/upgrade") => method_not_allowed("POST"),
         (_, "/health" | "/health/ready" | "/metrics" | "/status" | "/cluster") => {
             method_not_allowed("GET")
         }
         _ => {
             warn!(path, "unknown admin path");
             text_response(StatusCode::NOT_FOUND, "not found\n")
+        }
+    }
+}
+
+/// `POST /upgrade`: hands over to a new process of the binary at this one's path,
+/// then this one drains and exits. Answers once the new process serves (the next
+/// request on this address reaches it).
+async fn upgrade(server: &Arc<Server>, peer: SocketAddr) -> Response<ProxyBody> {
+    use crate::upgrade::UpgradeError;
+    info!(caller = %peer, "upgrade requested");
+    match crate::upgrade::upgrade(server).await {
+        Ok(upgraded) => {
+            server.request_exit(true);
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "upgraded": true,
+                    "pid": upgraded.pid,
+                    "previous_pid": std::process::id(),
+                }),
+            )
+        }
+        Err(e) => {
+            let status = match &e {
+                UpgradeError::InProgress | UpgradeError::ShuttingDown => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if e.is_fatal() {
+                server.request_exit(false);
+            }
+            json(
+                status,
+                &serde_json::json!({
+                    "error": e.to_string(),
+                    "kept": if e.is_fatal() { "nothing: this process stopped accepting and exits" } else { "this process keeps serving" },
+                }),
+            )
         }
     }
 }

@@ -56,6 +56,7 @@ pub fn status(server: &Server) -> Value {
         .collect();
     let mut view = json!({
         "ready": server.is_ready(),
+        "process": crate::process::to_json(),
         "config": config.source.display().to_string(),
         "admin": server.admin_address().map(|a| a.to_string()),
         "listeners": listeners,

@@ -365,8 +365,11 @@ impl Driver for FleetDriver {
             })
             .await;
         if matches!(wrote, Wrote::Done) {
-            // An [[alert]] hook would announce the fleet-wide rollback here.
-            crate::rollout::rolled_back(rollout, reason);
+            if crate::rollout::rolled_back(rollout, &reason)
+                && let Some(server) = self.server.upgrade()
+            {
+                server.rollout_ended(rollout, Some(reason));
+            }
         }
     }
 
@@ -384,8 +387,11 @@ impl Driver for FleetDriver {
                 Ok(())
             })
             .await;
-        if matches!(wrote, Wrote::Done) {
-            crate::rollout::completed(rollout);
+        if matches!(wrote, Wrote::Done)
+            && crate::rollout::completed(rollout)
+            && let Some(server) = self.server.upgrade()
+        {
+            server.rollout_ended(rollout, None);
         }
     }
 

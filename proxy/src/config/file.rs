@@ -30,11 +30,34 @@ pub struct FileConfig {
     pub plugins: BTreeMap<String, Spanned<PluginSection>>,
     /// `[cluster]`: coordination with other instances through etcd.
     pub cluster: Option<super::cluster::ClusterSection>,
+    #[serde(default, rename = "alert")]
+    pub alerts: Vec<Spanned<AlertSection>>,
     /// Certificates obtained and renewed from an ACME CA.
     pub acme: Option<Spanned<AcmeSection>>,
     /// How backend host names are resolved.
     #[serde(default)]
     pub dns: DnsSection,
+}
+
+/// `[[alert]]`: a webhook (Alertmanager's webhook format) told about incidents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSection {
+    /// The receiver's name in the payload (default: the URL's host and port).
+    pub name: Option<Spanned<String>>,
+    /// `http://host:port/path`.
+    pub url: Spanned<String>,
+    /// Which incidents: backend, breaker, pool, failover, rollout, plugin, config.
+    pub events: Option<Spanned<Vec<String>>>,
+    /// Labels whose values form a group: alerts of one group go out together.
+    pub group_by: Option<Spanned<Vec<String>>>,
+    pub group_wait: Option<Spanned<HumanDuration>>,
+    pub group_interval: Option<Spanned<HumanDuration>>,
+    pub repeat_interval: Option<Spanned<HumanDuration>>,
+    pub timeout: Option<Spanned<HumanDuration>>,
+    pub retries: Option<Spanned<u32>>,
+    pub queue: Option<Spanned<usize>>,
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 /// `[acme]`: certificates for the names of one TLS listener from an ACME CA.

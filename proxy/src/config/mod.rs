@@ -46,6 +46,8 @@ pub struct Config {
     /// SHA-256 of the file's text (hex), so instances can tell whether they run the
     /// same config.
     pub digest: String,
+    /// Webhooks told about incidents (`[[alert]]`).
+    pub alerts: Vec<AlertConfig>,
     /// Certificates obtained from an ACME CA, when configured.
     pub acme: Option<AcmeConfig>,
     /// The resolver for backends named by host name.
@@ -92,6 +94,97 @@ pub fn text_digest(text: &str) -> String {
     use sha2::Digest;
     let hash = sha2::Sha256::digest(text.as_bytes());
     hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A webhook receiving alerts in Alertmanager's webhook format: what it hears
+/// about, how alerts are grouped and how often they go out, and how hard delivery
+/// tries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertConfig {
+    /// The receiver's name (`receiver` in the payload, the metrics label).
+    pub name: String,
+    /// An `http://` URL.
+    pub url: http::Uri,
+    pub topics: Vec<AlertTopic>,
+    /// Labels whose values form a group (`alertname` and `pool` by default).
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more alerts before its first notification.
+    pub group_wait: Duration,
+    /// How long a group waits before telling about changes after a notification.
+    pub group_interval: Duration,
+    /// How often a group whose alerts still fire is told again.
+    pub repeat_interval: Duration,
+    /// Per delivery attempt.
+    pub timeout: Duration,
+    /// Attempts after the first, with exponential backoff.
+    pub retries: u32,
+    /// Notifications waiting for delivery; beyond it they are dropped and counted.
+    pub queue: usize,
+    /// Extra request headers (an `Authorization` for the receiver, say).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// Defaults of `[[alert]]`.
+pub mod alert_defaults {
+    use std::time::Duration;
+
+    pub const GROUP_BY: [&str; 2] = ["alertname", "pool"];
+    pub const GROUP_WAIT: Duration = Duration::from_secs(10);
+    pub const GROUP_INTERVAL: Duration = Duration::from_secs(60);
+    pub const REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+    pub const RETRIES: u32 = 5;
+    pub const QUEUE: usize = 64;
+}
+
+/// What an alert is about; `[[alert]] events` picks among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlertTopic {
+    /// A backend's health checks say down / up again.
+    Backend,
+    /// A backend's circuit breaker opened / closed.
+    Breaker,
+    /// A pool has no usable backend / has one again.
+    Pool,
+    /// A pool's traffic goes to its backup pool / came back.
+    Failover,
+    /// A rollout was rolled back.
+    Rollout,
+    /// A plugin was quarantined (and released), or a new version refused.
+    Plugin,
+    /// A config reload was refused.
+    Config,
+}
+
+impl AlertTopic {
+    /// Every topic, in config spelling order.
+    pub const ALL: [AlertTopic; 7] = [
+        AlertTopic::Backend,
+        AlertTopic::Breaker,
+        AlertTopic::Pool,
+        AlertTopic::Failover,
+        AlertTopic::Rollout,
+        AlertTopic::Plugin,
+        AlertTopic::Config,
+    ];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertTopic::Backend => "backend",
+            AlertTopic::Breaker => "breaker",
+            AlertTopic::Pool => "pool",
+            AlertTopic::Failover => "failover",
+            AlertTopic::Rollout => "rollout",
+            AlertTopic::Plugin => "plugin",
+            AlertTopic::Config => "config",
+        }
+    }
+
+    /// Parses the config spelling.
+    pub fn parse(text: &str) -> Option<AlertTopic> {
+        Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
 }
 
 /// The admin listener's settings.

@@ -11,11 +11,12 @@ use toml::Spanned;
 use super::error::Reporter;
 use super::file::{self, FileConfig, StatusSpec};
 use super::{
-    AcmeChallenge, AcmeConfig, AdminConfig, BackendConfig, BalanceKind, BreakerConfig,
-    CertificatePair, Config, ConfigError, ConfigLocations, DEFAULT_ADMIN_CONNECTIONS, DnsBackend,
-    DnsConfig, FailoverConfig, HashOn, HealthConfig, LETSENCRYPT, LETSENCRYPT_STAGING, Limits,
-    ListenerConfig, ListenerTlsConfig, MAX_WEIGHT, MIN_TOKEN_BYTES, OnError, PluginConfig,
-    PoolConfig, ProbeKind, RetryConfig, RetryOn, RouteConfig, TlsVersion, UpstreamTlsConfig,
+    AcmeChallenge, AcmeConfig, AdminConfig, AlertConfig, AlertTopic, BackendConfig, BalanceKind,
+    BreakerConfig, CertificatePair, Config, ConfigError, ConfigLocations,
+    DEFAULT_ADMIN_CONNECTIONS, DnsBackend, DnsConfig, FailoverConfig, HashOn, HealthConfig,
+    LETSENCRYPT, LETSENCRYPT_STAGING, Limits, ListenerConfig, ListenerTlsConfig, MAX_WEIGHT,
+    MIN_TOKEN_BYTES, OnError, PluginConfig, PoolConfig, ProbeKind, RetryConfig, RetryOn,
+    RouteConfig, TlsVersion, UpstreamTlsConfig,
 };
 use crate::plugin::{
     DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_REQUEST_PATH_TIMEOUT, PluginKind, PluginSpec,
@@ -55,6 +56,7 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         .cluster
         .as_ref()
         .map(|c| super::cluster::cluster(c, &base_dir, &mut r));
+    let alerts = alerts(&file.alerts, &mut r);
     let locations = locations(&file, &r);
     let config = Config {
         source: path.to_path_buf(),
@@ -66,11 +68,179 @@ pub(super) fn validate(path: &Path, text: &str, file: FileConfig) -> Result<Conf
         plugins,
         cluster,
         digest: String::new(),
+        alerts,
         acme,
         dns,
         locations,
     };
     r.finish(config)
+}
+
+/// The `[[alert]]` webhooks: an http URL each, known topics, sane timings.
+fn alerts(sections: &[Spanned<file::AlertSection>], r: &mut Reporter<'_>) -> Vec<AlertConfig> {
+    use super::alert_defaults as d;
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, spanned) in sections.iter().enumerate() {
+        let s = spanned.get_ref();
+        let field = format!("alert[{i}]");
+        let url = match s.url.get_ref().parse::<http::Uri>() {
+            Ok(url) if url.scheme_str() == Some("http") && url.authority().is_some() => url,
+            Ok(url) if url.scheme_str() == Some("https") => {
+                r.at(
+                    s.url.span(),
+                    format!("{field}.url"),
+                    "https receivers are not supported yet: point url at a relay over http on a trusted network (such as one on loopback)",
+                );
+                url
+            }
+            _ => {
+                r.at(
+                    s.url.span(),
+                    format!("{field}.url"),
+                    format!(
+                        "`{}` is not an http URL such as \"http://127.0.0.1:9093/hook\"",
+                        s.url.get_ref()
+                    ),
+                );
+                http::Uri::from_static("http://invalid/")
+            }
+        };
+        let name = match &s.name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                r.at(n.span(), format!("{field}.name"), "must not be empty");
+                String::new()
+            }
+            Some(n) => n.get_ref().trim().to_string(),
+            None => url
+                .authority()
+                .map_or_else(|| format!("alert{i}"), |a| a.to_string()),
+        };
+        if !names.insert(name.clone()) {
+            let span = s.name.as_ref().map_or(s.url.span(), |n| n.span());
+            r.at(
+                span,
+                format!("{field}.name"),
+                format!("another [[alert]] is named `{name}`; give each a distinct name"),
+            );
+        }
+        let topics = match &s.events {
+            None => AlertTopic::ALL.to_vec(),
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .filter_map(|e| {
+                    let topic = AlertTopic::parse(e);
+                    if topic.is_none() {
+                        let known: Vec<&str> = AlertTopic::ALL.iter().map(|t| t.as_str()).collect();
+                        r.at(
+                            list.span(),
+                            format!("{field}.events"),
+                            format!("unknown event `{e}`; expected {}", known.join(", ")),
+                        );
+                    }
+                    topic
+                })
+                .collect(),
+        };
+        let group_by = match &s.group_by {
+            None => d::GROUP_BY.iter().map(|l| l.to_string()).collect(),
+            Some(list) => {
+                let labels: Vec<String> = list
+                    .get_ref()
+                    .iter()
+                    .map(|l| l.trim().to_string())
+                    .collect();
+                if labels.iter().any(|l| {
+                    l.is_empty() || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                }) {
+                    r.at(
+                        list.span(),
+                        format!("{field}.group_by"),
+                        "expected label names such as [\"alertname\", \"pool\"]",
+                    );
+                }
+                labels
+            }
+        };
+        let duration = |value: &Option<Spanned<super::HumanDuration>>, default: Duration| {
+            value.as_ref().map_or(default, |v| v.get_ref().0)
+        };
+        let group_wait = duration(&s.group_wait, d::GROUP_WAIT);
+        let group_interval = duration(&s.group_interval, d::GROUP_INTERVAL);
+        let repeat_interval = duration(&s.repeat_interval, d::REPEAT_INTERVAL);
+        let timeout = duration(&s.timeout, d::TIMEOUT);
+        for (key, value, spanned) in [
+            ("group_interval", group_interval, &s.group_interval),
+            ("timeout", timeout, &s.timeout),
+        ] {
+            if value.is_zero() {
+                let span = spanned.as_ref().map_or(0..0, |v| v.span());
+                r.at(span, format!("{field}.{key}"), "must be greater than zero");
+            }
+        }
+        if repeat_interval < group_interval {
+            let span = s.repeat_interval.as_ref().map_or(0..0, |v| v.span());
+            r.at(
+                span,
+                format!("{field}.repeat_interval"),
+                "must not be shorter than group_interval",
+            );
+        }
+        let retries = s.retries.as_ref().map_or(d::RETRIES, |v| {
+            if *v.get_ref() > 20 {
+                r.at(v.span(), format!("{field}.retries"), "at most 20 retries");
+            }
+            *v.get_ref()
+        });
+        let queue = s.queue.as_ref().map_or(d::QUEUE, |v| {
+            if !(1..=10_000).contains(v.get_ref()) {
+                r.at(
+                    v.span(),
+                    format!("{field}.queue"),
+                    "must be between 1 and 10000",
+                );
+            }
+            (*v.get_ref()).max(1)
+        });
+        let mut headers = Vec::new();
+        if let Some(map) = &s.headers {
+            for (name, value) in map.get_ref() {
+                let parsed = (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                );
+                match parsed {
+                    (Ok(n), Ok(v))
+                        if n != http::header::HOST
+                            && n != http::header::CONTENT_TYPE
+                            && n != http::header::CONTENT_LENGTH =>
+                    {
+                        headers.push((n, v));
+                    }
+                    _ => r.at(
+                        map.span(),
+                        format!("{field}.headers"),
+                        format!("header `{name}` is not valid here (Host, Content-Type and Content-Length are set by the proxy)"),
+                    ),
+                }
+            }
+        }
+        out.push(AlertConfig {
+            name,
+            url,
+            topics,
+            group_by,
+            group_wait,
+            group_interval,
+            repeat_interval,
+            timeout,
+            retries,
+            queue,
+            headers,
+        });
+    }
+    out
 }
 
 /// The `[admin]` table: the token rules (mandatory off loopback, long enough), the

@@ -24,6 +24,15 @@ impl HealthStatus {
         }
     }
 
+    /// Parses [`HealthStatus::as_str`] back (anything else is unknown).
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "up" => HealthStatus::Up,
+            "down" => HealthStatus::Down,
+            _ => HealthStatus::Unknown,
+        }
+    }
+
     /// Lower-case name for JSON and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -101,6 +110,28 @@ impl HealthState {
         self.last.lock().clone()
     }
 
+    /// Starts from a status the previous process of an upgrade measured, so the new
+    /// process neither sends traffic to a backend known down nor holds back a healthy
+    /// one until its first probes conclude. Only an unknown status is replaced.
+    pub fn seed(&self, status: HealthStatus, consecutive_ok: u32, consecutive_failed: u32) {
+        if status == HealthStatus::Unknown
+            || self
+                .status
+                .compare_exchange(
+                    HealthStatus::Unknown as u8,
+                    status as u8,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        self.consecutive_ok.store(consecutive_ok, Ordering::Relaxed);
+        self.consecutive_failed
+            .store(consecutive_failed, Ordering::Relaxed);
+    }
+
     /// Forgets the status, e.g. when checks are removed from the config.
     pub fn reset(&self) {
         self.status
@@ -171,6 +202,19 @@ mod tests {
         assert_eq!(h.observe(rec(), true, 2, 3), None);
         assert_eq!(h.observe(rec(), true, 2, 3), Some(HealthStatus::Up));
         assert_eq!(h.transitions(), 2);
+    }
+
+    #[test]
+    fn a_seed_replaces_only_an_unknown_status() {
+        let h = HealthState::default();
+        h.seed(HealthStatus::Down, 0, 3);
+        assert_eq!(h.status(), HealthStatus::Down);
+        assert_eq!(h.consecutive_failed(), 3);
+        // Two successes bring it back as after any down period (rise = 2).
+        assert_eq!(h.observe(rec(), true, 2, 3), None);
+        assert_eq!(h.observe(rec(), true, 2, 3), Some(HealthStatus::Up));
+        h.seed(HealthStatus::Down, 0, 3);
+        assert_eq!(h.status(), HealthStatus::Up, "a measured status wins");
     }
 
     #[test]

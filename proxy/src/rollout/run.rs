@@ -165,8 +165,8 @@ pub fn completed(rollout: &Rollout) -> bool {
 }
 
 /// Marks a rollout rolled back and logs it; `false` if it had already ended.
-pub fn rolled_back(rollout: &Rollout, reason: String) -> bool {
-    let done = rollout.finish(RolloutState::RolledBack, Some(reason.clone()));
+pub fn rolled_back(rollout: &Rollout, reason: &str) -> bool {
+    let done = rollout.finish(RolloutState::RolledBack, Some(reason.to_string()));
     if done {
         warn!(route = %rollout.route, from = %rollout.from, %reason, "rollout rolled back: all traffic on the old pool");
     }

@@ -29,6 +29,8 @@ pub struct ConnActivity {
     h2: AtomicBool,
     /// The HTTP/2 flood that ended the connection, if one did ([`Flood`] code).
     flood: AtomicU8,
+    /// Whether the client has sent any byte yet.
+    first_read_done: AtomicBool,
 }
 
 /// Why the watchdog ended a connection.
@@ -71,6 +73,11 @@ impl ConnActivity {
             self.head_started_ms
                 .store(clock::now_ms(), Ordering::Relaxed);
         }
+    }
+
+    /// Whether the client has not sent a byte yet (a connection just accepted).
+    pub fn received_nothing(&self) -> bool {
+        !self.first_read_done.load(Ordering::Relaxed)
     }
 
     /// The HTTP/2 flood that ended this connection, if one did.
@@ -141,6 +148,9 @@ impl<T> ActivityIo<T> {
     }
 
     fn observe(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if let Protocol::Sniffing(0) = self.protocol {
+            self.activity.first_read_done.store(true, Ordering::Relaxed);
+        }
         if let Protocol::Sniffing(matched) = self.protocol {
             let n = (PREFACE.len() - matched).min(data.len());
             if data[..n] == PREFACE[matched..matched + n] {

@@ -24,6 +24,9 @@ pub(super) struct AdminSlot {
     bound: SocketAddr,
     stop: CancellationToken,
     serve: AdminServe,
+    /// A duplicate of the listening socket, to hand to the next process in an
+    /// upgrade; dropped with the slot's socket when the listener moves or stops.
+    copy: Option<std::os::fd::OwnedFd>,
 }
 
 /// A new admin socket, bound and held until the config is committed.
@@ -41,8 +44,12 @@ impl Server {
         address: SocketAddr,
         serve: AdminServe,
     ) -> std::io::Result<SocketAddr> {
-        let socket = bind(address)?;
+        let socket = match self.inherited.take_admin(address) {
+            Some(inherited) => inherited?,
+            None => bind(address)?,
+        };
         let bound = socket.local_addr()?;
+        let copy = duplicate(&socket);
         let stop = self.shutdown.child_token();
         serve(socket, stop.clone());
         let previous = self.admin.lock().replace(AdminSlot {
@@ -50,10 +57,12 @@ impl Server {
             bound,
             stop,
             serve,
+            copy,
         });
         if let Some(previous) = previous {
             previous.stop.cancel();
         }
+        self.alerts.set_external_url(format!("http://{bound}/"));
         info!(address = %bound, "admin listening");
         Ok(bound)
     }
@@ -98,11 +107,35 @@ impl Server {
             return;
         };
         let stop = self.shutdown.child_token();
+        slot.copy = duplicate(&moved.socket);
         (slot.serve)(moved.socket, stop.clone());
         info!(from = %slot.bound, to = %moved.bound, "admin listener moved");
+        self.alerts
+            .set_external_url(format!("http://{}/", moved.bound));
         slot.configured = moved.configured;
         slot.bound = moved.bound;
         slot.stop = stop;
+    }
+
+    /// A duplicate of the admin socket and its configured address, for the next
+    /// process in an upgrade.
+    pub(super) fn admin_duplicate(
+        &self,
+    ) -> Option<std::io::Result<(SocketAddr, std::net::TcpListener)>> {
+        let slot = self.admin.lock();
+        let slot = slot.as_ref()?;
+        let copy = slot.copy.as_ref()?;
+        Some(
+            copy.try_clone()
+                .map(|fd| (slot.configured, std::net::TcpListener::from(fd))),
+        )
+    }
+
+    /// Lets go of the admin socket's duplicate once the listener stopped for good.
+    pub(super) fn release_admin_socket(&self) {
+        if let Some(slot) = self.admin.lock().as_mut() {
+            slot.copy = None;
+        }
     }
 
     /// The admin listener's connection cap (`admin.max_connections`, applied on
@@ -114,5 +147,18 @@ impl Server {
     /// The admin listener's bound address, once started.
     pub fn admin_address(&self) -> Option<SocketAddr> {
         self.admin.lock().as_ref().map(|s| s.bound)
+    }
+}
+
+/// A duplicate descriptor of a listening socket (`None`, logged, if the process is
+/// out of descriptors: only an upgrade would miss it).
+fn duplicate(socket: &TcpListener) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    match socket.as_fd().try_clone_to_owned() {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot keep a copy of the admin socket for upgrades");
+            None
+        }
     }
 }

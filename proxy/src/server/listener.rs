@@ -41,6 +41,10 @@ pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 50;
 /// connection is closed.
 pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 128;
 
+/// How long a connection accepted just before a drain may take to send its first
+/// request before it is closed (hyper closes a connection that sent nothing at once).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Binds a listening socket with `SO_REUSEADDR` and a deep accept backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -257,6 +261,12 @@ async fn serve_io<I>(
     tokio::pin!(conn);
     let watchdog = activity.watchdog(ctx.limits.header_read_timeout, ctx.limits.idle_timeout);
     tokio::pin!(watchdog);
+    // A connection accepted just before a drain began has its first request on the
+    // way: hyper would close it unread (the client sees a reset), so it gets a
+    // moment to arrive, and is then answered with `Connection: close`.
+    let first_request_grace = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(first_request_grace);
+    let mut awaiting_first_request = false;
     let mut closing = false;
     loop {
         tokio::select! {
@@ -269,7 +279,19 @@ async fn serve_io<I>(
                 }
                 break;
             }
-            () = ctx.drain.cancelled(), if !closing => {
+            () = ctx.drain.cancelled(), if !closing && !awaiting_first_request => {
+                if activity.received_nothing() {
+                    awaiting_first_request = true;
+                    first_request_grace.as_mut().reset(
+                        tokio::time::Instant::now()
+                            + FIRST_REQUEST_GRACE.min(ctx.limits.header_read_timeout),
+                    );
+                } else {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            () = &mut first_request_grace, if awaiting_first_request && !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }

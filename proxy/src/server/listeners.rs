@@ -9,6 +9,10 @@
 //! moves over, and connections already open finish under the settings they started
 //! with. A listener whose `tls` table stays keeps its certificate store, which
 //! follows its files on its own: a certificate on disk never fails a plan.
+//!
+//! A new listener first looks among the inherited sockets (socket activation, or
+//! the previous process in an upgrade; see [`super::inherited`]) and binds only when
+//! none fits.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::StartError;
+use super::inherited::InheritedSockets;
 use super::listener::{self, ListenerContext, bind};
 use super::tls::{self, ListenerTls, TlsSlot};
 use crate::config::{Config, ListenerConfig};
@@ -31,6 +36,8 @@ pub(super) struct Running {
     pub(super) address: SocketAddr,
     socket: Arc<TcpListener>,
     stop: CancellationToken,
+    /// The accept loop; finished only once told to stop (the watchdog checks it).
+    accepting: tokio::task::JoinHandle<()>,
     /// The TLS its accept loop serves with (`None` for plain HTTP).
     tls: Option<TlsSlot>,
 }
@@ -39,6 +46,8 @@ pub(super) struct Running {
 #[derive(Default)]
 pub(super) struct ListenerSet {
     pub(super) running: HashMap<String, Running>,
+    /// Sockets inherited at start, taken instead of binding.
+    pub(super) inherited: Arc<InheritedSockets>,
 }
 
 /// A listener to (re)start once the whole config is known to apply.
@@ -120,12 +129,16 @@ impl ListenerSet {
             let (socket, address, restart) = match reusable {
                 Some(r) => (Arc::clone(&r.socket), r.address, true),
                 None => {
-                    let socket = bind(l.listen).map_err(|source| StartError::Bind {
-                        at: Box::new(config.locate(&format!("listener[{index}].listen"))),
-                        name: l.name.clone(),
-                        address: l.listen,
-                        source,
-                    })?;
+                    let socket = self
+                        .inherited
+                        .take_listener(&l.name, l.listen)
+                        .unwrap_or_else(|| bind(l.listen))
+                        .map_err(|source| StartError::Bind {
+                            at: Box::new(config.locate(&format!("listener[{index}].listen"))),
+                            name: l.name.clone(),
+                            address: l.listen,
+                            source,
+                        })?;
                     let address = socket.local_addr().unwrap_or(l.listen);
                     (Arc::new(socket), address, false)
                 }
@@ -202,7 +215,8 @@ impl ListenerSet {
                 info!(listener = %s.config.name, address = %s.address, tls = s.config.tls.is_some(), "listening");
             }
             let ctx_tls = ctx.tls.clone();
-            ctx.tracker
+            let accepting = ctx
+                .tracker
                 .clone()
                 .spawn(listener::accept_loop(Arc::clone(&s.socket), ctx));
             self.running.insert(
@@ -212,6 +226,7 @@ impl ListenerSet {
                     address: s.address,
                     socket: s.socket,
                     stop,
+                    accepting,
                     tls: ctx_tls,
                 },
             );
@@ -225,6 +240,30 @@ impl ListenerSet {
             r.stop.cancel();
         }
         self.running.clear();
+    }
+
+    /// Whether every listener's accept loop is still running (none ended on its own).
+    pub(super) fn all_accepting(&self) -> bool {
+        self.running.values().all(|r| !r.accepting.is_finished())
+    }
+
+    /// A duplicate of every listening socket, with its listener's name and configured
+    /// address, to hand to the next process in an upgrade.
+    pub(super) fn duplicates(
+        &self,
+    ) -> std::io::Result<Vec<(String, SocketAddr, std::net::TcpListener)>> {
+        use std::os::fd::AsFd;
+        self.running
+            .iter()
+            .map(|(name, r)| {
+                let fd = r.socket.as_fd().try_clone_to_owned()?;
+                Ok((
+                    name.clone(),
+                    r.config.listen,
+                    std::net::TcpListener::from(fd),
+                ))
+            })
+            .collect()
     }
 
     /// Every running listener's name and bound address.

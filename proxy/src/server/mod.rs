@@ -6,12 +6,14 @@ mod admin_slot;
 mod cap;
 mod caps;
 mod h2_flood;
+mod inherited;
 mod listener;
 mod listeners;
 mod members;
 mod rollouts;
 mod shared;
 mod state_file;
+mod takeover;
 mod tls;
 
 use std::net::SocketAddr;
@@ -30,9 +32,11 @@ pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
 pub use caps::{ClientSlot, ConnPermit, PerClient};
 pub use h2_flood::Flood;
+pub use inherited::{ADMIN_SOCKET_NAME, InheritedSocket, InheritedSockets};
 pub use listener::bind;
 pub use members::MemberError;
 pub use rollouts::LocalDriver;
+pub use takeover::{Handover, HealthSeed, Takeover};
 pub use tls::{ListenerTls, TlsError, TlsSlot, build_acceptor};
 
 use crate::acme::AcmeManager;
@@ -167,6 +171,14 @@ pub struct Server {
     /// The fleet this instance belongs to, with `[cluster]`; its tasks stop when the
     /// server does (or is dropped).
     cluster: std::sync::OnceLock<(Arc<crate::cluster::Cluster>, tokio_util::sync::DropGuard)>,
+    /// Sockets inherited at start (socket activation, upgrade), taken by listeners.
+    inherited: Arc<InheritedSockets>,
+    /// Fired when this process should drain and exit: it handed over to a new one.
+    exit: CancellationToken,
+    /// Whether that exit follows a successful handover (else a failed one).
+    exit_ok: AtomicBool,
+    /// Where incidents are raised (`[[alert]]` webhooks).
+    alerts: crate::alerts::Alerts,
     /// Certificates of every TLS listener, ACME slots and challenges.
     tls: Arc<TlsRegistry>,
     acme: AcmeManager,
@@ -178,6 +190,17 @@ impl Server {
     /// Binds every listener of `config` and starts serving. The admin listener is
     /// started separately by [`crate::admin::start`].
     pub async fn start(config: Config, options: ServerOptions) -> Result<Arc<Server>, StartError> {
+        Self::start_with(config, options, Takeover::default()).await
+    }
+
+    /// [`Server::start`] from what systemd or a previous process handed over:
+    /// inherited sockets are used instead of binding, handed-over health seeds the
+    /// backends, and handed-over runtime changes replace the state file's.
+    pub async fn start_with(
+        config: Config,
+        options: ServerOptions,
+        takeover: Takeover,
+    ) -> Result<Arc<Server>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let plugins = Arc::new(PluginRegistry::new());
         let prepared = plugins
@@ -209,11 +232,16 @@ impl Server {
             tunnels: crate::proxy::Tunnels::default(),
             clients: Arc::default(),
         });
+        let alerts = crate::alerts::Alerts::start(Arc::clone(&metrics), shutdown.child_token());
+        alerts.configure(&config.alerts);
         let acme = AcmeManager::new(Arc::clone(&tls), shutdown.child_token());
         let server = Arc::new(Server {
             proxy,
             snapshot: Arc::clone(&snapshot),
-            listeners: Mutex::new(listeners::ListenerSet::default()),
+            listeners: Mutex::new(listeners::ListenerSet {
+                inherited: Arc::clone(&takeover.sockets),
+                ..Default::default()
+            }),
             apply_lock: tokio::sync::Mutex::new(()),
             overrides: Mutex::new(Overrides::new()),
             plugins,
@@ -232,6 +260,10 @@ impl Server {
             state_writer: crate::persist::StateWriter::default(),
             state_task: Mutex::new(None),
             cluster: std::sync::OnceLock::new(),
+            inherited: Arc::clone(&takeover.sockets),
+            exit: CancellationToken::new(),
+            exit_ok: AtomicBool::new(true),
+            alerts,
             acme,
             tls,
             discovery,
@@ -242,7 +274,15 @@ impl Server {
         server.acme.sync(config.acme.as_ref());
         server.follow_discovery();
         server.start_state_writer();
-        server.restore_state(&config).await;
+        match &takeover.state {
+            Some(saved) => {
+                server
+                    .restore_saved(&config, saved, "the previous process")
+                    .await
+            }
+            None => server.restore_state(&config).await,
+        }
+        server.seed_health(&takeover.health);
         if let Some(cluster) = &config.cluster {
             let joined = crate::cluster::join(&server, &config, cluster.clone())
                 .await
@@ -255,6 +295,12 @@ impl Server {
                 .set((Arc::clone(&joined), joined.stop_token().drop_guard()));
         }
         server.health.sync(&server.snapshot.load());
+        crate::alerts::watch(
+            server.alerts.clone(),
+            Arc::clone(&server.snapshot),
+            Arc::clone(&server.plugins),
+            server.shutdown.child_token(),
+        );
         tokio::spawn(crate::policy::recovery::run_ticker(
             Arc::clone(&server.snapshot),
             Arc::clone(&server.proxy.metrics),
@@ -324,6 +370,7 @@ impl Server {
         }
         self.connections.resize(config.limits.max_connections);
         self.admin_connections.resize(config.admin.max_connections);
+        self.alerts.configure(&config.alerts);
         self.health.sync(&self.snapshot.load());
         let dropped = self.members.lock().reconcile(&base);
         *self.base_config.lock() = Arc::new(base);
@@ -388,6 +435,11 @@ impl Server {
                 .plugin_reload(failure.plugin().unwrap_or(""), false);
             tracing::error!(file = %path.display(), error = %failure,
                 "plugin reload failed, keeping the running version");
+            self.alerts.send(crate::alerts::AlertEvent::PluginRefused {
+                plugin: failure.plugin().unwrap_or("").to_string(),
+                file: path.display().to_string(),
+                error: failure.to_string(),
+            });
         }
         failures
     }
@@ -395,6 +447,11 @@ impl Server {
     /// The fleet this instance coordinates with, when `[cluster]` is configured.
     pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
         self.cluster.get().map(|(cluster, _)| cluster)
+    }
+
+    /// Where incidents are raised; see [`crate::alerts`].
+    pub fn alerts(&self) -> &crate::alerts::Alerts {
+        &self.alerts
     }
 
     /// The plugin registry (for `/status` and the file watcher).
@@ -544,18 +601,55 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Graceful shutdown: stop accepting, let in-flight requests finish for up to
-    /// `deadline`, then return. `true` when everything finished in time.
+    /// Whether the proxy is serving: ready, not stopping, and every listener's
+    /// accept loop alive. The systemd watchdog is fed only while this holds.
+    pub fn serving(&self) -> bool {
+        self.is_ready() && self.listeners.lock().all_accepting()
+    }
+
+    /// The sockets inherited at start that no listener has taken yet.
+    pub fn inherited_sockets(&self) -> &Arc<InheritedSockets> {
+        &self.inherited
+    }
+
+    /// Asks the process to drain and exit: it handed over to a new process
+    /// (`handed_over`), or an upgrade failed after it had stopped accepting.
+    pub fn request_exit(&self, handed_over: bool) {
+        self.exit_ok.store(handed_over, Ordering::Release);
+        self.exit.cancel();
+    }
+
+    /// Fires once [`Server::request_exit`] was called.
+    pub fn exit_requested(&self) -> CancellationToken {
+        self.exit.clone()
+    }
+
+    /// Whether the requested exit follows a successful handover.
+    pub fn handed_over(&self) -> bool {
+        self.exit.is_cancelled() && self.exit_ok.load(Ordering::Acquire)
+    }
+
+    /// The first half of [`Server::shutdown`]: stop accepting (traffic and admin),
+    /// stop health checks and background tasks, and tell every connection to finish
+    /// its in-flight requests and close. Idempotent.
+    pub fn stop_accepting(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.shutdown.cancel();
+        self.listeners.lock().close_all();
+        self.release_admin_socket();
+        self.drain.cancel();
+        self.tracker.close();
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests and tunnels finish
+    /// for up to `deadline`, then return. `true` when everything finished in time.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         self.ready.store(false, Ordering::Release);
         if let Some(cluster) = self.cluster() {
             // Leave the fleet first: another instance takes over rollouts at once.
             cluster.leave().await;
         }
-        self.shutdown.cancel();
-        self.listeners.lock().close_all();
-        self.drain.cancel();
-        self.tracker.close();
+        self.stop_accepting();
         let started = tokio::time::Instant::now();
         let drained = tokio::time::timeout(deadline, async {
             self.tracker.wait().await;

@@ -50,11 +50,15 @@ impl Driver for LocalDriver {
             Ok(true) => self.0.save_state(),
             Err(e) => warn!(route = %rollout.route, error = %e, "cannot roll back the route"),
         }
-        crate::rollout::rolled_back(rollout, reason);
+        if crate::rollout::rolled_back(rollout, &reason) {
+            self.0.rollout_ended(rollout, Some(reason));
+        }
     }
 
     async fn complete(&self, rollout: &Rollout) {
-        crate::rollout::completed(rollout);
+        if crate::rollout::completed(rollout) {
+            self.0.rollout_ended(rollout, None);
+        }
     }
 
     fn stopped(&self, rollout: &Rollout) {
@@ -63,6 +67,26 @@ impl Driver for LocalDriver {
 }
 
 impl Server {
+    /// Counts a rollout that ended on its own and, when it was rolled back (with
+    /// `reason`), tells the alert receivers. Called by whichever driver ended it.
+    pub(crate) fn rollout_ended(&self, rollout: &Rollout, rolled_back: Option<String>) {
+        let result = if rolled_back.is_some() {
+            "rolled_back"
+        } else {
+            "completed"
+        };
+        self.metrics().rollout_finished(&rollout.route, result);
+        if let Some(reason) = rolled_back {
+            self.alerts()
+                .send(crate::alerts::AlertEvent::RolloutRolledBack {
+                    route: rollout.route.clone(),
+                    from: rollout.from.to_string(),
+                    to: rollout.to.to_string(),
+                    reason,
+                });
+        }
+    }
+
     /// Starts a rollout of `route` from its current pool to `plan.to`.
     pub fn start_rollout(
         self: &Arc<Self>,

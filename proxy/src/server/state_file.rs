@@ -45,8 +45,9 @@ impl Server {
         self.state_writer.flushed(ticket).await;
     }
 
-    /// At shutdown: lets the writer finish what was asked, within `deadline`.
-    pub(super) async fn flush_state(&self, deadline: Duration) {
+    /// Once accepting stopped (shutdown, upgrade): lets the writer finish what was
+    /// asked, within `deadline`. Later calls return at once.
+    pub async fn flush_state(&self, deadline: Duration) {
         let task = self.state_task.lock().take();
         if let Some(task) = task
             && tokio::time::timeout(deadline.max(Duration::from_millis(500)), task)
@@ -58,10 +59,8 @@ impl Server {
     }
 
     /// Reads the state file (if configured) and re-applies what it holds that the
-    /// config and the admin API's rules still allow: added and removed backends,
-    /// drains, weights and route overrides. Entries that do not fit are skipped, each
-    /// with a log line and a count; a broken file is logged and ignored. Serving
-    /// beats refusing to start.
+    /// config and the admin API's rules still allow (see [`Server::restore_saved`]);
+    /// a broken file is logged and ignored. Serving beats refusing to start.
     pub(super) async fn restore_state(&self, config: &Config) {
         let Some(path) = &config.admin.state_file else {
             return;
@@ -74,6 +73,22 @@ impl Server {
                 return;
             }
         };
+        self.restore_saved(config, &saved, &path.display().to_string())
+            .await;
+    }
+
+    /// Runtime changes handed over by the previous process in an upgrade (fresher
+    /// than the state file, and there without one), checked like the file.
+    pub async fn restore_runtime(&self, saved: &SavedState) {
+        let config = Config::clone(&self.base_config.lock());
+        self.restore_saved(&config, saved, "the previous process")
+            .await;
+    }
+
+    /// Re-applies what `saved` holds that the config and the admin API's rules still
+    /// allow: added and removed backends, drains, weights and route overrides.
+    /// Entries that do not fit are skipped, each with a log line and a count.
+    pub(super) async fn restore_saved(&self, config: &Config, saved: &SavedState, source: &str) {
         let mut skipped = Vec::new();
         // Checked against the running config, which holds the backends found in DNS.
         let running = self.snapshot.load_full();
@@ -89,7 +104,7 @@ impl Server {
                 warn!(error = %e, "cannot re-apply saved backend additions and removals");
             }
         }
-        let overrides = persist::restore(&self.snapshot.load(), &saved, &mut skipped);
+        let overrides = persist::restore(&self.snapshot.load(), saved, &mut skipped);
         let routes = overrides.len();
         if !overrides.is_empty() {
             *self.overrides.lock() = overrides;
@@ -104,9 +119,26 @@ impl Server {
         } in &skipped
         {
             self.proxy.metrics.control().state_skipped(kind);
-            warn!(file = %path.display(), kind, entry, reason, "state file entry skipped");
+            warn!(
+                file = source,
+                kind, entry, reason, "state file entry skipped"
+            );
         }
-        info!(file = %path.display(), backends = saved.backends.len(), routes, skipped = skipped.len(),
-            "runtime state restored");
+        info!(
+            file = source,
+            backends = saved.backends.len(),
+            routes,
+            skipped = skipped.len(),
+            "runtime state restored"
+        );
+    }
+
+    /// The runtime changes in effect now (drains, weights, overrides, added and
+    /// removed backends), as the state file would hold them.
+    pub fn runtime_state(&self) -> SavedState {
+        let snapshot = self.snapshot.load_full();
+        let mut saved = persist::capture(&snapshot, &self.overrides.lock());
+        saved.members = self.members.lock().clone();
+        saved
     }
 }

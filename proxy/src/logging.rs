@@ -1,0 +1,152 @@
+//! Log output: human text or JSON lines on stderr, shaped for where they land.
+//!
+//! - Colours only when stderr is a terminal (and `NO_COLOR` is unset): a file, a pipe
+//!   or the journal gets plain text.
+//! - Under systemd with stderr connected to the journal (`JOURNAL_STREAM` names
+//!   stderr's device and inode), text lines carry no timestamp, since journald stamps
+//!   every line itself, and start with a syslog priority prefix (`<3>` error, `<4>`
+//!   warning, `<6>` info, `<7>` debug) so `journalctl -p warning` filters by level.
+//! - `--log-format json` writes one object per line with stable field names:
+//!   `timestamp` (RFC 3339, UTC), `level` (`ERROR`, `WARN`, `INFO`, `DEBUG`, `TRACE`),
+//!   `target` (the module, e.g. `switchyard::audit`), `message`, then the event's own
+//!   fields at the top level (e.g. `pool`, `backend`, `error`). JSON keeps its
+//!   timestamp under the journal too, so every consumer sees the same schema.
+
+use std::io::IsTerminal;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event (see the module docs for the fields).
+    Json,
+}
+
+/// Where stderr goes, as far as log formatting cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination {
+    /// stderr is a terminal: colours are welcome.
+    pub terminal: bool,
+    /// stderr is a journald stream: no timestamps, syslog priority prefixes.
+    pub journal: bool,
+}
+
+impl Destination {
+    /// Looks at stderr and the environment (`JOURNAL_STREAM`, `NO_COLOR`).
+    pub fn detect() -> Self {
+        let stderr = std::io::stderr();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        // `st_dev` and `st_ino` are narrower than u64 on some targets.
+        #[allow(clippy::unnecessary_cast)]
+        let journal = std::env::var("JOURNAL_STREAM").ok().is_some_and(|value| {
+            rustix::fs::fstat(&stderr)
+                .is_ok_and(|st| journal_stream_is(&value, st.st_dev as u64, st.st_ino as u64))
+        });
+        Self {
+            terminal: stderr.is_terminal() && !no_color,
+            journal,
+        }
+    }
+}
+
+/// Whether a `JOURNAL_STREAM` value (`DEVICE:INODE`, as systemd sets it for a
+/// service whose output goes to the journal) names the stream with this device and
+/// inode. A service whose stderr was redirected elsewhere inherits the variable but
+/// not the stream, so both numbers must match.
+pub fn journal_stream_is(value: &str, device: u64, inode: u64) -> bool {
+    let Some((dev, ino)) = value.trim().split_once(':') else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(device) && ino.parse::<u64>().ok() == Some(inode)
+}
+
+/// The syslog priority journald reads from a `<N>` line prefix.
+pub fn syslog_priority(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// Installs the global subscriber writing to stderr. `filter` is an `EnvFilter`
+/// directive such as `info` or `switchyard=debug` (an invalid one falls back to
+/// `info`).
+pub fn init(format: LogFormat, filter: &str) {
+    let destination = Destination::detect();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    match format {
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text if destination.journal => {
+            let lines = tracing_subscriber::fmt::format()
+                .with_target(true)
+                .with_ansi(false)
+                .without_time();
+            builder
+                .with_ansi(false)
+                .event_format(SyslogPrefix(lines))
+                .init();
+        }
+        LogFormat::Text => builder.with_ansi(destination.terminal).init(),
+    }
+}
+
+/// Prefixes each line with its syslog priority for journald.
+struct SyslogPrefix<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for SyslogPrefix<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "<{}>", syslog_priority(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_stream_must_name_this_stream() {
+        assert!(journal_stream_is("8:12345", 8, 12345));
+        assert!(!journal_stream_is("8:12345", 8, 12346));
+        assert!(!journal_stream_is("9:12345", 8, 12345));
+        assert!(!journal_stream_is("", 8, 12345));
+        assert!(!journal_stream_is("8", 8, 12345));
+    }
+
+    #[test]
+    fn priorities_follow_syslog() {
+        assert_eq!(syslog_priority(&Level::ERROR), 3);
+        assert_eq!(syslog_priority(&Level::WARN), 4);
+        assert_eq!(syslog_priority(&Level::INFO), 6);
+        assert_eq!(syslog_priority(&Level::DEBUG), 7);
+    }
+}
