@@ -95,7 +95,6 @@ async fn a_drain_on_one_instance_stops_new_requests_through_the_others_within_a_
     let (x, y) = (TestBackend::start("x").await, TestBackend::start("y").await);
     let pools = pool("blue", &[&x, &y], "");
     let fleet = start_fleet(&etcd, &dir, &pools, "").await;
-    let refs: Vec<&Instance> = fleet.iter().collect();
     let loads: Vec<Load> = fleet.iter().map(|i| Load::start(4, url(i))).collect();
     assert!(support::eventually(Duration::from_secs(10), || x.hits() > 20 && y.hits() > 20).await);
 
@@ -675,8 +674,7 @@ async fn without_etcd_traffic_flows_changes_are_refused_and_the_fleet_resyncs_wh
     let dir = TempDir::new("fleet-outage");
     let (x, y) = (TestBackend::start("x").await, TestBackend::start("y").await);
     let pools = pool("blue", &[&x, &y], "");
-    let fleet = start_fleet(&etcd, &dir, &pools, "").await;
-    let refs: Vec<&Instance> = fleet.iter().collect();
+    let mut fleet = start_fleet(&etcd, &dir, &pools, "").await;
     let (status, _) = fleet[0]
         .call(
             "POST",

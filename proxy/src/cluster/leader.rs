@@ -364,12 +364,11 @@ impl Driver for FleetDriver {
                 Ok(())
             })
             .await;
-        if matches!(wrote, Wrote::Done) {
-            if crate::rollout::rolled_back(rollout, &reason)
-                && let Some(server) = self.server.upgrade()
-            {
-                server.rollout_ended(rollout, Some(reason));
-            }
+        if matches!(wrote, Wrote::Done)
+            && crate::rollout::rolled_back(rollout, &reason)
+            && let Some(server) = self.server.upgrade()
+        {
+            server.rollout_ended(rollout, Some(reason));
         }
     }
 
