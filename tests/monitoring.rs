@@ -218,18 +218,18 @@ retries = 0
     for _ in 0..4 {
         get(&c, &web("/")).await;
     }
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            proxy
-                .server
-                .snapshot()
-                .pools
-                .get("primary")
-                .is_some_and(|p| {
-                    p.backends[0].state.health.status() == switchyard::health::HealthStatus::Down
-                })
+    // Both pools whose only backend is dead must have seen it down: `primary` fails
+    // over, `nothing` has no usable backend (a 503, not a refused connect's 502).
+    let down = |pool: &str| {
+        proxy.server.snapshot().pools.get(pool).is_some_and(|p| {
+            p.backends[0].state.health.status() == switchyard::health::HealthStatus::Down
         })
-        .await
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || down("primary")
+            && down("nothing"))
+        .await,
+        "the dead backends are marked down"
     );
     assert_eq!(get(&c, &web("/fo")).await.0, 200, "failed over to blue");
     assert_eq!(get(&c, &web("/none")).await.0, 503);
