@@ -5,13 +5,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use parking_lot::Mutex;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -418,48 +416,9 @@ async fn tokens_are_long_bearer_only_and_guessing_is_rate_limited_and_counted() 
     );
 }
 
-/// Log lines of this test binary, as JSON objects (one global subscriber).
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&logs);
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_env_filter("switchyard::audit=info")
-            .with_writer(move || Sink(Arc::clone(&sink)))
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        logs
-    })
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn audit_lines(containing: &str) -> Vec<serde_json::Value> {
-    let logs = captured_logs().lock().clone();
-    String::from_utf8_lossy(&logs)
-        .lines()
-        .filter(|l| l.contains(containing))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_is_audited_with_who_what_before_and_after() {
-    captured_logs();
+    capture_json_logs("switchyard::audit=info");
     let a = TestBackend::start("a").await;
     let proxy = start_proxy(&simple_config(&[&a], "")).await;
     let weight = format!("/pools/app/backends/{}/weight", a.addr);
@@ -478,7 +437,7 @@ async fn every_change_is_audited_with_who_what_before_and_after() {
     let (code, _, _) = send(&proxy, "POST", &weight, &[], r#"{"weight": 3}"#).await;
     assert_eq!(code, 415);
 
-    let lines = audit_lines(&a.addr.to_string());
+    let lines = captured_json_lines(&a.addr.to_string());
     let applied: Vec<_> = lines
         .iter()
         .filter(|l| l["message"] == "admin change applied")

@@ -4,10 +4,8 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use support::*;
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -111,45 +109,6 @@ async fn fifty_concurrent_changes_all_survive_a_restart() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Warnings and errors of this test binary, as JSON lines (one global subscriber).
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&logs);
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_env_filter("switchyard=warn")
-            .with_writer(move || Sink(Arc::clone(&sink)))
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        logs
-    })
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logged(containing: &str) -> Vec<serde_json::Value> {
-    let logs = captured_logs().lock().clone();
-    String::from_utf8_lossy(&logs)
-        .lines()
-        .filter(|l| l.contains(containing))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn three_routes(blue: &TestBackend, green: &TestBackend) -> String {
     format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
@@ -163,7 +122,7 @@ fn three_routes(blue: &TestBackend, green: &TestBackend) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_broken_state_file_is_restored_in_part_and_never_breaks_requests() {
-    captured_logs();
+    capture_json_logs("switchyard=warn");
     let (blue, green, extra) = (
         TestBackend::start("blue").await,
         TestBackend::start("green").await,
@@ -254,7 +213,7 @@ async fn a_hand_broken_state_file_is_restored_in_part_and_never_breaks_requests(
             "{kind}\n{metrics}"
         );
     }
-    let skipped = logged("state file entry skipped");
+    let skipped = captured_json_lines("state file entry skipped");
     let entries: Vec<&str> = skipped.iter().filter_map(|l| l["entry"].as_str()).collect();
     for expected in [
         "empty",
@@ -297,7 +256,7 @@ async fn a_hand_broken_state_file_is_restored_in_part_and_never_breaks_requests(
         1.0
     );
     assert!(
-        !logged("not a Switchyard state file").is_empty(),
+        !captured_json_lines("not a Switchyard state file").is_empty(),
         "the broken file is named in the log"
     );
     let _ = std::fs::remove_dir_all(&dir);

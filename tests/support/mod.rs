@@ -341,6 +341,54 @@ where
     address
 }
 
+/// This test binary's log lines, kept as JSON by one global subscriber.
+static JSON_LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+/// Starts keeping this test binary's log lines that pass `filter` (an env-filter
+/// directive) as JSON, so tests can assert what was logged. The subscriber is global:
+/// the first call's filter holds for the whole binary; call it before the proxy starts.
+pub fn capture_json_logs(filter: &str) {
+    JSON_LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .with_writer(move || LogSink(Arc::clone(&sink)))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    });
+}
+
+/// The captured log lines (see [`capture_json_logs`]) that contain `text`, parsed.
+pub fn captured_json_lines(text: &str) -> Vec<serde_json::Value> {
+    let logs = JSON_LOGS
+        .get()
+        .map(|l| l.lock().clone())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .filter(|l| l.contains(text))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Where [`capture_json_logs`]'s subscriber writes.
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A running proxy with its traffic and admin addresses.
 pub struct TestProxy {
     pub server: Arc<Server>,
