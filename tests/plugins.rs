@@ -1007,25 +1007,26 @@ fn plugin_config_errors_point_into_the_toml_file() {
          [plugin.canary.config]\nheader = \"x-canary\"\ncanary = [1, \"two\"]\n",
         shipped("canary.wasm")
     );
-    let config = Config::parse(Path::new("sy.toml"), &text).unwrap();
     let runtime = switchyard::plugin::PluginRuntime::new().unwrap();
-    let plugin = &config.plugins["canary"];
-    let err = runtime.load(&plugin.spec).unwrap_err();
+    // Where the error of loading plugin `name` from config `text` is placed.
+    let located = |text: &str, name: &str| {
+        let config = Config::parse(Path::new("sy.toml"), text).unwrap();
+        let plugin = &config.plugins[name];
+        let err = runtime.load(&plugin.spec).unwrap_err();
+        plugin.locate_error(&err)
+    };
     assert_eq!(
-        plugin.locate_error(&err).as_deref(),
+        located(&text, "canary").as_deref(),
         Some(
             "sy.toml:16:14: plugin.canary.config.canary[1]: invalid type: string \"two\", expected u32"
         )
     );
     // A field the plugin does not know, and one missing from the table.
     let unknown = text.replace("canary = [1, \"two\"]", "canary = [1]\npercnt = 5");
-    let config = Config::parse(Path::new("sy.toml"), &unknown).unwrap();
-    let plugin = &config.plugins["canary"];
-    let err = runtime.load(&plugin.spec).unwrap_err();
-    let located = plugin.locate_error(&err).unwrap();
+    let unknown_at = located(&unknown, "canary").unwrap();
     assert!(
-        located.starts_with("sy.toml:17:1: plugin.canary.config.percnt: unknown field"),
-        "{located}"
+        unknown_at.starts_with("sy.toml:17:1: plugin.canary.config.percnt: unknown field"),
+        "{unknown_at}"
     );
     // A key that is not a plain word, as json-health's dotted paths are.
     let quoted = format!(
@@ -1037,21 +1038,15 @@ fn plugin_config_errors_point_into_the_toml_file() {
          config = {{ required = {{ \"checks.db\" = \"up\" }} }}\n",
         shipped("json_health.wasm")
     );
-    let config = Config::parse(Path::new("sy.toml"), &quoted).unwrap();
-    let plugin = &config.plugins["json"];
-    let err = runtime.load(&plugin.spec).unwrap_err();
     assert_eq!(
-        plugin.locate_error(&err).as_deref(),
+        located(&quoted, "json").as_deref(),
         Some(
             "sy.toml:15:25: plugin.json.config.required.\"checks.db\": invalid type: string \"up\", expected a sequence"
         )
     );
     let missing = text.replace("canary = [1, \"two\"]", "");
-    let config = Config::parse(Path::new("sy.toml"), &missing).unwrap();
-    let plugin = &config.plugins["canary"];
-    let err = runtime.load(&plugin.spec).unwrap_err();
     assert_eq!(
-        plugin.locate_error(&err).as_deref(),
+        located(&missing, "canary").as_deref(),
         Some("sy.toml:14:16: plugin.canary.config: missing field `canary`")
     );
 }
