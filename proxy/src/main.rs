@@ -498,7 +498,7 @@ fn check_plugins(config: &Config) -> bool {
     };
     let mut ok = true;
     for plugin in config.plugins.values() {
-        if let Err(e) = runtime.load(&plugin.spec) {
+        if let Err(e) = runtime.load(&(&plugin.spec).into()) {
             match plugin.locate_error(&e) {
                 Some(located) => eprintln!("{located}"),
                 None => eprintln!(

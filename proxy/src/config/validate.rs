@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::error::Reporter;
 use super::file::{self, FileConfig, StatusSpec};
+use super::plugin_limits::{DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_REQUEST_PATH_TIMEOUT};
 use super::{
     AcmeChallenge, AcmeConfig, AdminConfig, AlertConfig, AlertTopic, BackendConfig, BalanceKind,
     BreakerConfig, CertificatePair, Config, ConfigError, ConfigLocations,
@@ -18,9 +19,7 @@ use super::{
     MIN_TOKEN_BYTES, OnError, PluginConfig, PoolConfig, ProbeKind, RetryConfig, RetryOn,
     RouteConfig, TlsVersion, UpstreamTlsConfig,
 };
-use crate::plugin::{
-    DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_REQUEST_PATH_TIMEOUT, PluginKind, PluginSpec,
-};
+use super::{PluginKind, PluginSettings};
 
 const BALANCE_CHOICES: &str = "round-robin, weighted, least-request, hash";
 const RETRY_ON_CHOICES: &str = "connect-failure, reset, timeout, 502, 503, 504";
@@ -1119,7 +1118,7 @@ fn plugins(
             }),
         };
         let timeout = s.timeout.as_ref().map_or(DEFAULT_TIMEOUT, |t| {
-            let (min, max) = crate::plugin::TIMEOUT_RANGE;
+            let (min, max) = super::plugin_limits::TIMEOUT_RANGE;
             let value = t.get_ref().0;
             if kind.on_request_path() && !(min..=MAX_REQUEST_PATH_TIMEOUT).contains(&value) {
                 r.at(
@@ -1142,8 +1141,8 @@ fn plugins(
         let memory_bytes = s.memory.as_ref().map_or(DEFAULT_MEMORY_BYTES, |m| {
             let value = m.get_ref().0;
             let (min, max) = (
-                crate::plugin::MIN_MEMORY_BYTES,
-                crate::plugin::MAX_MEMORY_BYTES,
+                super::plugin_limits::MIN_MEMORY_BYTES,
+                super::plugin_limits::MAX_MEMORY_BYTES,
             );
             if !(min..=max).contains(&value) {
                 r.at(
@@ -1166,10 +1165,14 @@ fn plugins(
                 OnError::Fallback
             }
         };
-        let mut spec = PluginSpec::new(name, kind, path);
-        spec.config_json = config_json;
-        spec.timeout = timeout;
-        spec.memory_bytes = memory_bytes;
+        let spec = PluginSettings {
+            name: name.clone(),
+            kind,
+            path,
+            config_json,
+            timeout,
+            memory_bytes,
+        };
         let locations = config_locations(document.as_ref(), name, r);
         out.insert(
             name.clone(),
