@@ -1,14 +1,23 @@
 //! Loading and validating the config file into a [`Config`] the runtime can trust.
 //!
-//! Two stages, like sozu's `FileConfig` → `Config`: [`file`] holds the serde shape of
-//! the TOML, [`validate`] checks it as a whole (references, ranges, duplicates) and
-//! produces the typed values below. Nothing here opens sockets or spawns tasks.
+//! Like sozu's `FileConfig` → `Config`, in steps: [`document`] reads the text into the
+//! serde shape of [`file`], collecting every problem rather than the first;
+//! [`validate`] checks it section by section (references, ranges, duplicates) and
+//! produces the typed values below, as a pure function of the text and an
+//! [`Environment`] snapshot; [`resolve`] then checks the files the config names and
+//! builds the TLS clients towards backends. All problems of a file come out of one
+//! run, each as `file:line:col: dotted.path: message`. Nothing here opens sockets or
+//! spawns tasks.
 
 mod cluster;
+mod document;
 mod duration;
+mod environment;
 mod error;
 pub mod file;
 mod plugin_settings;
+mod resolve;
+mod suggest;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -22,9 +31,12 @@ use http::HeaderName;
 
 pub use cluster::{
     ClusterConfig, DEFAULT_ETCD_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_PREFIX, EtcdAuth, EtcdTls,
-    LeaderLoss, endpoint as etcd_endpoint, host_name,
+    LeaderLoss, endpoint as etcd_endpoint,
 };
 pub use duration::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
+pub use environment::{
+    ADMIN_TOKEN_VARIABLE, ETCD_PASSWORD_VARIABLE, Environment, Variable, host_name,
+};
 pub use error::{ConfigError, Located, Problem, line_column};
 pub use plugin_settings::{
     ConfigLocations, InitRefusal, OnError, PluginConfig, PluginKind, PluginSettings, plugin_limits,
@@ -54,8 +66,8 @@ pub struct Config {
     pub acme: Option<AcmeConfig>,
     /// The resolver for backends named by host name.
     pub dns: DnsConfig,
-    /// Where the settings that can fail at run time (addresses to bind, files to
-    /// read) were written, by field name, so such failures name file, line and field.
+    /// Where every setting is written (line and column, by dotted path), so failures
+    /// found at run time (addresses to bind, files to read) name file, line and field.
     pub locations: BTreeMap<String, (usize, usize)>,
 }
 
@@ -69,19 +81,44 @@ impl Config {
         Self::parse(path, &text)
     }
 
-    /// Validates config text; `path` is only used in messages.
+    /// Validates config text against the process environment and checks the files
+    /// it names; `path` is where it came from (messages, relative paths).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let file: file::FileConfig =
-            toml::from_str(text).map_err(|e| error::Reporter::from_toml(path, text, &e))?;
-        let mut config = validate::validate(path, text, file)?;
+        Self::parse_in(path, text, &Environment::from_process())
+    }
+
+    /// [`Config::parse`] against a given environment.
+    pub fn parse_in(path: &Path, text: &str, env: &Environment) -> Result<Config, ConfigError> {
+        let mut r = error::Reporter::new(path, text);
+        let Some(document) = document::Document::parse(text, &mut r) else {
+            return Err(r.into_error());
+        };
+        r.learn_places(document.spans());
+        let Some(file) = document.read(&mut r) else {
+            return Err(r.into_error());
+        };
+        let mut reads = resolve::Reads::new(path);
+        let mut config = validate::validate(path, &file, &document, env, &mut reads, &mut r);
+        resolve::resolve(&mut config, reads, &mut r);
         config.digest = text_digest(text);
-        Ok(config)
+        config.locations = r.positions();
+        r.finish(config)
     }
 
     /// Where `field` (e.g. `listener[0].listen`) is set in the file, for errors that
-    /// only show when the config is applied (a port in use, an unreadable certificate).
+    /// only show when the config is applied (a port in use, an unreadable certificate);
+    /// a field left at its default is placed at the nearest table written.
     pub fn locate(&self, field: &str) -> Located {
-        let (line, column) = self.locations.get(field).copied().unwrap_or((0, 0));
+        let mut path = field;
+        let (line, column) = loop {
+            if let Some(position) = self.locations.get(path) {
+                break *position;
+            }
+            match path.rfind(['.', '[']) {
+                Some(cut) if cut > 0 => path = &path[..cut],
+                _ => break (0, 0),
+            }
+        };
         Located {
             file: self.source.display().to_string(),
             line,
