@@ -1207,7 +1207,8 @@ async fn start(
                 .config
                 .clone()
                 .context("no config: pass --config FILE, or run `switchyard demo`")?;
-            let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let config =
+                Config::load(&path).map_err(|e| anyhow::anyhow!("the config was refused:\n{e}"))?;
             (config, Some(path))
         }
     };
