@@ -1,11 +1,11 @@
 //! Loading and validating the config file into a [`Config`] the runtime can trust.
 //!
-//! Like sozu's `FileConfig` → `Config`, in steps: [`document`] reads the text into the
-//! serde shape of [`file`], collecting every problem rather than the first;
-//! [`validate`] checks it section by section (references, ranges, duplicates) and
+//! Like sozu's `FileConfig` → `Config`, in steps: `document` reads the text into the
+//! serde shape of [`mod@file`], collecting every problem rather than the first;
+//! `validate` checks it section by section (references, ranges, duplicates) and
 //! produces the typed values below, as a pure function of the text and an
-//! [`Environment`] snapshot; [`resolve`] then checks the files the config names and
-//! builds the TLS clients towards backends. All problems of a file come out of one
+//! [`Environment`] snapshot; `resolve` (the load step) then checks the files the
+//! config names and builds the TLS clients towards backends. All problems of a file come out of one
 //! run, each as `file:line:col: dotted.path: message`. Nothing here opens sockets or
 //! spawns tasks.
 
