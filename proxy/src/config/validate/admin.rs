@@ -18,18 +18,23 @@ pub(super) fn admin(
     reads: &mut Reads,
     r: &mut Reporter<'_>,
 ) -> AdminConfig {
-    let listen = socket_address(&section.listen, "admin.listen", r).unwrap_or_else(|| {
-        DEFAULT_ADMIN_LISTEN
-            .parse()
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901)))
-    });
-    if listen.port() != 0 && listeners.iter().any(|l| l.listen == listen) {
+    let parsed = socket_address(&section.listen, "admin.listen", r);
+    if let Some(listen) = parsed
+        && listen.port() != 0
+        && listeners.iter().any(|l| l.listen == listen)
+    {
         r.at(
             section.listen.span(),
             "admin.listen",
             "the admin listener must not share an address with a traffic listener",
         );
     }
+    // A mistyped address is reported; the rest is checked as if it were the default.
+    let listen = parsed.unwrap_or_else(|| {
+        DEFAULT_ADMIN_LISTEN
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901)))
+    });
     let token = token(section, env, r);
     if !listen.ip().is_loopback() && token.is_none() {
         r.at(
@@ -215,6 +220,18 @@ mod tests {
             )
             .unwrap_err(),
             ["t.toml: admin.token: SWITCHYARD_ADMIN_TOKEN is set but is not valid UTF-8"]
+        );
+    }
+
+    #[test]
+    fn a_mistyped_address_is_reported_alone() {
+        assert_eq!(
+            problems(
+                "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:9901\"\n[admin]\nlisten = \"localhost:9901\"\n"
+            ),
+            [
+                "t.toml:5:10: admin.listen: `localhost:9901` is not an ip:port address such as \"127.0.0.1:8080\" or \"[::]:443\""
+            ]
         );
     }
 
