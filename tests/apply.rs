@@ -149,6 +149,46 @@ async fn eventually_connect_refused(address: std::net::SocketAddr) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_reports_every_mistake_at_once_and_keeps_the_running_config() {
+    capture_json_logs("switchyard::reload=error");
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let dir = temp_dir("mistakes");
+    let (proxy, file) = proxy_from_file(&dir, &simple_config(&[&a], "")).await;
+
+    // Three mistakes in one edit: a reference, a misspelt field, a misspelt table key.
+    let edit = simple_config(
+        &[&a, &b],
+        "balanse = \"weighted\"\n[pool.app.retry]\nattemps = 3\n",
+    )
+    .replace("pool = \"app\"", "pool = \"ap\"");
+    let err = reload_with(&proxy, &file, &edit).await.unwrap_err();
+    let f = file.display();
+    assert_eq!(
+        err,
+        format!(
+            "{f}:11:8: route[0].pool: no pool named `ap`, did you mean `app`? Defined: app\n\
+             {f}:18:1: pool.app.balanse: unknown field, did you mean `balance`?\n\
+             {f}:20:1: pool.app.retry.attemps: unknown field, did you mean `attempts`?"
+        )
+    );
+    // Logged once, with every problem.
+    let logged = captured_json_lines("config reload failed");
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(
+        logged[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with(&err)),
+        "{logged:?}"
+    );
+    // The running config still serves `a` alone.
+    let backends = status(&proxy).await["pools"][0]["backends"].clone();
+    assert_eq!(backends.as_array().map(Vec::len), Some(1), "{backends}");
+    assert_eq!(backends[0]["address"], a.addr.to_string());
+    assert!(failed_reloads(&proxy, None).await.ends_with(" 1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_drops_the_token_off_loopback_is_refused_and_the_token_still_holds() {
     let a = TestBackend::start("a").await;
     let dir = temp_dir("token");

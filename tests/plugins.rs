@@ -1012,7 +1012,7 @@ fn plugin_config_errors_point_into_the_toml_file() {
     let located = |text: &str, name: &str| {
         let config = Config::parse(Path::new("sy.toml"), text).unwrap();
         let plugin = &config.plugins[name];
-        let err = runtime.load(&plugin.spec).unwrap_err();
+        let err = runtime.load(&(&plugin.spec).into()).unwrap_err();
         plugin.locate_error(&err)
     };
     assert_eq!(

@@ -528,8 +528,11 @@ fn check_reports_file_line_column_and_field() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains(&format!("{file}:4:1")) && stderr.contains("unknown field `colour`"),
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{file}:4:1: listener[0].colour: unknown field; expected one of: name, listen, tls, upgrades"
+        ),
         "{stderr}"
     );
 

@@ -498,7 +498,7 @@ fn check_plugins(config: &Config) -> bool {
     };
     let mut ok = true;
     for plugin in config.plugins.values() {
-        if let Err(e) = runtime.load(&plugin.spec) {
+        if let Err(e) = runtime.load(&(&plugin.spec).into()) {
             match plugin.locate_error(&e) {
                 Some(located) => eprintln!("{located}"),
                 None => eprintln!(
@@ -1207,7 +1207,8 @@ async fn start(
                 .config
                 .clone()
                 .context("no config: pass --config FILE, or run `switchyard demo`")?;
-            let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let config =
+                Config::load(&path).map_err(|e| anyhow::anyhow!("the config was refused:\n{e}"))?;
             (config, Some(path))
         }
     };

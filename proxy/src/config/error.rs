@@ -1,5 +1,6 @@
 //! Config errors that point at the exact place in the file.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -93,22 +94,40 @@ impl fmt::Display for Located {
 pub struct Reporter<'a> {
     file: String,
     source: &'a str,
+    /// Byte offset of each line's start, so a position costs a search, not a scan.
+    line_starts: Vec<usize>,
+    /// Where each dotted path is written, to place problems given without a span.
+    places: BTreeMap<String, Range<usize>>,
+    /// Fields whose problems are consequences of one already recorded.
+    quiet: HashSet<String>,
     problems: Vec<Problem>,
 }
 
 impl<'a> Reporter<'a> {
     /// A reporter for `source`, read from `path`.
     pub fn new(path: &Path, source: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         Self {
             file: path.display().to_string(),
             source,
+            line_starts,
+            places: BTreeMap::new(),
+            quiet: HashSet::new(),
             problems: Vec::new(),
         }
     }
 
-    /// The text being checked.
-    pub fn source(&self) -> &'a str {
-        self.source
+    /// Learns where each dotted path (`pool.app.breaker.window`) is written.
+    pub fn learn_places(&mut self, places: BTreeMap<String, Range<usize>>) {
+        self.places = places;
+    }
+
+    /// From now on, problems with these fields are not recorded: they would repeat
+    /// one already recorded (a table missing the key that was misspelt in it).
+    pub fn keep_quiet(&mut self, fields: HashSet<String>) {
+        self.quiet = fields;
     }
 
     /// The file name used in messages.
@@ -116,19 +135,35 @@ impl<'a> Reporter<'a> {
         &self.file
     }
 
-    /// Records a problem at `span` (an empty `0..0` span means "not written in the file").
+    /// Records a problem with `field` at `span`. An empty `0..0` span places it where
+    /// `field` is written, or else where its nearest written parent is (a default that
+    /// conflicts with a setting is reported at the table that would hold it).
     pub fn at(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+        let field = field.into();
+        if self.quiet.contains(&field) {
+            return;
+        }
         let (line, column) = if span == (0..0) {
-            (0, 0)
+            self.locate(&field)
         } else {
-            line_column(self.source, span.start)
+            self.line_column(span.start)
         };
+        self.push(line, column, field, message.into());
+    }
+
+    /// Records a problem with `field` that is not in the file (it comes from an
+    /// environment variable, say).
+    pub fn unplaced(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(0, 0, field.into(), message.into());
+    }
+
+    fn push(&mut self, line: usize, column: usize, field: String, message: String) {
         self.problems.push(Problem {
             file: self.file.clone(),
             line,
             column,
-            field: field.into(),
-            message: message.into(),
+            field,
+            message,
         });
     }
 
@@ -142,8 +177,44 @@ impl<'a> Reporter<'a> {
         if span == (0..0) {
             (0, 0)
         } else {
-            line_column(self.source, span.start)
+            self.line_column(span.start)
         }
+    }
+
+    /// 1-based line and column of a byte offset (as [`line_column`]).
+    fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.source.len());
+        let line = self.line_starts.partition_point(|start| *start <= offset);
+        let start = self.line_starts[line.saturating_sub(1)];
+        let column = self
+            .source
+            .get(start..offset)
+            .map_or(1, |before| before.chars().count() + 1);
+        (line, column)
+    }
+
+    /// Line and column where `field` or its nearest written parent is written;
+    /// `(0, 0)` when neither is in the file.
+    pub fn locate(&self, field: &str) -> (usize, usize) {
+        let mut path = field;
+        loop {
+            if let Some(span) = self.places.get(path) {
+                return self.line_column(span.start);
+            }
+            match path.rfind(['.', '[']) {
+                Some(cut) if cut > 0 => path = &path[..cut],
+                _ => return (0, 0),
+            }
+        }
+    }
+
+    /// Line and column of every written path, for errors found only when a valid
+    /// config is applied.
+    pub fn positions(&self) -> BTreeMap<String, (usize, usize)> {
+        self.places
+            .iter()
+            .map(|(path, span)| (path.clone(), self.line_column(span.start)))
+            .collect()
     }
 
     /// Ends the walk: `Ok(value)` if clean, otherwise every problem.
@@ -151,31 +222,25 @@ impl<'a> Reporter<'a> {
         if self.problems.is_empty() {
             Ok(value)
         } else {
-            Err(ConfigError::Invalid {
-                problems: self.problems,
-            })
+            Err(self.into_error())
         }
     }
 
-    /// Converts a TOML syntax or type error into a located problem naming the key.
-    pub fn from_toml(path: &Path, source: &str, err: &toml::de::Error) -> ConfigError {
-        let mut reporter = Reporter::new(path, source);
-        let span = err.span().unwrap_or(0..0);
-        let field = key_before(source, span.start).unwrap_or_default();
-        let message = err.message().trim().to_string();
-        if span == (0..0) {
-            reporter.problems.push(Problem {
-                file: reporter.file.clone(),
-                line: 1,
-                column: 1,
-                field,
-                message,
-            });
-        } else {
-            reporter.at(span, field, message);
+    /// Ends a walk that could not produce a config: every problem, in file order
+    /// (those not in the file last).
+    pub fn into_error(mut self) -> ConfigError {
+        if self.problems.is_empty() {
+            self.push(
+                1,
+                1,
+                String::new(),
+                "the file could not be read".to_string(),
+            );
         }
+        self.problems
+            .sort_by_key(|p| (p.line == 0, p.line, p.column));
         ConfigError::Invalid {
-            problems: reporter.problems,
+            problems: self.problems,
         }
     }
 }
@@ -191,7 +256,7 @@ pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The key whose value starts at `offset`, e.g. `weight` for `weight = "x"`.
-fn key_before(source: &str, offset: usize) -> Option<String> {
+pub(super) fn key_before(source: &str, offset: usize) -> Option<String> {
     let offset = offset.min(source.len());
     let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
     let before = source[line_start..offset].trim_end();
@@ -213,9 +278,17 @@ mod tests {
 
     #[test]
     fn finds_line_and_column() {
-        let src = "a = 1\nbb = 2\n";
+        let src = "a = 1\nbb = 2\né = 3\n";
         assert_eq!(line_column(src, 0), (1, 1));
         assert_eq!(line_column(src, 11), (2, 6));
+        let r = Reporter::new(Path::new("t.toml"), src);
+        for offset in [0, 5, 6, 11, 13, 15, src.len()] {
+            assert_eq!(
+                r.line_column(offset),
+                line_column(src, offset),
+                "at {offset}"
+            );
+        }
     }
 
     #[test]

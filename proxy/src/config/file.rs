@@ -2,10 +2,11 @@
 //!
 //! Every table denies unknown fields so a typo is an error with a line number,
 //! never a silently ignored setting. Fields that refer to other parts of the file
-//! keep their source span so validation errors can point at them too.
+//! keep their source span so validation errors can point at them too. Addresses are
+//! read as text and parsed by validation, so a mistyped one is reported with the
+//! rest of the file's problems instead of hiding them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -119,8 +120,9 @@ pub struct PluginSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
+    /// `ip:port`; `127.0.0.1:9901` by default.
     #[serde(default = "default_admin_listen")]
-    pub listen: Spanned<SocketAddr>,
+    pub listen: Spanned<String>,
     /// Bearer token required on admin requests; mandatory off loopback.
     pub token: Option<Spanned<String>>,
     /// Where runtime changes are kept across restarts (relative to this file).
@@ -134,9 +136,12 @@ pub struct AdminSection {
     pub max_connections: Option<Spanned<usize>>,
 }
 
-fn default_admin_listen() -> Spanned<SocketAddr> {
-    Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 9901)))
+fn default_admin_listen() -> Spanned<String> {
+    Spanned::new(0..0, DEFAULT_ADMIN_LISTEN.to_string())
 }
+
+/// Where the admin listener listens unless `admin.listen` says otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 
 impl Default for AdminSection {
     fn default() -> Self {
@@ -177,7 +182,8 @@ pub struct LimitsSection {
 #[serde(deny_unknown_fields)]
 pub struct ListenerSection {
     pub name: Spanned<String>,
-    pub listen: Spanned<SocketAddr>,
+    /// `ip:port`.
+    pub listen: Spanned<String>,
     pub tls: Option<Spanned<TlsSection>>,
     /// Protocols clients may upgrade to; default `["websocket"]`.
     pub upgrades: Option<Spanned<Vec<String>>>,

@@ -1,13 +1,23 @@
 //! Loading and validating the config file into a [`Config`] the runtime can trust.
 //!
-//! Two stages, like sozu's `FileConfig` → `Config`: [`file`] holds the serde shape of
-//! the TOML, [`validate`] checks it as a whole (references, ranges, duplicates) and
-//! produces the typed values below. Nothing here opens sockets or spawns tasks.
+//! Like sozu's `FileConfig` → `Config`, in steps: `document` reads the text into the
+//! serde shape of [`mod@file`], collecting every problem rather than the first;
+//! `validate` checks it section by section (references, ranges, duplicates) and
+//! produces the typed values below, as a pure function of the text and an
+//! [`Environment`] snapshot; `resolve` (the load step) then checks the files the
+//! config names and builds the TLS clients towards backends. All problems of a file come out of one
+//! run, each as `file:line:col: dotted.path: message`. Nothing here opens sockets or
+//! spawns tasks.
 
 mod cluster;
+mod document;
 mod duration;
+mod environment;
 mod error;
 pub mod file;
+mod plugin_settings;
+mod resolve;
+mod suggest;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -19,14 +29,18 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use crate::plugin::PluginSpec;
-
 pub use cluster::{
     ClusterConfig, DEFAULT_ETCD_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_PREFIX, EtcdAuth, EtcdTls,
-    LeaderLoss, endpoint as etcd_endpoint, host_name,
+    LeaderLoss, endpoint as etcd_endpoint,
 };
 pub use duration::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
+pub use environment::{
+    ADMIN_TOKEN_VARIABLE, ETCD_PASSWORD_VARIABLE, Environment, Variable, host_name,
+};
 pub use error::{ConfigError, Located, Problem, line_column};
+pub use plugin_settings::{
+    ConfigLocations, InitRefusal, OnError, PluginConfig, PluginKind, PluginSettings, plugin_limits,
+};
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
@@ -52,8 +66,8 @@ pub struct Config {
     pub acme: Option<AcmeConfig>,
     /// The resolver for backends named by host name.
     pub dns: DnsConfig,
-    /// Where the settings that can fail at run time (addresses to bind, files to
-    /// read) were written, by field name, so such failures name file, line and field.
+    /// Where every setting is written (line and column, by dotted path), so failures
+    /// found at run time (addresses to bind, files to read) name file, line and field.
     pub locations: BTreeMap<String, (usize, usize)>,
 }
 
@@ -67,19 +81,44 @@ impl Config {
         Self::parse(path, &text)
     }
 
-    /// Validates config text; `path` is only used in messages.
+    /// Validates config text against the process environment and checks the files
+    /// it names; `path` is where it came from (messages, relative paths).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let file: file::FileConfig =
-            toml::from_str(text).map_err(|e| error::Reporter::from_toml(path, text, &e))?;
-        let mut config = validate::validate(path, text, file)?;
+        Self::parse_in(path, text, &Environment::from_process())
+    }
+
+    /// [`Config::parse`] against a given environment.
+    pub fn parse_in(path: &Path, text: &str, env: &Environment) -> Result<Config, ConfigError> {
+        let mut r = error::Reporter::new(path, text);
+        let Some(document) = document::Document::parse(text, &mut r) else {
+            return Err(r.into_error());
+        };
+        r.learn_places(document.spans());
+        let Some(file) = document.read(&mut r) else {
+            return Err(r.into_error());
+        };
+        let mut reads = resolve::Reads::new(path);
+        let mut config = validate::validate(path, &file, &document, env, &mut reads, &mut r);
+        resolve::resolve(&mut config, reads, &mut r);
         config.digest = text_digest(text);
-        Ok(config)
+        config.locations = r.positions();
+        r.finish(config)
     }
 
     /// Where `field` (e.g. `listener[0].listen`) is set in the file, for errors that
-    /// only show when the config is applied (a port in use, an unreadable certificate).
+    /// only show when the config is applied (a port in use, an unreadable certificate);
+    /// a field left at its default is placed at the nearest table written.
     pub fn locate(&self, field: &str) -> Located {
-        let (line, column) = self.locations.get(field).copied().unwrap_or((0, 0));
+        let mut path = field;
+        let (line, column) = loop {
+            if let Some(position) = self.locations.get(path) {
+                break *position;
+            }
+            match path.rfind(['.', '[']) {
+                Some(cut) if cut > 0 => path = &path[..cut],
+                _ => break (0, 0),
+            }
+        };
         Located {
             file: self.source.display().to_string(),
             line,
@@ -393,120 +432,6 @@ pub struct RouteConfig {
     /// `forward_path = "original"`: send the backend the path bytes the client sent
     /// instead of the normalised path the route matched.
     pub forward_original_path: bool,
-}
-
-/// A `[plugin.NAME]` table: what to load (the path resolved against the config
-/// file's directory, the `config` table as JSON, the limits) and what a failed call
-/// falls back to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PluginConfig {
-    pub spec: PluginSpec,
-    pub on_error: OnError,
-    /// Where the `config` table's keys are written, for messages.
-    pub locations: ConfigLocations,
-}
-
-impl PluginConfig {
-    /// The located form of a load failure: an `init` refusal naming a config field
-    /// (`config.FIELD: message`) becomes `FILE:LINE:COL: plugin.NAME.config.FIELD:
-    /// message`; `None` for any other failure.
-    pub fn locate_error(&self, error: &crate::plugin::PluginError) -> Option<String> {
-        match error {
-            crate::plugin::PluginError::Init(message) => {
-                self.locations.locate(&self.spec.name, message)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Where each key of a plugin's `config` table sits in the config file, so that a
-/// plugin refusing a field (`config.FIELD: message`, the form the plugin SDK uses)
-/// is reported at that field's line and column. Layout is not configuration: two
-/// tables that differ only in where their keys are written compare equal, so moving
-/// lines around reloads no plugin.
-#[derive(Debug, Clone, Default)]
-pub struct ConfigLocations {
-    file: String,
-    /// Line and column of the `config` key (or `[plugin.NAME.config]` header).
-    table: Option<(usize, usize)>,
-    /// Line and column of every key and array element, by path (`tenants.acme[1]`,
-    /// quoted where a key is not a plain word: `required."checks.db"`).
-    keys: BTreeMap<String, (usize, usize)>,
-}
-
-impl PartialEq for ConfigLocations {
-    fn eq(&self, _other: &Self) -> bool {
-        true
-    }
-}
-
-impl ConfigLocations {
-    /// Locations of the keys of `table`, written at `table_at` in `file`.
-    pub(crate) fn new(
-        file: String,
-        table_at: Option<(usize, usize)>,
-        keys: BTreeMap<String, (usize, usize)>,
-    ) -> Self {
-        Self {
-            file,
-            table: table_at,
-            keys,
-        }
-    }
-
-    /// `FILE:LINE:COL: plugin.NAME.config.PATH: message` for an `init` error of the
-    /// form `config.PATH: message` (or `config: message` for the whole table);
-    /// `None` when the message has another form or the table is not in a file.
-    pub fn locate(&self, plugin: &str, init_error: &str) -> Option<String> {
-        if let Some(message) = init_error.strip_prefix("config: ") {
-            let (line, column) = self.table?;
-            return Some(format!(
-                "{}:{line}:{column}: plugin.{plugin}.config: {message}",
-                self.file
-            ));
-        }
-        let rest = init_error.strip_prefix("config.")?;
-        // The longest written path the message starts with: a missing nested key is
-        // reported at the table that lacks it.
-        let (path, (line, column)) = self
-            .keys
-            .iter()
-            .filter(|(path, _)| {
-                rest.strip_prefix(path.as_str()).is_some_and(|tail| {
-                    tail.starts_with(": ") || tail.starts_with('.') || tail.starts_with('[')
-                })
-            })
-            .max_by_key(|(path, _)| path.len())?;
-        let full_path = rest.split_once(": ").map_or(path.as_str(), |(p, _)| p);
-        let message = rest.strip_prefix(full_path)?.strip_prefix(": ")?;
-        Some(format!(
-            "{}:{line}:{column}: plugin.{plugin}.config.{full_path}: {message}",
-            self.file
-        ))
-    }
-}
-
-/// What a request (or probe, or outcome) gets when its plugin call fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnError {
-    /// Use the native policy for that call: routing picks natively, health judges
-    /// natively, the breaker applies its own thresholds.
-    #[default]
-    Fallback,
-    /// Refuse: routing answers 503, health counts the probe as failed, the breaker
-    /// keeps its state.
-    FailClosed,
-}
-
-impl OnError {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnError::Fallback => "fallback",
-            OnError::FailClosed => "fail-closed",
-        }
-    }
 }
 
 /// A pool of backends and its policies.

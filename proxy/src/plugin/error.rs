@@ -105,3 +105,12 @@ impl PluginError {
         )
     }
 }
+
+impl crate::config::InitRefusal for PluginError {
+    fn init_refusal(&self) -> Option<&str> {
+        match self {
+            Self::Init(message) => Some(message),
+            _ => None,
+        }
+    }
+}

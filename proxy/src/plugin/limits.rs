@@ -11,23 +11,11 @@ use http::HeaderName;
 
 use super::error::PluginError;
 
-/// Default per-call deadline.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2);
-/// Default linear-memory limit per instance.
-pub const DEFAULT_MEMORY_BYTES: u64 = 16 << 20;
-/// Largest memory limit a spec may ask for (the pooling allocator reserves
-/// slots of this size).
-pub const MAX_MEMORY_BYTES: u64 = 64 << 20;
-/// Smallest memory limit: Rust plugins need about 1 MiB to start.
-pub const MIN_MEMORY_BYTES: u64 = 1 << 20;
-/// Shortest and longest accepted per-call deadlines.
-pub const TIMEOUT_RANGE: (Duration, Duration) =
-    (Duration::from_micros(100), Duration::from_secs(10));
-/// Longest deadline a plugin called inline on the request path (routing, recovery)
-/// may have: such a call holds a worker thread, so a slow one delays every request
-/// queued behind it. Health plugins judge probes off the request path and may take
-/// up to the full range.
-pub const MAX_REQUEST_PATH_TIMEOUT: Duration = Duration::from_millis(50);
+// The limits a config may set are defined with the config, which checks them.
+pub use crate::config::plugin_limits::{
+    DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_MEMORY_BYTES, MAX_REQUEST_PATH_TIMEOUT,
+    MIN_MEMORY_BYTES, TIMEOUT_RANGE,
+};
 /// Deadline for instantiation plus `init`, which may parse configuration.
 pub const INIT_TIMEOUT: Duration = Duration::from_millis(250);
 /// Interval of the engine's epoch ticker: the granularity of deadlines.

@@ -84,49 +84,7 @@ pub use routing::{RouteCandidate, RouteDecision, RouteRequest, RoutingPlugin};
 pub use runtime::{HOST_INTERFACE, PluginRuntime, sha256_hex};
 pub use stats::{DURATION_BUCKETS_NS, DurationSummary, ERROR_KINDS, PluginStats, QuarantinePolicy};
 
-/// Which world a plugin implements, i.e. which job it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PluginKind {
-    /// Picks a backend per request (`routing` world).
-    Routing,
-    /// Judges active health probes (`health-check` world).
-    Health,
-    /// Drives a circuit breaker (`recovery` world).
-    Recovery,
-}
-
-impl PluginKind {
-    /// Every kind, in the order messages list them.
-    pub const ALL: [PluginKind; 3] = [Self::Routing, Self::Health, Self::Recovery];
-
-    /// The WIT world name: the `kind` written in config files, shown in
-    /// `/status` and messages.
-    pub fn world(self) -> &'static str {
-        match self {
-            Self::Routing => "routing",
-            Self::Health => "health-check",
-            Self::Recovery => "recovery",
-        }
-    }
-
-    /// The kind a config file or command line names: the world name, or
-    /// `health` for `health-check`.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "routing" => Some(Self::Routing),
-            "health-check" | "health" => Some(Self::Health),
-            "recovery" => Some(Self::Recovery),
-            _ => None,
-        }
-    }
-
-    /// Whether calls run inline while a request is being served (routing picks the
-    /// backend, recovery judges each outcome), so their deadline is capped at
-    /// [`MAX_REQUEST_PATH_TIMEOUT`].
-    pub fn on_request_path(self) -> bool {
-        matches!(self, Self::Routing | Self::Recovery)
-    }
-}
+pub use crate::config::PluginKind;
 
 /// Everything needed to load one plugin version.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +139,18 @@ impl PluginSpec {
             )));
         }
         Ok(())
+    }
+}
+
+impl From<&crate::config::PluginSettings> for PluginSpec {
+    /// The spec a `[plugin.NAME]` table asks for, with the runtime's defaults for
+    /// instance reuse and quarantine.
+    fn from(settings: &crate::config::PluginSettings) -> Self {
+        let mut spec = PluginSpec::new(&settings.name, settings.kind, &settings.path);
+        spec.config_json.clone_from(&settings.config_json);
+        spec.timeout = settings.timeout;
+        spec.memory_bytes = settings.memory_bytes;
+        spec
     }
 }
 

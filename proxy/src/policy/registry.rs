@@ -357,7 +357,7 @@ impl PluginRegistry {
         let path = config.spec.path.clone();
         let table = config.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let plugin = runtime.load(&config.spec);
+            let plugin = runtime.load(&(&config.spec).into());
             plugin.map(|plugin| Active { config, plugin })
         });
         match tokio::time::timeout(COMPILE_DEADLINE, task).await {

@@ -75,7 +75,7 @@ pub fn build(params: &ClientTlsParams<'_>) -> Result<BuiltClient, ClientTlsError
         None if params.verify => system_roots()?,
         None => Arc::new(RootCertStore::empty()),
     };
-    let builder = ClientConfig::builder_with_provider(super::provider())
+    let builder = ClientConfig::builder_with_provider(super::provider::provider())
         .with_safe_default_protocol_versions()?;
     let builder = if params.verify {
         builder.with_root_certificates(roots)
@@ -150,7 +150,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
             message,
             cert,
             dss,
-            &super::provider().signature_verification_algorithms,
+            &super::provider::provider().signature_verification_algorithms,
         )
     }
 
@@ -164,12 +164,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
             message,
             cert,
             dss,
-            &super::provider().signature_verification_algorithms,
+            &super::provider::provider().signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        super::provider()
+        super::provider::provider()
             .signature_verification_algorithms
             .supported_schemes()
     }
