@@ -465,6 +465,21 @@ pub async fn get_with(
     (status, backend, body)
 }
 
+/// Waits for a state instead of sleeping a fixed time: polls `condition` every 10 ms
+/// until it holds, and fails the test, naming `what` it waited for, when `within`
+/// passes first. Deadlines are generous (a loaded 2-core CI machine is slow); a test
+/// waits only as long as the state takes.
+pub async fn wait_for(what: &str, within: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Polls `condition` every 20 ms until it holds or `within` passes; returns whether it held.
 pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;
