@@ -573,14 +573,64 @@ pub async fn start_watched_proxy(
     (TestProxy { server, web, admin }, watcher)
 }
 
-/// A test that needs an outside tool (chromium, promtool, etcd, ...) which is missing:
-/// outside CI it prints why and the caller skips that part; under `CI=true` (set by
-/// `.ci/run`) the missing tool is a failure, so CI never passes a check it did not run.
+/// Whether this run is CI: `CI` set to anything but empty, `0` or `false` (`.ci/run`
+/// exports `CI=true`). There a test never skips for want of a tool.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+}
+
+/// The one way a test handles a missing outside tool (chromium, node, promtool, etcd,
+/// pebble, h2load, systemd-analyze, curl, cargo-deb...): outside CI it prints `why`
+/// and the caller skips that part; under CI (see [`in_ci`]) the missing tool is a
+/// failure, so CI never passes a check it did not run.
+#[track_caller]
 pub fn skip_or_fail(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("CI=true and a required tool is missing: {why}");
+    use std::io::Write;
+    if in_ci() {
+        panic!("CI is set and a required tool is missing: {why}");
     }
-    eprintln!("{why}");
+    // Straight to the process's stderr: the test harness would hide an `eprintln!`
+    // of a passing test, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
+
+/// The headless Chromium the browser tests drive (`apt-get install chromium`).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The browser test directory (`tests/browser`) when Chromium, node and its
+/// `npm ci` are all there; otherwise [`skip_or_fail`] with what is missing.
+pub fn browser() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    let missing = if !Path::new(CHROMIUM).exists() {
+        Some(format!(
+            "no chromium at {CHROMIUM} (apt-get install chromium)"
+        ))
+    } else if !dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        Some(format!(
+            "node_modules missing: run npm ci in {}",
+            dir.display()
+        ))
+    } else if !std::process::Command::new("node")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        Some("node not found on PATH (install Node.js 20+)".to_string())
+    } else {
+        None
+    };
+    match missing {
+        None => Some(dir),
+        Some(why) => {
+            skip_or_fail(&format!("skipping the browser check: {why}"));
+            None
+        }
+    }
 }
 
 /// Runs `promtool check metrics` on an exposition (skipped, with a note, where promtool
