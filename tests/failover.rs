@@ -105,7 +105,12 @@ async fn killing_a_backend_under_load_fails_no_request_and_it_comes_back_slowly(
     );
 
     let load = Load::start(&proxy, 20);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for(
+        "the load flowing to both",
+        Duration::from_secs(10),
+        async || a.hits() >= 50 && b.hits() >= 50,
+    )
+    .await;
     a.kill();
     // interval x fall + timeout = 250 ms; allow generous slack for a loaded machine.
     let down_after = wait_for_field(&proxy, 0, "health", "down", Duration::from_secs(3)).await;
@@ -114,7 +119,14 @@ async fn killing_a_backend_under_load_fails_no_request_and_it_comes_back_slowly(
         down_after.unwrap() < Duration::from_millis(1500),
         "marked down after {down_after:?}"
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The load goes on without a for a while.
+    let b_hits = b.hits();
+    wait_for(
+        "200 requests served while a is down",
+        Duration::from_secs(10),
+        async || b.hits() >= b_hits + 200,
+    )
+    .await;
 
     let revived = a.revive().await;
     let hits_before = revived.hits();
@@ -132,12 +144,13 @@ async fn killing_a_backend_under_load_fails_no_request_and_it_comes_back_slowly(
         ramping < 1.0,
         "slow start: effective weight {ramping} below full weight right after recovery"
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_for(
+        "the recovered backend taking traffic again",
+        Duration::from_secs(10),
+        async || revived.hits() > hits_before + 20,
+    )
+    .await;
     let (total, failures) = load.finish().await;
-    assert!(
-        revived.hits() > hits_before,
-        "the recovered backend takes traffic again"
-    );
     assert!(total > 200, "load ran ({total} requests)");
     assert_eq!(failures, 0, "{failures} of {total} client requests failed");
 }
@@ -192,7 +205,12 @@ async fn bursts_of_503_open_the_breaker_which_half_opens_and_closes() {
     }
     assert_eq!(backend_field(&proxy, 0, 0, "breaker").await, "open");
     a.set_mode(Mode::Ok);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    wait_for(
+        "the open period over",
+        Duration::from_secs(10),
+        async || backend_field(&proxy, 0, 0, "breaker_open_remaining_ms").await == 0,
+    )
+    .await;
     let mut seen_closed = false;
     for _ in 0..40 {
         assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);

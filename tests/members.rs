@@ -37,7 +37,12 @@ async fn added_backend_takes_traffic_under_load() {
     assert_eq!(code, 404);
 
     let load = Load::start(10, format!("http://{}/", proxy.web));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(
+        "the load flowing to a",
+        Duration::from_secs(10),
+        async || a.hits() >= 20,
+    )
+    .await;
     assert_eq!(b.hits(), 0);
     let body = format!(r#"{{"address": "{}", "weight": 1}}"#, b.addr);
     let (code, answer) = admin_call(&proxy, "POST", path, &body).await;
@@ -53,8 +58,12 @@ async fn added_backend_takes_traffic_under_load() {
         "the added backend receives traffic"
     );
     let a_hits = a.hits();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(a.hits() > a_hits, "the first backend still shares the load");
+    wait_for(
+        "the first backend still sharing the load",
+        Duration::from_secs(10),
+        async || a.hits() > a_hits + 20,
+    )
+    .await;
     let (_, failed) = load.stop().await;
     assert_eq!(failed, 0, "no request failed");
     assert_eq!(backend_addresses(&status(&proxy).await).len(), 2);
@@ -92,8 +101,10 @@ async fn removal_under_load_lets_in_flight_requests_finish() {
         })
         .collect();
     let load = Load::start(10, format!("http://{}/", proxy.web));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(b.hits() > 0);
+    wait_for("a slow request on b", Duration::from_secs(10), async || {
+        b.hits() > 0
+    })
+    .await;
 
     let path = format!("/pools/app/backends/{}", b.addr);
     assert_eq!(admin_call(&proxy, "GET", &path, "").await.0, 405);

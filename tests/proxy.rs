@@ -556,14 +556,20 @@ async fn graceful_drain_finishes_in_flight_requests() {
     let proxy = start_proxy(&simple_config(&[&a], "")).await;
     let url = format!("http://{}/", proxy.web);
     let in_flight = tokio::spawn(async move { get(&client(), &url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(
+        "the request in flight",
+        Duration::from_secs(10),
+        async || status(&proxy).await["pools"][0]["backends"][0]["in_flight"] == 1,
+    )
+    .await;
     let server = Arc::clone(&proxy.server);
     let drained = tokio::spawn(async move { server.shutdown(Duration::from_secs(5)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        TcpStream::connect(proxy.web).await.is_err(),
-        "no new connections once draining"
-    );
+    wait_for(
+        "no new connections once draining",
+        Duration::from_secs(10),
+        async || TcpStream::connect(proxy.web).await.is_err(),
+    )
+    .await;
     let (status, backend, _) = in_flight.await.unwrap();
     assert_eq!((status, backend.as_str()), (200, "a"));
     assert!(drained.await.unwrap(), "drain finished within the deadline");

@@ -22,7 +22,10 @@ async fn file_edits_reload_under_load_and_bad_edits_keep_the_running_config() {
 
     let (proxy, _watcher) = start_watched_proxy(&file).await;
     let load = Load::start(20, format!("http://{}/", proxy.web));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the load flowing", Duration::from_secs(10), async || {
+        a.hits() >= 20 && b.hits() >= 20
+    })
+    .await;
 
     // Add `c`, remove `a`: traffic follows within a second.
     std::fs::write(&file, simple_config(&[&b, &c], "")).unwrap();
@@ -30,14 +33,32 @@ async fn file_edits_reload_under_load_and_bad_edits_keep_the_running_config() {
         eventually(Duration::from_secs(3), || c.hits() > 0).await,
         "the added backend receives traffic after the edit"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Requests picked before the swap may still be on their way to a; once every
+    // client has finished one it started after c was seen, none is.
+    load.wait_round().await;
     let a_hits = a.hits();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bc_hits = b.hits() + c.hits();
+    wait_for(
+        "200 more requests served",
+        Duration::from_secs(10),
+        async || b.hits() + c.hits() >= bc_hits + 200,
+    )
+    .await;
     assert_eq!(a.hits(), a_hits, "the removed backend gets no new requests");
 
     // A broken edit is rejected; the running config keeps serving b and c.
     std::fs::write(&file, "[[listener]]\nname = \"web\"\nlisten = 12\n").unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_for(
+        "the broken edit refused",
+        Duration::from_secs(10),
+        async || {
+            metric_value(
+                &metrics_text(&proxy).await,
+                "switchyard_config_reloads_total{kind=\"failed\"}",
+            ) >= 1.0
+        },
+    )
+    .await;
     let status = status(&proxy).await;
     let addresses: Vec<String> = status["pools"][0]["backends"]
         .as_array()

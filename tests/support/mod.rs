@@ -507,6 +507,9 @@ pub struct Load {
     stop: Arc<std::sync::atomic::AtomicBool>,
     served: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// Requests each client has finished, so a test can wait until every client
+    /// finished one it started after some moment.
+    per_client: Vec<Arc<AtomicU64>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -516,10 +519,17 @@ impl Load {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let served = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
-        let tasks = (0..clients)
-            .map(|_| {
-                let (stop, served, failed, url) =
-                    (stop.clone(), served.clone(), failed.clone(), url.clone());
+        let per_client: Vec<Arc<AtomicU64>> = (0..clients).map(|_| Arc::default()).collect();
+        let tasks = per_client
+            .iter()
+            .map(|mine| {
+                let (stop, served, failed, mine, url) = (
+                    stop.clone(),
+                    served.clone(),
+                    failed.clone(),
+                    mine.clone(),
+                    url.clone(),
+                );
                 tokio::spawn(async move {
                     let c = client();
                     while !stop.load(Ordering::Relaxed) {
@@ -527,6 +537,7 @@ impl Load {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                         served.fetch_add(1, Ordering::Relaxed);
+                        mine.fetch_add(1, Ordering::Release);
                     }
                 })
             })
@@ -535,8 +546,36 @@ impl Load {
             stop,
             served,
             failed,
+            per_client,
             tasks,
         }
+    }
+
+    /// Waits until every client has finished a request it started after this call
+    /// (each sends one at a time, so two more finished means one started after):
+    /// then no request picked before the call is still on its way.
+    pub async fn wait_round(&self) {
+        let marks: Vec<u64> = self
+            .per_client
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .collect();
+        wait_for(
+            "every client to finish a request started after now",
+            Duration::from_secs(20),
+            async || {
+                self.per_client
+                    .iter()
+                    .zip(&marks)
+                    .all(|(c, mark)| c.load(Ordering::Acquire) >= mark + 2)
+            },
+        )
+        .await;
+    }
+
+    /// Requests not answered 200 so far.
+    pub fn failures(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Requests answered so far, for waiting until load has really flowed.
