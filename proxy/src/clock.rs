@@ -10,7 +10,11 @@
 //! how loaded the machine is.
 //!
 //! Per-backend timestamps live in atomics as [`now_ms`] values, so the hot path
-//! compares integers instead of locking around `Instant`s.
+//! compares integers instead of locking around `Instant`s. Code that keeps an
+//! `Instant` (a rollout step's deadline, a plugin's quarantine) uses [`Instant`],
+//! which is `tokio::time::Instant`: the same clock. Durations of real work (a
+//! probe's or a response's latency, a plugin call) are measured with
+//! `std::time::Instant`: they are facts about the machine, not timers.
 
 use std::sync::OnceLock;
 
