@@ -44,20 +44,7 @@ async fn drain_under_load_loses_nothing_and_stops_new_requests() {
     // That request stays slow; the load below is answered at once.
     a.set_mode(Mode::Ok);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut load = Vec::new();
-    for _ in 0..10 {
-        let (url, stop, failures) = (url.clone(), Arc::clone(&stop), Arc::clone(&failures));
-        load.push(tokio::spawn(async move {
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                if get(&c, &url).await.0 != 200 {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
+    let load = Load::start(10, url.clone());
     let (a_before, b_before) = (a.hits(), b.hits());
     wait_for("the load flowing", Duration::from_secs(10), async || {
         a.hits() >= a_before + 20 && b.hits() >= b_before + 20
@@ -72,8 +59,11 @@ async fn drain_under_load_loses_nothing_and_stops_new_requests() {
     let (code, answer) = admin_call(&proxy, "POST", &path, "").await;
     assert_eq!(code, 200);
     assert_eq!(answer["admin_state"], "draining", "{answer}");
+    // Requests picked before the drain may still be on their way to a; once every
+    // client has finished one it started after the drain, none is. Then, while the
+    // proxy picks a backend for another 200 requests, none goes to a.
+    load.wait_round().await;
     let hits_at_drain = a.hits();
-    // While the proxy picks a backend for another 200 requests, none goes to a.
     let b_at_drain = b.hits();
     wait_for(
         "200 more requests served",
@@ -120,16 +110,9 @@ async fn drain_under_load_loses_nothing_and_stops_new_requests() {
     );
     let before = a.hits();
     let back = eventually(Duration::from_secs(5), || a.hits() > before).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.await.unwrap();
-    }
+    let (_, failed) = load.stop().await;
     assert!(back, "enabled backend takes traffic again");
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "no client request failed"
-    );
+    assert_eq!(failed, 0, "no client request failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
