@@ -100,9 +100,16 @@ async fn removal_under_load_lets_in_flight_requests_finish() {
             tokio::spawn(async move { get(&client(), &url).await })
         })
         .collect();
+    // All four picked before the load starts: round robin puts two of them on b.
+    wait_for(
+        "the four slow requests sent",
+        Duration::from_secs(10),
+        async || a.hits() + b.hits() >= 4,
+    )
+    .await;
     let load = Load::start(10, format!("http://{}/", proxy.web));
-    wait_for("a slow request on b", Duration::from_secs(10), async || {
-        b.hits() > 0
+    wait_for("the load flowing", Duration::from_secs(10), async || {
+        a.hits() >= 2 + 5
     })
     .await;
 
