@@ -35,23 +35,21 @@ async fn drain_under_load_loses_nothing_and_stops_new_requests() {
             out
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(
+        "a slow request in flight on a",
+        Duration::from_secs(10),
+        async || status(&proxy).await["pools"][0]["backends"][0]["in_flight"] == 1,
+    )
+    .await;
+    // That request stays slow; the load below is answered at once.
+    a.set_mode(Mode::Ok);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut load = Vec::new();
-    for _ in 0..10 {
-        let (url, stop, failures) = (url.clone(), Arc::clone(&stop), Arc::clone(&failures));
-        load.push(tokio::spawn(async move {
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                if get(&c, &url).await.0 != 200 {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let load = Load::start(10, url.clone());
+    let (a_before, b_before) = (a.hits(), b.hits());
+    wait_for("the load flowing", Duration::from_secs(10), async || {
+        a.hits() >= a_before + 20 && b.hits() >= b_before + 20
+    })
+    .await;
     let path = format!("/pools/app/backends/{}/drain", a.addr);
     assert_eq!(
         admin_call(&proxy, "GET", &path, "").await.0,
@@ -61,8 +59,18 @@ async fn drain_under_load_loses_nothing_and_stops_new_requests() {
     let (code, answer) = admin_call(&proxy, "POST", &path, "").await;
     assert_eq!(code, 200);
     assert_eq!(answer["admin_state"], "draining", "{answer}");
+    // Requests picked before the drain may still be on their way to a; once every
+    // client has finished one it started after the drain, none is. Then, while the
+    // proxy picks a backend for another 200 requests, none goes to a.
+    load.wait_round().await;
     let hits_at_drain = a.hits();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let b_at_drain = b.hits();
+    wait_for(
+        "200 more requests served",
+        Duration::from_secs(10),
+        async || b.hits() >= b_at_drain + 200,
+    )
+    .await;
     assert_eq!(
         a.hits(),
         hits_at_drain,
@@ -100,19 +108,11 @@ async fn drain_under_load_loses_nothing_and_stops_new_requests() {
         (code, answer["admin_state"].as_str()),
         (200, Some("active"))
     );
-    a.set_mode(Mode::Ok);
     let before = a.hits();
     let back = eventually(Duration::from_secs(5), || a.hits() > before).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.await.unwrap();
-    }
+    let (_, failed) = load.stop().await;
     assert!(back, "enabled backend takes traffic again");
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "no client request failed"
-    );
+    assert_eq!(failed, 0, "no client request failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +249,12 @@ async fn blue_green_switch_under_load_fails_nothing() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(
+        "the load flowing to blue",
+        Duration::from_secs(10),
+        async || blue.hits() >= 50,
+    )
+    .await;
     assert_eq!(
         admin_call(&proxy, "GET", "/routes/app/switch", "").await.0,
         405
@@ -271,7 +276,13 @@ async fn blue_green_switch_under_load_fails_nothing() {
         "every client finished a request after the switch"
     );
     let blue_after_switch = blue.hits();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let green_after_switch = green.hits();
+    wait_for(
+        "200 more requests served",
+        Duration::from_secs(10),
+        async || green.hits() >= green_after_switch + 200,
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.await.unwrap();

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,6 @@ use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const TOKEN: &str = "dash-s3cret-dash-s3cret";
 const FAST_HEALTH: &str = "[pool.app.health]\ntype = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"50ms\"\njitter = \"0%\"\nrise = 1\nfall = 2\n";
 
@@ -85,32 +83,6 @@ async fn dashboard_is_served_without_a_token_but_its_data_is_not() {
     assert_eq!(fetch(&format!("{base}/status"), Some(TOKEN)).await.0, 200);
 }
 
-/// Why the browser test cannot run here, if it cannot.
-fn browser_missing(dir: &Path) -> Option<String> {
-    if !Path::new(CHROMIUM).exists() {
-        return Some(format!(
-            "skipping: no chromium at {CHROMIUM} (install with apt-get install chromium)"
-        ));
-    }
-    if !dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return Some(format!(
-            "skipping: node_modules missing: run npm ci in tests/browser ({})",
-            dir.display()
-        ));
-    }
-    let node = std::process::Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status();
-    if !node.is_ok_and(|s| s.success()) {
-        return Some("skipping: node not found on PATH (install Node.js 20+)".to_string());
-    }
-    None
-}
-
 /// The next line the browser script prints, which must start with `prefix`.
 async fn expect_line(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
     let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
@@ -141,11 +113,9 @@ async fn status_with_token(proxy: &TestProxy) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_headless_chromium_shows_a_dead_backend_and_drains_it() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
-    if let Some(why) = browser_missing(&dir) {
-        support::skip_or_fail(&why);
+    let Some(dir) = support::browser() else {
         return;
-    }
+    };
     let started = Instant::now();
     let (victim, other) = (
         TestBackend::start("victim").await,
@@ -304,11 +274,9 @@ fn ctl(admin: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_from_another_origin_cannot_change_or_read_the_admin_api() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
-    if let Some(why) = browser_missing(&dir) {
-        support::skip_or_fail(&why);
+    let Some(dir) = support::browser() else {
         return;
-    }
+    };
     let (victim, other) = (
         TestBackend::start("victim").await,
         TestBackend::start("other").await,

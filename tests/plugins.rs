@@ -418,7 +418,10 @@ async fn slow_routing_calls_are_shed_so_they_cannot_hold_every_worker() {
     );
     let proxy = start_proxy(&simple_config(&[&a, &b], &fast)).await;
     let load = Load::start(20, format!("http://{}/", proxy.web));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for("500 requests served", Duration::from_secs(20), async || {
+        load.served() >= 500
+    })
+    .await;
     let (served, failed) = load.stop().await;
     assert_eq!(failed, 0);
     let text = metrics_text(&proxy).await;

@@ -185,3 +185,94 @@ async fn check_loop(
         tokio::time::sleep(config.interval.mul_f64(spread)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use tokio::time::{Instant, sleep_until};
+
+    use super::*;
+    use crate::config::ProbeKind;
+
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn tcp_check(rise: u32, fall: u32) -> HealthConfig {
+        HealthConfig {
+            probe: ProbeKind::Tcp,
+            interval: INTERVAL,
+            timeout: Duration::from_secs(1),
+            jitter: 0.0,
+            rise,
+            fall,
+            plugin: None,
+        }
+    }
+
+    /// The probe loop in paused time against a real listener on loopback: probes run
+    /// exactly `interval` apart, it takes `fall` refused probes to go down and `rise`
+    /// good ones to come back, and the recovery starts slow start at the probe that
+    /// brought the backend back. Minutes of probing take milliseconds.
+    #[tokio::test(start_paused = true)]
+    async fn rise_and_fall_count_probes_taken_an_interval_apart() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let backend = Backend::new(address, 1);
+        let health = &backend.state.health;
+        let start = Instant::now();
+        let start_ms = clock::now_ms();
+        let at = |secs: f64| sleep_until(start + Duration::from_secs_f64(secs));
+        let probe = tokio::spawn(check_loop(
+            "app".into(),
+            backend.clone(),
+            tcp_check(2, 3),
+            Arc::new(Metrics::new()),
+            None,
+            None,
+        ));
+
+        at(5.0).await;
+        assert_eq!(health.status(), HealthStatus::Up, "the first probe passed");
+        assert_eq!(health.last_check().unwrap().at_ms, start_ms);
+
+        drop(listener);
+        at(25.0).await;
+        assert_eq!(health.consecutive_failed(), 2, "probes at 10 s and 20 s");
+        assert_eq!(health.status(), HealthStatus::Up, "2 failures of fall = 3");
+        at(35.0).await;
+        assert_eq!(health.status(), HealthStatus::Down, "the third, at 30 s");
+        let last = health.last_check().unwrap();
+        assert_eq!(last.at_ms - start_ms, 30_000);
+        assert_eq!(last.result, "refused");
+
+        let listener = TcpListener::bind(address).unwrap();
+        at(45.0).await;
+        assert_eq!(health.consecutive_ok(), 1, "the probe at 40 s passed");
+        assert_eq!(health.status(), HealthStatus::Down, "1 success of rise = 2");
+        at(50.5).await;
+        assert_eq!(health.status(), HealthStatus::Up, "the second, at 50 s");
+        assert_eq!(health.transitions(), 2);
+        let since = backend.state.usable_since_ms.load(Ordering::Relaxed);
+        assert_eq!(
+            since - start_ms,
+            50_000,
+            "slow start runs from the recovery"
+        );
+
+        // Slow start over 20 s: at least 5 %, else in proportion to the time up.
+        let slow_start = Some(Duration::from_secs(20));
+        let factor = || backend.state.slow_start_factor(slow_start, clock::now_ms());
+        assert_eq!(factor(), 0.05, "half a second in: the 5 % floor");
+        at(55.0).await;
+        assert_eq!(factor(), 0.25, "5 s into the 20 s window");
+        at(60.0).await;
+        assert_eq!(factor(), 0.5);
+        at(70.0).await;
+        assert_eq!(factor(), 1.0);
+        at(500.0).await;
+        assert_eq!(factor(), 1.0);
+        assert_eq!(health.status(), HealthStatus::Up);
+        probe.abort();
+        drop(listener);
+    }
+}
