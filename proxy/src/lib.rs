@@ -23,6 +23,7 @@ pub mod ctl;
 pub mod demo;
 pub mod discovery;
 pub mod error;
+pub mod fs;
 pub mod health;
 pub mod logging;
 pub mod membership;

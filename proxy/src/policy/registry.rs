@@ -19,8 +19,8 @@ use tracing::{info, warn};
 
 use super::samples::SampleLog;
 use crate::config::{Config, PluginConfig};
+use crate::fs::same_file;
 use crate::plugin::{InlineGate, Plugin, PluginError, PluginRuntime, sha256_hex};
-use crate::reload::same_file;
 
 /// Files larger than this are refused before compiling.
 pub const MAX_PLUGIN_FILE_BYTES: u64 = 64 << 20;
