@@ -15,12 +15,12 @@ use hyper_util::client::legacy::connect::capture_connection;
 use tracing::debug;
 
 use super::attempt::Attempt;
-use super::body::{BodyWatch, ClientBodyError, RequestBody};
+use super::body::{BodyWatch, RequestBody};
 use super::outcome::{self, Outcome};
 use crate::balance::{PickContext, request_key_hash};
 use crate::clock;
 use crate::config::RetryConfig;
-use crate::error::ProxyError;
+use crate::error::{BoxError, ClientBodyError, ProxyError};
 use crate::metrics::Metrics;
 use crate::plugin::RouteRequest;
 use crate::policy::routing::Selection;
@@ -481,7 +481,7 @@ fn upstream_request(
 }
 
 /// The innermost error, which names what actually happened (refused, reset, ...).
-fn root_cause(err: &hyper_util::client::legacy::Error) -> crate::upstream::client::BoxError {
+fn root_cause(err: &hyper_util::client::legacy::Error) -> BoxError {
     let mut cause: &dyn std::error::Error = err;
     while let Some(next) = cause.source() {
         cause = next;

@@ -23,11 +23,7 @@ use hyper::body::Incoming;
 use tracing::info;
 
 pub use attempt::Attempt;
-pub use body::{
-    BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, ClientBodyError, RequestBody,
-    TrackedBody,
-};
-pub use edge::EdgeError;
+pub use body::{BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, RequestBody, TrackedBody};
 pub use headers::{REQUEST_ID, ensure_request_id, is_upgrade, set_forwarded, strip_hop_by_hop};
 pub use upgrade::Tunnels;
 
