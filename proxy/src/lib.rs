@@ -38,6 +38,7 @@ pub mod proxy;
 pub mod reload;
 pub mod rollout;
 pub mod router;
+pub mod scrape;
 pub mod server;
 pub mod state;
 pub mod systemd;

@@ -164,7 +164,7 @@ async fn check_loop(
             .health
             .observe(record, ok, config.rise, config.fall)
         {
-            metrics.health_transition(&pool, &backend.key, now);
+            metrics.health_transition(&pool, &backend.key, now.as_str());
             match now {
                 HealthStatus::Down => warn!(pool = %pool, backend = %backend.key, reason = %result,
                     latency_ms = latency.as_millis() as u64, "backend is DOWN"),

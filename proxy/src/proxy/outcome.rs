@@ -83,11 +83,11 @@ pub fn log_transition(pool: &Pool, backend: &Backend, transition: Transition, me
         Transition::Opened { reason, open_for } => {
             warn!(pool = %pool.name, backend = %backend.key, %reason, open_for_ms = open_for.as_millis() as u64,
                 "circuit breaker opened: backend ejected");
-            metrics.breaker_transition(&pool.name, &backend.key, BreakerState::Open);
+            metrics.breaker_transition(&pool.name, &backend.key, BreakerState::Open.as_str());
         }
         Transition::HalfOpened => {
             info!(pool = %pool.name, backend = %backend.key, "circuit breaker half-open: sending trial requests");
-            metrics.breaker_transition(&pool.name, &backend.key, BreakerState::HalfOpen);
+            metrics.breaker_transition(&pool.name, &backend.key, BreakerState::HalfOpen.as_str());
         }
         Transition::Closed => {
             info!(pool = %pool.name, backend = %backend.key, "circuit breaker closed: backend restored");
@@ -95,7 +95,7 @@ pub fn log_transition(pool: &Pool, backend: &Backend, transition: Transition, me
                 .state
                 .usable_since_ms
                 .store(clock::now_ms(), Ordering::Relaxed);
-            metrics.breaker_transition(&pool.name, &backend.key, BreakerState::Closed);
+            metrics.breaker_transition(&pool.name, &backend.key, BreakerState::Closed.as_str());
         }
     }
 }

@@ -209,7 +209,7 @@ impl Server {
             .map_err(|e| StartError::plugin(&config, e))?;
         let shutdown = CancellationToken::new();
         let tls = TlsRegistry::new();
-        metrics.attach_tls(Arc::clone(&tls));
+        metrics.attach_tls(crate::scrape::TlsCollector::new(Arc::clone(&tls)));
         let discovery = Discovery::new(Arc::clone(&metrics), shutdown.child_token());
         let dns = discovery
             .prepare(&config)
@@ -222,8 +222,8 @@ impl Server {
             &Overrides::new(),
             &plugins.commit(prepared),
         )));
-        metrics.attach(Arc::clone(&snapshot));
-        metrics.attach_plugins(Arc::clone(&plugins));
+        metrics.attach_backends(crate::scrape::BackendCollector::new(Arc::clone(&snapshot)));
+        metrics.attach_plugins(crate::scrape::PluginCollector::new(Arc::clone(&plugins)));
         let proxy = Arc::new(Proxy {
             snapshot: Arc::clone(&snapshot),
             client: UpstreamClient::new(&config.limits),
