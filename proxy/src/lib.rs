@@ -28,6 +28,7 @@ pub mod health;
 pub mod logging;
 pub mod membership;
 pub mod metrics;
+pub mod outcome;
 pub mod path;
 pub mod persist;
 pub mod plugin;

@@ -12,10 +12,10 @@ use super::{PluginSlot, Recourse, recourse};
 use crate::breaker::{self, Transition};
 use crate::clock;
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::plugin::{self, BreakerStats, FailureKind, PluginError, RecoveryAction};
-use crate::proxy::outcome::{Outcome, log_transition};
 use crate::state::Snapshot;
-use crate::upstream::{Backend, Pool};
+use crate::upstream::{Backend, Pool, log_transition};
 
 /// How often `on-tick` runs for every backend of a pool with a recovery plugin.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);

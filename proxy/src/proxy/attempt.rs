@@ -17,9 +17,10 @@ use std::sync::atomic::Ordering;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::outcome::{self, Outcome};
+use super::outcome;
 use crate::breaker::{Rejected, Transition, Trial};
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::router::Route;
 use crate::upstream::{Backend, Pool};
 

@@ -16,16 +16,16 @@ use tracing::debug;
 
 use super::attempt::Attempt;
 use super::body::{BodyWatch, RequestBody};
-use super::outcome::{self, Outcome};
 use crate::balance::{PickContext, request_key_hash};
 use crate::clock;
 use crate::config::RetryConfig;
 use crate::error::{BoxError, ClientBodyError, ProxyError};
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::plugin::RouteRequest;
 use crate::policy::routing::Selection;
 use crate::state::Snapshot;
-use crate::upstream::{Backend, Pool, UpstreamClient};
+use crate::upstream::{Backend, Pool, UpstreamClient, log_transition};
 
 /// `HTTP/1.1 200 OK\r\n` and the final `\r\n`, as counted against the head limit.
 const STATUS_LINE: usize = 19;
@@ -163,7 +163,7 @@ pub async fn forward(
         // Admit.
         match attempt.admit(&pool, &backend, now) {
             Err(_rejected) => continue,
-            Ok(Some(transition)) => outcome::log_transition(&pool, &backend, transition, metrics),
+            Ok(Some(transition)) => log_transition(&pool, &backend, transition, metrics),
             Ok(None) => {}
         }
         let Some(attempt_body) = body.for_attempt() else {

@@ -5,9 +5,11 @@ pub mod client;
 pub mod connect;
 mod drain;
 mod pool;
+mod transition;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
 pub use client::{UpstreamBody, UpstreamClient};
 pub use connect::{ConnectError, Connector, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
 pub use drain::{DrainEnd, wait_drained};
 pub use pool::{Pool, PoolSet};
+pub use transition::log_transition;
