@@ -64,8 +64,8 @@ fn pool_select(c: &mut Criterion) {
     use switchyard::balance::PickContext;
     use switchyard::config::Config;
     use switchyard::metrics::Metrics;
-    use switchyard::policy::{FileCheck, PluginRegistry, PoolPolicies};
-    use switchyard::upstream::Pool;
+    use switchyard::policy::{FileCheck, PluginRegistry};
+    use switchyard::upstream::{Pool, PoolPolicies};
 
     let path = shipped_plugin_dir().join("latency.wasm");
     let text = format!(

@@ -28,7 +28,7 @@ fn pool(balance: &str) -> Pool {
     Pool::build(
         config.pools["app"].clone(),
         None,
-        switchyard::policy::PoolPolicies::default(),
+        switchyard::upstream::PoolPolicies::default(),
     )
 }
 

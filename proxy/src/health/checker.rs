@@ -19,7 +19,7 @@ use crate::state::Snapshot;
 use crate::upstream::Backend;
 
 /// The pool's health-check plugin, if it has one.
-type Plugin = Option<Arc<crate::policy::PluginSlot>>;
+type Plugin = Option<Arc<crate::plugin::PluginSlot>>;
 
 /// The pool's TLS to its backends, which probes use too.
 type Tls = Option<Arc<crate::upstream::PoolTls>>;

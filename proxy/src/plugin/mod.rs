@@ -62,6 +62,8 @@ mod limits;
 mod recovery;
 mod routing;
 mod runtime;
+pub mod samples;
+mod slot;
 mod stats;
 mod wasi;
 
@@ -69,6 +71,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 pub use error::PluginError;
+pub(crate) use error::{Recourse, recourse};
 pub use gate::{InlineGate, Pass, SLOW_CALL};
 pub use health::{CustomProbe, HealthPlugin, HealthVerdict, ProbeError, ProbeReport, ProbeTarget};
 pub use inspect::{ImportGrant, ImportInfo, PluginInfo, inspect};
@@ -82,6 +85,7 @@ pub use recovery::{
 };
 pub use routing::{RouteCandidate, RouteDecision, RouteRequest, RoutingPlugin};
 pub use runtime::{HOST_INTERFACE, PluginRuntime, sha256_hex};
+pub use slot::{Active, LoadFailure, PluginMap, PluginSlot};
 pub use stats::{DURATION_BUCKETS_NS, DurationSummary, ERROR_KINDS, PluginStats, QuarantinePolicy};
 
 /// Which world a plugin implements, i.e. which job it does.

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use super::{PluginSlot, Recourse, recourse};
 use crate::config::HealthConfig;
 use crate::health::{ProbeError, ProbeReport, Verdict, native_verdict};
 use crate::plugin::{self, CustomProbe, HealthVerdict, ProbeTarget};
+use crate::plugin::{PluginSlot, Recourse, recourse};
 
 /// Asks the plugin in `slot` which request to probe `address` of `pool` with. `None`
 /// means the configured probe: the plugin has no `probe-request` export, answered

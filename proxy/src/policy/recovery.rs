@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{PluginSlot, Recourse, recourse};
 use crate::breaker::{self, Transition};
 use crate::clock;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
-use crate::plugin::{self, BreakerStats, FailureKind, PluginError, RecoveryAction};
+use crate::plugin::{
+    self, BreakerStats, FailureKind, PluginError, PluginSlot, Recourse, RecoveryAction, recourse,
+};
 use crate::state::Snapshot;
 use crate::upstream::{Backend, Pool, log_transition};
 

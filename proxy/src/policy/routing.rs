@@ -2,19 +2,18 @@
 //! shadow evaluation of a candidate policy that is never obeyed.
 
 use std::cell::RefCell;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::StatusCode;
-use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info};
 
-use super::samples::{Observed, SampleKind, deciding_headers};
-use super::{PluginSlot, Recourse, recourse};
-use crate::plugin::{PluginError, RouteCandidate, RouteDecision, RouteRequest};
-use crate::upstream::Pool;
+use crate::plugin::samples::{Observed, SampleKind, deciding_headers};
+use crate::plugin::{
+    PluginError, PluginSlot, Recourse, RouteCandidate, RouteDecision, RouteRequest, recourse,
+};
+use crate::upstream::{Pool, Shadow};
 
 /// Where a request goes, as decided by the pool's policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,31 +29,6 @@ pub enum Selection {
     /// No backend may take the request.
     Exhausted,
 }
-
-/// A routing plugin run beside the live policy, whose agreement is counted.
-#[derive(Debug)]
-pub struct Shadow {
-    pub slot: Arc<PluginSlot>,
-    pub agree: Counter,
-    pub disagree: Counter,
-    /// Clock milliseconds of the last disagreement logged, to sample the log.
-    last_logged_ms: AtomicU64,
-}
-
-impl Shadow {
-    /// A shadow with its two pre-resolved counters.
-    pub fn new(slot: Arc<PluginSlot>, agree: Counter, disagree: Counter) -> Self {
-        Self {
-            slot,
-            agree,
-            disagree,
-            last_logged_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-/// Disagreements are logged at most this often per pool.
-const DISAGREEMENT_LOG_INTERVAL_MS: u64 = 1000;
 
 thread_local! {
     /// Reused per worker thread so a routing call allocates nothing.
@@ -281,13 +255,7 @@ fn compare(
     let Some(proposed) = proposed.filter(|_| disagrees) else {
         return;
     };
-    let last = shadow.last_logged_ms.load(Ordering::Relaxed);
-    if now_ms >= last + DISAGREEMENT_LOG_INTERVAL_MS
-        && shadow
-            .last_logged_ms
-            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if shadow.log_due(now_ms) {
         let headers = deciding(pool, shadow, request);
         info!(pool = %pool.name, shadow = %shadow.slot.name(), method = request.method,
             path = request.path, client_ip = %request.client_ip, headers = %headers,

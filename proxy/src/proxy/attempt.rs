@@ -248,7 +248,7 @@ mod tests {
     use super::*;
     use crate::breaker::BreakerState;
     use crate::config::Config;
-    use crate::policy::PoolPolicies;
+    use crate::upstream::PoolPolicies;
 
     fn pool(breaker: &str) -> Arc<Pool> {
         let text = format!(

@@ -4,15 +4,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use super::backend::{Backend, BackendState, Usability};
+use super::client::UpstreamClient;
+use super::connect::PoolTls;
+use super::policies::PoolPolicies;
 use crate::balance::{Balancer, PickContext};
 use crate::breaker::BreakerState;
 use crate::config::Limits;
 use crate::config::PoolConfig;
 use crate::plugin::RouteRequest;
-use crate::policy::PoolPolicies;
 use crate::policy::routing::{self, Selection};
 use crate::rollout::PoolTraffic;
-use crate::upstream::{Backend, BackendState, PoolTls, UpstreamClient};
 
 /// One retry costs this many milli-tokens; each first attempt deposits
 /// `budget_percent * 10`, so 20 % means one retry per five requests.
@@ -159,7 +161,6 @@ impl Pool {
     /// Why no backend of this pool could take a request now, backend by backend
     /// (`None` when one can). Used to refuse switching traffic where it must fail.
     pub fn unusable_reason(&self, now_ms: u64) -> Option<String> {
-        use crate::upstream::Usability;
         let mut why = Vec::with_capacity(self.backends.len());
         for b in &self.backends {
             let state = &b.state;
