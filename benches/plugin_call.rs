@@ -59,11 +59,12 @@ fn plugin_call(c: &mut Criterion) {
     group.finish();
 }
 
-/// `Pool::select` as the proxy calls it, native balancer versus routing plugin.
+/// The select step as the proxy calls it, native balancer versus routing plugin.
 fn pool_select(c: &mut Criterion) {
     use switchyard::balance::PickContext;
     use switchyard::config::Config;
     use switchyard::metrics::Metrics;
+    use switchyard::policy::routing;
     use switchyard::policy::{FileCheck, PluginRegistry};
     use switchyard::upstream::{Pool, PoolPolicies};
 
@@ -101,7 +102,7 @@ fn pool_select(c: &mut Criterion) {
         let policies = PoolPolicies::resolve(&pool_config, &plugins, &metrics);
         let pool = Pool::build(pool_config, None, policies);
         group.bench_function(name, |b| {
-            b.iter(|| pool.select(black_box(&ctx), Some(black_box(&req)), |_| false))
+            b.iter(|| routing::select(&pool, black_box(&ctx), Some(black_box(&req)), |_| false))
         });
     }
     group.finish();

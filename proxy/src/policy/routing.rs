@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use tracing::{debug, info};
 
+use crate::balance::PickContext;
 use crate::plugin::samples::{Observed, SampleKind, deciding_headers};
 use crate::plugin::{
     PluginError, PluginSlot, Recourse, RouteCandidate, RouteDecision, RouteRequest, recourse,
@@ -35,10 +36,32 @@ thread_local! {
     static CANDIDATES: RefCell<Vec<RouteCandidate>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The select step: where a request goes. The pool's routing plugin decides when it
+/// has one (with the native balancer as its fallback), else the native balancer
+/// alone; a shadow plugin is run beside either. `request` is only read by plugins;
+/// `exclude` rejects backend indexes (those this request already tried).
+pub fn select(
+    pool: &Pool,
+    ctx: &PickContext,
+    request: Option<&RouteRequest<'_>>,
+    exclude: impl Fn(usize) -> bool,
+) -> Selection {
+    let native = || pool.pick(ctx, &exclude);
+    match request {
+        Some(request) if pool.policies.routes() => {
+            let now = ctx.now_ms;
+            let panic = pool.in_panic_mode(now);
+            let admits = |i: usize| !exclude(i) && (panic || pool.backends[i].state.is_usable(now));
+            with_plugins(pool, request, now, &admits, &native)
+        }
+        _ => native().map_or(Selection::Exhausted, Selection::Backend),
+    }
+}
+
 /// Chooses with the pool's routing plugin (and runs its shadow), falling back to
 /// `native` as the plugin's `on_error` and quarantine say. `admits` says which
 /// backend indexes may take the request now.
-pub fn select(
+fn with_plugins(
     pool: &Pool,
     request: &RouteRequest<'_>,
     now_ms: u64,

@@ -23,7 +23,7 @@ use crate::error::{BoxError, ClientBodyError, ProxyError};
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::plugin::RouteRequest;
-use crate::policy::routing::Selection;
+use crate::policy::routing::{self, Selection};
 use crate::state::Snapshot;
 use crate::upstream::{Backend, Pool, UpstreamClient, log_transition};
 
@@ -265,7 +265,7 @@ fn pick(
         slow_start: pool.config.failover.slow_start,
     };
     let view = pool.policies.routes().then(|| route_request(target));
-    match pool.select(&ctx, view.as_ref(), |i| tried.contains(i)) {
+    match routing::select(pool, &ctx, view.as_ref(), |i| tried.contains(i)) {
         Selection::Backend(index) => Ok(Some(index)),
         Selection::Exhausted => Ok(None),
         Selection::Respond { status, body } => Err(ProxyError::PolicyResponse { status, body }),
