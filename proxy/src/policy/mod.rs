@@ -6,7 +6,6 @@
 //! invalid output) affects that one call only. A quarantined plugin is skipped for
 //! the native policy; other failures follow the plugin's `on_error`.
 
-pub mod health;
 pub mod recovery;
 mod registry;
 pub mod routing;

@@ -294,15 +294,24 @@ impl Server {
                 .cluster
                 .set((Arc::clone(&joined), joined.stop_token().drop_guard()));
         }
-        server.health.sync(&server.snapshot.load());
+        server.health.sync(&server.snapshot.load().pools);
         crate::alerts::watch(
             server.alerts.clone(),
             Arc::clone(&server.snapshot),
             Arc::clone(&server.plugins),
             server.shutdown.child_token(),
         );
+        let snapshot = Arc::clone(&server.snapshot);
         tokio::spawn(crate::policy::recovery::run_ticker(
-            Arc::clone(&server.snapshot),
+            move || {
+                snapshot
+                    .load()
+                    .pools
+                    .iter_sorted()
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            },
             Arc::clone(&server.proxy.metrics),
             server.shutdown.child_token(),
         ));
@@ -371,7 +380,7 @@ impl Server {
         self.connections.resize(config.limits.max_connections);
         self.admin_connections.resize(config.admin.max_connections);
         self.alerts.configure(&config.alerts);
-        self.health.sync(&self.snapshot.load());
+        self.health.sync(&self.snapshot.load().pools);
         let dropped = self.members.lock().reconcile(&base);
         *self.base_config.lock() = Arc::new(base);
         self.rollouts.abort_invalid(&config);
