@@ -19,6 +19,7 @@ pub mod breaker;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod conn;
 pub mod ctl;
 pub mod demo;
 pub mod discovery;

@@ -37,8 +37,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::clock;
+use crate::conn::{ActivityIo, ConnActivity, Expiry};
 use crate::error::{ProxyBody, full_body, text_response};
-use crate::server::{ActivityIo, ConnActivity, Expiry, Server};
+use crate::server::Server;
 
 /// First pause after a failed accept (such as EMFILE); doubles up to [`MAX_ACCEPT_PAUSE`].
 const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(10);

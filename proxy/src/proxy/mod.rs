@@ -28,11 +28,11 @@ pub use headers::{REQUEST_ID, ensure_request_id, is_upgrade, set_forwarded, stri
 pub use upgrade::Tunnels;
 
 use crate::clock;
+use crate::conn::{ConnActivity, ConnPermit};
 use crate::error::{ProxyBody, ProxyError};
 use crate::metrics::Metrics;
 use crate::rollout::Observation;
 use crate::router::Route;
-use crate::server::{ConnActivity, ConnPermit};
 use crate::state::Snapshot;
 use crate::traffic::RouteTarget;
 use crate::upstream::{Pool, UpstreamClient};
@@ -47,7 +47,7 @@ pub struct Proxy {
     /// Upgraded connections, so shutdown can wait for them and then close them.
     pub tunnels: Tunnels,
     /// Open connections per client address, for `limits.max_connections_per_ip`.
-    pub clients: Arc<crate::server::PerClient>,
+    pub clients: Arc<crate::conn::PerClient>,
 }
 
 /// What the pipeline knows about the client connection.

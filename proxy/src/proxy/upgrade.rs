@@ -21,7 +21,7 @@ use tracing::debug;
 
 use super::{BodyEnd, BodyOutcome, Completion};
 use crate::clock;
-use crate::server::ConnPermit;
+use crate::conn::ConnPermit;
 
 /// The upgraded connections of a proxy: tracked, so shutdown can wait for them
 /// within its drain timeout, and closed together once it passes.

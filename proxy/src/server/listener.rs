@@ -17,10 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::activity::{ActivityIo, ConnActivity, Expiry};
-use super::caps::ConnPermit;
 use super::tls::TlsSlot;
 use crate::config::Limits;
+use crate::conn::{ActivityIo, ConnActivity, ConnPermit, Expiry};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::{ACME_TLS_ALPN, Challenges};
 

@@ -1,11 +1,8 @@
 //! The running proxy: listeners, admin endpoint, health checks and the live snapshot,
 //! with config application (start and reload) and graceful shutdown.
 
-mod activity;
 mod admin_slot;
 mod cap;
-mod caps;
-mod h2_flood;
 mod inherited;
 mod listener;
 mod listeners;
@@ -27,11 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-pub use activity::{ActivityIo, ConnActivity, Expiry};
 pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
-pub use caps::{ClientSlot, ConnPermit, PerClient};
-pub use h2_flood::Flood;
 pub use inherited::{ADMIN_SOCKET_NAME, InheritedSocket, InheritedSockets};
 pub use listener::bind;
 pub use members::MemberError;
