@@ -8,6 +8,21 @@ mod activity;
 mod caps;
 mod h2_flood;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 pub use activity::{ActivityIo, ConnActivity, Expiry};
 pub use caps::{ClientSlot, ConnPermit, PerClient};
 pub use h2_flood::Flood;
+
+/// What the pipeline knows about the client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub listener: Arc<str>,
+    pub client: SocketAddr,
+    pub tls: bool,
+    pub activity: Arc<ConnActivity>,
+    /// The connection's place under the connection caps; an upgraded connection
+    /// keeps it for as long as its tunnel lives.
+    pub permit: Arc<ConnPermit>,
+}

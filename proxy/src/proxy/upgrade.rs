@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::{BodyEnd, BodyOutcome, Completion};
+use super::body::{BodyEnd, BodyOutcome};
+use super::completion::Completion;
 use crate::clock;
 use crate::conn::ConnPermit;
 

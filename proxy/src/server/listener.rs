@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 
 use super::tls::TlsSlot;
 use crate::config::Limits;
-use crate::conn::{ActivityIo, ConnActivity, ConnPermit, Expiry};
-use crate::proxy::{ConnInfo, Proxy};
+use crate::conn::{ActivityIo, ConnActivity, ConnInfo, ConnPermit, Expiry};
+use crate::proxy::Proxy;
 use crate::tls::{ACME_TLS_ALPN, Challenges};
 
 /// First pause after a failed accept; doubled on each failure in a row.
