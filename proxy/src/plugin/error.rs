@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::OnError;
-
 /// Why loading or calling a plugin failed.
 ///
 /// Load-time variants (`Io` to `Init`) keep the previous plugin version in
@@ -105,23 +103,5 @@ impl PluginError {
             self,
             Self::Trap(_) | Self::Timeout { .. } | Self::Memory { .. } | Self::Invalid(_)
         )
-    }
-}
-
-/// What the seam does after a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Recourse {
-    /// Use the native policy for this call.
-    Native,
-    /// Refuse, as `on_error = "fail-closed"` asks.
-    FailClosed,
-}
-
-/// Quarantine always falls back (the plugin is not being run at all); other
-/// failures follow the configured `on_error`.
-pub(crate) fn recourse(error: &PluginError, on_error: OnError) -> Recourse {
-    match (error, on_error) {
-        (PluginError::Quarantined, _) | (_, OnError::Fallback) => Recourse::Native,
-        (_, OnError::FailClosed) => Recourse::FailClosed,
     }
 }

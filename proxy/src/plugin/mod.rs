@@ -59,6 +59,7 @@ mod host;
 mod inspect;
 mod instance;
 mod limits;
+mod recourse;
 mod recovery;
 mod routing;
 mod runtime;
@@ -71,7 +72,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 pub use error::PluginError;
-pub(crate) use error::{Recourse, recourse};
 pub use gate::{InlineGate, Pass, SLOW_CALL};
 pub use health::{CustomProbe, HealthPlugin, HealthVerdict, ProbeError, ProbeReport, ProbeTarget};
 pub use inspect::{ImportGrant, ImportInfo, PluginInfo, inspect};
@@ -80,6 +80,7 @@ pub use limits::{
     DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_BODY_BYTES, MAX_MEMORY_BYTES, MAX_PROBE_BODY_BYTES,
     MAX_REQUEST_PATH_TIMEOUT, MIN_MEMORY_BYTES, TIMEOUT_RANGE,
 };
+pub(crate) use recourse::{Recourse, recourse};
 pub use recovery::{
     BreakerState, BreakerStats, FailureKind, Outcome, RecoveryAction, RecoveryPlugin,
 };
