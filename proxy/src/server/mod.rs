@@ -1,8 +1,10 @@
 //! The running proxy: listeners, admin endpoint, health checks and the live snapshot,
 //! with config application (start and reload) and graceful shutdown.
 
+mod admin_listener;
 mod admin_slot;
 mod cap;
+mod error;
 mod inherited;
 mod listener;
 mod listeners;
@@ -26,16 +28,18 @@ use tracing::info;
 
 pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
-pub use inherited::{ADMIN_SOCKET_NAME, InheritedSocket, InheritedSockets};
+pub use error::StartError;
+pub use inherited::{
+    ADMIN_SOCKET_NAME, Handover, HealthSeed, InheritedSocket, InheritedSockets, Takeover,
+};
 pub use listener::bind;
 pub use members::MemberError;
 pub use rollouts::LocalDriver;
-pub use takeover::{Handover, HealthSeed, Takeover};
 pub use tls::{ListenerTls, TlsError, TlsSlot, build_acceptor};
 
 use crate::acme::AcmeManager;
-use crate::config::{Config, Located};
-use crate::discovery::{Discovery, ResolverError};
+use crate::config::Config;
+use crate::discovery::Discovery;
 use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
@@ -44,87 +48,6 @@ use crate::state::Snapshot;
 use crate::tls::{CertStore, TlsRegistry};
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
 use crate::upstream::UpstreamClient;
-
-/// Why the server could not start or apply a config. Each names the file, line and
-/// field at fault; the running config is untouched.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{at}: listener `{name}` cannot listen on {address}: {source}")]
-    Bind {
-        at: Box<Located>,
-        name: String,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{at}: listener `{name}`: {source}")]
-    Tls {
-        at: Box<Located>,
-        name: String,
-        #[source]
-        source: TlsError,
-    },
-    #[error("{at}: the admin listener cannot listen on {address}: {source}")]
-    AdminBind {
-        at: Box<Located>,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{at}: {source}")]
-    Plugin {
-        at: Box<Located>,
-        #[source]
-        source: PluginLoadError,
-    },
-    #[error("{at}: {source}")]
-    Cluster {
-        at: Box<Located>,
-        #[source]
-        source: crate::cluster::EtcdError,
-    },
-    /// A plugin's `init` refused a value of its `config` table; the error already
-    /// names that value's place in the file.
-    #[error("{source}")]
-    PluginConfig {
-        #[source]
-        source: PluginLoadError,
-    },
-    #[error("{at}: {source}")]
-    Dns {
-        at: Box<Located>,
-        #[source]
-        source: ResolverError,
-    },
-}
-
-impl StartError {
-    fn plugin(config: &Config, source: PluginLoadError) -> Self {
-        if matches!(source, PluginLoadError::Config { .. }) {
-            return StartError::PluginConfig { source };
-        }
-        let field = source.plugin().map_or_else(
-            || "plugin".to_string(),
-            |name| format!("plugin.{name}.path"),
-        );
-        StartError::Plugin {
-            at: Box::new(config.locate(&field)),
-            source,
-        }
-    }
-
-    fn dns(config: &Config, source: ResolverError) -> Self {
-        let field = if config.dns.servers.is_empty() {
-            "dns"
-        } else {
-            "dns.servers"
-        };
-        StartError::Dns {
-            at: Box::new(config.locate(field)),
-            source,
-        }
-    }
-}
 
 /// Settings that come from the command line rather than the config file.
 #[derive(Debug, Clone)]
