@@ -5,6 +5,7 @@ mod admin_listener;
 mod admin_slot;
 mod cap;
 mod error;
+mod fleet;
 mod inherited;
 mod listener;
 mod listeners;
