@@ -1,8 +1,9 @@
 //! Sending one request to a pool, as named steps around the request's [`Attempt`]
-//! guard: **pick** a backend, **admit** it (breaker, in-flight), **send**, **judge**
-//! the answer, and on a retryable failure **retry** on another backend within the
-//! retry policy and budget; fail over to the backup pool when the pool has no usable
-//! backend left.
+//! guard: **pick** a backend (failing over to the backup pool when the pool has no
+//! usable backend left), **admit** it (breaker, in-flight), **send**, **judge** the
+//! answer, the **retry decision** (policy, replayable body, budget) and the **retry**
+//! on another backend. [`forward`] is the loop; each step is a method of [`Steps`],
+//! tested on its own in `forward/tests.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -638,3 +639,6 @@ fn root_cause(err: &hyper_util::client::legacy::Error) -> BoxError {
     }
     cause.to_string().into()
 }
+
+#[cfg(test)]
+mod tests;
