@@ -1,7 +1,7 @@
 //! Cost of one routing decision with four backends: the wasm `latency` plugin
 //! called directly (a warm, reused instance versus a fresh store and instance plus
-//! `init` per call), and a whole `Pool::select` with that plugin versus the native
-//! least-request balancer it stands in for.
+//! `init` per call), and a whole select step (`policy::routing::select`) with that
+//! plugin versus the native least-request balancer it stands in for.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
