@@ -76,8 +76,8 @@ impl Shadow {
         }
     }
 
-    /// Whether a disagreement seen at `now_ms` is to be logged: at most one per
-    /// [`DISAGREEMENT_LOG_INTERVAL_MS`], whichever request sees it first.
+    /// Whether a disagreement seen at `now_ms` is to be logged: at most one a second
+    /// (`DISAGREEMENT_LOG_INTERVAL_MS`), by whichever request sees it first.
     pub fn log_due(&self, now_ms: u64) -> bool {
         let last = self.last_logged_ms.load(Ordering::Relaxed);
         now_ms >= last + DISAGREEMENT_LOG_INTERVAL_MS
