@@ -28,7 +28,7 @@ fn pool(balance: &str) -> Pool {
     Pool::build(
         config.pools["app"].clone(),
         None,
-        switchyard::policy::PoolPolicies::default(),
+        switchyard::upstream::PoolPolicies::default(),
     )
 }
 
@@ -129,8 +129,9 @@ fn breaker(c: &mut Criterion) {
 fn accounting(c: &mut Criterion) {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
+    use switchyard::outcome::Outcome;
     use switchyard::proxy::Attempt;
-    use switchyard::proxy::outcome::{self, Outcome};
+    use switchyard::proxy::outcome;
 
     let metrics = Arc::new(Metrics::new());
     let pool = Arc::new(pool("balance = \"round-robin\""));

@@ -20,14 +20,164 @@ pub enum CtlError {
     Refused { status: u16, message: String },
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("cannot start an async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// One admin call: method, path and optional JSON body.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Call {
     pub method: Method,
     pub path: String,
     pub body: Option<Value>,
+}
+
+impl Call {
+    /// A `GET` of `path`.
+    pub fn get(path: &str) -> Call {
+        Call {
+            method: Method::GET,
+            path: path.to_string(),
+            body: None,
+        }
+    }
+
+    /// A `POST` to `path`, with `body` when given.
+    pub fn post(path: impl Into<String>, body: Option<Value>) -> Call {
+        Call {
+            method: Method::POST,
+            path: path.into(),
+            body,
+        }
+    }
+}
+
+/// `switchyard ctl` commands: each is one admin call ([`Action::call`]).
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Action {
+    /// Pools, backends and routes as tables.
+    Status,
+    /// Stop sending new requests to a backend; in-flight ones finish.
+    Drain { pool: String, backend: String },
+    /// Put a backend back into rotation.
+    Enable { pool: String, backend: String },
+    /// Take a backend out of rotation at once.
+    Disable { pool: String, backend: String },
+    /// Set a backend's weight.
+    Weight {
+        pool: String,
+        backend: String,
+        weight: u32,
+    },
+    /// Move a route to another pool (blue/green). Refused when the pool has no
+    /// usable backend, unless `--force`.
+    Switch {
+        route: String,
+        pool: String,
+        /// Switch even though the pool has no usable backend right now.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Split a route across pools by percentage (adding up to 100), e.g. `blue=90 green=10`. Refused when a pool
+    /// given a share has no usable backend, unless `--force`.
+    Split {
+        route: String,
+        #[arg(required = true)]
+        pools: Vec<String>,
+        /// Keep each client on one side: `header:NAME` or `cookie:NAME`.
+        #[arg(long)]
+        sticky: Option<String>,
+        /// Split even though a pool has no usable backend right now.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Reload the config file.
+    Reload,
+    /// Move a route to another pool in guarded steps, or stop a running rollout.
+    Rollout {
+        route: String,
+        /// The pool to roll out to.
+        #[arg(long, required_unless_present = "abort")]
+        to: Option<String>,
+        /// Percentages of traffic on the new pool, e.g. `5,25,50,100`.
+        #[arg(long)]
+        steps: Option<String>,
+        /// How long each step is held, e.g. `10s`.
+        #[arg(long)]
+        interval: Option<String>,
+        /// Stop the running rollout and send the route back to its old pool.
+        #[arg(long, conflicts_with_all = ["to", "steps", "interval", "force"])]
+        abort: bool,
+        /// Start even though the new pool has no usable backend right now.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add a backend to a pool at run time.
+    AddBackend {
+        pool: String,
+        address: String,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Drain a backend, then remove it from its pool.
+    RemoveBackend { pool: String, backend: String },
+}
+
+impl Action {
+    /// The admin call this command makes. An argument the admin API would refuse
+    /// anyway (a share that is not `POOL=WEIGHT`, steps that are not numbers, a
+    /// rollout without `--to`) is refused here, before anything is sent.
+    pub fn call(&self) -> Result<Call, CtlError> {
+        let backend = |pool: &str, backend: &str, verb: &str| {
+            format!("/pools/{pool}/backends/{backend}/{verb}")
+        };
+        Ok(match self {
+            Action::Status => Call::get("/status"),
+            Action::Drain { pool, backend: b } => Call::post(backend(pool, b, "drain"), None),
+            Action::Enable { pool, backend: b } => Call::post(backend(pool, b, "enable"), None),
+            Action::Disable { pool, backend: b } => Call::post(backend(pool, b, "disable"), None),
+            Action::Weight {
+                pool,
+                backend: b,
+                weight,
+            } => Call::post(
+                backend(pool, b, "weight"),
+                Some(serde_json::json!({ "weight": weight })),
+            ),
+            Action::Switch { route, pool, force } => Call::post(
+                format!("/routes/{route}/switch"),
+                Some(serde_json::json!({ "pool": pool, "force": force })),
+            ),
+            Action::Split {
+                route,
+                pools,
+                sticky,
+                force,
+            } => split_call(route, pools, sticky.as_deref(), *force)?,
+            Action::Reload => Call::post("/reload", None),
+            Action::Rollout {
+                route,
+                to,
+                steps,
+                interval,
+                abort,
+                force,
+            } => rollout_call(
+                route,
+                to.as_deref(),
+                steps.as_deref(),
+                interval.as_deref(),
+                *abort,
+                *force,
+            )?,
+            Action::AddBackend {
+                pool,
+                address,
+                weight,
+            } => add_backend_call(pool, address, *weight),
+            Action::RemoveBackend { pool, backend } => remove_backend_call(pool, backend),
+        })
+    }
 }
 
 /// Sends a call to the admin API at `admin` (`host:port`) and returns its JSON answer.
@@ -86,6 +236,50 @@ pub async fn send_if(
         return Err(CtlError::Refused { status, message });
     }
     Ok(value)
+}
+
+/// [`send_if`] from the command line, on a runtime of its own.
+pub fn send_blocking(
+    admin: &str,
+    token: Option<&str>,
+    call: &Call,
+    if_revision: Option<i64>,
+) -> Result<Value, CtlError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CtlError::Runtime)?;
+    runtime.block_on(send_if(admin, token, call, if_revision))
+}
+
+/// `ctl split`: splits `route` across `pools`, each `POOL=WEIGHT` (e.g. `green=10`).
+pub fn split_call(
+    route: &str,
+    pools: &[String],
+    sticky: Option<&str>,
+    force: bool,
+) -> Result<Call, CtlError> {
+    let mut split = serde_json::Map::new();
+    for item in pools {
+        let Some((pool, weight)) = item
+            .split_once('=')
+            .and_then(|(p, w)| Some((p, w.parse::<u32>().ok()?)))
+        else {
+            return Err(CtlError::Invalid(format!(
+                "`{item}` is not POOL=WEIGHT (e.g. green=10)"
+            )));
+        };
+        split.insert(pool.to_string(), weight.into());
+    }
+    Ok(Call::post(
+        format!("/routes/{route}/split"),
+        Some(serde_json::json!({ "pools": split, "sticky": sticky, "force": force })),
+    ))
+}
+
+/// `switchyard upgrade`: asks the running proxy to hand over to a new process.
+pub fn upgrade_call() -> Call {
+    Call::post("/upgrade", Some(serde_json::json!({})))
 }
 
 /// `ctl rollout`: the call that starts a rollout of `route` (steps as `5,25,50,100`),
@@ -307,5 +501,124 @@ mod tests {
                 .body,
             Some(serde_json::json!({"to": "g", "force": true}))
         );
+    }
+
+    #[test]
+    fn every_action_makes_its_admin_call() {
+        let post = |path: &str, body: Option<Value>| Call::post(path, body);
+        let (pool, backend) = ("app".to_string(), "10.0.0.1:80".to_string());
+        let cases = [
+            (Action::Status, Call::get("/status")),
+            (
+                Action::Drain {
+                    pool: pool.clone(),
+                    backend: backend.clone(),
+                },
+                post("/pools/app/backends/10.0.0.1:80/drain", None),
+            ),
+            (
+                Action::Enable {
+                    pool: pool.clone(),
+                    backend: backend.clone(),
+                },
+                post("/pools/app/backends/10.0.0.1:80/enable", None),
+            ),
+            (
+                Action::Disable {
+                    pool: pool.clone(),
+                    backend: backend.clone(),
+                },
+                post("/pools/app/backends/10.0.0.1:80/disable", None),
+            ),
+            (
+                Action::Weight {
+                    pool: pool.clone(),
+                    backend: backend.clone(),
+                    weight: 5,
+                },
+                post(
+                    "/pools/app/backends/10.0.0.1:80/weight",
+                    Some(serde_json::json!({ "weight": 5 })),
+                ),
+            ),
+            (
+                Action::Switch {
+                    route: "web".into(),
+                    pool: "green".into(),
+                    force: true,
+                },
+                post(
+                    "/routes/web/switch",
+                    Some(serde_json::json!({ "pool": "green", "force": true })),
+                ),
+            ),
+            (
+                Action::Split {
+                    route: "web".into(),
+                    pools: vec!["blue=90".into(), "green=10".into()],
+                    sticky: Some("header:x-user".into()),
+                    force: false,
+                },
+                post(
+                    "/routes/web/split",
+                    Some(serde_json::json!({
+                        "pools": { "blue": 90, "green": 10 },
+                        "sticky": "header:x-user",
+                        "force": false,
+                    })),
+                ),
+            ),
+            (Action::Reload, post("/reload", None)),
+            (
+                Action::AddBackend {
+                    pool: pool.clone(),
+                    address: backend.clone(),
+                    weight: 2,
+                },
+                post(
+                    "/pools/app/backends",
+                    Some(serde_json::json!({ "address": "10.0.0.1:80", "weight": 2 })),
+                ),
+            ),
+            (
+                Action::RemoveBackend { pool, backend },
+                Call {
+                    method: Method::DELETE,
+                    path: "/pools/app/backends/10.0.0.1:80".into(),
+                    body: None,
+                },
+            ),
+        ];
+        for (action, expected) in cases {
+            assert_eq!(action.call().unwrap(), expected, "{action:?}");
+        }
+        let abort = Action::Rollout {
+            route: "web".into(),
+            to: None,
+            steps: None,
+            interval: None,
+            abort: true,
+            force: false,
+        };
+        assert_eq!(
+            abort.call().unwrap(),
+            post("/routes/web/rollout/abort", None)
+        );
+    }
+
+    #[test]
+    fn a_share_that_is_not_pool_equals_weight_is_refused_before_sending() {
+        let split = |share: &str| split_call("web", &[share.to_string()], None, false);
+        for bad in ["green", "green=", "green=ten"] {
+            match split(bad) {
+                Err(CtlError::Invalid(message)) => {
+                    assert_eq!(
+                        message,
+                        format!("`{bad}` is not POOL=WEIGHT (e.g. green=10)")
+                    );
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 }

@@ -88,7 +88,7 @@ enum Command {
         #[arg(long)]
         if_revision: Option<i64>,
         #[command(subcommand)]
-        action: CtlAction,
+        action: switchyard::ctl::Action,
     },
     /// Work with a fleet of instances coordinated through etcd (`[cluster]`).
     Cluster {
@@ -128,76 +128,6 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum CtlAction {
-    /// Pools, backends and routes as tables.
-    Status,
-    /// Stop sending new requests to a backend; in-flight ones finish.
-    Drain { pool: String, backend: String },
-    /// Put a backend back into rotation.
-    Enable { pool: String, backend: String },
-    /// Take a backend out of rotation at once.
-    Disable { pool: String, backend: String },
-    /// Set a backend's weight.
-    Weight {
-        pool: String,
-        backend: String,
-        weight: u32,
-    },
-    /// Move a route to another pool (blue/green). Refused when the pool has no
-    /// usable backend, unless `--force`.
-    Switch {
-        route: String,
-        pool: String,
-        /// Switch even though the pool has no usable backend right now.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Split a route across pools by percentage (adding up to 100), e.g. `blue=90 green=10`. Refused when a pool
-    /// given a share has no usable backend, unless `--force`.
-    Split {
-        route: String,
-        #[arg(required = true)]
-        pools: Vec<String>,
-        /// Keep each client on one side: `header:NAME` or `cookie:NAME`.
-        #[arg(long)]
-        sticky: Option<String>,
-        /// Split even though a pool has no usable backend right now.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Reload the config file.
-    Reload,
-    /// Move a route to another pool in guarded steps, or stop a running rollout.
-    Rollout {
-        route: String,
-        /// The pool to roll out to.
-        #[arg(long, required_unless_present = "abort")]
-        to: Option<String>,
-        /// Percentages of traffic on the new pool, e.g. `5,25,50,100`.
-        #[arg(long)]
-        steps: Option<String>,
-        /// How long each step is held, e.g. `10s`.
-        #[arg(long)]
-        interval: Option<String>,
-        /// Stop the running rollout and send the route back to its old pool.
-        #[arg(long, conflicts_with_all = ["to", "steps", "interval", "force"])]
-        abort: bool,
-        /// Start even though the new pool has no usable backend right now.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Add a backend to a pool at run time.
-    AddBackend {
-        pool: String,
-        address: String,
-        #[arg(long, default_value_t = 1)]
-        weight: u32,
-    },
-    /// Drain a backend, then remove it from its pool.
-    RemoveBackend { pool: String, backend: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -838,17 +768,8 @@ fn fetch_samples(url: &str, token: Option<&str>) -> Result<serde_json::Value> {
         .strip_prefix("http://")
         .context("--samples takes http://ADMIN/plugins/NAME/samples")?;
     let (admin, path) = rest.split_once('/').map_or((rest, "/"), |(a, p)| (a, p));
-    let call = switchyard::ctl::Call {
-        method: http::Method::GET,
-        path: format!("/{}", path.trim_start_matches('/')),
-        body: None,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start an async runtime")?;
-    runtime
-        .block_on(switchyard::ctl::send(admin, token, &call))
+    let call = switchyard::ctl::Call::get(&format!("/{}", path.trim_start_matches('/')));
+    switchyard::ctl::send_blocking(admin, token, &call, None)
         .with_context(|| format!("cannot fetch {url}"))
 }
 
@@ -954,116 +875,17 @@ fn ctl(
     token: Option<&str>,
     json: bool,
     if_revision: Option<i64>,
-    action: CtlAction,
+    action: switchyard::ctl::Action,
 ) -> ExitCode {
-    use http::Method;
-    use switchyard::ctl::{Call, render_status, send_if};
-    let backend_path =
-        |pool: &str, backend: &str, verb: &str| format!("/pools/{pool}/backends/{backend}/{verb}");
-    let call = match &action {
-        CtlAction::Status => Call {
-            method: Method::GET,
-            path: "/status".into(),
-            body: None,
-        },
-        CtlAction::Drain { pool, backend } => Call {
-            method: Method::POST,
-            path: backend_path(pool, backend, "drain"),
-            body: None,
-        },
-        CtlAction::Enable { pool, backend } => Call {
-            method: Method::POST,
-            path: backend_path(pool, backend, "enable"),
-            body: None,
-        },
-        CtlAction::Disable { pool, backend } => Call {
-            method: Method::POST,
-            path: backend_path(pool, backend, "disable"),
-            body: None,
-        },
-        CtlAction::Weight {
-            pool,
-            backend,
-            weight,
-        } => Call {
-            method: Method::POST,
-            path: backend_path(pool, backend, "weight"),
-            body: Some(serde_json::json!({ "weight": weight })),
-        },
-        CtlAction::Switch { route, pool, force } => Call {
-            method: Method::POST,
-            path: format!("/routes/{route}/switch"),
-            body: Some(serde_json::json!({ "pool": pool, "force": force })),
-        },
-        CtlAction::Split {
-            route,
-            pools,
-            sticky,
-            force,
-        } => {
-            let mut split = serde_json::Map::new();
-            for item in pools {
-                let Some((pool, weight)) = item
-                    .split_once('=')
-                    .and_then(|(p, w)| Some((p, w.parse::<u32>().ok()?)))
-                else {
-                    eprintln!("switchyard ctl: `{item}` is not POOL=WEIGHT (e.g. green=10)");
-                    return ExitCode::from(2);
-                };
-                split.insert(pool.to_string(), weight.into());
-            }
-            Call {
-                method: Method::POST,
-                path: format!("/routes/{route}/split"),
-                body: Some(serde_json::json!({ "pools": split, "sticky": sticky, "force": force })),
-            }
-        }
-        CtlAction::Reload => Call {
-            method: Method::POST,
-            path: "/reload".into(),
-            body: None,
-        },
-        CtlAction::Rollout {
-            route,
-            to,
-            steps,
-            interval,
-            abort,
-            force,
-        } => match switchyard::ctl::rollout_call(
-            route,
-            to.as_deref(),
-            steps.as_deref(),
-            interval.as_deref(),
-            *abort,
-            *force,
-        ) {
-            Ok(call) => call,
-            Err(e) => {
-                eprintln!("switchyard ctl: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        CtlAction::AddBackend {
-            pool,
-            address,
-            weight,
-        } => switchyard::ctl::add_backend_call(pool, address, *weight),
-        CtlAction::RemoveBackend { pool, backend } => {
-            switchyard::ctl::remove_backend_call(pool, backend)
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    use switchyard::ctl::{Action, render_status, send_blocking};
+    let call = match action.call() {
+        Ok(call) => call,
         Err(e) => {
             eprintln!("switchyard ctl: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
-    match runtime.block_on(send_if(admin, token, &call, if_revision)) {
+    match send_blocking(admin, token, &call, if_revision) {
         Ok(value) if json => {
             println!(
                 "{}",
@@ -1073,7 +895,7 @@ fn ctl(
         }
         Ok(value) => {
             match action {
-                CtlAction::Status => print!("{}", render_status(&value)),
+                Action::Status => print!("{}", render_status(&value)),
                 _ => println!("{}", serde_json::to_string(&value).unwrap_or_default()),
             }
             ExitCode::SUCCESS
@@ -1238,23 +1060,8 @@ fn man_page() -> ExitCode {
 /// `switchyard upgrade`: asks the running proxy to hand over to a new process and
 /// reports which process serves now.
 fn upgrade_command(admin: &str, token: Option<&str>) -> ExitCode {
-    use switchyard::ctl::{Call, send};
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("switchyard upgrade: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let call = Call {
-        method: http::Method::POST,
-        path: "/upgrade".into(),
-        body: Some(serde_json::json!({})),
-    };
-    match runtime.block_on(send(admin, token, &call)) {
+    use switchyard::ctl::{send_blocking, upgrade_call};
+    match send_blocking(admin, token, &upgrade_call(), None) {
         Ok(answer) => {
             println!(
                 "switchyard: upgraded: pid {} now serves (pid {} drains and exits)",

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::fs::same_file;
 use crate::server::{Server, StartError};
 
 /// Why a reload did not take effect.
@@ -143,23 +144,4 @@ fn watch_directories(
         }
     }
     Ok(())
-}
-
-/// Whether `path` names `wanted`, however either was spelled (relative, with `..`,
-/// through a symlinked directory), even when the file itself was just removed.
-pub(crate) fn same_file(path: &Path, wanted: &Path) -> bool {
-    if path == wanted {
-        return true;
-    }
-    if path.file_name() != wanted.file_name() {
-        return false;
-    }
-    let parent = |p: &Path| {
-        p.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .canonicalize()
-            .ok()
-    };
-    matches!((parent(path), parent(wanted)), (Some(a), Some(b)) if a == b)
 }

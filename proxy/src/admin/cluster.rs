@@ -294,7 +294,7 @@ pub async fn start_rollout(
         updated_ms: crate::cluster::records::unix_ms(),
     };
     let result = cluster
-        .commit(server, if_match, |draft| {
+        .commit(server.as_ref(), if_match, |draft| {
             if draft
                 .rollouts
                 .get(route)

@@ -36,7 +36,7 @@ pub fn serve(method: &Method, path: &str) -> Option<Response<ProxyBody>> {
         _ => return None,
     };
     if method != Method::GET && method != Method::HEAD {
-        return Some(super::method_not_allowed("GET, HEAD"));
+        return Some(super::respond::method_not_allowed("GET, HEAD"));
     }
     let mut response = Response::new(full_body(Bytes::from_static(body.as_bytes())));
     let headers = response.headers_mut();

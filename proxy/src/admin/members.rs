@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{json, method_not_allowed, mutation_body};
+use super::respond::{json, method_not_allowed, mutation_body};
 use crate::config::MAX_WEIGHT;
 use crate::error::ProxyBody;
 use crate::membership::Member;

@@ -17,6 +17,7 @@ mod dashboard;
 mod guard;
 mod members;
 mod plugins;
+mod respond;
 mod rollout;
 mod status;
 
@@ -27,7 +28,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,8 +37,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::clock;
+use crate::conn::{ActivityIo, ConnActivity, Expiry};
 use crate::error::{ProxyBody, full_body, text_response};
-use crate::server::{ActivityIo, ConnActivity, Expiry, Server};
+use crate::server::Server;
+pub use respond::json;
+use respond::{method_not_allowed, mutation_body};
 
 /// First pause after a failed accept (such as EMFILE); doubles up to [`MAX_ACCEPT_PAUSE`].
 const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(10);
@@ -467,26 +470,6 @@ async fn upgrade(server: &Arc<Server>, peer: SocketAddr) -> Response<ProxyBody> 
     }
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<ProxyBody> {
-    let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
-/// The body of a mutation: POST only (405 otherwise), at most 64 KiB (400 otherwise).
-async fn mutation_body(request: Request<Incoming>) -> Result<Bytes, Response<ProxyBody>> {
-    if request.method() != Method::POST {
-        return Err(method_not_allowed("POST"));
-    }
-    http_body_util::Limited::new(request.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|_| text_response(StatusCode::BAD_REQUEST, "unreadable or oversized body\n"))
-}
-
 /// 200 when the config is loaded and every pool has a usable backend (or a usable backup).
 fn ready(server: &Server) -> Response<ProxyBody> {
     if !server.is_ready() {
@@ -514,22 +497,4 @@ fn ready(server: &Server) -> Response<ProxyBody> {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response
     }
-}
-
-/// A JSON response. A 503 (a fleet's change refused while etcd is out of reach)
-/// says when to try again.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    let mut response = Response::new(full_body(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
 }

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tracing::info;
 
-use super::{json, method_not_allowed, mutation_body};
+use super::respond::{json, method_not_allowed, mutation_body};
 use crate::error::ProxyBody;
 use crate::rollout::{Plan, StartError};
 use crate::server::Server;

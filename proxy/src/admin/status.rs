@@ -131,7 +131,7 @@ fn pool(pool: &Pool, now: u64) -> Value {
         Some(plugin) => (format!("plugin:{plugin}"), Some(native)),
         None => (native.to_string(), None),
     };
-    let name = |slot: &Option<std::sync::Arc<crate::policy::PluginSlot>>| {
+    let name = |slot: &Option<std::sync::Arc<crate::plugin::PluginSlot>>| {
         slot.as_ref().map(|s| s.name().to_string())
     };
     let policies = &pool.policies;

@@ -1,5 +1,5 @@
 //! Runs one probe loop per backend of every pool with a `[health]` table, and keeps
-//! the set of loops in step with the live snapshot across reloads.
+//! the set of loops in step with the live snapshot's pools across reloads.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,11 +15,10 @@ use super::{CheckRecord, HealthStatus, Verdict, native_verdict, probe_as};
 use crate::clock;
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
-use crate::state::Snapshot;
-use crate::upstream::Backend;
+use crate::upstream::{Backend, PoolSet};
 
 /// The pool's health-check plugin, if it has one.
-type Plugin = Option<Arc<crate::policy::PluginSlot>>;
+type Plugin = Option<Arc<crate::plugin::PluginSlot>>;
 
 /// The pool's TLS to its backends, which probes use too.
 type Tls = Option<Arc<crate::upstream::PoolTls>>;
@@ -49,12 +48,12 @@ impl HealthSupervisor {
         }
     }
 
-    /// Makes the running loops match `snapshot`: new backends get a loop, removed ones
-    /// lose theirs, and a changed `[health]` table restarts the pool's loops. Backends
-    /// whose check did not change keep their loop and state.
-    pub fn sync(&self, snapshot: &Snapshot) {
+    /// Makes the running loops match `pools` (the live snapshot's): new backends get
+    /// a loop, removed ones lose theirs, and a changed `[health]` table restarts the
+    /// pool's loops. Backends whose check did not change keep their loop and state.
+    pub fn sync(&self, pools: &PoolSet) {
         let mut wanted: HashMap<(Arc<str>, SocketAddr), LoopSpec> = HashMap::new();
-        for pool in snapshot.pools.iter_sorted() {
+        for pool in pools.iter_sorted() {
             let Some(health) = &pool.config.health else {
                 continue;
             };
@@ -125,7 +124,7 @@ async fn check_loop(
     loop {
         let custom = match &plugin {
             Some(slot) if matches!(config.probe, crate::config::ProbeKind::Http { .. }) => {
-                crate::policy::health::probe_request(slot, &pool, &backend.key).await
+                super::plugin::probe_request(slot, &pool, &backend.key).await
             }
             _ => None,
         };
@@ -140,7 +139,7 @@ async fn check_loop(
         .await;
         let latency = report.latency;
         let verdict = match &plugin {
-            Some(slot) => crate::policy::health::evaluate(slot, &config, report).await,
+            Some(slot) => super::plugin::evaluate(slot, &config, report).await,
             None => native_verdict(&config, &report),
         };
         let (ok, result) = match &verdict {
@@ -164,7 +163,7 @@ async fn check_loop(
             .health
             .observe(record, ok, config.rise, config.fall)
         {
-            metrics.health_transition(&pool, &backend.key, now);
+            metrics.health_transition(&pool, &backend.key, now.as_str());
             match now {
                 HealthStatus::Down => warn!(pool = %pool, backend = %backend.key, reason = %result,
                     latency_ms = latency.as_millis() as u64, "backend is DOWN"),

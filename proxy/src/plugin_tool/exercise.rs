@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 
 use super::ToolError;
 use super::cases::{Case, HealthCase, RecoveryCase, RouteCase};
+use crate::plugin::samples::{candidate_json, decision_json};
 use crate::plugin::{
     BreakerState, HealthVerdict, Outcome, Plugin, PluginError, PluginKind, PluginRuntime,
     PluginSpec, ProbeError, ProbeReport, ProbeTarget, RecoveryAction, RouteRequest, inspect,
 };
-use crate::policy::samples::{candidate_json, decision_json};
 
 /// A component loaded for `run`, `check` or `bench`.
 #[derive(Debug)]

@@ -17,9 +17,10 @@ use std::sync::atomic::Ordering;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::outcome::{self, Outcome};
+use super::outcome;
 use crate::breaker::{Rejected, Transition, Trial};
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::router::Route;
 use crate::upstream::{Backend, Pool};
 
@@ -247,7 +248,7 @@ mod tests {
     use super::*;
     use crate::breaker::BreakerState;
     use crate::config::Config;
-    use crate::policy::PoolPolicies;
+    use crate::upstream::PoolPolicies;
 
     fn pool(breaker: &str) -> Arc<Pool> {
         let text = format!(

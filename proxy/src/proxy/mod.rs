@@ -4,6 +4,7 @@
 
 mod attempt;
 mod body;
+mod completion;
 mod edge;
 mod forward;
 mod headers;
@@ -11,32 +12,26 @@ pub mod outcome;
 mod upgrade;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tracing::info;
 
 pub use attempt::Attempt;
-pub use body::{
-    BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, ClientBodyError, RequestBody,
-    TrackedBody,
-};
-pub use edge::EdgeError;
+pub use body::{BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, RequestBody, TrackedBody};
+pub use completion::Completion;
 pub use headers::{REQUEST_ID, ensure_request_id, is_upgrade, set_forwarded, strip_hop_by_hop};
 pub use upgrade::Tunnels;
 
 use crate::clock;
+use crate::conn::ConnInfo;
 use crate::error::{ProxyBody, ProxyError};
 use crate::metrics::Metrics;
 use crate::rollout::Observation;
 use crate::router::Route;
-use crate::server::{ConnActivity, ConnPermit};
 use crate::state::Snapshot;
 use crate::traffic::RouteTarget;
 use crate::upstream::{Pool, UpstreamClient};
@@ -51,19 +46,7 @@ pub struct Proxy {
     /// Upgraded connections, so shutdown can wait for them and then close them.
     pub tunnels: Tunnels,
     /// Open connections per client address, for `limits.max_connections_per_ip`.
-    pub clients: Arc<crate::server::PerClient>,
-}
-
-/// What the pipeline knows about the client connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub listener: Arc<str>,
-    pub client: SocketAddr,
-    pub tls: bool,
-    pub activity: Arc<ConnActivity>,
-    /// The connection's place under the connection caps; an upgraded connection
-    /// keeps it for as long as its tunnel lives.
-    pub permit: Arc<ConnPermit>,
+    pub clients: Arc<crate::conn::PerClient>,
 }
 
 impl Proxy {
@@ -77,7 +60,7 @@ impl Proxy {
         self.metrics.in_flight().inc();
         let request_id = ensure_request_id(request.headers_mut());
         let snapshot = self.snapshot.load_full();
-        let mut done = Completion::new(self, conn, &request, request_id);
+        let mut done = Completion::new(&self.metrics, self.access_log, conn, &request, request_id);
 
         // Edge rules: nothing below runs for a request that breaks them.
         let limits = &snapshot.config.limits;
@@ -247,137 +230,4 @@ fn strip_port(authority: &str) -> &str {
         .rsplit_once(':')
         .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
         .map_or(authority, |(h, _)| h)
-}
-
-/// Everything to account for once a request is over: the request's [`Attempt`]
-/// guard (in-flight counts, trial, retry), metrics, breaker feedback for a body
-/// that failed midway, and the access-log line.
-pub struct Completion {
-    proxy: Arc<Proxy>,
-    conn: Arc<ConnActivity>,
-    route: Option<Arc<Route>>,
-    attempt: Attempt,
-    started: Instant,
-    status: u16,
-    request_id: HeaderValue,
-    method: Method,
-    uri: Uri,
-    version: Version,
-    /// The normalised path when it differs from the request's.
-    path: Option<String>,
-    client: SocketAddr,
-    finished: bool,
-}
-
-impl Completion {
-    fn new<B>(
-        proxy: &Arc<Proxy>,
-        conn: &ConnInfo,
-        request: &Request<B>,
-        request_id: HeaderValue,
-    ) -> Self {
-        Self {
-            proxy: Arc::clone(proxy),
-            conn: Arc::clone(&conn.activity),
-            route: None,
-            attempt: Attempt::new(),
-            started: Instant::now(),
-            status: 0,
-            request_id,
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
-            path: None,
-            client: conn.client,
-            finished: false,
-        }
-    }
-
-    /// Finishes a request the proxy answered itself.
-    fn local(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
-        self.status = response.status().as_u16();
-        let mut response = response;
-        response
-            .headers_mut()
-            .insert(REQUEST_ID.clone(), self.request_id.clone());
-        self.finish(BodyOutcome::Complete);
-        response
-    }
-
-    /// Refuses a request the client got wrong: its 4xx, a log line, the metric, and
-    /// (on HTTP/1) the connection closed after the answer.
-    fn refuse(self, error: ProxyError) -> Response<ProxyBody> {
-        let reason = match &error {
-            ProxyError::Edge(e) => e.reason(),
-            ProxyError::ClientBody(e) => e.reason(),
-            _ => "other",
-        };
-        self.proxy.metrics.client_error(reason);
-        if reason == "client_aborted" {
-            tracing::debug!(request_id = self.request_id.to_str().unwrap_or("-"),
-                client = %self.client, "the client went away during its request body");
-        } else {
-            info!(
-                request_id = self.request_id.to_str().unwrap_or("-"),
-                client = %self.client,
-                method = %self.method,
-                reason,
-                status = error.status().as_u16(),
-                error = %error,
-                "refused a request",
-            );
-        }
-        let mut response = error.response();
-        if self.version <= Version::HTTP_11 {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        self.local(response)
-    }
-}
-
-impl BodyEnd for Completion {
-    fn finish(&mut self, outcome: BodyOutcome) {
-        if std::mem::replace(&mut self.finished, true) {
-            return;
-        }
-        let elapsed = self.started.elapsed();
-        let metrics = &self.proxy.metrics;
-        match outcome {
-            BodyOutcome::UpstreamFailed => self.attempt.body_failed(metrics),
-            BodyOutcome::Abandoned => metrics.client_error("client_aborted"),
-            BodyOutcome::Complete => {}
-        }
-        metrics.in_flight().dec();
-        self.conn.request_finished();
-        if let Some(route) = &self.route {
-            route.metrics.observe(self.status, elapsed.as_secs_f64());
-        }
-        if self.proxy.access_log {
-            info!(
-                target: "switchyard::access",
-                request_id = self.request_id.to_str().unwrap_or("-"),
-                client = %self.client,
-                method = %self.method,
-                path = self.path.as_deref().unwrap_or(self.uri.path()),
-                route = self.route.as_ref().map_or("-", |r| &r.name),
-                backend = self.attempt.upstream().map_or("-", |(_, b)| &b.key),
-                status = self.status,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                outcome = match outcome {
-                    BodyOutcome::Complete => "complete",
-                    BodyOutcome::UpstreamFailed => "upstream-aborted",
-                    BodyOutcome::Abandoned => "client-aborted",
-                },
-            );
-        }
-        self.attempt.release();
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        self.finish(BodyOutcome::Abandoned);
-    }
 }

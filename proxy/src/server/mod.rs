@@ -1,11 +1,11 @@
 //! The running proxy: listeners, admin endpoint, health checks and the live snapshot,
 //! with config application (start and reload) and graceful shutdown.
 
-mod activity;
+mod admin_listener;
 mod admin_slot;
 mod cap;
-mod caps;
-mod h2_flood;
+mod error;
+mod fleet;
 mod inherited;
 mod listener;
 mod listeners;
@@ -27,21 +27,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-pub use activity::{ActivityIo, ConnActivity, Expiry};
 pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
-pub use caps::{ClientSlot, ConnPermit, PerClient};
-pub use h2_flood::Flood;
-pub use inherited::{ADMIN_SOCKET_NAME, InheritedSocket, InheritedSockets};
+pub use error::StartError;
+pub use inherited::{
+    ADMIN_SOCKET_NAME, Handover, HealthSeed, InheritedSocket, InheritedSockets, Takeover,
+};
 pub use listener::bind;
 pub use members::MemberError;
 pub use rollouts::LocalDriver;
-pub use takeover::{Handover, HealthSeed, Takeover};
 pub use tls::{ListenerTls, TlsError, TlsSlot, build_acceptor};
 
 use crate::acme::AcmeManager;
-use crate::config::{Config, Located};
-use crate::discovery::{Discovery, ResolverError};
+use crate::config::Config;
+use crate::discovery::Discovery;
 use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
@@ -50,87 +49,6 @@ use crate::state::Snapshot;
 use crate::tls::{CertStore, TlsRegistry};
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
 use crate::upstream::UpstreamClient;
-
-/// Why the server could not start or apply a config. Each names the file, line and
-/// field at fault; the running config is untouched.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{at}: listener `{name}` cannot listen on {address}: {source}")]
-    Bind {
-        at: Box<Located>,
-        name: String,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{at}: listener `{name}`: {source}")]
-    Tls {
-        at: Box<Located>,
-        name: String,
-        #[source]
-        source: TlsError,
-    },
-    #[error("{at}: the admin listener cannot listen on {address}: {source}")]
-    AdminBind {
-        at: Box<Located>,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{at}: {source}")]
-    Plugin {
-        at: Box<Located>,
-        #[source]
-        source: PluginLoadError,
-    },
-    #[error("{at}: {source}")]
-    Cluster {
-        at: Box<Located>,
-        #[source]
-        source: crate::cluster::EtcdError,
-    },
-    /// A plugin's `init` refused a value of its `config` table; the error already
-    /// names that value's place in the file.
-    #[error("{source}")]
-    PluginConfig {
-        #[source]
-        source: PluginLoadError,
-    },
-    #[error("{at}: {source}")]
-    Dns {
-        at: Box<Located>,
-        #[source]
-        source: ResolverError,
-    },
-}
-
-impl StartError {
-    fn plugin(config: &Config, source: PluginLoadError) -> Self {
-        if matches!(source, PluginLoadError::Config { .. }) {
-            return StartError::PluginConfig { source };
-        }
-        let field = source.plugin().map_or_else(
-            || "plugin".to_string(),
-            |name| format!("plugin.{name}.path"),
-        );
-        StartError::Plugin {
-            at: Box::new(config.locate(&field)),
-            source,
-        }
-    }
-
-    fn dns(config: &Config, source: ResolverError) -> Self {
-        let field = if config.dns.servers.is_empty() {
-            "dns"
-        } else {
-            "dns.servers"
-        };
-        StartError::Dns {
-            at: Box::new(config.locate(field)),
-            source,
-        }
-    }
-}
 
 /// Settings that come from the command line rather than the config file.
 #[derive(Debug, Clone)]
@@ -209,7 +127,7 @@ impl Server {
             .map_err(|e| StartError::plugin(&config, e))?;
         let shutdown = CancellationToken::new();
         let tls = TlsRegistry::new();
-        metrics.attach_tls(Arc::clone(&tls));
+        metrics.attach_tls(crate::scrape::TlsCollector::new(Arc::clone(&tls)));
         let discovery = Discovery::new(Arc::clone(&metrics), shutdown.child_token());
         let dns = discovery
             .prepare(&config)
@@ -222,8 +140,8 @@ impl Server {
             &Overrides::new(),
             &plugins.commit(prepared),
         )));
-        metrics.attach(Arc::clone(&snapshot));
-        metrics.attach_plugins(Arc::clone(&plugins));
+        metrics.attach_backends(crate::scrape::BackendCollector::new(Arc::clone(&snapshot)));
+        metrics.attach_plugins(crate::scrape::PluginCollector::new(Arc::clone(&plugins)));
         let proxy = Arc::new(Proxy {
             snapshot: Arc::clone(&snapshot),
             client: UpstreamClient::new(&config.limits),
@@ -294,15 +212,24 @@ impl Server {
                 .cluster
                 .set((Arc::clone(&joined), joined.stop_token().drop_guard()));
         }
-        server.health.sync(&server.snapshot.load());
+        server.health.sync(&server.snapshot.load().pools);
         crate::alerts::watch(
             server.alerts.clone(),
             Arc::clone(&server.snapshot),
             Arc::clone(&server.plugins),
             server.shutdown.child_token(),
         );
+        let snapshot = Arc::clone(&server.snapshot);
         tokio::spawn(crate::policy::recovery::run_ticker(
-            Arc::clone(&server.snapshot),
+            move || {
+                snapshot
+                    .load()
+                    .pools
+                    .iter_sorted()
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            },
             Arc::clone(&server.proxy.metrics),
             server.shutdown.child_token(),
         ));
@@ -371,7 +298,7 @@ impl Server {
         self.connections.resize(config.limits.max_connections);
         self.admin_connections.resize(config.admin.max_connections);
         self.alerts.configure(&config.alerts);
-        self.health.sync(&self.snapshot.load());
+        self.health.sync(&self.snapshot.load().pools);
         let dropped = self.members.lock().reconcile(&base);
         *self.base_config.lock() = Arc::new(base);
         self.rollouts.abort_invalid(&config);

@@ -84,7 +84,7 @@ pub fn build_acceptor(
     config: &ListenerTlsConfig,
     registry: &TlsRegistry,
 ) -> Result<ListenerTls, TlsError> {
-    let store = CertStore::load(listener, config, registry)?;
+    let store = registry.load_store(listener, config)?;
     let resolver = SniResolver::new(
         Arc::clone(&store),
         config.acme.then(|| Arc::clone(registry.challenges())),

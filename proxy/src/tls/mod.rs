@@ -14,6 +14,7 @@ pub mod pem;
 mod provider;
 pub mod registry;
 mod resolver;
+mod slots;
 pub mod store;
 mod watch;
 
@@ -22,7 +23,8 @@ pub use challenge::{ACME_TLS_ALPN, Challenges};
 pub use client::{BuiltClient, ClientTlsError, ClientTlsParams};
 pub use pem::PemError;
 pub use provider::{provider, ticketer};
-pub use registry::{AcmeSlot, ReloadCounts, TlsRegistry};
+pub use registry::TlsRegistry;
 pub use resolver::SniResolver;
+pub use slots::{AcmeSlot, ReloadCounts};
 pub use store::{CertSet, CertStore};
 pub use watch::watch;

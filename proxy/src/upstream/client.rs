@@ -11,9 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::connect::{Connector, PoolTls, TcpSettings};
 use crate::config::Limits;
-
-/// Boxed error type of request and response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::error::BoxError;
 
 /// The body type sent to backends.
 pub type UpstreamBody = BoxBody<Bytes, BoxError>;

@@ -4,10 +4,14 @@ mod backend;
 pub mod client;
 pub mod connect;
 mod drain;
+mod policies;
 mod pool;
+mod transition;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
 pub use client::{UpstreamBody, UpstreamClient};
 pub use connect::{ConnectError, Connector, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
 pub use drain::{DrainEnd, wait_drained};
+pub use policies::{PoolPolicies, Shadow};
 pub use pool::{Pool, PoolSet};
+pub use transition::log_transition;

@@ -14,7 +14,8 @@ use http::HeaderName;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::plugin::{PluginError, RouteCandidate, RouteDecision, RouteRequest};
+use super::error::PluginError;
+use super::routing::{RouteCandidate, RouteDecision, RouteRequest};
 
 /// Samples kept per plugin (the oldest goes first).
 pub const SAMPLES_KEPT: usize = 64;
