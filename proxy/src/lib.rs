@@ -18,7 +18,7 @@
 //!
 //! | layer | modules | what sits here |
 //! |---|---|---|
-//! | base | [`address_policy`], [`clock`], [`error`], [`fs`], [`path`], [`process`] | leaves: the standard library and outside crates only |
+//! | base | [`address_policy`], [`clock`], [`crypto`], [`error`], [`fs`], [`path`], [`process`] | leaves: the standard library and outside crates only |
 //! | config | [`config`], [`membership`] | what the operator asked for: the validated file and backends added at run time |
 //! | metrics | [`metrics`] | the metric handles every layer counts into; scrape-time readers sit higher, in [`scrape`] |
 //! | mechanisms | [`breaker`], [`outcome`], [`plugin`], [`tls`] | self-contained machines: the breaker and the outcomes it judges, the WebAssembly host and its hot-swappable slots, certificates |
@@ -43,6 +43,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod crypto;
 pub mod ctl;
 pub mod demo;
 pub mod discovery;

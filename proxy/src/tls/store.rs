@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
 use super::certificate::{CertError, LoadedCert};
-use super::pem::{self, PemError};
 use super::slots::{AcmeSlot, ReloadCounts};
 use crate::config::{CertificatePair, ListenerTlsConfig};
+use crate::crypto::pem::{self, PemError};
 
 /// Why a listener's certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
