@@ -159,6 +159,57 @@ async fn weight_and_disable_change_the_split() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_backends_show_their_names_and_answer_to_them() {
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbalance = \"round-robin\"\nbackends = [\n\
+         {{ address = \"{}\", name = \"alpha\" }},\n{{ address = \"{}\" }},\n]\n",
+        a.addr, b.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let c = client();
+    for _ in 0..4 {
+        assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    }
+    let backends = status(&proxy).await["pools"][0]["backends"].clone();
+    assert_eq!(backends[0]["name"], "alpha");
+    assert_eq!(backends[0]["address"], a.addr.to_string());
+    assert!(backends[1]["name"].is_null(), "{}", backends[1]);
+
+    let metrics = metrics_text(&proxy).await;
+    let named = format!(
+        "switchyard_backend_up{{pool=\"app\",backend=\"{}\",name=\"alpha\"}} 1",
+        a.addr
+    );
+    let unnamed = format!(
+        "switchyard_backend_up{{pool=\"app\",backend=\"{}\"}} 1",
+        b.addr
+    );
+    for series in [named, unnamed] {
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} in\n{metrics}"
+        );
+    }
+    assert_promtool_accepts(&metrics);
+
+    // The admin API takes the name where it takes the address.
+    let (code, answer) = admin_call(&proxy, "POST", "/pools/app/backends/alpha/drain", "").await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["address"], a.addr.to_string());
+    assert_eq!(answer["name"], "alpha");
+    let before = a.hits();
+    for _ in 0..10 {
+        assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    }
+    assert_eq!(a.hits(), before, "the drained backend gets nothing");
+    let (code, _) = admin_call(&proxy, "POST", "/pools/app/backends/bravo/drain", "").await;
+    assert_eq!(code, 404, "no backend is called bravo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_is_required_when_configured_and_off_loopback() {
     let a = TestBackend::start("a").await;
     let open = simple_config(&[&a], "").replace(

@@ -12,7 +12,7 @@ mod control;
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -38,17 +38,55 @@ struct PoolLabels {
     pool: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A backend's series: its pool and address, and its configured name when it has
+/// one (no empty `name` label on unnamed backends).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct BackendLabels {
     pool: String,
     backend: String,
+    name: Option<String>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+impl BackendLabels {
+    fn new(pool: &str, backend: &str, name: Option<&str>) -> Self {
+        Self {
+            pool: pool.to_string(),
+            backend: backend.to_string(),
+            name: name.map(str::to_string),
+        }
+    }
+
+    fn pairs(&self) -> Vec<(&'static str, &str)> {
+        let mut pairs = vec![
+            ("pool", self.pool.as_str()),
+            ("backend", self.backend.as_str()),
+        ];
+        if let Some(name) = &self.name {
+            pairs.push(("name", name));
+        }
+        pairs
+    }
+}
+
+impl EncodeLabelSet for BackendLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.pairs().as_slice().encode(encoder)
+    }
+}
+
+/// A backend's state change: [`BackendLabels`] and the state it went to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct TransitionLabels {
-    pool: String,
-    backend: String,
+    backend: BackendLabels,
     to: &'static str,
+}
+
+impl EncodeLabelSet for TransitionLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let mut pairs = self.backend.pairs();
+        pairs.push(("to", self.to));
+        pairs.as_slice().encode(encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -482,12 +520,9 @@ impl Metrics {
     }
 
     /// Counts a failed connect to a backend.
-    pub fn connect_error(&self, pool: &str, backend: &str) {
+    pub fn connect_error(&self, pool: &str, backend: &str, name: Option<&str>) {
         self.connect_errors
-            .get_or_create(&BackendLabels {
-                pool: pool.to_string(),
-                backend: backend.to_string(),
-            })
+            .get_or_create(&BackendLabels::new(pool, backend, name))
             .inc();
     }
 
@@ -507,22 +542,32 @@ impl Metrics {
     }
 
     /// Counts a health state change (`to`: the new status's name).
-    pub fn health_transition(&self, pool: &str, backend: &str, to: &'static str) {
+    pub fn health_transition(
+        &self,
+        pool: &str,
+        backend: &str,
+        name: Option<&str>,
+        to: &'static str,
+    ) {
         self.health_transitions
             .get_or_create(&TransitionLabels {
-                pool: pool.to_string(),
-                backend: backend.to_string(),
+                backend: BackendLabels::new(pool, backend, name),
                 to,
             })
             .inc();
     }
 
     /// Counts a breaker state change (`to`: the new state's name).
-    pub fn breaker_transition(&self, pool: &str, backend: &str, to: &'static str) {
+    pub fn breaker_transition(
+        &self,
+        pool: &str,
+        backend: &str,
+        name: Option<&str>,
+        to: &'static str,
+    ) {
         self.breaker_transitions
             .get_or_create(&TransitionLabels {
-                pool: pool.to_string(),
-                backend: backend.to_string(),
+                backend: BackendLabels::new(pool, backend, name),
                 to,
             })
             .inc();

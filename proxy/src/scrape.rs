@@ -51,8 +51,8 @@ impl Collector for BackendCollector {
             )?;
             for pool in &pools {
                 for b in &pool.backends {
-                    let labels = [("pool", pool.name.as_ref()), ("backend", b.key.as_ref())];
-                    ConstGauge::new(value(b)).encode(family.encode_family(&labels)?)?;
+                    let labels = backend_labels(&pool.name, b);
+                    ConstGauge::new(value(b)).encode(family.encode_family(&labels.as_slice())?)?;
                 }
             }
             Ok(())
@@ -96,9 +96,9 @@ impl Collector for BackendCollector {
         )?;
         for pool in &pools {
             for b in &pool.backends {
-                let labels = [("pool", pool.name.as_ref()), ("backend", b.key.as_ref())];
+                let labels = backend_labels(&pool.name, b);
                 ConstCounter::new(b.state.breaker.ejections())
-                    .encode(ejections.encode_family(&labels)?)?;
+                    .encode(ejections.encode_family(&labels.as_slice())?)?;
             }
         }
 
@@ -127,6 +127,18 @@ impl Collector for BackendCollector {
         }
         Ok(())
     }
+}
+
+/// A backend series' labels: pool and address, and `name` when the backend has one.
+fn backend_labels<'a>(
+    pool: &'a str,
+    b: &'a crate::upstream::Backend,
+) -> Vec<(&'static str, &'a str)> {
+    let mut labels = vec![("pool", pool), ("backend", b.key.as_ref())];
+    if let Some(name) = &b.name {
+        labels.push(("name", name));
+    }
+    labels
 }
 
 /// Reads every plugin's call statistics on each scrape.

@@ -70,7 +70,7 @@ pub async fn apply(
             json!({"error": format!("no pool named `{pool}`")}),
         );
     };
-    let Some(backend) = p.backends.iter().find(|b| b.key.as_ref() == address) else {
+    let Some(backend) = p.backends.iter().find(|b| b.is_called(address)) else {
         return (
             StatusCode::NOT_FOUND,
             json!({"error": format!("pool `{pool}` has no backend {address}")}),
@@ -114,13 +114,15 @@ pub async fn apply(
         },
     }
     let admin_state = state.settle_drain();
-    info!(caller = %caller, pool, backend = address, action = ?action, admin_state = admin_state.as_str(),
+    info!(caller = %caller, pool, backend = %backend.key, backend_name = backend.name.as_deref(),
+        action = ?action, admin_state = admin_state.as_str(),
         weight = state.weight.load(Ordering::Relaxed), "admin change");
     (
         StatusCode::OK,
         json!({
             "pool": pool,
-            "address": address,
+            "address": backend.key.as_ref(),
+            "name": backend.name.as_deref(),
             "admin_state": admin_state.as_str(),
             "weight": state.weight.load(Ordering::Relaxed),
             "in_flight": state.in_flight.load(Ordering::Relaxed),

@@ -146,7 +146,7 @@ async fn add(
     match server.add_backend(pool, member).await {
         Ok(backend) => {
             server.save_state_durably().await;
-            info!(caller = %caller, pool, backend = %backend.key, weight = body.weight, "admin backend added");
+            info!(caller = %caller, pool, backend = %backend.key, backend_name = backend.name.as_deref(), weight = body.weight, "admin backend added");
             json(
                 StatusCode::CREATED,
                 &json!({
@@ -170,7 +170,18 @@ async fn remove(
     address: &str,
     if_match: Option<i64>,
 ) -> Response<ProxyBody> {
-    let Ok(address) = address.parse::<SocketAddr>() else {
+    // A backend's configured name stands for its address.
+    let named = server
+        .snapshot()
+        .pools
+        .get(pool)
+        .and_then(|p| {
+            p.backends
+                .iter()
+                .find(|b| b.name.as_deref() == Some(address))
+        })
+        .map(|b| b.address);
+    let Some(address) = named.or_else(|| address.parse::<SocketAddr>().ok()) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("pool `{pool}` has no backend {address}"),
@@ -187,12 +198,12 @@ async fn remove(
     }
     backend.state.set_admin_state(AdminState::Draining);
     let in_flight = backend.state.in_flight.load(Ordering::Acquire);
-    info!(caller = %caller, pool, backend = %backend.key, in_flight, "admin backend removal: draining");
+    info!(caller = %caller, pool, backend = %backend.key, backend_name = backend.name.as_deref(), in_flight, "admin backend removal: draining");
     if in_flight == 0 {
         return match server.remove_backend(pool, address).await {
             Ok(()) => {
                 server.save_state_durably().await;
-                info!(pool, backend = %backend.key, "backend removed");
+                info!(pool, backend = %backend.key, backend_name = backend.name.as_deref(), "backend removed");
                 json(
                     StatusCode::OK,
                     &json!({ "pool": pool, "address": backend.key.as_ref(), "state": "removed", "in_flight": 0 }),

@@ -173,6 +173,7 @@ fn backend(pool: &Pool, index: usize, b: &Backend, now: u64) -> Value {
     let open_until = s.breaker.open_until_ms();
     json!({
         "index": index,
+        "name": b.name.as_deref(),
         "address": b.key.as_ref(),
         "dns_name": b.origin.as_deref(),
         "weight": s.weight.load(Ordering::Relaxed),

@@ -283,6 +283,9 @@ pub struct BackendSection {
     pub srv: Option<Spanned<String>>,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// What people call this backend (`alpha`): shown beside its address in
+    /// `/status`, logs and metrics, and accepted in its place by the admin API.
+    pub name: Option<Spanned<String>>,
 }
 
 fn default_weight() -> u32 {

@@ -398,6 +398,8 @@ pub struct BackendConfig {
     pub weight: u32,
     /// The DNS name this address was resolved from (`None` when listed by address).
     pub origin: Option<Arc<str>>,
+    /// The operator's name for it (`name = "alpha"`), unique in its pool.
+    pub name: Option<Arc<str>>,
 }
 
 /// A pool entry named by DNS.

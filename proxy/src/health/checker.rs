@@ -163,10 +163,12 @@ async fn check_loop(
             .health
             .observe(record, ok, config.rise, config.fall)
         {
-            metrics.health_transition(&pool, &backend.key, now.as_str());
+            metrics.health_transition(&pool, &backend.key, backend.name.as_deref(), now.as_str());
             match now {
-                HealthStatus::Down => warn!(pool = %pool, backend = %backend.key, reason = %result,
-                    latency_ms = latency.as_millis() as u64, "backend is DOWN"),
+                HealthStatus::Down => {
+                    warn!(pool = %pool, backend = %backend.key, backend_name = backend.name.as_deref(), reason = %result,
+                    latency_ms = latency.as_millis() as u64, "backend is DOWN")
+                }
                 HealthStatus::Up => {
                     if before == HealthStatus::Down {
                         backend
@@ -174,7 +176,7 @@ async fn check_loop(
                             .usable_since_ms
                             .store(clock::now_ms(), Ordering::Relaxed);
                     }
-                    info!(pool = %pool, backend = %backend.key, latency_ms = latency.as_millis() as u64,
+                    info!(pool = %pool, backend = %backend.key, backend_name = backend.name.as_deref(), latency_ms = latency.as_millis() as u64,
                         "backend is UP");
                 }
                 HealthStatus::Unknown => {}

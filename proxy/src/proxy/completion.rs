@@ -136,6 +136,7 @@ impl BodyEnd for Completion {
                 path = self.path.as_deref().unwrap_or(self.uri.path()),
                 route = self.route.as_ref().map_or("-", |r| &r.name),
                 backend = self.attempt.upstream().map_or("-", |(_, b)| &b.key),
+                backend_name = self.attempt.upstream().and_then(|(_, b)| b.name.as_deref()),
                 status = self.status,
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 outcome = match outcome {

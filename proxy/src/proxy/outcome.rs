@@ -24,7 +24,7 @@ pub fn record(pool: &Pool, backend: &Backend, outcome: Outcome, metrics: &Metric
         state.failures.fetch_add(1, Ordering::Relaxed);
         if outcome == Outcome::ConnectFailed {
             state.connect_errors.fetch_add(1, Ordering::Relaxed);
-            metrics.connect_error(&pool.name, &backend.key);
+            metrics.connect_error(&pool.name, &backend.key, backend.name.as_deref());
         }
     }
     let transition = match (&pool.policies.recovery, outcome) {

@@ -25,6 +25,8 @@ pub struct Backend {
     pub scheme: Scheme,
     /// The DNS name this address was resolved from, if any.
     pub origin: Option<Arc<str>>,
+    /// The operator's name for it (`name = "alpha"` in the config), if any.
+    pub name: Option<Arc<str>>,
     /// The backend's own client when its pool speaks TLS (else the shared one is used).
     pub client: Option<Arc<UpstreamClient>>,
     pub state: Arc<BackendState>,
@@ -47,8 +49,30 @@ impl Backend {
             authority,
             scheme: Scheme::HTTP,
             origin: None,
+            name: None,
             client: None,
             state,
+        }
+    }
+
+    /// Gives the backend the operator's name for it.
+    pub fn named(mut self, name: Option<Arc<str>>) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// Whether `text` names this backend: its `ip:port` key or its configured name,
+    /// as the admin API accepts either.
+    pub fn is_called(&self, text: &str) -> bool {
+        self.key.as_ref() == text || self.name.as_deref() == Some(text)
+    }
+
+    /// `alpha (127.0.0.1:9001)`, or the address alone for an unnamed backend: how
+    /// messages meant for people refer to it.
+    pub fn describe(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name} ({})", self.key),
+            None => self.key.to_string(),
         }
     }
 

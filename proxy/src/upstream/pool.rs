@@ -72,7 +72,9 @@ impl Pool {
                     Some(Arc::clone(&old.state))
                 });
                 let state = kept.unwrap_or_else(|| Arc::new(BackendState::new(b.weight)));
-                let backend = Backend::with_state(b.address, state).resolved_from(b.origin.clone());
+                let backend = Backend::with_state(b.address, state)
+                    .resolved_from(b.origin.clone())
+                    .named(b.name.clone());
                 let Some(tls) = &tls else {
                     return backend;
                 };

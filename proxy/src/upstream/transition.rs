@@ -15,21 +15,36 @@ use crate::metrics::Metrics;
 pub fn log_transition(pool: &Pool, backend: &Backend, transition: Transition, metrics: &Metrics) {
     match transition {
         Transition::Opened { reason, open_for } => {
-            warn!(pool = %pool.name, backend = %backend.key, %reason, open_for_ms = open_for.as_millis() as u64,
+            warn!(pool = %pool.name, backend = %backend.key, backend_name = backend.name.as_deref(), %reason, open_for_ms = open_for.as_millis() as u64,
                 "circuit breaker opened: backend ejected");
-            metrics.breaker_transition(&pool.name, &backend.key, BreakerState::Open.as_str());
+            metrics.breaker_transition(
+                &pool.name,
+                &backend.key,
+                backend.name.as_deref(),
+                BreakerState::Open.as_str(),
+            );
         }
         Transition::HalfOpened => {
-            info!(pool = %pool.name, backend = %backend.key, "circuit breaker half-open: sending trial requests");
-            metrics.breaker_transition(&pool.name, &backend.key, BreakerState::HalfOpen.as_str());
+            info!(pool = %pool.name, backend = %backend.key, backend_name = backend.name.as_deref(), "circuit breaker half-open: sending trial requests");
+            metrics.breaker_transition(
+                &pool.name,
+                &backend.key,
+                backend.name.as_deref(),
+                BreakerState::HalfOpen.as_str(),
+            );
         }
         Transition::Closed => {
-            info!(pool = %pool.name, backend = %backend.key, "circuit breaker closed: backend restored");
+            info!(pool = %pool.name, backend = %backend.key, backend_name = backend.name.as_deref(), "circuit breaker closed: backend restored");
             backend
                 .state
                 .usable_since_ms
                 .store(clock::now_ms(), Ordering::Relaxed);
-            metrics.breaker_transition(&pool.name, &backend.key, BreakerState::Closed.as_str());
+            metrics.breaker_transition(
+                &pool.name,
+                &backend.key,
+                backend.name.as_deref(),
+                BreakerState::Closed.as_str(),
+            );
         }
     }
 }
