@@ -95,6 +95,7 @@ fn pool_select(c: &mut Criterion) {
         hash: None,
         now_ms: 1,
         slow_start: None,
+        pinned: None,
     };
     let mut group = c.benchmark_group("pool_select_4_backends");
     for name in ["native", "wasm"] {

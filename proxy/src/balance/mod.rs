@@ -31,6 +31,9 @@ pub struct PickContext {
     pub now_ms: u64,
     /// The pool's slow-start window, if any.
     pub slow_start: Option<Duration>,
+    /// The backend index the request's sticky cookie names: it takes the request
+    /// while it is usable, whatever the balancer or a routing plugin would choose.
+    pub pinned: Option<usize>,
 }
 
 /// The hash of a request's key (a header, a cookie or the client address), shared by

@@ -373,6 +373,43 @@ pub struct PoolConfig {
     pub breaker: BreakerConfig,
     pub retry: RetryConfig,
     pub failover: FailoverConfig,
+    /// Sticky sessions by cookie (`[pool.NAME.sticky]`).
+    pub sticky: Option<StickyConfig>,
+}
+
+/// Sticky sessions: the proxy sets a cookie carrying an opaque id of the backend that
+/// answered, and sends the client's later requests there while that backend is usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// The cookie's name.
+    pub cookie: String,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: SameSite,
+    /// `Max-Age`; `None` makes it a session cookie.
+    pub max_age: Option<Duration>,
+    /// The cookie's `Path`.
+    pub path: String,
+}
+
+/// The cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    /// Sent on cross-site requests too; browsers require `Secure` with it.
+    None,
+}
+
+impl SameSite {
+    /// The attribute's value as written in `Set-Cookie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
 }
 
 impl PoolConfig {

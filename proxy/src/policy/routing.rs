@@ -38,8 +38,9 @@ thread_local! {
 
 /// The select step: where a request goes. The pool's routing plugin decides when it
 /// has one (with the native balancer as its fallback), else the native balancer
-/// alone; a shadow plugin is run beside either. `request` is only read by plugins;
-/// `exclude` rejects backend indexes (those this request already tried).
+/// alone; a shadow plugin is run beside either. A usable backend named by the
+/// request's sticky cookie (`ctx.pinned`) comes before both. `request` is only read
+/// by plugins; `exclude` rejects backend indexes (those this request already tried).
 pub fn select(
     pool: &Pool,
     ctx: &PickContext,
@@ -47,6 +48,15 @@ pub fn select(
     exclude: impl Fn(usize) -> bool,
 ) -> Selection {
     let native = || pool.pick(ctx, &exclude);
+    if let Some(pinned) = ctx.pinned.filter(|&i| {
+        !exclude(i)
+            && pool
+                .backends
+                .get(i)
+                .is_some_and(|b| b.state.is_usable(ctx.now_ms))
+    }) {
+        return Selection::Backend(pinned);
+    }
     match request {
         Some(request) if pool.policies.routes() => {
             let now = ctx.now_ms;

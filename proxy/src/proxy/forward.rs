@@ -414,6 +414,10 @@ fn select(
         hash: request_hash(pool, target),
         now_ms,
         slow_start: pool.config.failover.slow_start,
+        pinned: pool
+            .sticky
+            .as_ref()
+            .and_then(|s| s.pinned(&target.parts.headers)),
     };
     let view = pool.policies.routes().then(|| route_request(target));
     match routing::select(pool, &ctx, view.as_ref(), |i| tried.contains(i)) {

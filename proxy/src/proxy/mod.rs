@@ -146,6 +146,7 @@ impl Proxy {
             }
         };
         done.status = response.status().as_u16();
+        set_sticky_cookie(&done.attempt, &parts.headers, response.headers_mut());
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
@@ -200,6 +201,24 @@ fn choose_pool(
     pool.traffic.spill();
     metrics.spill(&route.name, &pool.name, &other.name);
     Some(Arc::clone(other))
+}
+
+/// The answer step of a sticky pool: an answer from a backend other than the one the
+/// request's cookie named (or to a request without one) carries the cookie naming
+/// the backend that answered, so the client's next requests go there.
+fn set_sticky_cookie(attempt: &Attempt, request: &http::HeaderMap, answer: &mut http::HeaderMap) {
+    let Some((pool, backend)) = attempt.upstream() else {
+        return;
+    };
+    let Some(sticky) = &pool.sticky else {
+        return;
+    };
+    let Some(index) = pool.backends.iter().position(|b| b.key == backend.key) else {
+        return;
+    };
+    if let Some(cookie) = sticky.set_cookie_for(index, sticky.pinned(request)) {
+        answer.append(header::SET_COOKIE, cookie.clone());
+    }
 }
 
 /// What goes on the backend's request line: the normalised path (or, with

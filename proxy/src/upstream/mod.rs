@@ -6,6 +6,7 @@ pub mod connect;
 mod drain;
 mod policies;
 mod pool;
+mod sticky;
 mod transition;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
@@ -14,4 +15,5 @@ pub use connect::{ConnectError, Connector, PoolTls, TcpSettings, UpstreamIo, Ups
 pub use drain::{DrainEnd, wait_drained};
 pub use policies::{PoolPolicies, Shadow};
 pub use pool::{Pool, PoolSet};
+pub use sticky::Sticky;
 pub use transition::log_transition;

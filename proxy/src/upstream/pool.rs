@@ -8,6 +8,7 @@ use super::backend::{Backend, BackendState, Usability};
 use super::client::UpstreamClient;
 use super::connect::PoolTls;
 use super::policies::PoolPolicies;
+use super::sticky::Sticky;
 use crate::balance::{Balancer, PickContext};
 use crate::breaker::BreakerState;
 use crate::config::Limits;
@@ -36,6 +37,8 @@ pub struct Pool {
     /// TLS to the backends (each backend has its own client); kept across rebuilds,
     /// with the backends' clients, while the pool's `tls` table and files stay the same.
     pub tls: Option<Arc<PoolTls>>,
+    /// The backends' sticky cookies, when the pool has `[pool.NAME.sticky]`.
+    pub sticky: Option<Sticky>,
     retry_tokens: AtomicI64,
 }
 
@@ -100,6 +103,10 @@ impl Pool {
             }
         }
         let balancer = Balancer::build(&config.balance, &backends);
+        let sticky = config
+            .sticky
+            .as_ref()
+            .map(|s| Sticky::build(s, &config.name, &backends));
         Self {
             name: config.name.as_str().into(),
             retry_tokens: AtomicI64::new(
@@ -111,6 +118,7 @@ impl Pool {
             balancer,
             policies,
             tls,
+            sticky,
         }
     }
 
