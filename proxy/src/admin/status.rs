@@ -195,6 +195,6 @@ fn backend(pool: &Pool, index: usize, b: &Backend, now: u64) -> Value {
         "requests": s.requests.load(Ordering::Relaxed),
         "failures": s.failures.load(Ordering::Relaxed),
         "connect_errors": s.connect_errors.load(Ordering::Relaxed),
-        "latency_ewma_ms": f64::from(s.latency_ewma_us.load(Ordering::Relaxed)) / 1000.0,
+        "latency_ewma_ms": f64::from(s.latency_ewma_us(now)) / 1000.0,
     })
 }

@@ -3,7 +3,6 @@
 //! when the plugin cannot answer.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -137,7 +136,7 @@ fn stats(pool: &Pool, backend: &Backend, now_ms: u64) -> BreakerStats {
         consecutive_failures: s.breaker.consecutive_failures(),
         requests_in_window: requests,
         failures_in_window: failures,
-        latency_ewma_us: s.latency_ewma_us.load(Ordering::Relaxed),
+        latency_ewma_us: s.latency_ewma_us(now_ms),
         state: match s.breaker.state() {
             breaker::BreakerState::Closed => plugin::BreakerState::Closed,
             breaker::BreakerState::Open => plugin::BreakerState::Open,

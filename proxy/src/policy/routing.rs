@@ -135,7 +135,7 @@ fn fill_candidates(
             index: i as u32,
             weight: s.effective_weight(slow_start, now_ms).ceil() as u32,
             in_flight: s.in_flight.load(Ordering::Relaxed),
-            latency_ewma_us: s.latency_ewma_us.load(Ordering::Relaxed),
+            latency_ewma_us: s.latency_ewma_us(now_ms),
             error_rate_permille,
             healthy: true,
         });

@@ -19,7 +19,7 @@ pub fn record(pool: &Pool, backend: &Backend, outcome: Outcome, metrics: &Metric
         _ => Observation::Failed,
     });
     if let Outcome::Success(latency) = outcome {
-        state.record_latency(latency);
+        state.record_latency(latency, now);
     } else {
         state.failures.fetch_add(1, Ordering::Relaxed);
         if outcome == Outcome::ConnectFailed {
