@@ -585,6 +585,10 @@ pub struct RetryOn {
     pub connect_failure: bool,
     pub reset: bool,
     pub timeout: bool,
+    /// A 500: what an application answers when it fails inside (an exception, a
+    /// dependency down), so a retry elsewhere often succeeds; only for idempotent
+    /// requests, like every status condition.
+    pub status_500: bool,
     pub status_502: bool,
     pub status_503: bool,
     pub status_504: bool,
@@ -594,6 +598,7 @@ impl RetryOn {
     /// Whether a response status is retryable under this policy.
     pub fn status(&self, status: u16) -> bool {
         match status {
+            500 => self.status_500,
             502 => self.status_502,
             503 => self.status_503,
             504 => self.status_504,
@@ -624,6 +629,7 @@ impl Default for RetryConfig {
                 connect_failure: true,
                 reset: true,
                 timeout: true,
+                status_500: false,
                 status_502: false,
                 status_503: false,
                 status_504: false,
