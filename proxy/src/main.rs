@@ -119,7 +119,8 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `switchyard man | man -l -`.
     Man,
-    /// Start three demo backends (one flaky) and front them with an embedded config.
+    /// Start five named demo backends in two pools, blue (one of them flaky) and green, front
+    /// them with an embedded config, and print commands to try.
     Demo {
         /// Traffic listener address.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -927,7 +928,7 @@ async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incomin
         ),
     };
     let started = start(cli, takeover).await;
-    let (server, watched, admin_listen, drain) = match started {
+    let (server, watched, admin_listen, drain, demo) = match started {
         Ok(started) => started,
         Err(e) => {
             if let Some(link) = link.as_mut() {
@@ -968,6 +969,9 @@ async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incomin
     }
     println!("switchyard: admin on http://{admin_address}/status (also /metrics, /health/ready)");
     println!("switchyard: dashboard on http://{admin_address}/");
+    if let (Some(demo), Some(web)) = (&demo, server.listener_address("web")) {
+        print!("{}", demo.guide(web, admin_address, &demo_command()));
+    }
     if let Some(mut link) = link {
         match link.serving().await {
             Ok(()) => info!(
@@ -1012,17 +1016,18 @@ async fn start(
     Option<PathBuf>,
     SocketAddr,
     std::time::Duration,
+    Option<demo::Demo>,
 )> {
     let options = ServerOptions {
         access_log: !cli.no_access_log,
     };
-    let (config, watched) = match cli.command {
+    let (config, watched, demo) = match cli.command {
         Some(Command::Demo { listen, admin }) => {
-            let config = demo::prepare(listen, admin)
+            let (config, demo) = demo::prepare(listen, admin)
                 .await
                 .context("cannot start the demo backends")?
                 .context("the embedded demo config is invalid")?;
-            (config, None)
+            (config, None, Some(demo))
         }
         _ => {
             let path = cli
@@ -1031,7 +1036,7 @@ async fn start(
                 .context("no config: pass --config FILE, or run `switchyard demo`")?;
             let config =
                 Config::load(&path).map_err(|e| anyhow::anyhow!("the config was refused:\n{e}"))?;
-            (config, Some(path))
+            (config, Some(path), None)
         }
     };
     let admin_listen = config.admin.listen;
@@ -1040,7 +1045,16 @@ async fn start(
     if let Some(path) = &watched {
         server.set_config_path(path.clone());
     }
-    Ok((server, watched, admin_listen, drain))
+    Ok((server, watched, admin_listen, drain, demo))
+}
+
+/// This binary as the demo's printed commands name it (`./target/release/switchyard`
+/// from a checkout).
+fn demo_command() -> String {
+    match (std::env::current_exe(), std::env::current_dir()) {
+        (Ok(exe), Ok(cwd)) => demo::command_name(&exe, &cwd),
+        _ => "switchyard".to_string(),
+    }
 }
 
 /// `switchyard man`: the man page, generated from the command-line definition
