@@ -61,7 +61,7 @@ pub fn select(
         Some(request) if pool.policies.routes() => {
             let now = ctx.now_ms;
             let panic = pool.in_panic_mode(now);
-            let admits = |i: usize| !exclude(i) && (panic || pool.backends[i].state.is_usable(now));
+            let admits = |i: usize| !exclude(i) && pool.selectable(i, now, panic);
             with_plugins(pool, request, now, &admits, &native)
         }
         _ => native().map_or(Selection::Exhausted, Selection::Backend),

@@ -134,8 +134,18 @@ impl Pool {
         let now = ctx.now_ms;
         let panic = self.in_panic_mode(now);
         self.balancer.pick(&self.backends, ctx, |i| {
-            !exclude(i) && (panic || self.backends[i].state.is_usable(now))
+            !exclude(i) && self.selectable(i, now, panic)
         })
+    }
+
+    /// Whether backend `i` may be chosen for a new request: usable (anything goes in
+    /// panic mode) and not set to weight 0, which takes a backend out of every
+    /// balancer's and routing plugin's choice (a sticky cookie still reaches it).
+    pub fn selectable(&self, i: usize, now_ms: u64, panic: bool) -> bool {
+        let Some(b) = self.backends.get(i) else {
+            return false;
+        };
+        b.state.weight.load(Ordering::Relaxed) > 0 && (panic || b.state.is_usable(now_ms))
     }
 
     /// Backends that could take a request right now.
