@@ -2,6 +2,7 @@
 //! from its head to the end of its response body (or its tunnel) gives back what the
 //! request took and writes its metrics and access-log line exactly once.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,11 +12,13 @@ use tracing::info;
 
 use super::attempt::Attempt;
 use super::body::{BodyEnd, BodyOutcome};
+use super::failure::Failure;
 use super::headers::REQUEST_ID;
 use crate::conn::{ConnActivity, ConnInfo};
 use crate::error::{ProxyBody, ProxyError};
 use crate::metrics::Metrics;
 use crate::router::Route;
+use crate::upstream::Backend;
 
 /// Everything to account for once a request is over: the request's [`Attempt`]
 /// guard (in-flight counts, trial, retry), metrics, breaker feedback for a body
@@ -34,6 +37,9 @@ pub struct Completion {
     version: Version,
     /// The normalised path when it differs from the request's.
     pub(super) path: Option<String>,
+    /// Why the request got an error answer from the proxy itself (`refused`,
+    /// `timeout`, `no-usable-backend`, ...), for the access log.
+    pub(super) failure: Option<Cow<'static, str>>,
     client: SocketAddr,
     finished: bool,
 }
@@ -61,6 +67,7 @@ impl Completion {
             uri: request.uri().clone(),
             version: request.version(),
             path: None,
+            failure: None,
             client: conn.client,
             finished: false,
         }
@@ -110,6 +117,22 @@ impl Completion {
     }
 }
 
+/// `127.0.0.1:9003 (charlie): 500; 127.0.0.1:9001: refused`: each failed try's
+/// backend and why; `None` when no try failed.
+fn failed_tries(failures: &[(Backend, Failure)]) -> Option<String> {
+    if failures.is_empty() {
+        return None;
+    }
+    let described: Vec<String> = failures
+        .iter()
+        .map(|(backend, failure)| match &backend.name {
+            Some(name) => format!("{} ({name}): {failure}", backend.key),
+            None => format!("{}: {failure}", backend.key),
+        })
+        .collect();
+    Some(described.join("; "))
+}
+
 impl BodyEnd for Completion {
     fn finish(&mut self, outcome: BodyOutcome) {
         if std::mem::replace(&mut self.finished, true) {
@@ -135,9 +158,12 @@ impl BodyEnd for Completion {
                 method = %self.method,
                 path = self.path.as_deref().unwrap_or(self.uri.path()),
                 route = self.route.as_ref().map_or("-", |r| &r.name),
-                backend = self.attempt.upstream().map_or("-", |(_, b)| &b.key),
-                backend_name = self.attempt.upstream().and_then(|(_, b)| b.name.as_deref()),
+                backend = self.attempt.last_backend().map_or("-", |b| &b.key),
+                backend_name = self.attempt.last_backend().and_then(|b| b.name.as_deref()),
                 status = self.status,
+                failure = self.failure.as_deref(),
+                tries = (self.attempt.tries() > 1).then_some(self.attempt.tries()),
+                failed_tries = failed_tries(self.attempt.failures()).as_deref(),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 outcome = match outcome {
                     BodyOutcome::Complete => "complete",

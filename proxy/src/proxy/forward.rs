@@ -17,6 +17,7 @@ use tracing::debug;
 
 use super::attempt::Attempt;
 use super::body::{BodyWatch, RequestBody};
+use super::failure::Failure;
 use crate::balance::{PickContext, request_key_hash};
 use crate::clock;
 use crate::config::RetryConfig;
@@ -107,8 +108,8 @@ enum Judged {
     Answer(Response<Incoming>),
     /// A 5xx answer: relayed unless it is retried.
     ServerError(Response<Incoming>),
-    /// The backend failed (connect, reset, timeout, an invalid answer).
-    Failed(Outcome, ProxyError),
+    /// The backend failed (connect, reset, timeout, an invalid answer), for this reason.
+    Failed(Outcome, Failure, ProxyError),
     /// The client's body broke, stalled or was too large: not the backend's doing.
     ClientFault(ClientBodyError),
 }
@@ -324,7 +325,7 @@ impl Steps<'_> {
         )
         .await;
         let judged = judge(sent, backend, retry, self.target, watch);
-        if let Judged::Failed(Outcome::BadResponse, _) = &judged
+        if let Judged::Failed(Outcome::BadResponse, _, _) = &judged
             && let Some(connected) = connection.connection_metadata().as_ref()
         {
             connected.poison();
@@ -359,11 +360,13 @@ impl Steps<'_> {
                 if !self.may_retry(outcome, attempt, pool) {
                     return Decision::Relay(response);
                 }
+                attempt.failed(Failure::Status(status.as_u16()));
                 let backend = Arc::clone(&backend.key);
                 Decision::Retry(outcome, ProxyError::Status { backend, status })
             }
-            Judged::Failed(outcome, error) => {
+            Judged::Failed(outcome, failure, error) => {
                 attempt.settle(outcome, self.metrics);
+                attempt.failed(failure);
                 debug!(pool = %pool.name, backend = %backend.key, error = %error, attempt = attempt.tries(), "attempt failed");
                 if !self.may_retry(outcome, attempt, pool) {
                     return Decision::Fail(error);
@@ -494,6 +497,7 @@ fn judge(
             {
                 return Judged::Failed(
                     Outcome::BadResponse,
+                    Failure::BadResponse,
                     ProxyError::BadResponse {
                         backend: Arc::clone(&backend.key),
                         reason,
@@ -512,22 +516,31 @@ fn judge(
             }
             let source = root_cause(&error);
             let backend = Arc::clone(&backend.key);
+            let invalid = is_invalid_answer(&error);
+            let failure = Failure::of_send(&error, invalid);
             if error.is_connect() {
                 Judged::Failed(
                     Outcome::ConnectFailed,
+                    failure,
                     ProxyError::Connect { backend, source },
                 )
-            } else if is_invalid_answer(&error) {
+            } else if invalid {
                 Judged::Failed(
                     Outcome::BadResponse,
+                    failure,
                     ProxyError::Upstream { backend, source },
                 )
             } else {
-                Judged::Failed(Outcome::Reset, ProxyError::Upstream { backend, source })
+                Judged::Failed(
+                    Outcome::Reset,
+                    failure,
+                    ProxyError::Upstream { backend, source },
+                )
             }
         }
         Sent::TimedOut => Judged::Failed(
             Outcome::TimedOut,
+            Failure::Timeout,
             ProxyError::Timeout {
                 backend: Arc::clone(&backend.key),
                 timeout: retry.per_try_timeout,

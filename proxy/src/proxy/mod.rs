@@ -6,6 +6,7 @@ mod attempt;
 mod body;
 mod completion;
 mod edge;
+mod failure;
 mod forward;
 mod headers;
 pub mod outcome;
@@ -23,6 +24,7 @@ use hyper::body::Incoming;
 pub use attempt::Attempt;
 pub use body::{BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, RequestBody, TrackedBody};
 pub use completion::Completion;
+pub use failure::Failure;
 pub use headers::{REQUEST_ID, ensure_request_id, is_upgrade, set_forwarded, strip_hop_by_hop};
 pub use upgrade::Tunnels;
 
@@ -84,12 +86,14 @@ impl Proxy {
         // Route, then the pool (a split may spill to its other side).
         let router = snapshot.router(&conn.listener);
         let Some(route) = router.and_then(|r| r.route(host, path)).cloned() else {
+            done.failure = Some("no-route".into());
             return done.local(ProxyError::NoRoute.response());
         };
         done.route = Some(Arc::clone(&route));
         done.attempt.route(&route);
         let Some(pool) = choose_pool(&snapshot, &route, request.headers(), &self.metrics) else {
             let pool = Arc::clone(route.target.choose(request.headers()));
+            done.failure = Some("no-usable-backend".into());
             return done.local(ProxyError::NoBackend { pool }.response());
         };
 
@@ -142,6 +146,7 @@ impl Proxy {
             Err(e) if e.is_client_error() => return done.refuse(e),
             Err(e) => {
                 tracing::debug!(request_id = ?done.request_id, error = %e, "request failed");
+                done.failure = failure_of(&e, &done.attempt);
                 return done.local(e.response());
             }
         };
@@ -201,6 +206,34 @@ fn choose_pool(
     pool.traffic.spill();
     metrics.spill(&route.name, &pool.name, &other.name);
     Some(Arc::clone(other))
+}
+
+/// Why the proxy answered a request with `error`, as the access log says it: the
+/// reason the last try failed when backends were tried, else what stopped the
+/// request before any was. `None` for the routing policy's own answers.
+fn failure_of(error: &ProxyError, attempt: &Attempt) -> Option<Cow<'static, str>> {
+    let last_try = || {
+        attempt
+            .failures()
+            .last()
+            .map(|(_, failure)| Cow::Owned(failure.to_string()))
+    };
+    match error {
+        ProxyError::NoBackend { .. } => Some("no-usable-backend".into()),
+        ProxyError::PolicyFailed { .. } => Some("routing-policy-failed".into()),
+        ProxyError::Connect { .. } => last_try().or(Some("connect-error".into())),
+        ProxyError::Upstream { .. } => last_try().or(Some("reset".into())),
+        ProxyError::Timeout { .. } => last_try().or(Some("timeout".into())),
+        ProxyError::BadResponse { .. } => last_try().or(Some("bad-response".into())),
+        ProxyError::Status { status, .. } => {
+            last_try().or_else(|| Some(Cow::Owned(status.as_u16().to_string())))
+        }
+        ProxyError::NoRoute => Some("no-route".into()),
+        ProxyError::PolicyResponse { .. }
+        | ProxyError::Rejected
+        | ProxyError::ClientBody(_)
+        | ProxyError::Edge(_) => None,
+    }
 }
 
 /// The answer step of a sticky pool: an answer from a backend other than the one the

@@ -275,23 +275,34 @@ async fn the_send_and_judge_steps_tell_answers_from_failures() {
     assert!(matches!(judged, Judged::ServerError(ref r) if r.status() == 503));
     let odd = Answer::Bytes(b"HTTP/1.1 600 Odd\r\ncontent-length: 0\r\n\r\n");
     match exchange(backend(odd).await).await {
-        Judged::Failed(Outcome::BadResponse, ProxyError::BadResponse { reason, .. }) => {
+        Judged::Failed(Outcome::BadResponse, _, ProxyError::BadResponse { reason, .. }) => {
             assert_eq!(reason, "status code outside 100-599");
         }
         _ => panic!("a status over 599 is not relayed"),
     }
     let garbage = Answer::Bytes(b"SSH-2.0-OpenSSH\r\n\r\n");
     let judged = exchange(backend(garbage).await).await;
-    assert!(matches!(judged, Judged::Failed(Outcome::BadResponse, _)));
+    assert!(matches!(judged, Judged::Failed(Outcome::BadResponse, _, _)));
     let judged = exchange(backend(Answer::Close).await).await;
-    assert!(matches!(judged, Judged::Failed(Outcome::Reset, _)));
+    assert!(matches!(
+        judged,
+        Judged::Failed(Outcome::Reset, Failure::Reset, _)
+    ));
     let judged = exchange(refused().await).await;
     assert!(matches!(
         judged,
-        Judged::Failed(Outcome::ConnectFailed, ProxyError::Connect { .. })
+        Judged::Failed(
+            Outcome::ConnectFailed,
+            Failure::Refused,
+            ProxyError::Connect { .. }
+        )
     ));
     match exchange(backend(Answer::Silent).await).await {
-        Judged::Failed(Outcome::TimedOut, ProxyError::Timeout { timeout, .. }) => {
+        Judged::Failed(
+            Outcome::TimedOut,
+            Failure::Timeout,
+            ProxyError::Timeout { timeout, .. },
+        ) => {
             assert_eq!(timeout, Duration::from_millis(200));
         }
         _ => panic!("a silent backend times out"),
@@ -365,7 +376,10 @@ fn the_retry_decision_settles_the_try_and_asks_the_budget() {
     let failures = || backend.state.failures.load(Ordering::Relaxed);
 
     let budget = pool.retry_budget();
-    let (decision, attempt) = decide_held(&get, Judged::Failed(Outcome::Reset, reset()));
+    let (decision, attempt) = decide_held(
+        &get,
+        Judged::Failed(Outcome::Reset, Failure::Reset, reset()),
+    );
     assert!(matches!(decision, Decision::Retry(Outcome::Reset, _)));
     assert_eq!(failures(), 1, "the failed try counts against the backend");
     assert_eq!(
@@ -380,7 +394,10 @@ fn the_retry_decision_settles_the_try_and_asks_the_budget() {
         "and given back when never sent"
     );
 
-    let decision = decide(&post, Judged::Failed(Outcome::Reset, reset()));
+    let decision = decide(
+        &post,
+        Judged::Failed(Outcome::Reset, Failure::Reset, reset()),
+    );
     assert!(matches!(
         decision,
         Decision::Fail(ProxyError::Upstream { .. })
@@ -393,7 +410,10 @@ fn the_retry_decision_settles_the_try_and_asks_the_budget() {
     assert_eq!(failures(), 2, "the client's fault is not the backend's");
 
     while pool.withdraw_retry_budget() {}
-    let decision = decide(&get, Judged::Failed(Outcome::Reset, reset()));
+    let decision = decide(
+        &get,
+        Judged::Failed(Outcome::Reset, Failure::Reset, reset()),
+    );
     assert!(matches!(decision, Decision::Fail(_)), "the budget is spent");
     assert_eq!(in_flight(&pool), [0, 0]);
 }
