@@ -97,6 +97,9 @@ _switchyard() {
             switchyard__subcmd__ctl,weight)
                 cmd="switchyard__subcmd__ctl__subcmd__weight"
                 ;;
+            switchyard__subcmd__ctl,why)
+                cmd="switchyard__subcmd__ctl__subcmd__why"
+                ;;
             switchyard__subcmd__ctl__subcmd__help,add-backend)
                 cmd="switchyard__subcmd__ctl__subcmd__help__subcmd__add__subcmd__backend"
                 ;;
@@ -132,6 +135,9 @@ _switchyard() {
                 ;;
             switchyard__subcmd__ctl__subcmd__help,weight)
                 cmd="switchyard__subcmd__ctl__subcmd__help__subcmd__weight"
+                ;;
+            switchyard__subcmd__ctl__subcmd__help,why)
+                cmd="switchyard__subcmd__ctl__subcmd__help__subcmd__why"
                 ;;
             switchyard__subcmd__help,check)
                 cmd="switchyard__subcmd__help__subcmd__check"
@@ -198,6 +204,9 @@ _switchyard() {
                 ;;
             switchyard__subcmd__help__subcmd__ctl,weight)
                 cmd="switchyard__subcmd__help__subcmd__ctl__subcmd__weight"
+                ;;
+            switchyard__subcmd__help__subcmd__ctl,why)
+                cmd="switchyard__subcmd__help__subcmd__ctl__subcmd__why"
                 ;;
             switchyard__subcmd__help__subcmd__plugin,bench)
                 cmd="switchyard__subcmd__help__subcmd__plugin__subcmd__bench"
@@ -532,7 +541,7 @@ _switchyard() {
             return 0
             ;;
         switchyard__subcmd__ctl)
-            opts="-c -h --admin --token --json --if-revision --config --log-format --log-level --workers --no-access-log --help status drain enable disable weight switch split reload rollout add-backend remove-backend help"
+            opts="-c -h --admin --token --json --if-revision --config --log-format --log-level --workers --no-access-log --help status why drain enable disable weight switch split reload rollout add-backend remove-backend help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -718,7 +727,7 @@ _switchyard() {
             return 0
             ;;
         switchyard__subcmd__ctl__subcmd__help)
-            opts="status drain enable disable weight switch split reload rollout add-backend remove-backend help"
+            opts="status why drain enable disable weight switch split reload rollout add-backend remove-backend help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -886,6 +895,20 @@ _switchyard() {
             return 0
             ;;
         switchyard__subcmd__ctl__subcmd__help__subcmd__weight)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        switchyard__subcmd__ctl__subcmd__help__subcmd__why)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1153,6 +1176,40 @@ _switchyard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        switchyard__subcmd__ctl__subcmd__why)
+            opts="-c -h --config --log-format --log-level --workers --no-access-log --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         switchyard__subcmd__demo)
             opts="-c -h --listen --admin --config --log-format --log-level --workers --no-access-log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1280,7 +1337,7 @@ _switchyard() {
             return 0
             ;;
         switchyard__subcmd__help__subcmd__ctl)
-            opts="status drain enable disable weight switch split reload rollout add-backend remove-backend"
+            opts="status why drain enable disable weight switch split reload rollout add-backend remove-backend"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1434,6 +1491,20 @@ _switchyard() {
             return 0
             ;;
         switchyard__subcmd__help__subcmd__ctl__subcmd__weight)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        switchyard__subcmd__help__subcmd__ctl__subcmd__why)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

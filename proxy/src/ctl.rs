@@ -57,6 +57,12 @@ impl Call {
 pub enum Action {
     /// Pools, backends and routes as tables.
     Status,
+    /// Why each backend of a pool does or does not get traffic: operator, health
+    /// checks, breaker, weight, or its share of recent requests and who chose it.
+    Why {
+        /// The pool to explain.
+        pool: String,
+    },
     /// Stop sending new requests to a backend; in-flight ones finish.
     Drain { pool: String, backend: String },
     /// Put a backend back into rotation.
@@ -132,7 +138,7 @@ impl Action {
             format!("/pools/{pool}/backends/{backend}/{verb}")
         };
         Ok(match self {
-            Action::Status => Call::get("/status"),
+            Action::Status | Action::Why { .. } => Call::get("/status"),
             Action::Drain { pool, backend: b } => Call::post(backend(pool, b, "drain"), None),
             Action::Enable { pool, backend: b } => Call::post(backend(pool, b, "enable"), None),
             Action::Disable { pool, backend: b } => Call::post(backend(pool, b, "disable"), None),
@@ -339,6 +345,35 @@ pub fn remove_backend_call(pool: &str, address: &str) -> Call {
         path: format!("/pools/{pool}/backends/{address}"),
         body: None,
     }
+}
+
+/// Renders `ctl why POOL` from `/status`: how requests reach the pool, then one line
+/// per backend saying whether it takes new requests and why.
+pub fn render_why(status: &Value, pool: &str) -> Result<String, CtlError> {
+    let pools = status["pools"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let Some(found) = pools.iter().find(|p| p["name"] == pool) else {
+        let names: Vec<&str> = pools.iter().filter_map(|p| p["name"].as_str()).collect();
+        return Err(CtlError::Invalid(format!(
+            "no pool named `{pool}`; pools: {}",
+            names.join(", ")
+        )));
+    };
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let mut out = format!("pool {pool}: {}\n", text(&found["traffic"]));
+    let mut rows = vec![["BACKEND", "TRAFFIC", "WHY"].map(str::to_string)];
+    for b in found["backends"].as_array().into_iter().flatten() {
+        let backend = match b["name"].as_str() {
+            Some(name) => format!("{name} ({})", text(&b["address"])),
+            None => text(&b["address"]),
+        };
+        let traffic = if b["receiving"] == true { "yes" } else { "no" };
+        rows.push([backend, traffic.to_string(), text(&b["why"])]);
+    }
+    out.push_str(&table(&rows));
+    Ok(out)
 }
 
 /// Renders `/status` as a table: one line per backend.
@@ -619,6 +654,33 @@ mod tests {
                 }
                 other => panic!("{bad}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn why_renders_one_line_per_backend() {
+        let status = serde_json::json!({"pools": [{
+            "name": "blue",
+            "traffic": "route demo sends every request here",
+            "backends": [
+                {"name": "alpha", "address": "127.0.0.1:9001", "receiving": true,
+                 "why": "usable, 7 of the pool's 9 requests in the last 10 s, chosen by the balancer"},
+                {"name": null, "address": "127.0.0.1:9002", "receiving": false,
+                 "why": "drained: takes no new request until it is enabled"},
+            ],
+        }]});
+        assert_eq!(
+            render_why(&status, "blue").unwrap(),
+            "pool blue: route demo sends every request here\n\
+             BACKEND                 TRAFFIC  WHY\n\
+             alpha (127.0.0.1:9001)  yes      usable, 7 of the pool's 9 requests in the last 10 s, chosen by the balancer\n\
+             127.0.0.1:9002          no       drained: takes no new request until it is enabled\n"
+        );
+        match render_why(&status, "green") {
+            Err(CtlError::Invalid(message)) => {
+                assert_eq!(message, "no pool named `green`; pools: blue");
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -204,8 +204,9 @@ impl Demo {
             "switchyard: try these in another terminal:\n\
              \x20 # charlie's 500s are retried on another backend: no error reaches you\n\
              \x20 for i in $(seq 20); do curl -s http://{web}/; done\n\
-             \x20 # the pools and their backends, by name\n\
+             \x20 # the pools and their backends, by name; why each blue backend gets traffic or not\n\
              \x20 {ctl} status\n\
+             \x20 {ctl} why blue\n\
              \x20 # take charlie out (its requests in flight finish), then back in\n\
              \x20 {ctl} drain blue charlie\n\
              \x20 {ctl} enable blue charlie\n\

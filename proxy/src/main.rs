@@ -878,7 +878,7 @@ fn ctl(
     if_revision: Option<i64>,
     action: switchyard::ctl::Action,
 ) -> ExitCode {
-    use switchyard::ctl::{Action, render_status, send_blocking};
+    use switchyard::ctl::{Action, render_status, render_why, send_blocking};
     let call = match action.call() {
         Ok(call) => call,
         Err(e) => {
@@ -897,6 +897,13 @@ fn ctl(
         Ok(value) => {
             match action {
                 Action::Status => print!("{}", render_status(&value)),
+                Action::Why { pool } => match render_why(&value, &pool) {
+                    Ok(text) => print!("{text}"),
+                    Err(e) => {
+                        eprintln!("switchyard ctl: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
                 _ => println!("{}", serde_json::to_string(&value).unwrap_or_default()),
             }
             ExitCode::SUCCESS

@@ -20,6 +20,7 @@ mod plugins;
 mod respond;
 mod rollout;
 mod status;
+mod why;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -470,7 +471,13 @@ async fn upgrade(server: &Arc<Server>, peer: SocketAddr) -> Response<ProxyBody> 
     }
 }
 
-/// 200 when the config is loaded and every pool has a usable backend (or a usable backup).
+/// `/health/ready`: 200 when the proxy serves (config loaded, listeners up, not
+/// stopping) and every pool can take a request, with a usable backend of its own or
+/// of its backup pool. A backend is usable unless it is drained or disabled, its
+/// health checks say down, or its breaker ejected it; in a pool without `[health]`
+/// nothing probes it, so it counts as usable until requests to it fail (a dead one
+/// is found by traffic, and the breaker ejects it). The body says, pool by pool,
+/// what was counted and how.
 fn ready(server: &Server) -> Response<ProxyBody> {
     if !server.is_ready() {
         return text_response(
@@ -480,21 +487,51 @@ fn ready(server: &Server) -> Response<ProxyBody> {
     }
     let snapshot = server.snapshot();
     let now = clock::now_ms();
-    let unusable: Vec<String> = snapshot
-        .pools
-        .iter_sorted()
-        .into_iter()
-        .filter(|p| p.usable_count(now) == 0)
-        .map(|p| p.name.to_string())
-        .collect();
-    if unusable.is_empty() {
-        text_response(StatusCode::OK, "ready\n")
-    } else {
-        let mut response = Response::new(full_body(Bytes::from(format!(
-            "not ready: no usable backend in pool(s) {}\n",
-            unusable.join(", ")
-        ))));
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        response
+    let mut unusable = Vec::new();
+    let mut lines = String::new();
+    for pool in snapshot.pools.iter_sorted() {
+        let usable = pool.usable_count(now);
+        let judged = if pool.config.health.is_some() {
+            "health-checked"
+        } else {
+            "no health check: backends count as usable until requests to them fail"
+        };
+        lines.push_str(&format!(
+            "{}: {usable} of {} backends usable ({judged})",
+            pool.name,
+            pool.backends.len()
+        ));
+        if usable == 0 {
+            let backup = pool
+                .config
+                .failover
+                .backup
+                .as_deref()
+                .and_then(|b| snapshot.pools.get(b))
+                .filter(|b| b.usable_count(now) > 0);
+            match backup {
+                Some(backup) => lines.push_str(&format!(", served by backup pool {}", backup.name)),
+                None => unusable.push(pool.name.to_string()),
+            }
+        }
+        lines.push('\n');
     }
+    let (status, text) = if unusable.is_empty() {
+        (StatusCode::OK, format!("ready\n{lines}"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: no usable backend in pool(s) {}\n{lines}",
+                unusable.join(", ")
+            ),
+        )
+    };
+    let mut response = Response::new(full_body(Bytes::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
