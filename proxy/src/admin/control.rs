@@ -247,6 +247,9 @@ pub async fn apply_route(
             }
         },
     };
+    if let Err(e) = server.checked_route_target(route, target.clone()) {
+        return super::respond::route_change_refused(&e);
+    }
     if !force && let Some((pool, reason)) = unusable_target(server, &target) {
         info!(caller = %caller, route, pool, %reason, "admin route change refused");
         return (
@@ -269,13 +272,12 @@ pub async fn apply_route(
                 json!({ "route": route, "target": target.to_json() }),
             )
         }
-        Err(e) if e.starts_with("no route") => (StatusCode::NOT_FOUND, json!({ "error": e })),
-        Err(e) => bad_request(e),
+        Err(e) => super::respond::route_change_refused(&e),
     }
 }
 
 /// The first pool the target would send traffic to that has no usable backend,
-/// with the reason. A pool that does not exist is left to the switch itself (404).
+/// with the reason. Names are checked before (404).
 fn unusable_target(server: &Server, target: &RouteTarget) -> Option<(String, String)> {
     let snapshot = server.snapshot();
     let now = crate::clock::now_ms();

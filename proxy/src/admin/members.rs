@@ -170,6 +170,9 @@ async fn remove(
     address: &str,
     if_match: Option<i64>,
 ) -> Response<ProxyBody> {
+    if server.snapshot().pools.get(pool).is_none() {
+        return member_error(&MemberError::NoPool(pool.to_string()));
+    }
     let Ok(address) = address.parse::<SocketAddr>() else {
         return error(
             StatusCode::NOT_FOUND,

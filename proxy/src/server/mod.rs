@@ -29,7 +29,7 @@ use tracing::info;
 
 pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
-pub use error::StartError;
+pub use error::{RouteChangeError, StartError};
 pub use inherited::{
     ADMIN_SOCKET_NAME, Handover, HealthSeed, InheritedSocket, InheritedSockets, Takeover,
 };
@@ -393,10 +393,35 @@ impl Server {
         &self,
         route: &str,
         target: RouteTarget,
-    ) -> Result<RouteTarget, String> {
+    ) -> Result<RouteTarget, RouteChangeError> {
+        // A change that would be refused leaves a running rollout alone.
+        self.checked_route_target(route, target.clone())?;
         self.rollouts
             .abort(route, "superseded by a switch or split of the route");
         self.route_target(route, target, None).await
+    }
+
+    /// Checks a switch or split of `route` against the live config: the route and
+    /// every pool it names exist, a split adds up. Returns the pool the config gives
+    /// the route and the target as it would be applied.
+    pub fn checked_route_target(
+        &self,
+        route: &str,
+        target: RouteTarget,
+    ) -> Result<(String, RouteTarget), RouteChangeError> {
+        let current = self.snapshot.load_full();
+        let Some(route_config) = current.config.routes.iter().find(|r| r.name == route) else {
+            return Err(RouteChangeError::NoRoute(route.to_string()));
+        };
+        if let Some(missing) = target
+            .pools()
+            .into_iter()
+            .find(|p| current.pools.get(p).is_none())
+        {
+            return Err(RouteChangeError::NoPool(missing.to_string()));
+        }
+        let target = crate::traffic::checked(target).map_err(RouteChangeError::Invalid)?;
+        Ok((route_config.pool.clone(), target))
     }
 
     /// [`Server::set_route_target`] for a rollout step: does nothing (`Ok(false)`)
@@ -406,7 +431,7 @@ impl Server {
         route: &str,
         target: RouteTarget,
         token: &CancellationToken,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, RouteChangeError> {
         match self.route_target(route, target, Some(token)).await {
             Ok(_) => Ok(!token.is_cancelled()),
             Err(e) if token.is_cancelled() => {
@@ -422,19 +447,8 @@ impl Server {
         route: &str,
         target: RouteTarget,
         unless: Option<&CancellationToken>,
-    ) -> Result<RouteTarget, String> {
-        let current = self.snapshot.load_full();
-        let Some(route_config) = current.config.routes.iter().find(|r| r.name == route) else {
-            return Err(format!("no route named `{route}`"));
-        };
-        if let Some(missing) = target
-            .pools()
-            .into_iter()
-            .find(|p| current.pools.get(p).is_none())
-        {
-            return Err(format!("no pool named `{missing}`"));
-        }
-        let target = crate::traffic::checked(target)?;
+    ) -> Result<RouteTarget, RouteChangeError> {
+        let (config_pool, target) = self.checked_route_target(route, target)?;
         {
             let mut overrides = self.overrides.lock();
             if unless.is_some_and(CancellationToken::is_cancelled) {
@@ -444,11 +458,13 @@ impl Server {
                 route.to_string(),
                 RouteOverride {
                     target: target.clone(),
-                    config_pool: route_config.pool.clone(),
+                    config_pool,
                 },
             );
         }
-        self.reapply().await.map_err(|e| e.to_string())?;
+        self.reapply()
+            .await
+            .map_err(|e| RouteChangeError::Apply(e.to_string()))?;
         info!(route, target = %target.to_json(), "route switched");
         Ok(target)
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::Server;
+use super::{RouteChangeError, Server};
 use crate::rollout::{Driver, Plan, Rollout, StartError, TrafficSample};
 use crate::traffic::RouteTarget;
 
@@ -24,7 +24,8 @@ impl Driver for LocalDriver {
         let applied = self
             .0
             .set_route_target_unless(&rollout.route, target, rollout.cancelled())
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         if applied {
             self.0.save_state();
         }
@@ -158,7 +159,13 @@ impl Server {
 
     /// Stops the running rollout of `route` and sends all its traffic back to the old
     /// pool; `Ok(None)` when none is running.
-    pub async fn abort_rollout(&self, route: &str) -> Result<Option<Arc<Rollout>>, String> {
+    pub async fn abort_rollout(
+        &self,
+        route: &str,
+    ) -> Result<Option<Arc<Rollout>>, RouteChangeError> {
+        if self.snapshot().route(route).is_none() {
+            return Err(RouteChangeError::NoRoute(route.to_string()));
+        }
         let Some(rollout) = self.rollouts.abort(route, "aborted by an operator") else {
             return Ok(None);
         };
