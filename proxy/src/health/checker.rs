@@ -166,7 +166,7 @@ async fn check_loop(
             metrics.health_transition(&pool, &backend.key, now.as_str());
             match now {
                 HealthStatus::Down => warn!(pool = %pool, backend = %backend.key, reason = %result,
-                    latency_ms = latency.as_millis() as u64, "backend is DOWN"),
+                    latency_ms = clock::millis(latency), "backend is DOWN"),
                 HealthStatus::Up => {
                     if before == HealthStatus::Down {
                         backend
@@ -174,7 +174,7 @@ async fn check_loop(
                             .usable_since_ms
                             .store(clock::now_ms(), Ordering::Relaxed);
                     }
-                    info!(pool = %pool, backend = %backend.key, latency_ms = latency.as_millis() as u64,
+                    info!(pool = %pool, backend = %backend.key, latency_ms = clock::millis(latency),
                         "backend is UP");
                 }
                 HealthStatus::Unknown => {}
