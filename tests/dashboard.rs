@@ -83,6 +83,162 @@ async fn dashboard_is_served_without_a_token_but_its_data_is_not() {
     assert_eq!(fetch(&format!("{base}/status"), Some(TOKEN)).await.0, 200);
 }
 
+/// Two pools behind one route: `blue` (without a health check) and `green` (checked
+/// every 100 ms).
+fn two_pools(blue: &TestBackend, green: &TestBackend) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"app\"\nlistener = \"web\"\npool = \"blue\"\n\
+         [pool.blue]\nbackends = [{{ address = \"{}\" }}]\n\
+         [pool.green]\nbackends = [{{ address = \"{}\" }}]\n{}",
+        blue.addr,
+        green.addr,
+        FAST_HEALTH.replace("pool.app", "pool.green")
+    )
+}
+
+/// One backend's series in a `/history` document.
+fn series(history: &serde_json::Value, address: &str) -> Vec<serde_json::Value> {
+    history["backends"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["address"] == address))
+        .and_then(|b| b["points"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+async fn admin_get(proxy: &TestProxy, path: &str) -> serde_json::Value {
+    let (code, _, body) = fetch(&format!("http://{}{path}", proxy.admin), None).await;
+    assert_eq!(code, 200, "{path}");
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_events_are_kept_by_the_proxy() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let proxy = start_proxy(&two_pools(&blue, &green)).await;
+    let (b, g) = (blue.addr.to_string(), green.addr.to_string());
+    let load = Load::start(2, format!("http://{}/", proxy.web));
+
+    // Traffic on blue shows as a request rate with a p99, and no errors.
+    wait_for(
+        "a point with blue's traffic",
+        Duration::from_secs(20),
+        async || {
+            series(&admin_get(&proxy, "/history").await, &b)
+                .iter()
+                .any(|p| p["requests_per_s"].as_f64() > Some(0.0))
+        },
+    )
+    .await;
+    let history = admin_get(&proxy, "/history").await;
+    assert_eq!(history["interval_ms"], 2000);
+    assert_eq!(history["window_ms"], 300_000);
+    let busy = series(&history, &b)
+        .into_iter()
+        .find(|p| p["requests_per_s"].as_f64() > Some(0.0))
+        .unwrap();
+    assert_eq!(busy["error_rate"], 0.0, "{busy}");
+    assert!(busy["p99_ms"].as_f64() > Some(0.0), "{busy}");
+
+    // An operator sets blue's weight and switches the route to green (two events);
+    // then green answers 503: its checks fail (an event) and its errors show.
+    let weight = format!("/pools/blue/backends/{b}/weight");
+    assert_eq!(
+        admin_call(&proxy, "POST", &weight, r#"{"weight": 3}"#)
+            .await
+            .0,
+        200
+    );
+    let (code, answer) =
+        admin_call(&proxy, "POST", "/routes/app/switch", r#"{"pool": "green"}"#).await;
+    assert_eq!(code, 200, "{answer}");
+    wait_for(
+        "a point with green's traffic",
+        Duration::from_secs(20),
+        async || {
+            series(&admin_get(&proxy, "/history").await, &g)
+                .iter()
+                .any(|p| p["requests_per_s"].as_f64() > Some(0.0))
+        },
+    )
+    .await;
+    green.set_mode(Mode::Status(503));
+    wait_for(
+        "a point with green's errors",
+        Duration::from_secs(20),
+        async || {
+            series(&admin_get(&proxy, "/history").await, &g)
+                .iter()
+                .any(|p| p["error_rate"].as_f64() > Some(0.0))
+        },
+    )
+    .await;
+    wait_for("green down", Duration::from_secs(10), async || {
+        backend_status(&proxy, green.addr).await["health"] == "down"
+    })
+    .await;
+    let (code, _) = admin_call(&proxy, "POST", "/routes/app/switch", r#"{"pool": "blue"}"#).await;
+    assert_eq!(code, 200);
+    load.stop().await;
+
+    let events = admin_get(&proxy, "/events").await;
+    let said: Vec<(String, bool, String)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let who = e["backend"]
+                .as_str()
+                .map_or(String::new(), |b| format!("{b} "));
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["warning"] == true,
+                format!("{who}{}", e["message"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    let position = |kind: &str, warning: bool, text: &str| {
+        said.iter()
+            .position(|(k, w, m)| k == kind && *w == warning && m.starts_with(text))
+            .unwrap_or_else(|| panic!("no {kind} event `{text}`: {said:#?}"))
+    };
+    let up = position("health", false, &format!("{g} health check: UP"));
+    let down = position(
+        "health",
+        true,
+        &format!("{g} health check: DOWN (status 503"),
+    );
+    let weighted = position(
+        "backend",
+        false,
+        &format!("{b} weight set to 3 by an operator (127.0.0.1:"),
+    );
+    let to_green = position("switch", false, "route app: all traffic to pool green");
+    let to_blue = position("switch", false, "route app: all traffic to pool blue");
+    assert!(up < weighted && weighted < to_green && to_green < down && down < to_blue);
+    let ids: Vec<u64> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    // What a page that polls again gets: the same curve, and `since_ms` only what
+    // is newer.
+    let again = admin_get(&proxy, "/history").await;
+    let first = series(&history, &b)[0].clone();
+    assert_eq!(series(&again, &b)[0], first, "the points stay in the proxy");
+    let last = series(&again, &b).last().unwrap()["at_ms"]
+        .as_u64()
+        .unwrap();
+    let newer = admin_get(&proxy, &format!("/history?since_ms={last}")).await;
+    assert_eq!(series(&newer, &b), Vec::<serde_json::Value>::new());
+}
+
 /// The next line the browser script prints, which must start with `prefix`.
 async fn expect_line(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
     let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())

@@ -144,6 +144,14 @@ pub async fn route(
     match result {
         Ok(c) => {
             info!(caller = %caller, route, target = %target.to_json(), revision = c.revision, "fleet route change");
+            server.record_event(crate::timeline::Happened::new(
+                crate::timeline::EventKind::Switch,
+                format!(
+                    "route {route}: {} (fleet revision {})",
+                    target.describe(),
+                    c.revision
+                ),
+            ));
             (
                 StatusCode::OK,
                 committed(json!({ "route": route, "target": target.to_json() }), c),

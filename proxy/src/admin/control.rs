@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::config::MAX_WEIGHT;
 use crate::server::Server;
+use crate::timeline::{EventKind, Happened};
 use crate::traffic::RouteTarget;
 use crate::upstream::{AdminState, Backend};
 
@@ -87,7 +88,7 @@ pub async fn apply(
             },
         };
         let config_weight = p.config_weight(backend.address).unwrap_or(1);
-        return super::cluster::backend(
+        let (status, answer) = super::cluster::backend(
             server,
             cluster,
             caller,
@@ -99,6 +100,20 @@ pub async fn apply(
             if_match,
         )
         .await;
+        if status == StatusCode::OK {
+            server.record_event(backend_event(
+                pool,
+                address,
+                &action,
+                answer["admin_state"].as_str().unwrap_or_default(),
+                answer["weight"]
+                    .as_u64()
+                    .and_then(|w| u32::try_from(w).ok())
+                    .unwrap_or_default(),
+                caller,
+            ));
+        }
+        return (status, answer);
     }
     let state = &backend.state;
     match action {
@@ -116,6 +131,14 @@ pub async fn apply(
     let admin_state = state.settle_drain();
     info!(caller = %caller, pool, backend = address, action = ?action, admin_state = admin_state.as_str(),
         weight = state.weight.load(Ordering::Relaxed), "admin change");
+    server.record_event(backend_event(
+        pool,
+        address,
+        &action,
+        admin_state.as_str(),
+        state.weight.load(Ordering::Relaxed),
+        caller,
+    ));
     (
         StatusCode::OK,
         json!({
@@ -125,6 +148,27 @@ pub async fn apply(
             "weight": state.weight.load(Ordering::Relaxed),
             "in_flight": state.in_flight.load(Ordering::Relaxed),
         }),
+    )
+}
+
+/// The timeline's entry for an operator's change of a backend.
+pub fn backend_event(
+    pool: &str,
+    address: &str,
+    action: &Action,
+    admin_state: &str,
+    weight: u32,
+    caller: SocketAddr,
+) -> Happened {
+    let what = match action {
+        Action::Weight => format!("weight set to {weight}"),
+        _ => admin_state.to_string(),
+    };
+    Happened::backend(
+        EventKind::Backend,
+        pool,
+        address,
+        format!("{what} by an operator ({caller})"),
     )
 }
 

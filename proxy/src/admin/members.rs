@@ -20,6 +20,7 @@ use crate::config::MAX_WEIGHT;
 use crate::error::ProxyBody;
 use crate::membership::Member;
 use crate::server::{MemberError, Server};
+use crate::timeline::{EventKind, Happened};
 use crate::upstream::{AdminState, DrainEnd, wait_drained};
 
 /// Which membership path was asked for.
@@ -147,6 +148,15 @@ async fn add(
         Ok(backend) => {
             server.save_state_durably().await;
             info!(caller = %caller, pool, backend = %backend.key, weight = body.weight, "admin backend added");
+            server.record_event(Happened::backend(
+                EventKind::Backend,
+                pool,
+                &backend.key,
+                format!(
+                    "added with weight {} by an operator ({caller})",
+                    body.weight
+                ),
+            ));
             json(
                 StatusCode::CREATED,
                 &json!({
@@ -191,11 +201,25 @@ async fn remove(
     backend.state.set_admin_state(AdminState::Draining);
     let in_flight = backend.state.in_flight.load(Ordering::Acquire);
     info!(caller = %caller, pool, backend = %backend.key, in_flight, "admin backend removal: draining");
+    if in_flight > 0 {
+        server.record_event(Happened::backend(
+            EventKind::Backend,
+            pool,
+            &backend.key,
+            format!("draining to be removed, by an operator ({caller})"),
+        ));
+    }
     if in_flight == 0 {
         return match server.remove_backend(pool, address).await {
             Ok(()) => {
                 server.save_state_durably().await;
                 info!(pool, backend = %backend.key, "backend removed");
+                server.record_event(Happened::backend(
+                    EventKind::Backend,
+                    pool,
+                    &backend.key,
+                    format!("removed by an operator ({caller})"),
+                ));
                 json(
                     StatusCode::OK,
                     &json!({ "pool": pool, "address": backend.key.as_ref(), "state": "removed", "in_flight": 0 }),
@@ -228,6 +252,12 @@ async fn remove(
             Ok(()) => {
                 server.save_state();
                 info!(pool = pool_name, backend = %key, "backend removed");
+                server.record_event(Happened::backend(
+                    EventKind::Backend,
+                    &pool_name,
+                    &key,
+                    "removed after its drain",
+                ));
             }
             Err(e) => warn!(pool = pool_name, backend = %key, error = %e, "backend removal failed"),
         }

@@ -15,6 +15,7 @@ use super::{CheckRecord, HealthStatus, Verdict, native_verdict, probe_as};
 use crate::clock;
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
+use crate::timeline::{EventKind, Happened};
 use crate::upstream::{Backend, PoolSet};
 
 /// The pool's health-check plugin, if it has one.
@@ -164,6 +165,14 @@ async fn check_loop(
             .observe(record, ok, config.rise, config.fall)
         {
             metrics.health_transition(&pool, &backend.key, now.as_str());
+            let message = match now {
+                HealthStatus::Down => format!("health check: DOWN ({result})"),
+                _ => format!("health check: {}", now.as_str().to_uppercase()),
+            };
+            metrics.timeline().record(
+                Happened::backend(EventKind::Health, &pool, &backend.key, message)
+                    .warning(now == HealthStatus::Down),
+            );
             match now {
                 HealthStatus::Down => warn!(pool = %pool, backend = %backend.key, reason = %result,
                     latency_ms = clock::millis(latency), "backend is DOWN"),

@@ -6,6 +6,7 @@ mod admin_slot;
 mod cap;
 mod error;
 mod fleet;
+mod history;
 mod inherited;
 mod listener;
 mod listeners;
@@ -46,6 +47,7 @@ use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
 use crate::proxy::Proxy;
 use crate::state::Snapshot;
+use crate::timeline::{EventKind, Happened};
 use crate::tls::{CertStore, TlsRegistry};
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
 use crate::upstream::UpstreamClient;
@@ -233,6 +235,10 @@ impl Server {
             Arc::clone(&server.proxy.metrics),
             server.shutdown.child_token(),
         ));
+        tokio::spawn(history::run(
+            Arc::clone(&server.snapshot),
+            server.shutdown.child_token(),
+        ));
         server.ready.store(true, Ordering::Release);
         Ok(server)
     }
@@ -355,6 +361,10 @@ impl Server {
         let (swapped, failures) = self.plugins.reload_file(path).await;
         for name in &swapped {
             self.proxy.metrics.plugin_reload(name, true);
+            self.record_event(Happened::new(
+                EventKind::Plugin,
+                format!("plugin {name}: new version swapped in"),
+            ));
         }
         for failure in &failures {
             self.proxy
@@ -362,6 +372,13 @@ impl Server {
                 .plugin_reload(failure.plugin().unwrap_or(""), false);
             tracing::error!(file = %path.display(), error = %failure,
                 "plugin reload failed, keeping the running version");
+            self.record_event(
+                Happened::new(
+                    EventKind::Plugin,
+                    format!("plugin reload refused, the running version stays: {failure}"),
+                )
+                .warning(true),
+            );
             self.alerts.send(crate::alerts::AlertEvent::PluginRefused {
                 plugin: failure.plugin().unwrap_or("").to_string(),
                 file: path.display().to_string(),
@@ -398,7 +415,17 @@ impl Server {
         self.checked_route_target(route, target.clone())?;
         self.rollouts
             .abort(route, "superseded by a switch or split of the route");
-        self.route_target(route, target, None).await
+        let target = self.route_target(route, target, None).await?;
+        self.record_event(Happened::new(
+            EventKind::Switch,
+            format!("route {route}: {}", target.describe()),
+        ));
+        Ok(target)
+    }
+
+    /// Adds an event to the timeline `/events` and the dashboard show.
+    pub fn record_event(&self, happened: Happened) {
+        self.proxy.metrics.timeline().record(happened);
     }
 
     /// Checks a switch or split of `route` against the live config: the route and

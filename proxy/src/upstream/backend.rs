@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
 use crate::health::HealthState;
+use crate::history::{History, Totals};
+use crate::latency::LatencyHistogram;
 use crate::upstream::UpstreamClient;
 
 /// A backend as one config snapshot sees it: address and configured weight, plus a
@@ -141,6 +143,10 @@ pub struct BackendState {
     pub connect_errors: AtomicU64,
     /// Exponentially weighted moving average of response latency, microseconds.
     pub latency_ewma_us: AtomicU32,
+    /// Every answered request's latency, for the p99 of the backend's history.
+    pub latency: LatencyHistogram,
+    /// The last minutes of the backend's traffic, filled by the server's ticker.
+    pub history: History,
     /// When the backend last became usable after being unusable (ms clock; 0 = since start).
     pub usable_since_ms: AtomicU64,
     /// Upgraded (WebSocket) tunnels open to this backend; each also counts in `in_flight`.
@@ -162,6 +168,8 @@ impl BackendState {
             failures: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             latency_ewma_us: AtomicU32::new(0),
+            latency: LatencyHistogram::default(),
+            history: History::default(),
             usable_since_ms: AtomicU64::new(0),
             tunnels: AtomicU32::new(0),
             tunnel_close: parking_lot::Mutex::new(CancellationToken::new()),
@@ -236,6 +244,15 @@ impl BackendState {
     /// Weight after slow start, used by weighted algorithms.
     pub fn effective_weight(&self, slow_start: Option<Duration>, now_ms: u64) -> f64 {
         f64::from(self.weight.load(Ordering::Relaxed)) * self.slow_start_factor(slow_start, now_ms)
+    }
+
+    /// The counters a point of [`BackendState::history`] is measured from.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            latency: self.latency.counts(),
+        }
     }
 
     /// Folds one response latency into the EWMA (alpha = 1/8).

@@ -9,7 +9,9 @@ use super::backend::Backend;
 use super::pool::Pool;
 use crate::breaker::{BreakerState, Transition};
 use crate::clock;
+use crate::config::HumanDuration;
 use crate::metrics::Metrics;
+use crate::timeline::{EventKind, Happened};
 
 /// Logs and counts a breaker transition; a close also starts slow start.
 pub fn log_transition(pool: &Pool, backend: &Backend, transition: Transition, metrics: &Metrics) {
@@ -18,10 +20,28 @@ pub fn log_transition(pool: &Pool, backend: &Backend, transition: Transition, me
             warn!(pool = %pool.name, backend = %backend.key, %reason, open_for_ms = open_for.as_millis() as u64,
                 "circuit breaker opened: backend ejected");
             metrics.breaker_transition(&pool.name, &backend.key, BreakerState::Open.as_str());
+            metrics.timeline().record(
+                Happened::backend(
+                    EventKind::Breaker,
+                    &pool.name,
+                    &backend.key,
+                    format!(
+                        "circuit breaker opened ({reason}): ejected for {}",
+                        HumanDuration(open_for)
+                    ),
+                )
+                .warning(true),
+            );
         }
         Transition::HalfOpened => {
             info!(pool = %pool.name, backend = %backend.key, "circuit breaker half-open: sending trial requests");
             metrics.breaker_transition(&pool.name, &backend.key, BreakerState::HalfOpen.as_str());
+            metrics.timeline().record(Happened::backend(
+                EventKind::Breaker,
+                &pool.name,
+                &backend.key,
+                "circuit breaker half-open: trial requests",
+            ));
         }
         Transition::Closed => {
             info!(pool = %pool.name, backend = %backend.key, "circuit breaker closed: backend restored");
@@ -30,6 +50,12 @@ pub fn log_transition(pool: &Pool, backend: &Backend, transition: Transition, me
                 .usable_since_ms
                 .store(clock::now_ms(), Ordering::Relaxed);
             metrics.breaker_transition(&pool.name, &backend.key, BreakerState::Closed.as_str());
+            metrics.timeline().record(Happened::backend(
+                EventKind::Breaker,
+                &pool.name,
+                &backend.key,
+                "circuit breaker closed: backend restored",
+            ));
         }
     }
 }
