@@ -267,18 +267,53 @@ async fn status_with_token(proxy: &TestProxy) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap()
 }
 
+/// A route for `Host: lab.test` to pool `lab`, routed by the hostile test plugin,
+/// whose calls on `/trap` and `/bad-index` fail (and fall back to the native policy).
+fn lab(backend: &TestBackend) -> String {
+    format!(
+        "\n[[route]]\nname = \"lab\"\nlistener = \"web\"\nhost = \"lab.test\"\npool = \"lab\"\n\
+         [pool.lab]\nbalance = \"plugin:hostile\"\nbackends = [{{ address = \"{}\" }}]\n\
+         [plugin.hostile]\nkind = \"routing\"\npath = '{}'\ntimeout = \"50ms\"\nmemory = \"4MiB\"\n",
+        backend.addr,
+        switchyard::plugin::test_plugin_dir()
+            .join("hostile.wasm")
+            .display()
+    )
+}
+
+/// Where the browser test leaves its screenshot: `DASHBOARD_SCREENSHOT`, or
+/// `dashboard.png` in the test binaries' scratch directory under `target/`.
+fn screenshot_path() -> std::path::PathBuf {
+    std::env::var_os("DASHBOARD_SCREENSHOT").map_or_else(
+        || std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"),
+        std::path::PathBuf::from,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_headless_chromium_shows_a_dead_backend_and_drains_it() {
     let Some(dir) = support::browser() else {
         return;
     };
     let started = Instant::now();
-    let (victim, other) = (
+    let (victim, other, lab_backend) = (
         TestBackend::start("victim").await,
         TestBackend::start("other").await,
+        TestBackend::start("lab").await,
     );
-    let config = with_token(simple_config(&[&victim, &other], FAST_HEALTH));
+    let config = with_token(simple_config(&[&victim, &other], FAST_HEALTH) + &lab(&lab_backend));
     let proxy = start_proxy(&config).await;
+    // Plugin errors of two kinds, for the badges.
+    let c = client();
+    for path in ["/trap", "/trap", "/bad-index"] {
+        let url = format!("http://{}{path}", proxy.web);
+        let (status, _, _) = get_with(&c, &url, Some(("host", "lab.test"))).await;
+        assert_eq!(status, 200, "{path} falls back to the native policy");
+    }
+    // Traffic while the page watches, for the curves.
+    let load = Load::start(2, format!("http://{}/", proxy.web));
+    let screenshot = screenshot_path();
+    let _ = std::fs::remove_file(&screenshot);
 
     let mut child = Command::new("node")
         .arg(dir.join("dashboard.mjs"))
@@ -288,6 +323,7 @@ async fn dashboard_in_headless_chromium_shows_a_dead_backend_and_drains_it() {
         .arg(other.addr.to_string())
         .current_dir(&dir)
         .env("CHROMIUM_PATH", CHROMIUM)
+        .env("DASHBOARD_SCREENSHOT", &screenshot)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -319,14 +355,29 @@ async fn dashboard_in_headless_chromium_shows_a_dead_backend_and_drains_it() {
     assert_eq!(state["weight"], 5, "the weight form set it: {state}");
     stdin.write_all(b"verified\n").await.unwrap();
 
+    expect_line(&mut lines, "timeline ok").await;
+    expect_line(&mut lines, "curves").await;
     expect_line(&mut lines, "banner ok").await;
+    let kept = expect_line(&mut lines, "kept").await;
+    eprintln!("after a reload of the page: {kept}");
     expect_line(&mut lines, "done").await;
     let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("the browser script exits")
         .expect("the browser script's status");
     assert!(exit.success(), "browser script failed: {exit}");
-    eprintln!("browser test took {:?}", started.elapsed());
+    load.stop().await;
+    let png = std::fs::read(&screenshot).expect("the screenshot was written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "a real screenshot: {} bytes",
+        png.len()
+    );
+    eprintln!(
+        "browser test took {:?}; screenshot: {}",
+        started.elapsed(),
+        screenshot.display()
+    );
 }
 
 /// The attacker's page (served from another origin): a form post and no-cors
