@@ -72,7 +72,7 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// These flags where given, `outer` (those before the subcommand) otherwise.
+    /// Each flag as given after the subcommand, else as given before it (`outer`).
     fn or(self, outer: ServeArgs) -> ServeArgs {
         ServeArgs {
             log_format: self.log_format.or(outer.log_format),
