@@ -732,10 +732,22 @@ async fn sighup_applies_an_edit_the_file_watcher_cannot_see() {
             Duration::from_secs(10),
             || http_get(web, "/").is_ok_and(|answer| answer == (200, "b".to_string())),
         );
-        let (_, metrics) = http_get(proxy.admin, "/metrics").unwrap();
-        assert!(
-            metrics.contains("switchyard_config_reloads_total{kind=\"ok\"} 1"),
-            "one reload, by the signal: {metrics}"
+        // The new snapshot serves before the reload that published it returns and is
+        // counted: wait for the count, then it must be exactly one.
+        let reloads = || {
+            let (_, metrics) = http_get(proxy.admin, "/metrics").unwrap();
+            metrics
+                .lines()
+                .find(|l| l.starts_with("switchyard_config_reloads_total{kind=\"ok\"}"))
+                .map(str::to_string)
+        };
+        wait_until("the reload counted", Duration::from_secs(10), || {
+            reloads().is_some()
+        });
+        assert_eq!(
+            reloads().as_deref(),
+            Some("switchyard_config_reloads_total{kind=\"ok\"} 1"),
+            "one reload, by the signal"
         );
         let _ = std::fs::remove_dir_all(&dir);
     })

@@ -43,6 +43,18 @@ pub fn now_ms() -> u64 {
     ms_at(origin(), Instant::now())
 }
 
+/// `d` in milliseconds to the microsecond: what logs and JSON answers print for a
+/// duration, `0.181` (three decimals at most) rather than `0.18085900000000002`.
+pub fn millis(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
+/// `d` in microseconds to the nanosecond (three decimals at most), for the cost of
+/// a plugin call.
+pub fn micros(d: std::time::Duration) -> f64 {
+    d.as_nanos() as f64 / 1000.0
+}
+
 /// `at` in whole milliseconds on a clock that reads [`ORIGIN_MS`] at `origin`,
 /// rounded down the same way on both sides of the origin so that differences of
 /// readings are exact.
@@ -61,6 +73,23 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn durations_print_with_three_decimals_at_most() {
+        assert_eq!(
+            millis(Duration::from_nanos(180_859_000)).to_string(),
+            "180.859"
+        );
+        assert_eq!(millis(Duration::from_nanos(180_859)).to_string(), "0.18");
+        assert_eq!(millis(Duration::from_nanos(180_999)).to_string(), "0.18");
+        assert_eq!(millis(Duration::from_secs(2)).to_string(), "2000");
+        assert_eq!(micros(Duration::from_nanos(12_345)).to_string(), "12.345");
+        for n in 0..5_000u64 {
+            let printed = millis(Duration::from_micros(n * 7919)).to_string();
+            let decimals = printed.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= 3, "{printed}");
+        }
+    }
 
     #[test]
     fn readings_on_both_sides_of_the_origin_round_alike() {

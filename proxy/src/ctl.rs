@@ -10,7 +10,7 @@ use serde_json::Value;
 /// Why a `ctl` command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    #[error("cannot reach the admin API at {admin}: {source}")]
+    #[error("cannot reach the admin API at {admin}: {}", root_cause(source))]
     Unreachable {
         admin: String,
         #[source]
@@ -22,6 +22,16 @@ pub enum CtlError {
     Invalid(String),
     #[error("cannot start an async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+/// The innermost error of a chain: `Connection refused (os error 111)` rather than
+/// the HTTP client's `client error (Connect)`.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = error;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    inner.to_string()
 }
 
 /// One admin call: method, path and optional JSON body.
@@ -52,6 +62,37 @@ impl Call {
     }
 }
 
+/// The flags every `switchyard ctl` command takes, before or after its name: where
+/// the admin API is, the token, and how to print the answer.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Admin address (host:port). A host name other than `localhost` must be in the
+    /// proxy's `admin.allowed_hosts`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9901",
+        env = "SWITCHYARD_ADMIN"
+    )]
+    pub admin: String,
+    /// Bearer token for the admin API (`admin.token`).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Print the admin API's raw JSON answer instead of a table or a line.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// In a fleet: refuse the change (409) if what it touches changed after this
+    /// etcd revision (the `revision` of `GET /cluster` or of an earlier answer).
+    #[arg(long, global = true, value_name = "REVISION")]
+    pub if_revision: Option<i64>,
+}
+
 /// `switchyard ctl` commands: each is one admin call ([`Action::call`]).
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Action {
@@ -64,21 +105,41 @@ pub enum Action {
         pool: String,
     },
     /// Stop sending new requests to a backend; in-flight ones finish.
-    Drain { pool: String, backend: String },
+    Drain {
+        /// The pool, as named in the config (`[pool.NAME]`).
+        pool: String,
+        /// The backend's name or address, as `ctl status` lists it (e.g. alpha or 10.0.0.5:8080).
+        backend: String,
+    },
     /// Put a backend back into rotation.
-    Enable { pool: String, backend: String },
+    Enable {
+        /// The pool, as named in the config (`[pool.NAME]`).
+        pool: String,
+        /// The backend's name or address, as `ctl status` lists it (e.g. alpha or 10.0.0.5:8080).
+        backend: String,
+    },
     /// Take a backend out of rotation at once.
-    Disable { pool: String, backend: String },
+    Disable {
+        /// The pool, as named in the config (`[pool.NAME]`).
+        pool: String,
+        /// The backend's name or address, as `ctl status` lists it (e.g. alpha or 10.0.0.5:8080).
+        backend: String,
+    },
     /// Set a backend's weight.
     Weight {
+        /// The pool, as named in the config (`[pool.NAME]`).
         pool: String,
+        /// The backend's name or address, as `ctl status` lists it (e.g. alpha or 10.0.0.5:8080).
         backend: String,
+        /// The new weight, 0 to 10000 (0 sends it no new requests).
         weight: u32,
     },
     /// Move a route to another pool (blue/green). Refused when the pool has no
     /// usable backend, unless `--force`.
     Switch {
+        /// The route, as named in the config (`[[route]] name`).
         route: String,
+        /// The pool to send all of the route's traffic to.
         pool: String,
         /// Switch even though the pool has no usable backend right now.
         #[arg(long)]
@@ -87,8 +148,10 @@ pub enum Action {
     /// Split a route across pools by percentage (adding up to 100), e.g. `blue=90 green=10`. Refused when a pool
     /// given a share has no usable backend, unless `--force`.
     Split {
+        /// The route, as named in the config (`[[route]] name`).
         route: String,
-        #[arg(required = true)]
+        /// Each pool's share as POOL=PERCENT, e.g. `blue=90 green=10`.
+        #[arg(required = true, value_name = "POOL=PERCENT")]
         pools: Vec<String>,
         /// Keep each client on one side: `header:NAME` or `cookie:NAME`.
         #[arg(long)]
@@ -101,9 +164,10 @@ pub enum Action {
     Reload,
     /// Move a route to another pool in guarded steps, or stop a running rollout.
     Rollout {
+        /// The route, as named in the config (`[[route]] name`).
         route: String,
         /// The pool to roll out to.
-        #[arg(long, required_unless_present = "abort")]
+        #[arg(long, required_unless_present = "abort", value_name = "POOL")]
         to: Option<String>,
         /// Percentages of traffic on the new pool, e.g. `5,25,50,100`.
         #[arg(long)]
@@ -120,18 +184,26 @@ pub enum Action {
     },
     /// Add a backend to a pool at run time.
     AddBackend {
+        /// The pool, as named in the config (`[pool.NAME]`).
         pool: String,
+        /// The new backend's IP:port, e.g. 10.0.0.7:8080.
         address: String,
+        /// Its weight.
         #[arg(long, default_value_t = 1)]
         weight: u32,
     },
     /// Drain a backend, then remove it from its pool.
-    RemoveBackend { pool: String, backend: String },
+    RemoveBackend {
+        /// The pool, as named in the config (`[pool.NAME]`).
+        pool: String,
+        /// The backend's name or address, as `ctl status` lists it (e.g. alpha or 10.0.0.5:8080).
+        backend: String,
+    },
 }
 
 impl Action {
     /// The admin call this command makes. An argument the admin API would refuse
-    /// anyway (a share that is not `POOL=WEIGHT`, steps that are not numbers, a
+    /// anyway (a share that is not `POOL=PERCENT`, steps that are not numbers, a
     /// rollout without `--to`) is refused here, before anything is sent.
     pub fn call(&self) -> Result<Call, CtlError> {
         let backend = |pool: &str, backend: &str, verb: &str| {
@@ -258,7 +330,7 @@ pub fn send_blocking(
     runtime.block_on(send_if(admin, token, call, if_revision))
 }
 
-/// `ctl split`: splits `route` across `pools`, each `POOL=WEIGHT` (e.g. `green=10`).
+/// `ctl split`: splits `route` across `pools`, each `POOL=PERCENT` (e.g. `green=10`).
 pub fn split_call(
     route: &str,
     pools: &[String],
@@ -272,7 +344,7 @@ pub fn split_call(
             .and_then(|(p, w)| Some((p, w.parse::<u32>().ok()?)))
         else {
             return Err(CtlError::Invalid(format!(
-                "`{item}` is not POOL=WEIGHT (e.g. green=10)"
+                "`{item}` is not POOL=PERCENT (e.g. green=10)"
             )));
         };
         split.insert(pool.to_string(), weight.into());
@@ -361,7 +433,6 @@ pub fn render_why(status: &Value, pool: &str) -> Result<String, CtlError> {
             names.join(", ")
         )));
     };
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
     let mut out = format!("pool {pool}: {}\n", text(&found["traffic"]));
     let mut rows = vec![["BACKEND", "TRAFFIC", "WHY"].map(str::to_string)];
     for b in found["backends"].as_array().into_iter().flatten() {
@@ -376,11 +447,151 @@ pub fn render_why(status: &Value, pool: &str) -> Result<String, CtlError> {
     Ok(out)
 }
 
-/// Renders `/status` as a table: one line per backend.
+/// What a command prints for the admin API's answer: tables for `status`, one line
+/// for a change (naming what changed and how it stands now), ending in a newline.
+/// Fails only for `why` on a pool the proxy does not have.
+pub fn render(action: &Action, answer: &Value) -> Result<String, CtlError> {
+    let line = match action {
+        Action::Status => return Ok(render_status(answer)),
+        Action::Why { pool } => return render_why(answer, pool),
+        Action::Drain { .. }
+        | Action::Enable { .. }
+        | Action::Disable { .. }
+        | Action::Weight { .. } => format!(
+            "{}: {} (weight {}, {} in flight)",
+            backend_label(answer),
+            text(&answer["admin_state"]),
+            text(&answer["weight"]),
+            text(&answer["in_flight"]),
+        ),
+        Action::Switch { .. } | Action::Split { .. } => format!(
+            "route {}: {}",
+            text(&answer["route"]),
+            target_text(&answer["target"])
+        ),
+        Action::Reload => format!("reloaded {}", text(&answer["reloaded"])),
+        Action::Rollout { abort: false, .. } => {
+            let r = &answer["rollout"];
+            let steps: Vec<String> = r["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("{}%", text(p)))
+                .collect();
+            let interval = r["interval_ms"].as_u64().map_or_else(
+                || "-".to_string(),
+                |ms| crate::config::HumanDuration(std::time::Duration::from_millis(ms)).to_string(),
+            );
+            format!(
+                "route {}: rollout from {} to {} started: steps {}, {interval} each",
+                text(&answer["route"]),
+                text(&r["from"]),
+                text(&r["to"]),
+                steps.join(", "),
+            )
+        }
+        Action::Rollout { abort: true, .. } => match answer["target"].get("pool") {
+            Some(pool) => format!(
+                "route {}: rollout aborted, all traffic back on pool {}",
+                text(&answer["route"]),
+                text(pool)
+            ),
+            None => format!("route {}: rollout aborted", text(&answer["route"])),
+        },
+        Action::AddBackend { .. } => format!(
+            "{}: added (weight {}, health {})",
+            backend_label(answer),
+            text(&answer["weight"]),
+            text(&answer["health"]),
+        ),
+        Action::RemoveBackend { .. } => match answer["state"].as_str() {
+            Some("removing") => format!(
+                "{}: draining, removed once its {} in-flight request(s) finish (at most {})",
+                backend_label(answer),
+                text(&answer["in_flight"]),
+                answer["timeout_ms"].as_u64().map_or_else(
+                    || "-".to_string(),
+                    |ms| crate::config::HumanDuration(std::time::Duration::from_millis(ms))
+                        .to_string()
+                ),
+            ),
+            _ => format!("{}: removed", backend_label(answer)),
+        },
+    };
+    // In a fleet, the etcd revision the change was committed at (for --if-revision).
+    match answer.get("revision").and_then(Value::as_i64) {
+        Some(revision) => Ok(format!("{line} (fleet revision {revision})\n")),
+        None => Ok(format!("{line}\n")),
+    }
+}
+
+/// `pool app, backend 10.0.0.5:8080` from an answer that names both, with the
+/// backend's name after its address when it has one.
+fn backend_label(answer: &Value) -> String {
+    let label = format!(
+        "pool {}, backend {}",
+        text(&answer["pool"]),
+        text(&answer["address"])
+    );
+    match answer["name"].as_str() {
+        Some(name) => format!("{label} ({name})"),
+        None => label,
+    }
+}
+
+/// A route's target in words: `all traffic to pool green`, or the split's shares.
+fn target_text(target: &Value) -> String {
+    if let Some(pool) = target.get("pool") {
+        return format!("all traffic to pool {}", text(pool));
+    }
+    let shares = split_text(&target["split"]);
+    match target["sticky"].as_str() {
+        Some(sticky) => format!("split {shares} (sticky on {sticky})"),
+        None => format!("split {shares}"),
+    }
+}
+
+/// `blue 90%, green 10%`.
+fn split_text(split: &Value) -> String {
+    split
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(pool, percent)| format!("{pool} {}%", text(percent)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A JSON value as a table cell or in a sentence: strings bare, nothing as `-`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders `/status` as tables: one line per backend (with a NAME column when a
+/// backend has a name), one per route, one per rollout.
 pub fn render_status(status: &Value) -> String {
+    let backends = || {
+        status["pools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|pool| {
+                pool["backends"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(move |b| (pool, b))
+            })
+    };
+    let named = backends().any(|(_, b)| b["name"].is_string());
     let mut rows = vec![
         [
             "POOL",
+            "NAME",
             "BACKEND",
             "ADMIN",
             "HEALTH",
@@ -392,24 +603,23 @@ pub fn render_status(status: &Value) -> String {
         ]
         .map(str::to_string),
     ];
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
-    };
-    for pool in status["pools"].as_array().into_iter().flatten() {
-        for b in pool["backends"].as_array().into_iter().flatten() {
-            rows.push([
-                text(&pool["name"]),
-                text(&b["address"]),
-                text(&b["admin_state"]),
-                text(&b["health"]),
-                text(&b["breaker"]),
-                text(&b["weight"]),
-                text(&b["in_flight"]),
-                text(&b["requests"]),
-                text(&b["failures"]),
-            ]);
+    for (pool, b) in backends() {
+        rows.push([
+            text(&pool["name"]),
+            text(&b["name"]),
+            text(&b["address"]),
+            text(&b["admin_state"]),
+            text(&b["health"]),
+            text(&b["breaker"]),
+            text(&b["weight"]),
+            text(&b["in_flight"]),
+            text(&b["requests"]),
+            text(&b["failures"]),
+        ]);
+    }
+    if !named {
+        for row in &mut rows {
+            row[1].clear();
         }
     }
     let mut out = table(&rows);
@@ -418,7 +628,7 @@ pub fn render_status(status: &Value) -> String {
     for r in status["routes"].as_array().into_iter().flatten() {
         let target = match r["target"].get("pool") {
             Some(p) => text(p),
-            None => r["target"]["split"].to_string(),
+            None => target_text(&r["target"]),
         };
         routes.push([
             text(&r["name"]),
@@ -482,6 +692,8 @@ pub fn render_status(status: &Value) -> String {
     out
 }
 
+/// Left-aligned columns two spaces apart; a column empty in every row (the header
+/// included) is left out.
 fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
@@ -494,6 +706,7 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
         let line: Vec<String> = row
             .iter()
             .zip(widths)
+            .filter(|(_, w)| *w > 0)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());
@@ -649,7 +862,7 @@ mod tests {
                 Err(CtlError::Invalid(message)) => {
                     assert_eq!(
                         message,
-                        format!("`{bad}` is not POOL=WEIGHT (e.g. green=10)")
+                        format!("`{bad}` is not POOL=PERCENT (e.g. green=10)")
                     );
                 }
                 other => panic!("{bad}: {other:?}"),

@@ -18,9 +18,9 @@
 //!
 //! | layer | modules | what sits here |
 //! |---|---|---|
-//! | base | [`address_policy`], [`clock`], [`crypto`], [`error`], [`fs`], [`path`], [`process`] | leaves: the standard library and outside crates only |
+//! | base | [`address_policy`], [`clock`], [`crypto`], [`error`], [`fs`], [`latency`], [`path`], [`process`] | leaves: the standard library and outside crates only |
 //! | config | [`config`], [`membership`] | what the operator asked for: the validated file and backends added at run time |
-//! | metrics | [`metrics`] | the metric handles every layer counts into; scrape-time readers sit higher, in [`scrape`] |
+//! | metrics | [`history`], [`metrics`], [`timeline`] | the metric handles every layer counts into, each backend's last minutes of traffic and the timeline of events; scrape-time readers sit higher, in [`scrape`] |
 //! | mechanisms | [`breaker`], [`outcome`], [`plugin`], [`tls`] | self-contained machines: the breaker and the outcomes it judges, the WebAssembly host and its hot-swappable slots, certificates |
 //! | upstream | [`balance`], [`health`], [`rollout`], [`traffic`], [`upstream`] | pools of backends and their shared state: native balancing, health checks (with their plugin verdict seam), traffic splits and rollout state |
 //! | policy | [`policy`], [`router`], [`state`] | where a request goes: host and path routing, the plugin-or-native select step and breaker seam, and the snapshot of routers and pools |
@@ -50,6 +50,8 @@ pub mod discovery;
 pub mod error;
 pub mod fs;
 pub mod health;
+pub mod history;
+pub mod latency;
 pub mod logging;
 pub mod membership;
 pub mod metrics;
@@ -68,6 +70,7 @@ pub mod scrape;
 pub mod server;
 pub mod state;
 pub mod systemd;
+pub mod timeline;
 pub mod tls;
 pub mod traffic;
 pub mod upgrade;

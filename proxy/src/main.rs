@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use switchyard::config::Config;
 use switchyard::logging;
 use switchyard::server::{InheritedSocket, InheritedSockets, Server, ServerOptions, Takeover};
@@ -43,55 +43,72 @@ Environment:
 )]
 struct Cli {
     /// Config file to run (TOML).
-    #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG")]
+    #[arg(long, short, env = "SWITCHYARD_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format on stderr: `text`, or `json` (one object per line with `timestamp`,
-    /// `level`, `target`, `message` and the event's fields).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
-    /// Log filter, e.g. `info` or `switchyard=debug`.
-    #[arg(long, default_value = "info", global = true, env = "SWITCHYARD_LOG")]
-    log_level: String,
-    /// Worker threads (default: one per core).
-    #[arg(long, global = true)]
-    workers: Option<usize>,
-    /// Do not write one access-log line per request.
-    #[arg(long, global = true)]
-    no_access_log: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// How a running proxy logs and how many threads it uses: taken by the proxy
+/// itself and by `demo`, and by nothing that only talks to a proxy (`ctl`, `check`,
+/// ...), so their `--help` lists only what they use.
+#[derive(Args, Debug, Clone, Default)]
+struct ServeArgs {
+    /// Log format on stderr: `text` (the default), or `json` (one object per line
+    /// with `timestamp`, `level`, `target`, `message` and the event's fields).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` (the default) or `switchyard=debug`.
+    #[arg(long, env = "SWITCHYARD_LOG")]
+    log_level: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Do not write one access-log line per request.
+    #[arg(long)]
+    no_access_log: bool,
+}
+
+impl ServeArgs {
+    /// Each flag as given after the subcommand, else as given before it (`outer`).
+    fn or(self, outer: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            log_format: self.log_format.or(outer.log_format),
+            log_level: self.log_level.or(outer.log_level),
+            workers: self.workers.or(outer.workers),
+            no_access_log: self.no_access_log || outer.no_access_log,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Validate a config file and exit (non-zero on error), like `nginx -t`.
-    Check,
+    Check {
+        /// The config file to check (TOML).
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Write, check, run and measure WebAssembly policy plugins.
     Plugin {
         #[command(subcommand)]
         action: Box<PluginAction>,
     },
-    /// Talk to a running proxy's admin API.
+    /// Talk to a running proxy's admin API: tables and one-line answers, or the raw
+    /// JSON with `--json`.
     Ctl {
-        /// Admin address (host:port). A host name other than `localhost` must be in the
-        /// proxy's `admin.allowed_hosts`.
-        #[arg(long, default_value = "127.0.0.1:9901", env = "SWITCHYARD_ADMIN")]
-        admin: String,
-        /// Bearer token for the admin API.
-        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
-        token: Option<String>,
-        /// Print the raw JSON answer.
-        #[arg(long)]
-        json: bool,
-        /// In a fleet: refuse the change (409) if what it touches changed after this
-        /// etcd revision (the `revision` of `GET /cluster` or of an earlier answer).
-        #[arg(long)]
-        if_revision: Option<i64>,
+        #[command(flatten)]
+        options: switchyard::ctl::Options,
         #[command(subcommand)]
         action: switchyard::ctl::Action,
     },
     /// Work with a fleet of instances coordinated through etcd (`[cluster]`).
     Cluster {
+        /// A config file whose `[cluster]` table says where etcd is.
+        #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
         /// etcd client URL (repeat for several members); default: `[cluster] etcd`
         /// of --config.
         #[arg(long = "etcd", global = true)]
@@ -128,6 +145,8 @@ enum Command {
         /// Admin listener address.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
 }
 
@@ -146,8 +165,7 @@ enum ClusterAction {
 }
 
 /// `--config` of the `plugin` commands is the plugin's `config` table as JSON (what
-/// `init` receives), given inline or as a file name; it shares its name with the
-/// proxy's global `--config FILE`.
+/// `init` receives), given inline or as a file name.
 #[derive(Subcommand, Debug)]
 enum PluginAction {
     /// Make a plugin crate (policy, unit tests, the SDK) that builds with
@@ -198,6 +216,12 @@ enum PluginAction {
 /// How a plugin is loaded by `plugin check|run|bench`.
 #[derive(Args, Debug)]
 struct LoadArgs {
+    /// The plugin's `config` table as JSON (what `init` receives), inline or a file
+    /// holding it, e.g. `{"header": "x-tenant"}`. Default for `run` and `bench`: `{}`,
+    /// what the proxy passes for a table without `config`; `check` runs `init` only
+    /// when it is given.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
     /// routing, health-check (or health) or recovery; by default the one world the
     /// component implements.
     #[arg(long, value_parser = parse_kind)]
@@ -277,11 +301,7 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
+    let cli = Cli::parse();
     match &cli.command {
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
@@ -296,33 +316,20 @@ fn main() -> ExitCode {
         Some(Command::Upgrade { admin, token }) => return upgrade_command(admin, token.as_deref()),
         _ => {}
     }
-    if let Some(Command::Check) = cli.command {
-        return check(cli.config.as_deref());
-    }
-    if let Some(Command::Plugin { action }) = cli.command {
-        // Only a `--config` written on this command line is a plugin config, never
-        // the proxy's SWITCHYARD_CONFIG.
-        let typed = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
-        let config = if typed { cli.config } else { None };
-        return plugin_command(*action, config.as_deref());
-    }
-    if let Some(Command::Cluster {
-        etcd,
-        prefix,
-        action,
-    }) = &cli.command
-    {
-        return cluster(cli.config.as_deref(), etcd, prefix.as_deref(), action);
-    }
-    if let Some(Command::Ctl {
-        admin,
-        token,
-        json,
-        if_revision,
-        action,
-    }) = cli.command
-    {
-        return ctl(&admin, token.as_deref(), json, if_revision, action);
+    match cli.command {
+        Some(Command::Check { config }) => return check(config.or(cli.config).as_deref()),
+        Some(Command::Plugin { action }) => return plugin_command(*action),
+        Some(Command::Cluster {
+            config,
+            etcd,
+            prefix,
+            action,
+        }) => {
+            let config = config.or(cli.config);
+            return cluster(config.as_deref(), &etcd, prefix.as_deref(), &action);
+        }
+        Some(Command::Ctl { options, action }) => return ctl(&options, action),
+        _ => {}
     }
     // Inherited descriptors are claimed while the process has a single thread.
     let activated = match systemd::activation::take_listen_fds() {
@@ -339,22 +346,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let serve = match &cli.command {
+        Some(Command::Demo { serve, .. }) => serve.clone().or(cli.serve.clone()),
+        _ => cli.serve.clone(),
+    };
     logging::init(
-        match cli.log_format {
+        match serve.log_format.unwrap_or(LogFormat::Text) {
             LogFormat::Text => logging::LogFormat::Text,
             LogFormat::Json => logging::LogFormat::Json,
         },
-        &cli.log_level,
+        serve.log_level.as_deref().unwrap_or("info"),
     );
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    if let Some(workers) = cli.workers {
+    if let Some(workers) = serve.workers {
         runtime.worker_threads(workers.max(1));
     }
     let result = runtime
         .build()
         .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(cli, activated, incoming)));
+        .and_then(|rt| rt.block_on(run(cli, serve, activated, incoming)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -583,7 +594,13 @@ fn cluster(
     }
 }
 
-fn plugin_command(action: PluginAction, config: Option<&Path>) -> ExitCode {
+fn plugin_command(action: PluginAction) -> ExitCode {
+    let config = match &action {
+        PluginAction::New { .. } => None,
+        PluginAction::Check { load, .. }
+        | PluginAction::Run { load, .. }
+        | PluginAction::Bench { load, .. } => load.config.as_deref(),
+    };
     let given = match config.map(plugin_config).transpose() {
         Ok(given) => given,
         Err(e) => {
@@ -871,14 +888,8 @@ fn plugin_bench(
     }
 }
 
-fn ctl(
-    admin: &str,
-    token: Option<&str>,
-    json: bool,
-    if_revision: Option<i64>,
-    action: switchyard::ctl::Action,
-) -> ExitCode {
-    use switchyard::ctl::{Action, render_status, render_why, send_blocking};
+fn ctl(options: &switchyard::ctl::Options, action: switchyard::ctl::Action) -> ExitCode {
+    use switchyard::ctl::{render, send_blocking};
     let call = match action.call() {
         Ok(call) => call,
         Err(e) => {
@@ -886,8 +897,9 @@ fn ctl(
             return ExitCode::from(2);
         }
     };
-    match send_blocking(admin, token, &call, if_revision) {
-        Ok(value) if json => {
+    let token = options.token.as_deref();
+    match send_blocking(&options.admin, token, &call, options.if_revision) {
+        Ok(value) if options.json => {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&value).unwrap_or_default()
@@ -895,16 +907,12 @@ fn ctl(
             ExitCode::SUCCESS
         }
         Ok(value) => {
-            match action {
-                Action::Status => print!("{}", render_status(&value)),
-                Action::Why { pool } => match render_why(&value, &pool) {
-                    Ok(text) => print!("{text}"),
-                    Err(e) => {
-                        eprintln!("switchyard ctl: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                _ => println!("{}", serde_json::to_string(&value).unwrap_or_default()),
+            match render(&action, &value) {
+                Ok(text) => print!("{text}"),
+                Err(e) => {
+                    eprintln!("switchyard ctl: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
             ExitCode::SUCCESS
         }
@@ -915,7 +923,12 @@ fn ctl(
     }
 }
 
-async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incoming>) -> Result<()> {
+async fn run(
+    cli: Cli,
+    serve: ServeArgs,
+    activated: Vec<InheritedSocket>,
+    incoming: Option<Incoming>,
+) -> Result<()> {
     process::mark_started();
     let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let (takeover, mut link) = match incoming {
@@ -934,7 +947,7 @@ async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incomin
             None,
         ),
     };
-    let started = start(cli, takeover).await;
+    let started = start(cli, &serve, takeover).await;
     let (server, watched, admin_listen, drain, demo) = match started {
         Ok(started) => started,
         Err(e) => {
@@ -1017,6 +1030,7 @@ async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incomin
 /// config file to watch, the admin address and the drain deadline.
 async fn start(
     cli: Cli,
+    serve: &ServeArgs,
     takeover: Takeover,
 ) -> Result<(
     Arc<Server>,
@@ -1026,10 +1040,10 @@ async fn start(
     Option<demo::Demo>,
 )> {
     let options = ServerOptions {
-        access_log: !cli.no_access_log,
+        access_log: !serve.no_access_log,
     };
     let (config, watched, demo) = match cli.command {
-        Some(Command::Demo { listen, admin }) => {
+        Some(Command::Demo { listen, admin, .. }) => {
             let (config, demo) = demo::prepare(listen, admin)
                 .await
                 .context("cannot start the demo backends")?

@@ -202,6 +202,7 @@ pub struct Metrics {
     tls: Attached,
     control: ControlMetrics,
     cluster: Arc<ClusterMetrics>,
+    timeline: crate::timeline::Timeline,
 }
 
 impl Default for Metrics {
@@ -396,7 +397,13 @@ impl Metrics {
             tls,
             control,
             cluster,
+            timeline: crate::timeline::Timeline::default(),
         }
+    }
+
+    /// The timeline of recent events, which every holder of the metrics can add to.
+    pub fn timeline(&self) -> &crate::timeline::Timeline {
+        &self.timeline
     }
 
     /// The fleet metrics (exported once the instance joins a fleet).

@@ -1,5 +1,6 @@
 //! The admin listener: liveness, readiness, Prometheus metrics, a JSON status view,
-//! runtime control and the live dashboard at `/`.
+//! each backend's recent history and the event timeline, runtime control and the
+//! live dashboard at `/`.
 //!
 //! It is a separate socket (loopback by default), never reachable through a traffic
 //! listener, and the hardest part of the proxy to misuse: every request passes the
@@ -15,6 +16,7 @@ mod cluster;
 mod control;
 mod dashboard;
 mod guard;
+mod history;
 mod members;
 mod plugins;
 mod respond;
@@ -396,6 +398,11 @@ async fn route(
             response
         }
         (&Method::GET, "/status") => json(StatusCode::OK, &status::status(server)),
+        (&Method::GET, "/history") => json(
+            StatusCode::OK,
+            &history::history(server, history::since(request.uri().query())),
+        ),
+        (&Method::GET, "/events") => json(StatusCode::OK, &history::events(server)),
         (&Method::GET, "/cluster") => match server.cluster() {
             Some(cluster) => json(StatusCode::OK, &cluster.view_json()),
             None => json(
@@ -424,9 +431,11 @@ async fn route(
         },
         (&Method::POST, "/upgrade") => upgrade(server, peer).await,
         (_, "/reload" | "/upgrade") => method_not_allowed("POST"),
-        (_, "/health" | "/health/ready" | "/metrics" | "/status" | "/cluster") => {
-            method_not_allowed("GET")
-        }
+        (
+            _,
+            "/health" | "/health/ready" | "/metrics" | "/status" | "/cluster" | "/history"
+            | "/events",
+        ) => method_not_allowed("GET"),
         _ => {
             warn!(path, "unknown admin path");
             text_response(StatusCode::NOT_FOUND, "not found\n")

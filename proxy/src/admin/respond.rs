@@ -7,6 +7,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::error::{ProxyBody, full_body, text_response};
+use crate::server::RouteChangeError;
 
 /// A 405 naming the methods the endpoint takes.
 pub(super) fn method_not_allowed(allow: &'static str) -> Response<ProxyBody> {
@@ -47,4 +48,16 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// The answer to a switch or split that cannot be made: 404 for a route or pool
+/// that does not exist (as every admin command answers for an unknown name), 400
+/// for a target that does not add up, 500 when applying it failed.
+pub(super) fn route_change_refused(e: &RouteChangeError) -> (StatusCode, serde_json::Value) {
+    let status = match e {
+        RouteChangeError::NoRoute(_) | RouteChangeError::NoPool(_) => StatusCode::NOT_FOUND,
+        RouteChangeError::Invalid(_) => StatusCode::BAD_REQUEST,
+        RouteChangeError::Apply(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, serde_json::json!({ "error": e.to_string() }))
 }

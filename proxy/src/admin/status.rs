@@ -105,7 +105,7 @@ fn plugins(server: &Server) -> Vec<Value> {
                 "digest": active.plugin.digest(),
                 "loaded_at": loaded_at,
                 "on_error": active.config.on_error.as_str(),
-                "timeout_ms": active.config.spec.timeout.as_secs_f64() * 1000.0,
+                "timeout_ms": clock::millis(active.config.spec.timeout),
                 "memory_bytes": active.config.spec.memory_bytes,
                 "calls": stats.calls(),
                 "errors": errors,
@@ -173,7 +173,7 @@ fn backend(pool: &Pool, index: usize, b: &Backend, now: u64, routed: bool) -> Va
     let last_check = s.health.last_check().map(|c| {
         json!({
             "result": c.result,
-            "latency_ms": c.latency.as_secs_f64() * 1000.0,
+            "latency_ms": clock::millis(c.latency),
             "age_ms": now.saturating_sub(c.at_ms),
         })
     });

@@ -15,6 +15,7 @@ use super::{CheckRecord, HealthStatus, Verdict, native_verdict, probe_as};
 use crate::clock;
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
+use crate::timeline::{EventKind, Happened};
 use crate::upstream::{Backend, PoolSet};
 
 /// The pool's health-check plugin, if it has one.
@@ -164,10 +165,18 @@ async fn check_loop(
             .observe(record, ok, config.rise, config.fall)
         {
             metrics.health_transition(&pool, &backend.key, backend.name.as_deref(), now.as_str());
+            let message = match now {
+                HealthStatus::Down => format!("health check: DOWN ({result})"),
+                _ => format!("health check: {}", now.as_str().to_uppercase()),
+            };
+            metrics.timeline().record(
+                Happened::backend(EventKind::Health, &pool, &backend.key, message)
+                    .warning(now == HealthStatus::Down),
+            );
             match now {
                 HealthStatus::Down => {
                     warn!(pool = %pool, backend = %backend.key, backend_name = backend.name.as_deref(), reason = %result,
-                    latency_ms = latency.as_millis() as u64, "backend is DOWN")
+                    latency_ms = clock::millis(latency), "backend is DOWN")
                 }
                 HealthStatus::Up => {
                     if before == HealthStatus::Down {
@@ -176,7 +185,7 @@ async fn check_loop(
                             .usable_since_ms
                             .store(clock::now_ms(), Ordering::Relaxed);
                     }
-                    info!(pool = %pool, backend = %backend.key, backend_name = backend.name.as_deref(), latency_ms = latency.as_millis() as u64,
+                    info!(pool = %pool, backend = %backend.key, backend_name = backend.name.as_deref(), latency_ms = clock::millis(latency),
                         "backend is UP");
                 }
                 HealthStatus::Unknown => {}

@@ -292,7 +292,7 @@ impl PluginStats {
             tracing::warn!(
                 plugin = %self.name,
                 errors, calls, in_a_row,
-                cool_off = ?self.policy.cool_off,
+                cool_off_ms = self.policy.cool_off.as_millis() as u64,
                 "plugin failing too often, quarantined"
             );
         }

@@ -229,7 +229,7 @@ fn route(plugin: &Plugin, c: &RouteCase) -> Report {
             "decision": decision,
             "recorded": c.recorded,
             "same_as_recorded": same,
-            "call_us": took.as_secs_f64() * 1e6,
+            "call_us": crate::clock::micros(took),
         }),
         same_as_recorded: same,
     }
@@ -337,7 +337,7 @@ fn health(plugin: &Plugin, c: &HealthCase) -> Report {
                 "error": c.error.map(probe_error)},
             "probe_request": custom_json,
             "decision": json_verdict,
-            "call_us": took.as_secs_f64() * 1e6,
+            "call_us": crate::clock::micros(took),
         }),
         same_as_recorded: None,
     }
@@ -399,7 +399,7 @@ fn recovery(plugin: &Plugin, c: &RecoveryCase) -> Report {
                 "requests_in_window": s.requests_in_window,
                 "failures_in_window": s.failures_in_window, "event": event},
             "decision": json_action,
-            "call_us": took.as_secs_f64() * 1e6,
+            "call_us": crate::clock::micros(took),
         }),
         same_as_recorded: None,
     }

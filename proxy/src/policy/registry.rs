@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::{Config, PluginConfig};
 use crate::fs::same_file;
@@ -262,12 +262,11 @@ impl PluginRegistry {
                 name,
                 detail: join.to_string(),
             }),
-            Ok(Ok(result)) => result.map_err(|source| {
-                warn!(plugin = %name, error = %source, "plugin failed to load");
-                match table.locate_error(&source) {
-                    Some(located) => PluginLoadError::Config { name, located },
-                    None => PluginLoadError::Load { name, source },
-                }
+            // Not logged here: whoever asked for the load reports the failure once,
+            // with what it keeps running.
+            Ok(Ok(result)) => result.map_err(|source| match table.locate_error(&source) {
+                Some(located) => PluginLoadError::Config { name, located },
+                None => PluginLoadError::Load { name, source },
             }),
         }
     }

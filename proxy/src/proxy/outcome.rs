@@ -8,7 +8,7 @@ use crate::outcome::Outcome;
 use crate::rollout::Observation;
 use crate::upstream::{Backend, Pool, log_transition};
 
-/// Records an outcome: counters, latency EWMA, and the breaker (logging any transition once).
+/// Records an outcome: counters, latency EWMA and histogram, and the breaker (logging any transition once).
 pub fn record(pool: &Pool, backend: &Backend, outcome: Outcome, metrics: &Metrics) {
     let state = &backend.state;
     let now = clock::now_ms();
@@ -20,6 +20,7 @@ pub fn record(pool: &Pool, backend: &Backend, outcome: Outcome, metrics: &Metric
     });
     if let Outcome::Success(latency) = outcome {
         state.record_latency(latency, now);
+        state.latency.observe(latency);
     } else {
         state.failures.fetch_add(1, Ordering::Relaxed);
         if outcome == Outcome::ConnectFailed {

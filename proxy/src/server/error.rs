@@ -87,3 +87,18 @@ impl StartError {
         }
     }
 }
+
+/// Why a route could not be switched or split. The admin API answers 404 for a name
+/// that does not exist (route or pool), whatever the command, and 400 for a target
+/// that does not add up.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RouteChangeError {
+    #[error("no route named `{0}`")]
+    NoRoute(String),
+    #[error("no pool named `{0}`")]
+    NoPool(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot apply the change: {0}")]
+    Apply(String),
+}

@@ -6,6 +6,7 @@ mod admin_slot;
 mod cap;
 mod error;
 mod fleet;
+mod history;
 mod inherited;
 mod listener;
 mod listeners;
@@ -29,7 +30,7 @@ use tracing::info;
 
 pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
-pub use error::StartError;
+pub use error::{RouteChangeError, StartError};
 pub use inherited::{
     ADMIN_SOCKET_NAME, Handover, HealthSeed, InheritedSocket, InheritedSockets, Takeover,
 };
@@ -46,6 +47,7 @@ use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
 use crate::proxy::Proxy;
 use crate::state::Snapshot;
+use crate::timeline::{EventKind, Happened};
 use crate::tls::{CertStore, TlsRegistry};
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
 use crate::upstream::UpstreamClient;
@@ -233,6 +235,10 @@ impl Server {
             Arc::clone(&server.proxy.metrics),
             server.shutdown.child_token(),
         ));
+        tokio::spawn(history::run(
+            Arc::clone(&server.snapshot),
+            server.shutdown.child_token(),
+        ));
         server.ready.store(true, Ordering::Release);
         Ok(server)
     }
@@ -355,6 +361,10 @@ impl Server {
         let (swapped, failures) = self.plugins.reload_file(path).await;
         for name in &swapped {
             self.proxy.metrics.plugin_reload(name, true);
+            self.record_event(Happened::new(
+                EventKind::Plugin,
+                format!("plugin {name}: new version swapped in"),
+            ));
         }
         for failure in &failures {
             self.proxy
@@ -362,6 +372,13 @@ impl Server {
                 .plugin_reload(failure.plugin().unwrap_or(""), false);
             tracing::error!(file = %path.display(), error = %failure,
                 "plugin reload failed, keeping the running version");
+            self.record_event(
+                Happened::new(
+                    EventKind::Plugin,
+                    format!("plugin reload refused, the running version stays: {failure}"),
+                )
+                .warning(true),
+            );
             self.alerts.send(crate::alerts::AlertEvent::PluginRefused {
                 plugin: failure.plugin().unwrap_or("").to_string(),
                 file: path.display().to_string(),
@@ -393,10 +410,45 @@ impl Server {
         &self,
         route: &str,
         target: RouteTarget,
-    ) -> Result<RouteTarget, String> {
+    ) -> Result<RouteTarget, RouteChangeError> {
+        // A change that would be refused leaves a running rollout alone.
+        self.checked_route_target(route, target.clone())?;
         self.rollouts
             .abort(route, "superseded by a switch or split of the route");
-        self.route_target(route, target, None).await
+        let target = self.route_target(route, target, None).await?;
+        self.record_event(Happened::new(
+            EventKind::Switch,
+            format!("route {route}: {}", target.describe()),
+        ));
+        Ok(target)
+    }
+
+    /// Adds an event to the timeline `/events` and the dashboard show.
+    pub fn record_event(&self, happened: Happened) {
+        self.proxy.metrics.timeline().record(happened);
+    }
+
+    /// Checks a switch or split of `route` against the live config: the route and
+    /// every pool it names exist, a split adds up. Returns the pool the config gives
+    /// the route and the target as it would be applied.
+    pub fn checked_route_target(
+        &self,
+        route: &str,
+        target: RouteTarget,
+    ) -> Result<(String, RouteTarget), RouteChangeError> {
+        let current = self.snapshot.load_full();
+        let Some(route_config) = current.config.routes.iter().find(|r| r.name == route) else {
+            return Err(RouteChangeError::NoRoute(route.to_string()));
+        };
+        if let Some(missing) = target
+            .pools()
+            .into_iter()
+            .find(|p| current.pools.get(p).is_none())
+        {
+            return Err(RouteChangeError::NoPool(missing.to_string()));
+        }
+        let target = crate::traffic::checked(target).map_err(RouteChangeError::Invalid)?;
+        Ok((route_config.pool.clone(), target))
     }
 
     /// [`Server::set_route_target`] for a rollout step: does nothing (`Ok(false)`)
@@ -406,7 +458,7 @@ impl Server {
         route: &str,
         target: RouteTarget,
         token: &CancellationToken,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, RouteChangeError> {
         match self.route_target(route, target, Some(token)).await {
             Ok(_) => Ok(!token.is_cancelled()),
             Err(e) if token.is_cancelled() => {
@@ -422,19 +474,8 @@ impl Server {
         route: &str,
         target: RouteTarget,
         unless: Option<&CancellationToken>,
-    ) -> Result<RouteTarget, String> {
-        let current = self.snapshot.load_full();
-        let Some(route_config) = current.config.routes.iter().find(|r| r.name == route) else {
-            return Err(format!("no route named `{route}`"));
-        };
-        if let Some(missing) = target
-            .pools()
-            .into_iter()
-            .find(|p| current.pools.get(p).is_none())
-        {
-            return Err(format!("no pool named `{missing}`"));
-        }
-        let target = crate::traffic::checked(target)?;
+    ) -> Result<RouteTarget, RouteChangeError> {
+        let (config_pool, target) = self.checked_route_target(route, target)?;
         {
             let mut overrides = self.overrides.lock();
             if unless.is_some_and(CancellationToken::is_cancelled) {
@@ -444,11 +485,13 @@ impl Server {
                 route.to_string(),
                 RouteOverride {
                     target: target.clone(),
-                    config_pool: route_config.pool.clone(),
+                    config_pool,
                 },
             );
         }
-        self.reapply().await.map_err(|e| e.to_string())?;
+        self.reapply()
+            .await
+            .map_err(|e| RouteChangeError::Apply(e.to_string()))?;
         info!(route, target = %target.to_json(), "route switched");
         Ok(target)
     }

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
 use crate::health::HealthState;
+use crate::history::{History, Totals};
+use crate::latency::LatencyHistogram;
 use crate::upstream::UpstreamClient;
 
 /// A backend as one config snapshot sees it: address and configured weight, plus a
@@ -168,6 +170,10 @@ pub struct BackendState {
     latency_ewma_us: AtomicU32,
     /// When the latency average last took a sample (ms clock; 0 = never).
     latency_sampled_ms: AtomicU64,
+    /// Every answered request's latency, for the p99 of the backend's history.
+    pub latency: LatencyHistogram,
+    /// The last minutes of the backend's traffic, filled by the server's ticker.
+    pub history: History,
     /// When the backend last became usable after being unusable (ms clock; 0 = since start).
     pub usable_since_ms: AtomicU64,
     /// Upgraded (WebSocket) tunnels open to this backend; each also counts in `in_flight`.
@@ -190,6 +196,8 @@ impl BackendState {
             connect_errors: AtomicU64::new(0),
             latency_ewma_us: AtomicU32::new(0),
             latency_sampled_ms: AtomicU64::new(0),
+            latency: LatencyHistogram::default(),
+            history: History::default(),
             usable_since_ms: AtomicU64::new(0),
             tunnels: AtomicU32::new(0),
             tunnel_close: parking_lot::Mutex::new(CancellationToken::new()),
@@ -264,6 +272,15 @@ impl BackendState {
     /// Weight after slow start, used by weighted algorithms.
     pub fn effective_weight(&self, slow_start: Option<Duration>, now_ms: u64) -> f64 {
         f64::from(self.weight.load(Ordering::Relaxed)) * self.slow_start_factor(slow_start, now_ms)
+    }
+
+    /// The counters a point of [`BackendState::history`] is measured from.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            latency: self.latency.counts(),
+        }
     }
 
     /// The latency average as selection should see it at `now_ms`: the average of

@@ -9,7 +9,9 @@ use super::backend::Backend;
 use super::pool::Pool;
 use crate::breaker::{BreakerState, Transition};
 use crate::clock;
+use crate::config::HumanDuration;
 use crate::metrics::Metrics;
+use crate::timeline::{EventKind, Happened};
 
 /// Logs and counts a breaker transition; a close also starts slow start.
 pub fn log_transition(pool: &Pool, backend: &Backend, transition: Transition, metrics: &Metrics) {
@@ -23,6 +25,18 @@ pub fn log_transition(pool: &Pool, backend: &Backend, transition: Transition, me
                 backend.name.as_deref(),
                 BreakerState::Open.as_str(),
             );
+            metrics.timeline().record(
+                Happened::backend(
+                    EventKind::Breaker,
+                    &pool.name,
+                    &backend.key,
+                    format!(
+                        "circuit breaker opened ({reason}): ejected for {}",
+                        HumanDuration(open_for)
+                    ),
+                )
+                .warning(true),
+            );
         }
         Transition::HalfOpened => {
             info!(pool = %pool.name, backend = %backend.key, backend_name = backend.name.as_deref(), "circuit breaker half-open: sending trial requests");
@@ -32,6 +46,12 @@ pub fn log_transition(pool: &Pool, backend: &Backend, transition: Transition, me
                 backend.name.as_deref(),
                 BreakerState::HalfOpen.as_str(),
             );
+            metrics.timeline().record(Happened::backend(
+                EventKind::Breaker,
+                &pool.name,
+                &backend.key,
+                "circuit breaker half-open: trial requests",
+            ));
         }
         Transition::Closed => {
             info!(pool = %pool.name, backend = %backend.key, backend_name = backend.name.as_deref(), "circuit breaker closed: backend restored");
@@ -45,6 +65,12 @@ pub fn log_transition(pool: &Pool, backend: &Backend, transition: Transition, me
                 backend.name.as_deref(),
                 BreakerState::Closed.as_str(),
             );
+            metrics.timeline().record(Happened::backend(
+                EventKind::Breaker,
+                &pool.name,
+                &backend.key,
+                "circuit breaker closed: backend restored",
+            ));
         }
     }
 }
