@@ -301,7 +301,16 @@ async fn dashboard_in_headless_chromium_shows_a_dead_backend_and_drains_it() {
         TestBackend::start("other").await,
         TestBackend::start("lab").await,
     );
-    let config = with_token(simple_config(&[&victim, &other], FAST_HEALTH) + &lab(&lab_backend));
+    // The config names both backends; the page shows the names.
+    let config = with_token(simple_config(&[&victim, &other], FAST_HEALTH) + &lab(&lab_backend))
+        .replace(
+            &format!("address = \"{}\"", victim.addr),
+            &format!("name = \"alpha\", address = \"{}\"", victim.addr),
+        )
+        .replace(
+            &format!("address = \"{}\"", other.addr),
+            &format!("name = \"bravo\", address = \"{}\"", other.addr),
+        );
     let proxy = start_proxy(&config).await;
     // Plugin errors of two kinds, for the badges.
     let c = client();

@@ -68,28 +68,6 @@ function hear(expected) {
 
 const row = (address) => `section[data-pool="app"] tr[data-backend="${address}"]`;
 
-// The names the two backends show. The proxy's /status gives a backend's `name` when
-// the config names it; until backend tables take a `name`, the real answer gets one
-// added here, so the page's use of it is what is checked.
-const NAMES = { [victim]: "alpha", [other]: "bravo" };
-async function nameBackends(route) {
-  const response = await route.fetch();
-  if (!response.ok()) {
-    // A refusal (no token yet) passes through as it is.
-    await route.fulfill({ response });
-    return;
-  }
-  const status = await response.json();
-  for (const pool of status.pools || []) {
-    for (const backend of pool.backends || []) {
-      if (NAMES[backend.address] && !backend.name) {
-        backend.name = NAMES[backend.address];
-      }
-    }
-  }
-  await route.fulfill({ response, json: status });
-}
-
 // Waits until `selector` matches an element whose `data-points` is at least `least`;
 // returns that count.
 async function pointsAtLeast(page, selector, least) {
@@ -122,7 +100,6 @@ async function main() {
     }
   });
 
-  await page.route("**/status", nameBackends);
   const response = await page.goto(adminUrl + "/", { waitUntil: "load" });
   if (!response || response.status() !== 200) {
     throw new Error(`GET / answered ${response && response.status()}`);
@@ -262,7 +239,6 @@ async function main() {
   // The token survives a reload of the tab (sessionStorage), and so do the curves and
   // the timeline: the proxy kept them, the new page only asks.
   const before = Number(await page.getAttribute(curve, "data-points"));
-  await page.route("**/status", nameBackends);
   await page.reload({ waitUntil: "load" });
   await page.waitForSelector(`${row(other)}[data-health="up"]`);
   if (await page.locator("#token-form").isVisible()) {

@@ -771,6 +771,8 @@ impl Received {
 pub struct RecordingBackend {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Request heads received, counted before their bodies are read.
+    started: Arc<std::sync::atomic::AtomicUsize>,
     tasks: Arc<Mutex<JoinSet<()>>>,
 }
 
@@ -780,17 +782,21 @@ impl RecordingBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let started: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let tasks: Arc<Mutex<JoinSet<()>>> = Arc::default();
         let (rec, conn_tasks) = (Arc::clone(&received), Arc::clone(&tasks));
+        let heads = Arc::clone(&started);
         tasks.lock().spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let rec = Arc::clone(&rec);
+                let heads = Arc::clone(&heads);
                 conn_tasks.lock().spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let rec = Arc::clone(&rec);
+                        heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         async move {
                             let (parts, body) = req.into_parts();
                             let (body, complete) = match body.collect().await {
@@ -825,8 +831,14 @@ impl RecordingBackend {
         RecordingBackend {
             addr,
             received,
+            started,
             tasks,
         }
+    }
+
+    /// Request heads received so far, whether or not their bodies have ended.
+    pub fn started(&self) -> usize {
+        self.started.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Everything received so far.
