@@ -207,6 +207,22 @@ async fn named_backends_show_their_names_and_answer_to_them() {
     assert_eq!(a.hits(), before, "the drained backend gets nothing");
     let (code, _) = admin_call(&proxy, "POST", "/pools/app/backends/bravo/drain", "").await;
     assert_eq!(code, 404, "no backend is called bravo");
+
+    // `ctl` takes the name too, and its answer gives the name beside the address.
+    assert_eq!(
+        ctl_ok(proxy.admin, &["enable", "app", "alpha"]).await,
+        format!(
+            "pool app, backend {} (alpha): active (weight 1, 0 in flight)\n",
+            a.addr
+        )
+    );
+    assert_eq!(
+        ctl_ok(proxy.admin, &["weight", "app", &b.addr.to_string(), "3"]).await,
+        format!(
+            "pool app, backend {}: active (weight 3, 0 in flight)\n",
+            b.addr
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
