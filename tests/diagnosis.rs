@@ -138,6 +138,13 @@ async fn access_lines_name_the_backend_and_why_each_try_failed() {
             "{line}"
         );
         assert!(line.get("tries").is_none(), "one try: {line}");
+        // The duration is in milliseconds to the microsecond: three decimals at most.
+        let duration = line["duration_ms"].to_string();
+        assert!(
+            line["duration_ms"].is_number()
+                && duration.split_once('.').map_or(0, |(_, d)| d.len()) <= 3,
+            "{line}"
+        );
     }
     assert_eq!(access_line("diag-refused").await["backend_name"], "ghost");
 

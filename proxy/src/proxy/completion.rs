@@ -164,7 +164,7 @@ impl BodyEnd for Completion {
                 failure = self.failure.as_deref(),
                 tries = (self.attempt.tries() > 1).then_some(self.attempt.tries()),
                 failed_tries = failed_tries(self.attempt.failures()).as_deref(),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                duration_ms = crate::clock::millis(elapsed),
                 outcome = match outcome {
                     BodyOutcome::Complete => "complete",
                     BodyOutcome::UpstreamFailed => "upstream-aborted",
