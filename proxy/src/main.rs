@@ -408,13 +408,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    logging::init(
+    let log_output = match logging::init(
         match cli.log_format {
             LogFormat::Text => logging::LogFormat::Text,
             LogFormat::Json => logging::LogFormat::Json,
         },
         &cli.log_level,
-    );
+    ) {
+        Ok(output) => output,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(workers) = cli.workers {
@@ -424,6 +430,8 @@ fn main() -> ExitCode {
         .build()
         .context("cannot start the async runtime")
         .and_then(|rt| rt.block_on(run(cli, activated, incoming)));
+    // Queued log lines go out before the final message and the exit.
+    drop(log_output);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

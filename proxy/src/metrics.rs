@@ -341,6 +341,7 @@ impl Metrics {
         registry.register_collector(Box::new(TlsCollector {
             registry: Arc::clone(&tls),
         }));
+        registry.register_collector(Box::new(LogCollector));
         let control = ControlMetrics::register(&mut registry);
         let cluster = Arc::new(ClusterMetrics::default());
         registry.register_collector(Box::new(cluster::ClusterCollector(Arc::clone(&cluster))));
@@ -930,5 +931,21 @@ impl Collector for TlsCollector {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads the log writer's dropped-line count on each scrape.
+#[derive(Debug)]
+struct LogCollector;
+
+impl Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines (access log included) dropped because stderr could not keep up; requests never wait for the log",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        ConstCounter::new(crate::logging::dropped_lines()).encode(family)
     }
 }

@@ -2,6 +2,7 @@
 //! stream back. Everything a request takes is held by its [`Completion`] and the
 //! [`attempt::Attempt`] guard inside it, so it is given back on every path out.
 
+mod access;
 mod attempt;
 mod body;
 mod edge;
@@ -22,6 +23,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::info;
 
+pub use access::AccessRecord;
 pub use attempt::Attempt;
 pub use body::{
     BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, ClientBodyError, RequestBody,
@@ -355,22 +357,22 @@ impl BodyEnd for Completion {
             route.metrics.observe(self.status, elapsed.as_secs_f64());
         }
         if self.proxy.access_log {
-            info!(
-                target: "switchyard::access",
-                request_id = self.request_id.to_str().unwrap_or("-"),
-                client = %self.client,
-                method = %self.method,
-                path = self.path.as_deref().unwrap_or(self.uri.path()),
-                route = self.route.as_ref().map_or("-", |r| &r.name),
-                backend = self.attempt.upstream().map_or("-", |(_, b)| &b.key),
-                status = self.status,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                outcome = match outcome {
+            AccessRecord {
+                request_id: self.request_id.to_str().unwrap_or("-"),
+                client: self.client,
+                method: &self.method,
+                path: self.path.as_deref().unwrap_or(self.uri.path()),
+                route: self.route.as_ref().map_or("-", |r| &r.name),
+                backend: self.attempt.upstream().map_or("-", |(_, b)| &b.key),
+                status: self.status,
+                elapsed,
+                outcome: match outcome {
                     BodyOutcome::Complete => "complete",
                     BodyOutcome::UpstreamFailed => "upstream-aborted",
                     BodyOutcome::Abandoned => "client-aborted",
                 },
-            );
+            }
+            .emit();
         }
         self.attempt.release();
     }
