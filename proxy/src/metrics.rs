@@ -149,6 +149,7 @@ pub struct Metrics {
     requests: Family<RouteClassLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     in_flight: Gauge,
+    parked: Gauge,
     route_in_flight: Family<RouteLabels, Gauge>,
     spills: Family<SpillLabels, Counter>,
     accept_errors: Family<ListenerLabels, Counter>,
@@ -203,6 +204,12 @@ impl Metrics {
             "requests_in_flight",
             "Requests being proxied right now",
             in_flight.clone(),
+        );
+        let parked = Gauge::default();
+        registry.register(
+            "connections_parked",
+            "Idle HTTP/1 keep-alive client connections parked without their HTTP buffers until their next request",
+            parked.clone(),
         );
         let route_in_flight = Family::<RouteLabels, Gauge>::default();
         registry.register(
@@ -350,6 +357,7 @@ impl Metrics {
             requests,
             duration,
             in_flight,
+            parked,
             route_in_flight,
             spills,
             accept_errors,
@@ -491,6 +499,11 @@ impl Metrics {
     /// The global in-flight gauge.
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    /// Idle client connections parked right now (see `server::park`).
+    pub fn parked(&self) -> &Gauge {
+        &self.parked
     }
 
     /// Counts a failed connect to a backend.

@@ -10,6 +10,7 @@ mod inherited;
 mod listener;
 mod listeners;
 mod members;
+mod park;
 mod rollouts;
 mod shared;
 mod state_file;
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-pub use activity::{ActivityIo, ConnActivity, Expiry};
+pub use activity::{ActivityIo, ConnActivity, Expiry, Watch};
 pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
 pub use caps::{ClientSlot, ConnPermit, PerClient};
