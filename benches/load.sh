@@ -644,7 +644,8 @@ run_idle_row() {
         done
         held=$(awk '/^held/ { print $2 }' "$raw/idle-$c-hold.txt")
         held=${held:-0}
-        sleep 1
+        # Switchyard parks a connection idle for 1 s; give every one time to settle.
+        sleep 3
         after=$(rss_kb "${pid_of[$c]}")
         run_wrk "$raw/idle-$c-held.txt" 1 "$DURATION" "${port_of[$c]}" 0
         lat_held=$(awk -f "$here/load/wrk.awk" "$raw/idle-$c-held.txt")

@@ -116,6 +116,11 @@ impl ConnActivity {
             let head = self.head_started_ms.load(Ordering::Relaxed);
             let busy = self.in_flight.load(Ordering::Acquire) > 0;
             let mut wake = now + header_ms.min(idle_ms).max(100);
+            if let Some(park_ms) = park_ms {
+                // Requests come and go without waking this: look again soon enough
+                // to park within two `park_after` of the last one.
+                wake = wake.min(now + park_ms.max(100));
+            }
             if head != 0 {
                 if now >= head + header_ms {
                     return Watch::Expired(Expiry::HeaderTimeout);
