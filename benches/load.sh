@@ -687,7 +687,9 @@ for row in $ROWS; do
     contenders="haproxy switchyard"
     case $row in
         wasm) contenders="haproxy switchyard switchyard-policy" ;;
-        h2 | tls-full-handshakes | idle) ;;
+        idle) ;;
+        # wrk straight at a backend is no ceiling for these
+        h2 | tls-full-handshakes) contenders+=" ${EXTRA_CONTENDERS//direct/}" ;;
         *) contenders+=" $EXTRA_CONTENDERS" ;;
     esac
     log "row $row: $contenders"
