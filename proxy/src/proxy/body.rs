@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
-use crate::upstream::UpstreamBody;
+use crate::upstream::{ResponseBody, UpstreamBody};
 use crate::upstream::client::BoxError;
 
 /// What a client's request body may do, from `[limits]` and the pool's retry policy.
@@ -496,13 +496,13 @@ pub trait BodyEnd: Send + Sync + 'static {
 
 /// A backend response body that tells its [`BodyEnd`] how it ended.
 pub struct TrackedBody<E: BodyEnd> {
-    inner: Incoming,
+    inner: ResponseBody,
     end: Option<E>,
 }
 
 impl<E: BodyEnd> TrackedBody<E> {
     /// Wraps a backend body.
-    pub fn new(inner: Incoming, end: E) -> Self {
+    pub fn new(inner: ResponseBody, end: E) -> Self {
         Self {
             inner,
             end: Some(end),

@@ -7,7 +7,10 @@ mod drain;
 mod pool;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
-pub use client::{UpstreamBody, UpstreamClient};
-pub use connect::{ConnectError, Connector, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
+pub use client::{
+    CaptureConnection, ClientError, Lease, ResponseBody, UpstreamBody, UpstreamClient,
+    capture_connection,
+};
+pub use connect::{ConnectError, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
 pub use drain::{DrainEnd, wait_drained};
 pub use pool::{Pool, PoolSet};
