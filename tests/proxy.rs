@@ -855,3 +855,111 @@ async fn idle_keepalive_connections_are_parked_and_keep_serving() {
         "every request reused one backend connection"
     );
 }
+
+/// A backend that answers each request on a connection with `200 ok` (keep-alive),
+/// closes the connection `close_after` after its first answer when given, and
+/// reports each connection's end (the proxy closing it) on `closed`.
+async fn keepalive_backend(
+    close_after: Option<Duration>,
+) -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicU64>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&accepted);
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = closed_tx.send(());
+                            return;
+                        }
+                        Ok(n) => n,
+                    };
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if let Some(after) = close_after {
+                            tokio::time::sleep(after).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, closed)
+}
+
+fn one_backend_config(addr: std::net::SocketAddr, limits: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[limits]\n{limits}\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbackends = [{{ address = \"{addr}\" }}]\n[pool.app.retry]\nattempts = 0\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_the_backend_closed_is_replaced_without_an_error() {
+    use std::sync::atomic::Ordering;
+    let (backend, accepted, _closed) = keepalive_backend(Some(Duration::from_millis(100))).await;
+    // No retries: only the client's own resend of an unsent request may save it.
+    let proxy = start_proxy(&one_backend_config(backend, "")).await;
+    let c = client();
+    for i in 0..3 {
+        let (status, _, body) = get(&c, &format!("http://{}/", proxy.web)).await;
+        assert_eq!(
+            (status, body.as_ref()),
+            (200, b"ok".as_ref()),
+            "request {i}"
+        );
+        // The backend closes the kept connection while it sits idle.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        3,
+        "a new connection each time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_idle_past_their_timeout_are_closed() {
+    use std::sync::atomic::Ordering;
+    let (backend, accepted, mut closed) = keepalive_backend(None).await;
+    let proxy = start_proxy(&one_backend_config(
+        backend,
+        "upstream_idle_timeout = \"1s\"",
+    ))
+    .await;
+    let c = client();
+    assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    assert_eq!(accepted.load(Ordering::Relaxed), 1, "kept and reused");
+    // Idle past the timeout: the proxy closes it (within its sweep period).
+    tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the idle connection was closed")
+        .unwrap();
+    assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        2,
+        "the next request opened a new one"
+    );
+}

@@ -15,8 +15,8 @@ use hyper::body::Incoming;
 use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
-use crate::upstream::{ResponseBody, UpstreamBody};
 use crate::upstream::client::BoxError;
+use crate::upstream::{ResponseBody, UpstreamBody};
 
 /// What a client's request body may do, from `[limits]` and the pool's retry policy.
 #[derive(Debug, Clone, Copy)]

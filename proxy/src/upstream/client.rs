@@ -11,19 +11,26 @@
 //! closed it while it sat idle) is sent again on a fresh one. Connections idle
 //! longer than `limits.upstream_idle_timeout`, and those beyond
 //! `limits.upstream_idle_per_backend`, are closed.
+//!
+//! An HTTP/1 connection has no task of its own: the request that holds it drives
+//! it, first while waiting for the answer's head, then from the answer's body
+//! ([`ResponseBody`]) as the client reads it. Its bytes move where they are
+//! wanted, without a hand-over between tasks. An HTTP/2 connection, shared by
+//! many requests, and one that a request upgrades (WebSocket) run on their own
+//! task.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
-use http::header::HOST;
+use http::header::{HOST, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -168,6 +175,9 @@ impl UpstreamClient {
         };
         let capture = request.extensions_mut().remove::<CaptureSlot>();
         let pool = self.host(addr);
+        if request.headers().contains_key(UPGRADE) {
+            return shared.upgrade(addr, request).await;
+        }
         let uri = request.uri().clone();
         loop {
             let now = clock::now_ms();
@@ -180,31 +190,27 @@ impl UpstreamClient {
                     if sender.ready().await.is_err() {
                         continue;
                     }
-                    sender.try_send_request(request).await.map(|r| (r, None))
+                    sender
+                        .try_send_request(request)
+                        .await
+                        .map(|response| (response, None))
                 }
-                Conn::H1(mut sender) => {
-                    // A connection just given back may not have taken in that its
-                    // last answer ended; a new one takes its first request at once.
-                    if reused && !sender.is_ready() && sender.ready().await.is_err() {
-                        continue;
-                    }
+                Conn::H1(mut conn) => {
                     origin_form(&mut request);
-                    match sender.try_send_request(request).await {
-                        Ok(response) => {
-                            let lease = (response.status() != StatusCode::SWITCHING_PROTOCOLS)
-                                .then(|| Lease::new(Arc::clone(&pool), sender));
-                            Ok((response, lease))
-                        }
+                    match conn.exchange(request).await {
+                        Ok(response) => Ok((response, Some(conn))),
                         Err(e) => Err(e),
                     }
                 }
             };
             match sent {
-                Ok((response, lease)) => {
-                    if let (Some(slot), Some(lease)) = (&capture, &lease) {
-                        let _ = slot.0.set(Arc::clone(lease));
+                Ok((response, conn)) => {
+                    let gate = conn.map(|conn| Gate::new(Arc::clone(&pool), conn));
+                    if let (Some(slot), Some((gate, _))) = (&capture, &gate) {
+                        let _ = slot.0.set(Arc::clone(gate));
                     }
-                    return Ok(response.map(|body| ResponseBody { inner: body, lease }));
+                    let status = response.status();
+                    return Ok(response.map(|body| ResponseBody::new(body, gate, status)));
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written: the reused connection had been closed.
@@ -252,7 +258,11 @@ impl UpstreamClient {
 
     /// Idle connections held for `addr` right now (for tests and diagnostics).
     pub fn idle_connections(&self, addr: SocketAddr) -> usize {
-        self.shared.hosts.load().get(&addr).map_or(0, |p| p.idle.len())
+        self.shared
+            .hosts
+            .load()
+            .get(&addr)
+            .map_or(0, |p| p.idle.len())
     }
 }
 
@@ -280,18 +290,58 @@ impl Shared {
             });
             return Ok(Conn::H2(sender));
         }
-        let (sender, connection) = http1::Builder::new()
+        let (sender, driver) = self.handshake_h1(io).await?;
+        Ok(Conn::H1(Box::new(H1Conn {
+            sender,
+            driver: Some(driver),
+        })))
+    }
+
+    async fn handshake_h1(
+        &self,
+        io: UpstreamIo,
+    ) -> Result<(http1::SendRequest<UpstreamBody>, H1Driver), ClientError> {
+        http1::Builder::new()
             .max_buf_size(self.settings.max_buf_size)
             .max_headers(self.settings.max_headers)
             .handshake(io)
             .await
-            .map_err(ClientError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                debug!(backend = %addr, error = %e, "connection to a backend ended");
+            .map_err(ClientError::Handshake)
+    }
+
+    /// A request that asks to switch protocols goes on a connection of its own,
+    /// run by its own task (which hands the connection over after a 101), and
+    /// never pooled.
+    async fn upgrade(
+        &self,
+        addr: SocketAddr,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        let mut sender = match self.connect(addr).await? {
+            Conn::H1(conn) => {
+                let H1Conn { sender, driver } = *conn;
+                if let Some(driver) = driver {
+                    tokio::spawn(async move {
+                        if let Err(e) = driver.with_upgrades().await {
+                            debug!(backend = %addr, error = %e, "upgraded connection to a backend ended");
+                        }
+                    });
+                }
+                origin_form(&mut request);
+                Conn::H1(Box::new(H1Conn {
+                    sender,
+                    driver: None,
+                }))
             }
-        });
-        Ok(Conn::H1(sender))
+            h2 => h2,
+        };
+        let response = match &mut sender {
+            Conn::H1(conn) => conn.sender.send_request(request).await,
+            Conn::H2(sender) => sender.send_request(request).await,
+        }
+        .map_err(ClientError::Send)?;
+        let status = response.status();
+        Ok(response.map(|body| ResponseBody::new(body, None, status)))
     }
 }
 
@@ -329,17 +379,75 @@ async fn sweep(shared: Weak<Shared>) {
     }
 }
 
-/// One HTTP connection's sending side.
+/// The future that runs one HTTP/1 connection.
+type H1Driver = http1::Connection<UpstreamIo, UpstreamBody>;
+
+/// One HTTP connection.
 enum Conn {
-    H1(http1::SendRequest<UpstreamBody>),
+    /// Boxed: it travels from pool to request to body and back.
+    H1(Box<H1Conn>),
     /// Shared by every request on it (streams); stays in the pool while in use.
     H2(http2::SendRequest<UpstreamBody>),
+}
+
+/// An HTTP/1 connection and the future that runs it, driven by its user.
+struct H1Conn {
+    sender: http1::SendRequest<UpstreamBody>,
+    /// `None` once the connection ended (or when a task of its own runs it).
+    driver: Option<H1Driver>,
+}
+
+impl H1Conn {
+    /// Runs the connection for a moment: reads a close or an error that arrived
+    /// while it sat idle, or finishes taking in that an answer ended. Whether it
+    /// can take a request.
+    fn settle(&mut self) -> bool {
+        if let Some(driver) = self.driver.as_mut() {
+            let mut cx = Context::from_waker(Waker::noop());
+            if Pin::new(driver).poll(&mut cx).is_ready() {
+                self.driver = None;
+            }
+        }
+        self.driver.is_some() && !self.sender.is_closed() && self.sender.is_ready()
+    }
+
+    /// Drives the connection; `Ready` once it ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(driver) = self.driver.as_mut() else {
+            return Poll::Ready(());
+        };
+        match Pin::new(driver).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                if let Err(e) = result {
+                    debug!(error = %e, "connection to a backend ended");
+                }
+                // Gone with it, a request still waiting learns it ended.
+                self.driver = None;
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// Sends `request` and drives the connection until the answer's head arrives.
+    async fn exchange(
+        &mut self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
+        let response = self.sender.try_send_request(request);
+        tokio::pin!(response);
+        std::future::poll_fn(|cx| {
+            let _ = self.drive(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
 impl Conn {
     fn is_closed(&self) -> bool {
         match self {
-            Conn::H1(s) => s.is_closed(),
+            Conn::H1(c) => c.driver.is_none() || c.sender.is_closed(),
             Conn::H2(s) => s.is_closed(),
         }
     }
@@ -388,12 +496,18 @@ impl HostPool {
             if idle.conn.is_closed() || now_ms.saturating_sub(idle.since_ms) > timeout_ms {
                 continue;
             }
-            if let Conn::H2(sender) = &idle.conn {
-                let shared = Conn::H2(sender.clone());
-                let _ = self.idle.push(idle);
-                return Some(shared);
+            match idle.conn {
+                Conn::H2(ref sender) => {
+                    let shared = Conn::H2(sender.clone());
+                    let _ = self.idle.push(idle);
+                    return Some(shared);
+                }
+                Conn::H1(mut conn) => {
+                    if conn.settle() {
+                        return Some(Conn::H1(conn));
+                    }
+                }
             }
-            return Some(idle.conn);
         }
         None
     }
@@ -406,13 +520,19 @@ impl HostPool {
         });
     }
 
-    /// Closes the idle connections past `timeout_ms` (or already closed).
+    /// Closes the idle connections past `timeout_ms`, and those the backend closed.
     fn expire(&self, now_ms: u64, timeout_ms: u64) {
         for _ in 0..self.idle.len() {
-            let Some(idle) = self.idle.pop() else {
+            let Some(mut idle) = self.idle.pop() else {
                 break;
             };
             if idle.conn.is_closed() || now_ms.saturating_sub(idle.since_ms) > timeout_ms {
+                continue;
+            }
+            // An idle HTTP/1 connection is driven by nobody: look for a close.
+            if let Conn::H1(conn) = &mut idle.conn
+                && !conn.settle()
+            {
                 continue;
             }
             if self.idle.push(idle).is_err() {
@@ -422,34 +542,33 @@ impl HostPool {
     }
 }
 
-/// An HTTP/1 connection lent to one exchange. It goes back to its pool when the
-/// last holder lets go (the answer's body, and a [`CaptureConnection`] if the
+/// The way an HTTP/1 connection goes back to its pool after one exchange: when
+/// the last holder lets go (the answer's body, and a [`CaptureConnection`] if the
 /// request had one), provided the answer was read to its end and nothing marked
 /// the connection unfit.
-pub struct Lease {
+pub struct Gate {
     pool: Arc<HostPool>,
-    sender: Option<http1::SendRequest<UpstreamBody>>,
-    complete: AtomicBool,
+    /// Left here by the body once it was read to its end.
+    conn: parking_lot::Mutex<Option<Box<H1Conn>>>,
     poisoned: AtomicBool,
 }
 
-impl std::fmt::Debug for Lease {
+impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("complete", &self.complete.load(Ordering::Relaxed))
+        f.debug_struct("Gate")
             .field("poisoned", &self.poisoned.load(Ordering::Relaxed))
             .finish()
     }
 }
 
-impl Lease {
-    fn new(pool: Arc<HostPool>, sender: http1::SendRequest<UpstreamBody>) -> Arc<Self> {
-        Arc::new(Self {
+impl Gate {
+    fn new(pool: Arc<HostPool>, conn: Box<H1Conn>) -> (Arc<Self>, Box<H1Conn>) {
+        let gate = Arc::new(Self {
             pool,
-            sender: Some(sender),
-            complete: AtomicBool::new(false),
+            conn: parking_lot::Mutex::new(None),
             poisoned: AtomicBool::new(false),
-        })
+        });
+        (gate, conn)
     }
 
     /// The connection's framing cannot be trusted: it is closed, never reused.
@@ -458,22 +577,25 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl Drop for Gate {
     fn drop(&mut self) {
-        if self.complete.load(Ordering::Relaxed)
-            && !self.poisoned.load(Ordering::Relaxed)
-            && let Some(sender) = self.sender.take()
-            && !sender.is_closed()
+        if self.poisoned.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(mut conn) = self.conn.get_mut().take()
+            && conn.settle()
         {
-            self.pool.put(Conn::H1(sender));
+            self.pool.put(Conn::H1(conn));
         }
     }
 }
 
-/// A backend's answer body; read to its end, it gives its connection back.
+/// A backend's answer body. While it is read it drives its HTTP/1 connection;
+/// read to its end, it gives the connection back.
 pub struct ResponseBody {
     inner: Incoming,
-    lease: Option<Arc<Lease>>,
+    conn: Option<Box<H1Conn>>,
+    gate: Option<Arc<Gate>>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -485,11 +607,31 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
+    fn new(inner: Incoming, gate: Option<(Arc<Gate>, Box<H1Conn>)>, status: StatusCode) -> Self {
+        let (gate, conn) = match gate {
+            // After a 101 the connection is no longer HTTP.
+            Some(_) if status == StatusCode::SWITCHING_PROTOCOLS => (None, None),
+            Some((gate, conn)) => (Some(gate), Some(conn)),
+            None => (None, None),
+        };
+        Self { inner, conn, gate }
+    }
+
+    /// The exchange is over: a complete one leaves the connection at its gate.
     fn release(&mut self, complete: bool) {
-        if let Some(lease) = self.lease.take()
+        let conn = self.conn.take();
+        if let Some(gate) = self.gate.take()
             && complete
         {
-            lease.complete.store(true, Ordering::Relaxed);
+            *gate.conn.lock() = conn;
+        }
+    }
+
+    fn on(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+        match polled {
+            Poll::Ready(None) => self.release(true),
+            Poll::Ready(Some(Err(_))) => self.release(false),
+            _ => {}
         }
     }
 }
@@ -502,12 +644,18 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(true),
-            Poll::Ready(Some(Err(_))) => self.release(false),
-            _ => {}
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending()
+            && let Some(conn) = this.conn.as_mut()
+        {
+            // Nothing yet: read from the backend, then look again.
+            let _ = conn.drive(cx);
+            let polled = Pin::new(&mut this.inner).poll_frame(cx);
+            this.on(&polled);
+            return polled;
         }
+        this.on(&polled);
         polled
     }
 
@@ -529,17 +677,17 @@ impl Drop for ResponseBody {
 
 /// What [`capture_connection`] puts in a request for the client to fill.
 #[derive(Clone)]
-struct CaptureSlot(Arc<OnceLock<Arc<Lease>>>);
+struct CaptureSlot(Arc<OnceLock<Arc<Gate>>>);
 
 /// The connection a request went out on, once it has been sent (HTTP/1 only).
 /// While held, the connection does not go back to its pool, so the caller can
-/// judge the answer first and [`Lease::poison`] it.
+/// judge the answer first and [`Gate::poison`] it.
 #[derive(Debug)]
-pub struct CaptureConnection(Arc<OnceLock<Arc<Lease>>>);
+pub struct CaptureConnection(Arc<OnceLock<Arc<Gate>>>);
 
 impl CaptureConnection {
     /// The connection, if the request was sent on one that may be reused.
-    pub fn connection_metadata(&self) -> Option<&Arc<Lease>> {
+    pub fn connection_metadata(&self) -> Option<&Arc<Gate>> {
         self.0.get()
     }
 }

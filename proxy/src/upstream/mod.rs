@@ -8,7 +8,7 @@ mod pool;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
 pub use client::{
-    CaptureConnection, ClientError, Lease, ResponseBody, UpstreamBody, UpstreamClient,
+    CaptureConnection, ClientError, Gate, ResponseBody, UpstreamBody, UpstreamClient,
     capture_connection,
 };
 pub use connect::{ConnectError, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
