@@ -19,7 +19,11 @@ fn record(method: &http::Method) -> AccessRecord<'_> {
         path: "/api/items/42",
         route: "all",
         backend: "127.0.0.1:8081",
+        backend_name: Some("alpha"),
         status: 200,
+        failure: None,
+        tries: None,
+        failed_tries: None,
         elapsed: Duration::from_micros(1234),
         outcome: "complete",
     }

@@ -1,7 +1,7 @@
 //! Cost of one routing decision with four backends: the wasm `latency` plugin
 //! called directly (a warm, reused instance versus a fresh store and instance plus
-//! `init` per call), and a whole `Pool::select` with that plugin versus the native
-//! least-request balancer it stands in for.
+//! `init` per call), and a whole select step (`policy::routing::select`) with that
+//! plugin versus the native least-request balancer it stands in for.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -59,13 +59,14 @@ fn plugin_call(c: &mut Criterion) {
     group.finish();
 }
 
-/// `Pool::select` as the proxy calls it, native balancer versus routing plugin.
+/// The select step as the proxy calls it, native balancer versus routing plugin.
 fn pool_select(c: &mut Criterion) {
     use switchyard::balance::PickContext;
     use switchyard::config::Config;
     use switchyard::metrics::Metrics;
-    use switchyard::policy::{FileCheck, PluginRegistry, PoolPolicies};
-    use switchyard::upstream::Pool;
+    use switchyard::policy::routing;
+    use switchyard::policy::{FileCheck, PluginRegistry};
+    use switchyard::upstream::{Pool, PoolPolicies};
 
     let path = shipped_plugin_dir().join("latency.wasm");
     let text = format!(
@@ -94,6 +95,7 @@ fn pool_select(c: &mut Criterion) {
         hash: None,
         now_ms: 1,
         slow_start: None,
+        pinned: None,
     };
     let mut group = c.benchmark_group("pool_select_4_backends");
     for name in ["native", "wasm"] {
@@ -101,7 +103,7 @@ fn pool_select(c: &mut Criterion) {
         let policies = PoolPolicies::resolve(&pool_config, &plugins, &metrics);
         let pool = Pool::build(pool_config, None, policies);
         group.bench_function(name, |b| {
-            b.iter(|| pool.select(black_box(&ctx), Some(black_box(&req)), |_| false))
+            b.iter(|| routing::select(&pool, black_box(&ctx), Some(black_box(&req)), |_| false))
         });
     }
     group.finish();

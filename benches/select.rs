@@ -17,18 +17,23 @@ use switchyard::traffic::RouteTarget;
 use switchyard::upstream::Pool;
 
 fn pool(balance: &str) -> Pool {
+    pool_with(balance, "")
+}
+
+/// Pool `app` of 8 backends with `balance`, then `tables` (its sub-tables).
+fn pool_with(balance: &str, tables: &str) -> Pool {
     let backends: Vec<String> = (1..=8)
         .map(|i| format!("{{ address = \"10.0.0.{i}:80\", weight = {} }}", 1 + i % 3))
         .collect();
     let text = format!(
-        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\n[pool.app]\n{balance}\nbackends = [{}]\n",
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\n[pool.app]\n{balance}\nbackends = [{}]\n{tables}",
         backends.join(", ")
     );
     let config = Config::parse(Path::new("bench.toml"), &text).expect("valid bench config");
     Pool::build(
         config.pools["app"].clone(),
         None,
-        switchyard::policy::PoolPolicies::default(),
+        switchyard::upstream::PoolPolicies::default(),
     )
 }
 
@@ -57,11 +62,47 @@ fn selection(c: &mut Criterion) {
                     hash,
                     now_ms: clock::now_ms(),
                     slow_start: None,
+                    pinned: None,
                 };
                 black_box(pool.pick(&ctx, |_| false))
             })
         });
     }
+    // A sticky pool: the cookie is read from the request's headers and its backend
+    // chosen ahead of the balancer.
+    let pool = pool_with(
+        "balance = \"round-robin\"",
+        "[pool.app.sticky]\ncookie = \"sy_srv\"\n",
+    );
+    let sticky = pool.sticky.as_ref().expect("a sticky pool");
+    let set = sticky.set_cookie_for(5, None).expect("a cookie");
+    let value = set
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default();
+    let mut headers = http::HeaderMap::new();
+    let cookie = format!("theme=dark; {value}; lang=en");
+    headers.insert(
+        http::header::COOKIE,
+        cookie.parse().expect("a header value"),
+    );
+    group.bench_function("sticky-cookie", |b| {
+        b.iter(|| {
+            let ctx = PickContext {
+                now_ms: clock::now_ms(),
+                pinned: sticky.pinned(black_box(&headers)),
+                ..PickContext::default()
+            };
+            black_box(switchyard::policy::routing::select(
+                &pool,
+                &ctx,
+                None,
+                |_| false,
+            ))
+        })
+    });
     group.finish();
 }
 
@@ -148,8 +189,9 @@ fn breaker(c: &mut Criterion) {
 fn accounting(c: &mut Criterion) {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
+    use switchyard::outcome::Outcome;
     use switchyard::proxy::Attempt;
-    use switchyard::proxy::outcome::{self, Outcome};
+    use switchyard::proxy::outcome;
 
     let metrics = Arc::new(Metrics::new());
     let pool = Arc::new(pool("balance = \"round-robin\""));

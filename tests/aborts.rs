@@ -180,8 +180,17 @@ async fn trial_breaker(proxy: &TestProxy, trial: &TestBackend) -> String {
 /// period ends, the next request is the only one admitted, and it is cut off.
 async fn abort_trial(proxy: &TestProxy, trial: &TestBackend, rng: &mut fastrand::Rng) {
     trial.set_mode(Mode::Slow(SLOW));
-    // The breaker stays open for 100 ms; the first request after it is the trial.
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    // The first request after the open period is the trial. (A poll loop rather
+    // than `wait_for`: this runs in a spawned task, where an async closure that
+    // borrows the proxy is not `Send`.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while backend_status(proxy, trial.addr).await["breaker_open_remaining_ms"] != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the trial breaker's open period never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut s = TcpStream::connect(proxy.web).await.unwrap();
     let _ = s.write_all(b"GET /trial HTTP/1.1\r\nHost: x\r\n\r\n").await;
     tokio::time::sleep(Duration::from_millis(rng.u64(30..300))).await;

@@ -103,6 +103,25 @@ impl Receiver {
         self.seen.lock().clone()
     }
 
+    /// Waits until no notification has arrived for `quiet` (the receiver has heard
+    /// all there is to hear); fails if notifications keep coming for 20 s.
+    async fn wait_quiet(&self, quiet: Duration) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut count, mut since) = (self.notifications().len(), Instant::now());
+        while since.elapsed() < quiet {
+            assert!(
+                Instant::now() < deadline,
+                "notifications never stopped: {:#?}",
+                summary(&self.notifications())
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = self.notifications().len();
+            if now != count {
+                (count, since) = (now, Instant::now());
+            }
+        }
+    }
+
     /// Waits until an alert named `name` with `status` arrived whose labels include
     /// `labels`; returns the notification that carried it.
     async fn wait_alert(&self, name: &str, status: &str, labels: &[(&str, &str)]) -> Value {
@@ -357,9 +376,10 @@ async fn incidents_reach_the_webhook_grouped_deduplicated_and_resolved() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // No news, no notification: every notification of a group changed something,
-    // and nothing more arrives once everything is resolved.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // No news, no notification: once everything is resolved the receiver goes quiet
+    // (nothing for three group intervals), and every notification of a group
+    // changed something.
+    receiver.wait_quiet(Duration::from_millis(900)).await;
     let notes = receiver.notifications();
     let mut last: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for note in &notes {
@@ -385,12 +405,6 @@ async fn incidents_reach_the_webhook_grouped_deduplicated_and_resolved() {
         }
         last.insert(key, states);
     }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(
-        receiver.notifications().len(),
-        notes.len(),
-        "quiet once resolved"
-    );
 
     let sent: usize = notes
         .iter()

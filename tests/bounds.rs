@@ -120,8 +120,11 @@ async fn shutdown_closes_tunnels_once_the_drain_timeout_passes() {
     let server = std::sync::Arc::clone(&proxy.server);
     let started = Instant::now();
     let shutdown = tokio::spawn(async move { server.shutdown(Duration::from_millis(800)).await });
-    // During the drain the tunnel still works.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // During the drain (the listener closed) the tunnel still works.
+    wait_for("the drain to begin", Duration::from_secs(5), async || {
+        TcpStream::connect(proxy.web).await.is_err()
+    })
+    .await;
     echo(&mut t, b"during the drain").await.unwrap();
     let drained = shutdown.await.unwrap();
     assert!(!drained, "a tunnel was still open at the deadline");

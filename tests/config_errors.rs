@@ -103,7 +103,7 @@ fn a_bad_choice_suggests_the_near_one_and_lists_every_choice() {
         "switchyard.toml:10:11: pool.app.balance: unknown balance `least_request`, did you mean \
          `least-request`? Expected one of: round-robin, weighted, least-request, hash, plugin:NAME\n\
          switchyard.toml:12:16: pool.app.retry.on[1]: unknown retry condition `time-out`, did you \
-         mean `timeout`? Expected one of: connect-failure, reset, timeout, 502, 503, 504\n"
+         mean `timeout`? Expected one of: connect-failure, reset, timeout, 500, 502, 503, 504\n"
     );
 }
 

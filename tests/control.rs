@@ -35,23 +35,21 @@ async fn drain_under_load_loses_nothing_and_stops_new_requests() {
             out
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(
+        "a slow request in flight on a",
+        Duration::from_secs(10),
+        async || status(&proxy).await["pools"][0]["backends"][0]["in_flight"] == 1,
+    )
+    .await;
+    // That request stays slow; the load below is answered at once.
+    a.set_mode(Mode::Ok);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut load = Vec::new();
-    for _ in 0..10 {
-        let (url, stop, failures) = (url.clone(), Arc::clone(&stop), Arc::clone(&failures));
-        load.push(tokio::spawn(async move {
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                if get(&c, &url).await.0 != 200 {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let load = Load::start(10, url.clone());
+    let (a_before, b_before) = (a.hits(), b.hits());
+    wait_for("the load flowing", Duration::from_secs(10), async || {
+        a.hits() >= a_before + 20 && b.hits() >= b_before + 20
+    })
+    .await;
     let path = format!("/pools/app/backends/{}/drain", a.addr);
     assert_eq!(
         admin_call(&proxy, "GET", &path, "").await.0,
@@ -61,8 +59,18 @@ async fn drain_under_load_loses_nothing_and_stops_new_requests() {
     let (code, answer) = admin_call(&proxy, "POST", &path, "").await;
     assert_eq!(code, 200);
     assert_eq!(answer["admin_state"], "draining", "{answer}");
+    // Requests picked before the drain may still be on their way to a; once every
+    // client has finished one it started after the drain, none is. Then, while the
+    // proxy picks a backend for another 200 requests, none goes to a.
+    load.wait_round().await;
     let hits_at_drain = a.hits();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let b_at_drain = b.hits();
+    wait_for(
+        "200 more requests served",
+        Duration::from_secs(10),
+        async || b.hits() >= b_at_drain + 200,
+    )
+    .await;
     assert_eq!(
         a.hits(),
         hits_at_drain,
@@ -100,19 +108,11 @@ async fn drain_under_load_loses_nothing_and_stops_new_requests() {
         (code, answer["admin_state"].as_str()),
         (200, Some("active"))
     );
-    a.set_mode(Mode::Ok);
     let before = a.hits();
     let back = eventually(Duration::from_secs(5), || a.hits() > before).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.await.unwrap();
-    }
+    let (_, failed) = load.stop().await;
     assert!(back, "enabled backend takes traffic again");
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "no client request failed"
-    );
+    assert_eq!(failed, 0, "no client request failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,6 +156,57 @@ async fn weight_and_disable_change_the_split() {
         assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
     }
     assert_eq!(b.hits(), before, "a disabled backend gets nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_backends_show_their_names_and_answer_to_them() {
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbalance = \"round-robin\"\nbackends = [\n\
+         {{ address = \"{}\", name = \"alpha\" }},\n{{ address = \"{}\" }},\n]\n",
+        a.addr, b.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let c = client();
+    for _ in 0..4 {
+        assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    }
+    let backends = status(&proxy).await["pools"][0]["backends"].clone();
+    assert_eq!(backends[0]["name"], "alpha");
+    assert_eq!(backends[0]["address"], a.addr.to_string());
+    assert!(backends[1]["name"].is_null(), "{}", backends[1]);
+
+    let metrics = metrics_text(&proxy).await;
+    let named = format!(
+        "switchyard_backend_up{{pool=\"app\",backend=\"{}\",name=\"alpha\"}} 1",
+        a.addr
+    );
+    let unnamed = format!(
+        "switchyard_backend_up{{pool=\"app\",backend=\"{}\"}} 1",
+        b.addr
+    );
+    for series in [named, unnamed] {
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} in\n{metrics}"
+        );
+    }
+    assert_promtool_accepts(&metrics);
+
+    // The admin API takes the name where it takes the address.
+    let (code, answer) = admin_call(&proxy, "POST", "/pools/app/backends/alpha/drain", "").await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["address"], a.addr.to_string());
+    assert_eq!(answer["name"], "alpha");
+    let before = a.hits();
+    for _ in 0..10 {
+        assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    }
+    assert_eq!(a.hits(), before, "the drained backend gets nothing");
+    let (code, _) = admin_call(&proxy, "POST", "/pools/app/backends/bravo/drain", "").await;
+    assert_eq!(code, 404, "no backend is called bravo");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +300,12 @@ async fn blue_green_switch_under_load_fails_nothing() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(
+        "the load flowing to blue",
+        Duration::from_secs(10),
+        async || blue.hits() >= 50,
+    )
+    .await;
     assert_eq!(
         admin_call(&proxy, "GET", "/routes/app/switch", "").await.0,
         405
@@ -271,7 +327,13 @@ async fn blue_green_switch_under_load_fails_nothing() {
         "every client finished a request after the switch"
     );
     let blue_after_switch = blue.hits();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let green_after_switch = green.hits();
+    wait_for(
+        "200 more requests served",
+        Duration::from_secs(10),
+        async || green.hits() >= green_after_switch + 200,
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.await.unwrap();
@@ -295,7 +357,10 @@ async fn blue_green_switch_under_load_fails_nothing() {
         r#"{"pool": "purple"}"#,
     )
     .await;
-    assert_eq!(code, 400, "{answer}");
+    assert_eq!(
+        code, 404,
+        "an unknown pool is 404, as for a rollout: {answer}"
+    );
     assert_eq!(
         admin_call(
             &proxy,
@@ -414,10 +479,12 @@ async fn runtime_changes_survive_a_restart_through_the_state_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `switchyard ctl ARGS` against `admin`: whether it succeeded, stdout, stderr.
 fn ctl(admin: std::net::SocketAddr, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["ctl", "--admin", &admin.to_string()])
         .args(args)
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
         .output()
         .unwrap();
     (
@@ -427,61 +494,327 @@ fn ctl(admin: std::net::SocketAddr, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctl_drives_the_admin_api_and_prints_tables() {
-    let (blue, green) = (
-        TestBackend::start("blue").await,
-        TestBackend::start("green").await,
-    );
-    let proxy = start_proxy(&blue_green_config(&blue, &green)).await;
-    let admin = proxy.admin;
-    let blue_addr = blue.addr.to_string();
-    let (ok, out, err) =
-        tokio::task::spawn_blocking(move || ctl(admin, &["drain", "blue", &blue_addr]))
-            .await
-            .unwrap();
-    assert!(ok, "{err}");
-    assert!(out.contains("\"admin_state\":\"drain"), "{out}");
-    // Blue's only backend is draining, so the split needs --force.
-    let (ok, _, err) =
-        tokio::task::spawn_blocking(move || ctl(admin, &["split", "app", "blue=90", "green=10"]))
-            .await
-            .unwrap();
-    assert!(!ok && err.contains("no usable backend"), "{err}");
-    let (ok, out, _) = tokio::task::spawn_blocking(move || {
-        ctl(admin, &["split", "app", "blue=90", "green=10", "--force"])
+/// [`ctl`] off the async workers; asserts it succeeded and returns stdout.
+async fn ctl_ok(admin: std::net::SocketAddr, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctl(admin, &args)
     })
     .await
     .unwrap();
-    assert!(ok && out.contains("\"green\":10"), "{out}");
-    let (ok, table, _) = tokio::task::spawn_blocking(move || ctl(admin, &["status"]))
+    assert!(ok, "ctl failed: {err}");
+    out
+}
+
+/// [`ctl`] off the async workers; asserts it failed with exit status 1 and nothing
+/// on stdout, and returns stderr.
+async fn ctl_refused(admin: std::net::SocketAddr, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctl(admin, &args)
+    })
+    .await
+    .unwrap();
+    assert!(!ok && out.is_empty(), "ctl should have failed: {out}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ctl_command_prints_a_table_or_one_line() {
+    let (blue, green, extra) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+        TestBackend::start("extra").await,
+    );
+    let dir = std::env::temp_dir().join(format!("switchyard-ctl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("switchyard.toml");
+    std::fs::write(&file, blue_green_config(&blue, &green)).unwrap();
+    let (proxy, _watcher) = start_watched_proxy(&file).await;
+    proxy.server.set_config_path(file.clone());
+    let admin = proxy.admin;
+    let (b, g) = (blue.addr.to_string(), green.addr.to_string());
+    let w = b.len().max(g.len());
+
+    assert_eq!(
+        ctl_ok(admin, &["status"]).await,
+        format!(
+            "POOL   {backend:<w$}  ADMIN   HEALTH   BREAKER  WEIGHT  IN-FLIGHT  REQUESTS  FAILURES\n\
+             blue   {b:<w$}  active  unknown  closed   1       0          0         0\n\
+             green  {g:<w$}  active  unknown  closed   1       0          0         0\n\
+             \n\
+             ROUTE  LISTENER  HOST  PATH  TARGET\n\
+             app    web       -     /     blue\n",
+            backend = "BACKEND"
+        )
+    );
+    let line = |pool: &str, address: &str, state: &str, weight: u32| {
+        format!("pool {pool}, backend {address}: {state} (weight {weight}, 0 in flight)\n")
+    };
+    assert_eq!(
+        ctl_ok(admin, &["drain", "blue", &b]).await,
+        line("blue", &b, "drained", 1)
+    );
+    assert_eq!(
+        ctl_ok(admin, &["enable", "blue", &b]).await,
+        line("blue", &b, "active", 1)
+    );
+    assert_eq!(
+        ctl_ok(admin, &["disable", "green", &g]).await,
+        line("green", &g, "disabled", 1)
+    );
+    assert_eq!(
+        ctl_ok(admin, &["weight", "green", &g, "7"]).await,
+        line("green", &g, "disabled", 7)
+    );
+    assert_eq!(
+        ctl_ok(admin, &["enable", "green", &g]).await,
+        line("green", &g, "active", 7)
+    );
+    assert_eq!(
+        ctl_ok(admin, &["switch", "app", "green"]).await,
+        "route app: all traffic to pool green\n"
+    );
+    assert_eq!(
+        ctl_ok(
+            admin,
+            &[
+                "split",
+                "app",
+                "blue=90",
+                "green=10",
+                "--sticky",
+                "header:x-user"
+            ]
+        )
+        .await,
+        "route app: split blue 90%, green 10% (sticky on header:x-user)\n"
+    );
+    let table = ctl_ok(admin, &["status"]).await;
+    assert!(
+        table.ends_with(
+            "app    web       -     /     split blue 90%, green 10% (sticky on header:x-user)\n"
+        ),
+        "{table}"
+    );
+    ctl_ok(admin, &["switch", "app", "blue"]).await;
+    assert_eq!(
+        ctl_ok(
+            admin,
+            &[
+                "rollout",
+                "app",
+                "--to",
+                "green",
+                "--steps",
+                "5,50,100",
+                "--interval",
+                "30s"
+            ]
+        )
+        .await,
+        "route app: rollout from blue to green started: steps 5%, 50%, 100%, 30s each\n"
+    );
+    assert_eq!(
+        ctl_ok(admin, &["rollout", "app", "--abort"]).await,
+        "route app: rollout aborted, all traffic back on pool blue\n"
+    );
+    let x = extra.addr.to_string();
+    assert_eq!(
+        ctl_ok(admin, &["add-backend", "blue", &x, "--weight", "2"]).await,
+        format!("pool blue, backend {x}: added (weight 2, health unknown)\n")
+    );
+    assert_eq!(
+        ctl_ok(admin, &["remove-backend", "blue", &x]).await,
+        format!("pool blue, backend {x}: removed\n")
+    );
+    assert_eq!(
+        ctl_ok(admin, &["reload"]).await,
+        format!("reloaded {}\n", file.display())
+    );
+
+    // --json (before or after the command's own arguments) prints the raw answer.
+    for args in [
+        ["--json", "drain", "blue", b.as_str()],
+        ["drain", "blue", b.as_str(), "--json"],
+    ] {
+        let raw = ctl_ok(admin, &args).await;
+        let answer: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(answer["admin_state"], "drained", "{raw}");
+        assert_eq!(answer["address"], b.as_str(), "{raw}");
+    }
+
+    // The same unknown name gets the same answer from every command: 404.
+    let unknown_pool = "switchyard ctl: the admin API answered 404: no pool named `purple`\n";
+    for args in [
+        vec!["switch", "app", "purple"],
+        vec!["split", "app", "blue=50", "purple=50"],
+        vec!["rollout", "app", "--to", "purple"],
+        vec!["drain", "purple", b.as_str()],
+        vec!["enable", "purple", b.as_str()],
+        vec!["weight", "purple", b.as_str(), "3"],
+        vec!["add-backend", "purple", x.as_str()],
+        vec!["remove-backend", "purple", x.as_str()],
+    ] {
+        assert_eq!(ctl_refused(admin, &args).await, unknown_pool, "{args:?}");
+    }
+    let unknown_route = "switchyard ctl: the admin API answered 404: no route named `nowhere`\n";
+    for args in [
+        vec!["switch", "nowhere", "green"],
+        vec!["split", "nowhere", "blue=50", "green=50"],
+        vec!["rollout", "nowhere", "--to", "green"],
+        vec!["rollout", "nowhere", "--abort"],
+    ] {
+        assert_eq!(ctl_refused(admin, &args).await, unknown_route, "{args:?}");
+    }
+    assert_eq!(
+        ctl_refused(admin, &["drain", "blue", "10.9.9.9:80"]).await,
+        "switchyard ctl: the admin API answered 404: pool `blue` has no backend 10.9.9.9:80\n"
+    );
+    // A bad share is refused before anything is sent (usage error: 2).
+    let (ok, _, err) = tokio::task::spawn_blocking(move || ctl(admin, &["split", "app", "blue=x"]))
         .await
         .unwrap();
-    assert!(ok);
-    let header = table.lines().next().unwrap();
-    assert!(
-        header.starts_with("POOL") && header.contains("BREAKER") && header.contains("IN-FLIGHT"),
-        "{table}"
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "switchyard ctl: invalid request: `blue=x` is not POOL=PERCENT (e.g. green=10)\n"
     );
-    let blue_line = table
-        .lines()
-        .find(|l| l.contains(&blue.addr.to_string()))
-        .unwrap();
-    assert!(
-        blue_line.contains("drained") || blue_line.contains("draining"),
-        "{table}"
+    // Nothing listens: the reason is the socket's, not the HTTP client's.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    assert_eq!(
+        ctl_refused(closed, &["status"]).await,
+        format!(
+            "switchyard ctl: cannot reach the admin API at {closed}: Connection refused (os error 111)\n"
+        )
     );
-    assert!(table.contains("{\"blue\":90,\"green\":10}"), "{table}");
-    let (ok, _, err) =
-        tokio::task::spawn_blocking(move || ctl(admin, &["switch", "app", "purple"]))
-            .await
+    // A proxy started without a file has nothing to reload.
+    let plain = start_proxy(&blue_green_config(&blue, &green)).await;
+    assert_eq!(
+        ctl_refused(plain.admin, &["reload"]).await,
+        "switchyard ctl: the admin API answered 409: not running from a config file\n"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each `ctl` command's `--help`: the admin flags (wherever they are written), its
+/// own arguments with a description each, and none of the proxy's flags.
+#[test]
+fn ctl_help_lists_the_admin_flags_and_describes_every_argument() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .env_remove("SWITCHYARD_ADMIN")
+            .env_remove("SWITCHYARD_ADMIN_TOKEN")
+            .output()
             .unwrap();
-    assert!(!ok && err.contains("no pool named `purple`"), "{err}");
-    let (ok, _, err) = tokio::task::spawn_blocking(move || ctl(admin, &["reload"]))
-        .await
-        .unwrap();
-    assert!(
-        !ok && err.contains("not running from a config file"),
-        "{err}"
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        help(&["ctl", "drain", "--help"]),
+        "\
+Stop sending new requests to a backend; in-flight ones finish
+
+Usage: switchyard ctl drain [OPTIONS] <POOL> <BACKEND>
+
+Arguments:
+  <POOL>     The pool, as named in the config (`[pool.NAME]`)
+  <BACKEND>  The backend's address, as `ctl status` lists it (e.g. 10.0.0.5:8080)
+
+Options:
+      --admin <HOST:PORT>       Admin address (host:port). A host name other than `localhost` must be in the proxy's `admin.allowed_hosts` [env: SWITCHYARD_ADMIN=] [default: 127.0.0.1:9901]
+      --token <TOKEN>           Bearer token for the admin API (`admin.token`) [env: SWITCHYARD_ADMIN_TOKEN]
+      --json                    Print the admin API's raw JSON answer instead of a table or a line
+      --if-revision <REVISION>  In a fleet: refuse the change (409) if what it touches changed after this etcd revision (the `revision` of `GET /cluster` or of an earlier answer)
+  -h, --help                    Print help
+"
     );
+    let commands = [
+        "status",
+        "drain",
+        "enable",
+        "disable",
+        "weight",
+        "switch",
+        "split",
+        "reload",
+        "rollout",
+        "add-backend",
+        "remove-backend",
+    ];
+    for command in commands {
+        let text = help(&["ctl", command, "--help"]);
+        for flag in ["--admin <HOST:PORT>", "--token <TOKEN>", "--json"] {
+            assert!(
+                text.contains(flag),
+                "ctl {command} --help lacks {flag}:\n{text}"
+            );
+        }
+        for flag in [
+            "--workers",
+            "--config",
+            "--log-level",
+            "--log-format",
+            "--no-access-log",
+        ] {
+            assert!(
+                !text.contains(flag),
+                "ctl {command} --help lists {flag}:\n{text}"
+            );
+        }
+        let arguments = text
+            .split("Arguments:\n")
+            .nth(1)
+            .map(|rest| rest.split("\n\n").next().unwrap_or_default())
+            .unwrap_or_default();
+        for line in arguments.lines() {
+            let description = line.trim().split_once("  ").map(|(_, d)| d.trim());
+            assert!(
+                description.is_some_and(|d| !d.is_empty()),
+                "ctl {command}: an argument without a description: {line:?}"
+            );
+        }
+    }
+    // The admin flags are taken before the command or after it.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    for args in [
+        vec!["ctl", "--admin", &closed, "status"],
+        vec!["ctl", "status", "--admin", &closed],
+        vec![
+            "ctl",
+            "drain",
+            "app",
+            "10.0.0.1:80",
+            "--token",
+            "t",
+            "--admin",
+            &closed,
+        ],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("cannot reach the admin API at {closed}")),
+            "{args:?}: {err}"
+        );
+    }
+    // Proxy flags belong to the proxy, not to `ctl`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["ctl", "status", "--workers", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,6 @@ use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const TOKEN: &str = "dash-s3cret-dash-s3cret";
 const FAST_HEALTH: &str = "[pool.app.health]\ntype = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"50ms\"\njitter = \"0%\"\nrise = 1\nfall = 2\n";
 
@@ -85,30 +83,160 @@ async fn dashboard_is_served_without_a_token_but_its_data_is_not() {
     assert_eq!(fetch(&format!("{base}/status"), Some(TOKEN)).await.0, 200);
 }
 
-/// Why the browser test cannot run here, if it cannot.
-fn browser_missing(dir: &Path) -> Option<String> {
-    if !Path::new(CHROMIUM).exists() {
-        return Some(format!(
-            "skipping: no chromium at {CHROMIUM} (install with apt-get install chromium)"
-        ));
-    }
-    if !dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return Some(format!(
-            "skipping: node_modules missing: run npm ci in tests/browser ({})",
-            dir.display()
-        ));
-    }
-    let node = std::process::Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status();
-    if !node.is_ok_and(|s| s.success()) {
-        return Some("skipping: node not found on PATH (install Node.js 20+)".to_string());
-    }
-    None
+/// Two pools behind one route: `blue` (without a health check) and `green` (checked
+/// every 100 ms).
+fn two_pools(blue: &TestBackend, green: &TestBackend) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"app\"\nlistener = \"web\"\npool = \"blue\"\n\
+         [pool.blue]\nbackends = [{{ address = \"{}\" }}]\n\
+         [pool.green]\nbackends = [{{ address = \"{}\" }}]\n{}",
+        blue.addr,
+        green.addr,
+        FAST_HEALTH.replace("pool.app", "pool.green")
+    )
+}
+
+/// One backend's series in a `/history` document.
+fn series(history: &serde_json::Value, address: &str) -> Vec<serde_json::Value> {
+    history["backends"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["address"] == address))
+        .and_then(|b| b["points"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+async fn admin_get(proxy: &TestProxy, path: &str) -> serde_json::Value {
+    let (code, _, body) = fetch(&format!("http://{}{path}", proxy.admin), None).await;
+    assert_eq!(code, 200, "{path}");
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_events_are_kept_by_the_proxy() {
+    let (blue, green) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    let proxy = start_proxy(&two_pools(&blue, &green)).await;
+    let (b, g) = (blue.addr.to_string(), green.addr.to_string());
+    let load = Load::start(2, format!("http://{}/", proxy.web));
+
+    // Traffic on blue shows as a request rate with a p99, and no errors.
+    wait_for(
+        "a point with blue's traffic",
+        Duration::from_secs(20),
+        async || {
+            series(&admin_get(&proxy, "/history").await, &b)
+                .iter()
+                .any(|p| p["requests_per_s"].as_f64() > Some(0.0))
+        },
+    )
+    .await;
+    let history = admin_get(&proxy, "/history").await;
+    assert_eq!(history["interval_ms"], 2000);
+    assert_eq!(history["window_ms"], 300_000);
+    let busy = series(&history, &b)
+        .into_iter()
+        .find(|p| p["requests_per_s"].as_f64() > Some(0.0))
+        .unwrap();
+    assert_eq!(busy["error_rate"], 0.0, "{busy}");
+    assert!(busy["p99_ms"].as_f64() > Some(0.0), "{busy}");
+
+    // An operator sets blue's weight and switches the route to green (two events);
+    // then green answers 503: its checks fail (an event) and its errors show.
+    let weight = format!("/pools/blue/backends/{b}/weight");
+    assert_eq!(
+        admin_call(&proxy, "POST", &weight, r#"{"weight": 3}"#)
+            .await
+            .0,
+        200
+    );
+    let (code, answer) =
+        admin_call(&proxy, "POST", "/routes/app/switch", r#"{"pool": "green"}"#).await;
+    assert_eq!(code, 200, "{answer}");
+    wait_for(
+        "a point with green's traffic",
+        Duration::from_secs(20),
+        async || {
+            series(&admin_get(&proxy, "/history").await, &g)
+                .iter()
+                .any(|p| p["requests_per_s"].as_f64() > Some(0.0))
+        },
+    )
+    .await;
+    green.set_mode(Mode::Status(503));
+    wait_for(
+        "a point with green's errors",
+        Duration::from_secs(20),
+        async || {
+            series(&admin_get(&proxy, "/history").await, &g)
+                .iter()
+                .any(|p| p["error_rate"].as_f64() > Some(0.0))
+        },
+    )
+    .await;
+    wait_for("green down", Duration::from_secs(10), async || {
+        backend_status(&proxy, green.addr).await["health"] == "down"
+    })
+    .await;
+    let (code, _) = admin_call(&proxy, "POST", "/routes/app/switch", r#"{"pool": "blue"}"#).await;
+    assert_eq!(code, 200);
+    load.stop().await;
+
+    let events = admin_get(&proxy, "/events").await;
+    let said: Vec<(String, bool, String)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let who = e["backend"]
+                .as_str()
+                .map_or(String::new(), |b| format!("{b} "));
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["warning"] == true,
+                format!("{who}{}", e["message"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    let position = |kind: &str, warning: bool, text: &str| {
+        said.iter()
+            .position(|(k, w, m)| k == kind && *w == warning && m.starts_with(text))
+            .unwrap_or_else(|| panic!("no {kind} event `{text}`: {said:#?}"))
+    };
+    let up = position("health", false, &format!("{g} health check: UP"));
+    let down = position(
+        "health",
+        true,
+        &format!("{g} health check: DOWN (status 503"),
+    );
+    let weighted = position(
+        "backend",
+        false,
+        &format!("{b} weight set to 3 by an operator (127.0.0.1:"),
+    );
+    let to_green = position("switch", false, "route app: all traffic to pool green");
+    let to_blue = position("switch", false, "route app: all traffic to pool blue");
+    assert!(up < weighted && weighted < to_green && to_green < down && down < to_blue);
+    let ids: Vec<u64> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    // What a page that polls again gets: the same curve, and `since_ms` only what
+    // is newer.
+    let again = admin_get(&proxy, "/history").await;
+    let first = series(&history, &b)[0].clone();
+    assert_eq!(series(&again, &b)[0], first, "the points stay in the proxy");
+    let last = series(&again, &b).last().unwrap()["at_ms"]
+        .as_u64()
+        .unwrap();
+    let newer = admin_get(&proxy, &format!("/history?since_ms={last}")).await;
+    assert_eq!(series(&newer, &b), Vec::<serde_json::Value>::new());
 }
 
 /// The next line the browser script prints, which must start with `prefix`.
@@ -139,20 +267,53 @@ async fn status_with_token(proxy: &TestProxy) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap()
 }
 
+/// A route for `Host: lab.test` to pool `lab`, routed by the hostile test plugin,
+/// whose calls on `/trap` and `/bad-index` fail (and fall back to the native policy).
+fn lab(backend: &TestBackend) -> String {
+    format!(
+        "\n[[route]]\nname = \"lab\"\nlistener = \"web\"\nhost = \"lab.test\"\npool = \"lab\"\n\
+         [pool.lab]\nbalance = \"plugin:hostile\"\nbackends = [{{ address = \"{}\" }}]\n\
+         [plugin.hostile]\nkind = \"routing\"\npath = '{}'\ntimeout = \"50ms\"\nmemory = \"4MiB\"\n",
+        backend.addr,
+        switchyard::plugin::test_plugin_dir()
+            .join("hostile.wasm")
+            .display()
+    )
+}
+
+/// Where the browser test leaves its screenshot: `DASHBOARD_SCREENSHOT`, or
+/// `dashboard.png` in the test binaries' scratch directory under `target/`.
+fn screenshot_path() -> std::path::PathBuf {
+    std::env::var_os("DASHBOARD_SCREENSHOT").map_or_else(
+        || std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"),
+        std::path::PathBuf::from,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_headless_chromium_shows_a_dead_backend_and_drains_it() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
-    if let Some(why) = browser_missing(&dir) {
-        support::skip_or_fail(&why);
+    let Some(dir) = support::browser() else {
         return;
-    }
+    };
     let started = Instant::now();
-    let (victim, other) = (
+    let (victim, other, lab_backend) = (
         TestBackend::start("victim").await,
         TestBackend::start("other").await,
+        TestBackend::start("lab").await,
     );
-    let config = with_token(simple_config(&[&victim, &other], FAST_HEALTH));
+    let config = with_token(simple_config(&[&victim, &other], FAST_HEALTH) + &lab(&lab_backend));
     let proxy = start_proxy(&config).await;
+    // Plugin errors of two kinds, for the badges.
+    let c = client();
+    for path in ["/trap", "/trap", "/bad-index"] {
+        let url = format!("http://{}{path}", proxy.web);
+        let (status, _, _) = get_with(&c, &url, Some(("host", "lab.test"))).await;
+        assert_eq!(status, 200, "{path} falls back to the native policy");
+    }
+    // Traffic while the page watches, for the curves.
+    let load = Load::start(2, format!("http://{}/", proxy.web));
+    let screenshot = screenshot_path();
+    let _ = std::fs::remove_file(&screenshot);
 
     let mut child = Command::new("node")
         .arg(dir.join("dashboard.mjs"))
@@ -162,6 +323,7 @@ async fn dashboard_in_headless_chromium_shows_a_dead_backend_and_drains_it() {
         .arg(other.addr.to_string())
         .current_dir(&dir)
         .env("CHROMIUM_PATH", CHROMIUM)
+        .env("DASHBOARD_SCREENSHOT", &screenshot)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -193,14 +355,29 @@ async fn dashboard_in_headless_chromium_shows_a_dead_backend_and_drains_it() {
     assert_eq!(state["weight"], 5, "the weight form set it: {state}");
     stdin.write_all(b"verified\n").await.unwrap();
 
+    expect_line(&mut lines, "timeline ok").await;
+    expect_line(&mut lines, "curves").await;
     expect_line(&mut lines, "banner ok").await;
+    let kept = expect_line(&mut lines, "kept").await;
+    eprintln!("after a reload of the page: {kept}");
     expect_line(&mut lines, "done").await;
     let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("the browser script exits")
         .expect("the browser script's status");
     assert!(exit.success(), "browser script failed: {exit}");
-    eprintln!("browser test took {:?}", started.elapsed());
+    load.stop().await;
+    let png = std::fs::read(&screenshot).expect("the screenshot was written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "a real screenshot: {} bytes",
+        png.len()
+    );
+    eprintln!(
+        "browser test took {:?}; screenshot: {}",
+        started.elapsed(),
+        screenshot.display()
+    );
 }
 
 /// The attacker's page (served from another origin): a form post and no-cors
@@ -304,11 +481,9 @@ fn ctl(admin: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_from_another_origin_cannot_change_or_read_the_admin_api() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
-    if let Some(why) = browser_missing(&dir) {
-        support::skip_or_fail(&why);
+    let Some(dir) = support::browser() else {
         return;
-    }
+    };
     let (victim, other) = (
         TestBackend::start("victim").await,
         TestBackend::start("other").await,
@@ -394,7 +569,13 @@ async fn a_page_from_another_origin_cannot_change_or_read_the_admin_api() {
         tokio::task::spawn_blocking(move || ctl(admin, &["disable", "app", &victim_address]))
             .await
             .unwrap();
-    assert!(ok && out.contains("\"admin_state\":\"disabled\""), "{out}");
+    assert!(
+        ok && out.starts_with(&format!(
+            "pool app, backend {}: disabled (weight 1,",
+            victim.addr
+        )),
+        "{out}"
+    );
     let (ok, out) = tokio::task::spawn_blocking(move || {
         ctl(admin, &["add-backend", "app", "169.254.169.254:80"])
     })
@@ -409,7 +590,13 @@ async fn a_page_from_another_origin_cannot_change_or_read_the_admin_api() {
         tokio::task::spawn_blocking(move || ctl(admin, &["enable", "app", &victim_address]))
             .await
             .unwrap();
-    assert!(ok && out.contains("\"admin_state\":\"active\""), "{out}");
+    assert!(
+        ok && out.starts_with(&format!(
+            "pool app, backend {}: active (weight 1,",
+            victim.addr
+        )),
+        "{out}"
+    );
     stdin.write_all(b"checked\n").await.unwrap();
 
     // And so does the dashboard.

@@ -37,7 +37,12 @@ async fn added_backend_takes_traffic_under_load() {
     assert_eq!(code, 404);
 
     let load = Load::start(10, format!("http://{}/", proxy.web));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(
+        "the load flowing to a",
+        Duration::from_secs(10),
+        async || a.hits() >= 20,
+    )
+    .await;
     assert_eq!(b.hits(), 0);
     let body = format!(r#"{{"address": "{}", "weight": 1}}"#, b.addr);
     let (code, answer) = admin_call(&proxy, "POST", path, &body).await;
@@ -53,8 +58,12 @@ async fn added_backend_takes_traffic_under_load() {
         "the added backend receives traffic"
     );
     let a_hits = a.hits();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(a.hits() > a_hits, "the first backend still shares the load");
+    wait_for(
+        "the first backend still sharing the load",
+        Duration::from_secs(10),
+        async || a.hits() > a_hits + 20,
+    )
+    .await;
     let (_, failed) = load.stop().await;
     assert_eq!(failed, 0, "no request failed");
     assert_eq!(backend_addresses(&status(&proxy).await).len(), 2);
@@ -91,9 +100,18 @@ async fn removal_under_load_lets_in_flight_requests_finish() {
             tokio::spawn(async move { get(&client(), &url).await })
         })
         .collect();
+    // All four picked before the load starts: round robin puts two of them on b.
+    wait_for(
+        "the four slow requests sent",
+        Duration::from_secs(10),
+        async || a.hits() + b.hits() >= 4,
+    )
+    .await;
     let load = Load::start(10, format!("http://{}/", proxy.web));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(b.hits() > 0);
+    wait_for("the load flowing", Duration::from_secs(10), async || {
+        a.hits() >= 2 + 5
+    })
+    .await;
 
     let path = format!("/pools/app/backends/{}", b.addr);
     assert_eq!(admin_call(&proxy, "GET", &path, "").await.0, 405);
@@ -101,6 +119,9 @@ async fn removal_under_load_lets_in_flight_requests_finish() {
     assert_eq!(code, 202, "{answer}");
     assert_eq!(answer["state"], "removing", "{answer}");
     assert!(answer["in_flight"].as_u64().unwrap() > 0, "{answer}");
+    // Requests picked before the call may still be on their way to b; once every
+    // client has finished one it started after the call, none is.
+    load.wait_round().await;
     let hits_at_removal = b.hits();
 
     let mut slow_ok = 0;

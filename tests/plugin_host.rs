@@ -442,8 +442,10 @@ fn invalid_outputs_are_refused() {
     assert_eq!(p.stats().errors_of("invalid"), 3);
 }
 
-#[test]
-fn repeated_failures_quarantine_the_plugin() {
+/// Quarantine runs on the proxy's clock, so paused time ends the cool-off exactly,
+/// with no real waiting.
+#[tokio::test(start_paused = true)]
+async fn repeated_failures_quarantine_the_plugin() {
     let mut spec = PluginSpec::new("hostile", PluginKind::Routing, testing("hostile"));
     spec.quarantine = QuarantinePolicy {
         window: Duration::from_secs(10),
@@ -464,7 +466,9 @@ fn repeated_failures_quarantine_the_plugin() {
         took < Duration::from_millis(5),
         "quarantined calls do not run the plugin"
     );
-    std::thread::sleep(Duration::from_millis(350));
+    tokio::time::advance(Duration::from_millis(299)).await;
+    assert!(p.stats().is_quarantined(), "still within the cool-off");
+    tokio::time::advance(Duration::from_millis(1)).await;
     assert_recovers(&p);
     assert_eq!(p.stats().quarantines(), 1);
 }

@@ -147,6 +147,47 @@ async fn latency_plugin_steers_traffic_away_from_a_slow_backend() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_plugin_tries_a_recovered_backend_again_within_seconds() {
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let c = TestBackend::start("c").await;
+    c.set_mode(Mode::Slow(Duration::from_millis(200)));
+    let extra = format!(
+        "balance = \"plugin:latency\"\n{}",
+        plugin_table("latency", "routing", &shipped("latency.wasm"), "")
+    );
+    let proxy = start_proxy(&simple_config(&[&a, &b, &c], &extra)).await;
+    let load = Load::start(2, format!("http://{}/", proxy.web));
+    // c answered slowly, so its average says it is slow, far slower than a and b
+    // with every client waiting on them...
+    wait_for(
+        "c's slow answers in its latency average",
+        Duration::from_secs(20),
+        async || {
+            backend_status(&proxy, c.addr).await["latency_ewma_ms"]
+                .as_f64()
+                .is_some_and(|ms| ms >= 100.0)
+        },
+    )
+    .await;
+    // ...and it is fast again: an average no longer fed by traffic must not keep it
+    // from traffic.
+    c.set_mode(Mode::Ok);
+    let before = c.hits();
+    let recovered = tokio::time::Instant::now();
+    wait_for(
+        "the recovered backend to take traffic again",
+        Duration::from_secs(15),
+        async || c.hits() >= before + 5,
+    )
+    .await;
+    let took = recovered.elapsed();
+    let (served, failed) = load.stop().await;
+    assert_eq!(failed, 0, "of {served}");
+    assert!(a.hits() > 0 && b.hits() > 0);
+    println!("c took traffic again {took:?} after it recovered");
+}
+
 /// A backend whose `/health` answers a JSON document the test can change.
 async fn json_backend(name: &'static str, health: Arc<Mutex<String>>) -> SocketAddr {
     serve_with(move |req| {
@@ -418,7 +459,10 @@ async fn slow_routing_calls_are_shed_so_they_cannot_hold_every_worker() {
     );
     let proxy = start_proxy(&simple_config(&[&a, &b], &fast)).await;
     let load = Load::start(20, format!("http://{}/", proxy.web));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for("500 requests served", Duration::from_secs(20), async || {
+        load.served() >= 500
+    })
+    .await;
     let (served, failed) = load.stop().await;
     assert_eq!(failed, 0);
     let text = metrics_text(&proxy).await;

@@ -559,14 +559,20 @@ async fn graceful_drain_finishes_in_flight_requests() {
     let proxy = start_proxy(&simple_config(&[&a], "")).await;
     let url = format!("http://{}/", proxy.web);
     let in_flight = tokio::spawn(async move { get(&client(), &url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(
+        "the request in flight",
+        Duration::from_secs(10),
+        async || status(&proxy).await["pools"][0]["backends"][0]["in_flight"] == 1,
+    )
+    .await;
     let server = Arc::clone(&proxy.server);
     let drained = tokio::spawn(async move { server.shutdown(Duration::from_secs(5)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        TcpStream::connect(proxy.web).await.is_err(),
-        "no new connections once draining"
-    );
+    wait_for(
+        "no new connections once draining",
+        Duration::from_secs(10),
+        async || TcpStream::connect(proxy.web).await.is_err(),
+    )
+    .await;
     let (status, backend, _) = in_flight.await.unwrap();
     assert_eq!((status, backend.as_str()), (200, "a"));
     assert!(drained.await.unwrap(), "drain finished within the deadline");
@@ -624,6 +630,129 @@ fn sigterm_drains_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A backend that takes one request and answers it only when told: a request held
+/// in flight exactly as long as a test needs, with no timing guesses.
+fn held_backend() -> (std::net::SocketAddr, std::sync::mpsc::Sender<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (release, released) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = released.recv();
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nheld");
+    });
+    (address, release)
+}
+
+#[test]
+fn sigint_stops_accepting_lets_the_request_in_flight_finish_and_exits_zero() {
+    use support::spawned::{Spawned, binary, http_get, status_of, temp_dir, wait_until};
+    let (backend, release) = held_backend();
+    let dir = temp_dir("sigint");
+    let file = dir.join("switchyard.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+             [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+             [pool.app]\nbackends = [{{ address = \"{backend}\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(binary());
+    command.args(["--no-access-log", "--config"]).arg(&file);
+    let mut proxy = Spawned::start(command, &dir.join("log"), Duration::from_secs(60));
+    let web = proxy.listener("web");
+    let held = std::thread::spawn(move || http_get(web, "/"));
+    wait_until("the request in flight", Duration::from_secs(10), || {
+        status_of(proxy.admin)["pools"][0]["backends"][0]["in_flight"] == 1
+    });
+
+    proxy.signal("INT");
+    wait_until(
+        "the listener to stop accepting after SIGINT",
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(web).is_err(),
+    );
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "the proxy waits for the request in flight"
+    );
+    release.send(()).unwrap();
+    let (code, body) = held
+        .join()
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!((code, body.as_str()), (200, "held"));
+    let exit = proxy
+        .wait(Duration::from_secs(20))
+        .expect("the proxy exits once drained");
+    assert!(exit.success(), "{exit:?}\n{}", proxy.log_text());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_an_edit_the_file_watcher_cannot_see() {
+    use support::spawned::{Spawned, binary, http_get, temp_dir, wait_until};
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    tokio::task::spawn_blocking(move || {
+        // The config path is a symlink into another directory (a config kept per
+        // release): an edit of its target raises no event in the watched directory,
+        // so only SIGHUP brings it in.
+        let dir = temp_dir("sighup");
+        std::fs::create_dir_all(dir.join("release")).unwrap();
+        let target = dir.join("release").join("switchyard.toml");
+        std::fs::write(&target, simple_config(&[&a], "")).unwrap();
+        let link = dir.join("switchyard.toml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut command = std::process::Command::new(binary());
+        command.args(["--no-access-log", "--config"]).arg(&link);
+        let proxy = Spawned::start(command, &dir.join("log"), Duration::from_secs(60));
+        let web = proxy.listener("web");
+        assert_eq!(http_get(web, "/").unwrap(), (200, "a".to_string()));
+
+        std::fs::write(&target, simple_config(&[&b], "")).unwrap();
+        proxy.signal("HUP");
+        wait_until(
+            "requests answered by the backend of the edited file",
+            Duration::from_secs(10),
+            || http_get(web, "/").is_ok_and(|answer| answer == (200, "b".to_string())),
+        );
+        // The new snapshot serves before the reload that published it returns and is
+        // counted: wait for the count, then it must be exactly one.
+        let reloads = || {
+            let (_, metrics) = http_get(proxy.admin, "/metrics").unwrap();
+            metrics
+                .lines()
+                .find(|l| l.starts_with("switchyard_config_reloads_total{kind=\"ok\"}"))
+                .map(str::to_string)
+        };
+        wait_until("the reload counted", Duration::from_secs(10), || {
+            reloads().is_some()
+        });
+        assert_eq!(
+            reloads().as_deref(),
+            Some("switchyard_config_reloads_total{kind=\"ok\"} 1"),
+            "one reload, by the signal"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -18,64 +16,6 @@ fn blue_green(blue: &TestBackend, green: &TestBackend) -> String {
          [pool.green.breaker]\nconsecutive_failures = 0\n",
         blue.addr, green.addr
     )
-}
-
-/// Steady load: `clients` loops of GET until stopped, counting non-200 answers.
-struct Load {
-    stop: Arc<AtomicBool>,
-    failures: Arc<AtomicU64>,
-    ok: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(proxy: &TestProxy, clients: usize) -> Load {
-        let url = format!("http://{}/", proxy.web);
-        let stop = Arc::new(AtomicBool::new(false));
-        let failures = Arc::new(AtomicU64::new(0));
-        let ok = Arc::new(AtomicU64::new(0));
-        let tasks = (0..clients)
-            .map(|_| {
-                let (url, stop, failures, ok) = (
-                    url.clone(),
-                    Arc::clone(&stop),
-                    Arc::clone(&failures),
-                    Arc::clone(&ok),
-                );
-                tokio::spawn(async move {
-                    let c = client();
-                    while !stop.load(Ordering::Relaxed) {
-                        if get(&c, &url).await.0 == 200 {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            failures,
-            ok,
-            tasks,
-        }
-    }
-
-    fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
-    async fn stop(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failures.load(Ordering::Relaxed),
-        )
-    }
 }
 
 /// The `rollout` object of route `all` in `/status`.
@@ -144,8 +84,13 @@ async fn healthy_rollout_completes_on_green_without_a_failed_request() {
     let (code, _) = admin_call(&proxy, "POST", "/routes/none/rollout", r#"{"to": "green"}"#).await;
     assert_eq!(code, 404);
 
-    let load = Load::start(&proxy, 15);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let load = Load::start(15, format!("http://{}/", proxy.web));
+    wait_for(
+        "the load flowing to blue",
+        Duration::from_secs(10),
+        async || blue.hits() >= 50,
+    )
+    .await;
     let started = Instant::now();
     let (code, answer) = admin_call(
         &proxy,
@@ -187,11 +132,17 @@ async fn healthy_rollout_completes_on_green_without_a_failed_request() {
         "each of the 4 steps is held for its interval: took {took:?}"
     );
 
-    // All traffic is on green now.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // All traffic is on green now: once no request picked before the end is on its
+    // way, blue gets none of the next 200.
+    load.wait_round().await;
     let blue_hits = blue.hits();
     let green_hits = green.hits();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(
+        "200 more requests served",
+        Duration::from_secs(10),
+        async || green.hits() >= green_hits + 200,
+    )
+    .await;
     let (ok, failed) = load.stop().await;
     assert_eq!(
         blue.hits(),
@@ -210,8 +161,13 @@ async fn failing_green_is_rolled_back_within_its_window() {
     );
     let proxy = start_proxy(&blue_green(&blue, &green)).await;
     const CLIENTS: u64 = 15;
-    let load = Load::start(&proxy, CLIENTS as usize);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let load = Load::start(CLIENTS as usize, format!("http://{}/", proxy.web));
+    wait_for(
+        "the load flowing to blue",
+        Duration::from_secs(10),
+        async || blue.hits() >= 50,
+    )
+    .await;
     let interval = Duration::from_millis(400);
     let (code, answer) = admin_call(
         &proxy,
@@ -250,12 +206,18 @@ async fn failing_green_is_rolled_back_within_its_window() {
         "rolled back within the step's window: {took:?}"
     );
 
-    // After the rollback only blue answers, and nothing fails any more.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // After the rollback only blue answers, and nothing fails any more: once no
+    // request picked before it is on its way, green gets none of the next 200.
+    load.wait_round().await;
     let failed_at_rollback = load.failures();
     let green_after = green.hits();
     let blue_after = blue.hits();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for(
+        "200 more requests served",
+        Duration::from_secs(10),
+        async || blue.hits() >= blue_after + 200,
+    )
+    .await;
     let (_, failed) = load.stop().await;
     assert_eq!(
         green.hits(),
@@ -353,8 +315,13 @@ async fn slow_green_breaks_the_p99_guard() {
     );
     green.set_mode(Mode::Slow(Duration::from_millis(250)));
     let proxy = start_proxy(&blue_green(&blue, &green)).await;
-    let load = Load::start(&proxy, 20);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let load = Load::start(20, format!("http://{}/", proxy.web));
+    wait_for(
+        "the load flowing to blue",
+        Duration::from_secs(10),
+        async || blue.hits() >= 50,
+    )
+    .await;
     let (code, answer) = admin_call(
         &proxy,
         "POST",

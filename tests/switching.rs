@@ -109,7 +109,7 @@ async fn switching_toward_a_pool_without_a_usable_backend_is_refused_with_the_re
             .await
             .unwrap();
     assert!(ok, "{err}");
-    assert!(out.contains("green"), "{out}");
+    assert_eq!(out, "route all: all traffic to pool green\n");
     assert_eq!(status(&proxy).await["routes"][0]["target"]["pool"], "green");
 
     // Back to blue, then a forced rollout starts (202) despite the ejected green.
@@ -132,7 +132,10 @@ async fn switching_toward_a_pool_without_a_usable_backend_is_refused_with_the_re
     .await
     .unwrap();
     assert!(ok, "{err}");
-    assert!(out.contains("running"), "{out}");
+    assert_eq!(
+        out,
+        "route all: rollout from blue to green started: steps 5%, 25%, 50%, 100%, 10s each\n"
+    );
     let (code, _) = admin_call(&proxy, "POST", "/routes/all/rollout/abort", "").await;
     assert_eq!(code, 200);
 }

@@ -647,6 +647,95 @@ mod tests {
         ));
     }
 
+    /// The breaker driven by the proxy's clock in paused time: each period is exact
+    /// to the millisecond, and a cool-down of seconds takes none of the test's time.
+    #[tokio::test(start_paused = true)]
+    async fn cool_down_trials_and_close_follow_the_clock() {
+        use crate::clock::now_ms;
+        use tokio::time::advance;
+        let b = Breaker::default();
+        let c = BreakerConfig {
+            open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(300),
+            trial_timeout: Duration::from_secs(10),
+            ..config()
+        };
+        trip(&b, &c, now_ms());
+
+        advance(Duration::from_millis(29_999)).await;
+        assert!(!b.may_admit(now_ms()), "open for the whole cool-down");
+        assert_eq!(b.try_acquire(&c, now_ms()), Err(Rejected));
+        advance(Duration::from_millis(1)).await;
+        assert!(b.may_admit(now_ms()), "the cool-down is over");
+        let first = b.try_acquire(&c, now_ms()).unwrap();
+        assert_eq!(first.transition, Some(Transition::HalfOpened));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        let second = b.try_acquire(&c, now_ms()).unwrap();
+        assert!(first.trial.is_some() && second.trial.is_some());
+        assert_eq!(
+            b.try_acquire(&c, now_ms()),
+            Err(Rejected),
+            "half_open_requests = 2 trials at once"
+        );
+
+        // Neither trial reports: they stay out until trial_timeout, then fresh
+        // trials are admitted.
+        advance(Duration::from_millis(9_999)).await;
+        assert!(!b.may_admit(now_ms()));
+        advance(Duration::from_millis(1)).await;
+        let fresh = b.try_acquire(&c, now_ms()).unwrap();
+        assert!(
+            fresh.trial.is_some(),
+            "lost trials expire after trial_timeout"
+        );
+        let _ = b.try_acquire(&c, now_ms()).unwrap();
+
+        assert_eq!(b.record_success(&c, now_ms()), None, "one of two trials");
+        assert_eq!(b.record_success(&c, now_ms()), Some(Transition::Closed));
+        assert!(b.may_admit(now_ms()));
+        assert_eq!(b.consecutive_failures(), 0);
+    }
+
+    /// A failed trial re-opens for twice as long each time, up to `max_open_for`,
+    /// and a full recovery starts the next ejection from `open_for` again.
+    #[tokio::test(start_paused = true)]
+    async fn reopen_periods_double_up_to_the_cap_in_paused_time() {
+        use crate::clock::now_ms;
+        use tokio::time::{advance, sleep};
+        let b = Breaker::default();
+        let c = BreakerConfig {
+            open_for: Duration::from_secs(10),
+            max_open_for: Duration::from_secs(60),
+            half_open_requests: 1,
+            ..config()
+        };
+        trip(&b, &c, now_ms());
+        let mut periods = Vec::new();
+        for _ in 0..4 {
+            let opened = now_ms();
+            let until = b.open_until_ms();
+            periods.push(until - opened);
+            advance(Duration::from_millis(until - opened - 1)).await;
+            assert!(!b.may_admit(now_ms()));
+            advance(Duration::from_millis(1)).await;
+            let _trial = b.try_acquire(&c, now_ms()).unwrap().trial;
+            assert!(matches!(
+                b.record_failure(&c, now_ms(), || true),
+                Some(Transition::Opened {
+                    reason: TripReason::TrialFailed,
+                    ..
+                })
+            ));
+        }
+        assert_eq!(periods, vec![10_000, 20_000, 40_000, 60_000]);
+
+        sleep(Duration::from_secs(60)).await;
+        let _trial = b.try_acquire(&c, now_ms()).unwrap().trial;
+        assert_eq!(b.record_success(&c, now_ms()), Some(Transition::Closed));
+        trip(&b, &c, now_ms());
+        assert_eq!(b.open_until_ms() - now_ms(), 10_000, "the streak was reset");
+    }
+
     #[test]
     fn ejection_cap_keeps_it_closed() {
         let b = Breaker::default();

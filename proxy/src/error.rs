@@ -10,7 +10,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use crate::upstream::client::BoxError;
+use crate::path::PathError;
+
+/// Boxed error type of request and response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Body type of responses the proxy sends to clients.
 pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -58,10 +61,10 @@ pub enum ProxyError {
     },
     /// The client's request body broke, stalled or was too large.
     #[error("request body: {0}")]
-    ClientBody(#[from] crate::proxy::ClientBodyError),
+    ClientBody(#[from] ClientBodyError),
     /// The request broke an edge rule (Host, transfer coding, path, sizes).
     #[error("{0}")]
-    Edge(#[from] crate::proxy::EdgeError),
+    Edge(#[from] EdgeError),
     /// The routing plugin answered the request itself.
     #[error("the routing policy answered {status}")]
     PolicyResponse { status: StatusCode, body: Bytes },
@@ -119,22 +122,20 @@ impl ProxyError {
             ProxyError::Timeout { .. } => "backend timed out\n",
             ProxyError::Status { .. } => "backend unavailable\n",
             ProxyError::ClientBody(e) => match e {
-                crate::proxy::ClientBodyError::TooLarge => "request body too large\n",
-                crate::proxy::ClientBodyError::Idle | crate::proxy::ClientBodyError::Slow => {
-                    "request body timed out\n"
-                }
+                ClientBodyError::TooLarge => "request body too large\n",
+                ClientBodyError::Idle | ClientBodyError::Slow => "request body timed out\n",
                 _ => "bad request body\n",
             },
             ProxyError::Edge(e) => match e {
-                crate::proxy::EdgeError::MissingHost => "missing Host header\n",
-                crate::proxy::EdgeError::MultipleHost => "more than one Host header\n",
-                crate::proxy::EdgeError::InvalidHost => "invalid Host header\n",
-                crate::proxy::EdgeError::TransferEncoding => "invalid Transfer-Encoding\n",
-                crate::proxy::EdgeError::UnknownCoding => "unsupported transfer coding\n",
-                crate::proxy::EdgeError::UriTooLong => "request target too long\n",
-                crate::proxy::EdgeError::Path(_) => "invalid request path\n",
-                crate::proxy::EdgeError::BodyTooLarge => "request body too large\n",
-                crate::proxy::EdgeError::Connect => "CONNECT is not supported\n",
+                EdgeError::MissingHost => "missing Host header\n",
+                EdgeError::MultipleHost => "more than one Host header\n",
+                EdgeError::InvalidHost => "invalid Host header\n",
+                EdgeError::TransferEncoding => "invalid Transfer-Encoding\n",
+                EdgeError::UnknownCoding => "unsupported transfer coding\n",
+                EdgeError::UriTooLong => "request target too long\n",
+                EdgeError::Path(_) => "invalid request path\n",
+                EdgeError::BodyTooLarge => "request body too large\n",
+                EdgeError::Connect => "CONNECT is not supported\n",
             },
             ProxyError::PolicyResponse { .. } => "",
             ProxyError::Rejected => "rejected by the routing policy\n",
@@ -147,6 +148,114 @@ impl ProxyError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+/// Why the edge refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EdgeError {
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
+    #[error("HTTP/1.1 request without a Host header")]
+    MissingHost,
+    /// More than one `Host` field.
+    #[error("more than one Host header")]
+    MultipleHost,
+    /// A `Host` (or absolute-form authority) that is not `host[:port]`.
+    #[error("invalid Host header or request authority")]
+    InvalidHost,
+    /// `chunked` applied more than once, or other list syntax the proxy will not guess at.
+    #[error("Transfer-Encoding must be exactly `chunked`")]
+    TransferEncoding,
+    /// A transfer coding other than `chunked` (RFC 9112 §6.1: 501).
+    #[error("unsupported transfer coding")]
+    UnknownCoding,
+    /// The request target is longer than `limits.max_uri_bytes`.
+    #[error("request target too long")]
+    UriTooLong,
+    /// A path with a broken percent-encoding, or not starting with `/`.
+    #[error("{0}")]
+    Path(PathError),
+    /// The declared body is over `limits.max_body_bytes`.
+    #[error("request body larger than the limit")]
+    BodyTooLarge,
+    /// CONNECT: a reverse proxy does not open tunnels to arbitrary addresses.
+    #[error("CONNECT is not supported")]
+    Connect,
+}
+
+impl EdgeError {
+    /// The status the client gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            EdgeError::MissingHost
+            | EdgeError::MultipleHost
+            | EdgeError::InvalidHost
+            | EdgeError::TransferEncoding
+            | EdgeError::Path(_) => StatusCode::BAD_REQUEST,
+            EdgeError::UnknownCoding => StatusCode::NOT_IMPLEMENTED,
+            EdgeError::UriTooLong => StatusCode::URI_TOO_LONG,
+            EdgeError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            EdgeError::Connect => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The `reason` label of `switchyard_client_errors_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            EdgeError::MissingHost => "missing_host",
+            EdgeError::MultipleHost => "multiple_host",
+            EdgeError::InvalidHost => "invalid_host",
+            EdgeError::TransferEncoding => "transfer_encoding",
+            EdgeError::UnknownCoding => "unknown_transfer_coding",
+            EdgeError::UriTooLong => "uri_too_long",
+            EdgeError::Path(_) => "invalid_path",
+            EdgeError::BodyTooLarge => "body_too_large",
+            EdgeError::Connect => "connect_method",
+        }
+    }
+}
+
+/// Why a client's request body could not be read. Always the client's fault: the
+/// client gets a 4xx and nothing counts against a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClientBodyError {
+    /// The framing broke (chunk-size line, line endings, extensions, trailers).
+    #[error("the request body is malformed")]
+    Malformed,
+    /// Over `limits.max_body_bytes`.
+    #[error("the request body is larger than the limit")]
+    TooLarge,
+    /// Nothing arrived for `limits.body_idle_timeout`.
+    #[error("the client sent no body bytes within the body idle timeout")]
+    Idle,
+    /// The whole body took longer than `limits.body_timeout`.
+    #[error("the request body took longer than the body timeout")]
+    Slow,
+    /// The connection closed or was reset before the body ended.
+    #[error("the client went away before the end of the request body")]
+    Aborted,
+}
+
+impl ClientBodyError {
+    /// The status the client gets.
+    pub fn status(self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            ClientBodyError::Malformed | ClientBodyError::Aborted => StatusCode::BAD_REQUEST,
+            ClientBodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ClientBodyError::Idle | ClientBodyError::Slow => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The `reason` label of `switchyard_client_errors_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ClientBodyError::Malformed => "body_malformed",
+            ClientBodyError::TooLarge => "body_too_large",
+            ClientBodyError::Idle => "body_idle_timeout",
+            ClientBodyError::Slow => "body_timeout",
+            ClientBodyError::Aborted => "client_aborted",
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use switchyard::config::Config;
 use switchyard::logging;
 use switchyard::server::{InheritedSocket, InheritedSockets, Server, ServerOptions, Takeover};
@@ -50,55 +50,72 @@ Environment:
 )]
 struct Cli {
     /// Config file to run (TOML).
-    #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG")]
+    #[arg(long, short, env = "SWITCHYARD_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format on stderr: `text`, or `json` (one object per line with `timestamp`,
-    /// `level`, `target`, `message` and the event's fields).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
-    /// Log filter, e.g. `info` or `switchyard=debug`.
-    #[arg(long, default_value = "info", global = true, env = "SWITCHYARD_LOG")]
-    log_level: String,
-    /// Worker threads (default: one per core).
-    #[arg(long, global = true)]
-    workers: Option<usize>,
-    /// Do not write one access-log line per request.
-    #[arg(long, global = true)]
-    no_access_log: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// How a running proxy logs and how many threads it uses: taken by the proxy
+/// itself and by `demo`, and by nothing that only talks to a proxy (`ctl`, `check`,
+/// ...), so their `--help` lists only what they use.
+#[derive(Args, Debug, Clone, Default)]
+struct ServeArgs {
+    /// Log format on stderr: `text` (the default), or `json` (one object per line
+    /// with `timestamp`, `level`, `target`, `message` and the event's fields).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` (the default) or `switchyard=debug`.
+    #[arg(long, env = "SWITCHYARD_LOG")]
+    log_level: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Do not write one access-log line per request.
+    #[arg(long)]
+    no_access_log: bool,
+}
+
+impl ServeArgs {
+    /// Each flag as given after the subcommand, else as given before it (`outer`).
+    fn or(self, outer: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            log_format: self.log_format.or(outer.log_format),
+            log_level: self.log_level.or(outer.log_level),
+            workers: self.workers.or(outer.workers),
+            no_access_log: self.no_access_log || outer.no_access_log,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Validate a config file and exit (non-zero on error), like `nginx -t`.
-    Check,
+    Check {
+        /// The config file to check (TOML).
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Write, check, run and measure WebAssembly policy plugins.
     Plugin {
         #[command(subcommand)]
         action: Box<PluginAction>,
     },
-    /// Talk to a running proxy's admin API.
+    /// Talk to a running proxy's admin API: tables and one-line answers, or the raw
+    /// JSON with `--json`.
     Ctl {
-        /// Admin address (host:port). A host name other than `localhost` must be in the
-        /// proxy's `admin.allowed_hosts`.
-        #[arg(long, default_value = "127.0.0.1:9901", env = "SWITCHYARD_ADMIN")]
-        admin: String,
-        /// Bearer token for the admin API.
-        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
-        token: Option<String>,
-        /// Print the raw JSON answer.
-        #[arg(long)]
-        json: bool,
-        /// In a fleet: refuse the change (409) if what it touches changed after this
-        /// etcd revision (the `revision` of `GET /cluster` or of an earlier answer).
-        #[arg(long)]
-        if_revision: Option<i64>,
+        #[command(flatten)]
+        options: switchyard::ctl::Options,
         #[command(subcommand)]
-        action: CtlAction,
+        action: switchyard::ctl::Action,
     },
     /// Work with a fleet of instances coordinated through etcd (`[cluster]`).
     Cluster {
+        /// A config file whose `[cluster]` table says where etcd is.
+        #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
         /// etcd client URL (repeat for several members); default: `[cluster] etcd`
         /// of --config.
         #[arg(long = "etcd", global = true)]
@@ -126,7 +143,8 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `switchyard man | man -l -`.
     Man,
-    /// Start three demo backends (one flaky) and front them with an embedded config.
+    /// Start five named demo backends in two pools, blue (one of them flaky) and green, front
+    /// them with an embedded config, and print commands to try.
     Demo {
         /// Traffic listener address.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -134,77 +152,9 @@ enum Command {
         /// Admin listener address.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum CtlAction {
-    /// Pools, backends and routes as tables.
-    Status,
-    /// Stop sending new requests to a backend; in-flight ones finish.
-    Drain { pool: String, backend: String },
-    /// Put a backend back into rotation.
-    Enable { pool: String, backend: String },
-    /// Take a backend out of rotation at once.
-    Disable { pool: String, backend: String },
-    /// Set a backend's weight.
-    Weight {
-        pool: String,
-        backend: String,
-        weight: u32,
-    },
-    /// Move a route to another pool (blue/green). Refused when the pool has no
-    /// usable backend, unless `--force`.
-    Switch {
-        route: String,
-        pool: String,
-        /// Switch even though the pool has no usable backend right now.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Split a route across pools by percentage (adding up to 100), e.g. `blue=90 green=10`. Refused when a pool
-    /// given a share has no usable backend, unless `--force`.
-    Split {
-        route: String,
-        #[arg(required = true)]
-        pools: Vec<String>,
-        /// Keep each client on one side: `header:NAME` or `cookie:NAME`.
-        #[arg(long)]
-        sticky: Option<String>,
-        /// Split even though a pool has no usable backend right now.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Reload the config file.
-    Reload,
-    /// Move a route to another pool in guarded steps, or stop a running rollout.
-    Rollout {
-        route: String,
-        /// The pool to roll out to.
-        #[arg(long, required_unless_present = "abort")]
-        to: Option<String>,
-        /// Percentages of traffic on the new pool, e.g. `5,25,50,100`.
-        #[arg(long)]
-        steps: Option<String>,
-        /// How long each step is held, e.g. `10s`.
-        #[arg(long)]
-        interval: Option<String>,
-        /// Stop the running rollout and send the route back to its old pool.
-        #[arg(long, conflicts_with_all = ["to", "steps", "interval", "force"])]
-        abort: bool,
-        /// Start even though the new pool has no usable backend right now.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Add a backend to a pool at run time.
-    AddBackend {
-        pool: String,
-        address: String,
-        #[arg(long, default_value_t = 1)]
-        weight: u32,
-    },
-    /// Drain a backend, then remove it from its pool.
-    RemoveBackend { pool: String, backend: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -222,8 +172,7 @@ enum ClusterAction {
 }
 
 /// `--config` of the `plugin` commands is the plugin's `config` table as JSON (what
-/// `init` receives), given inline or as a file name; it shares its name with the
-/// proxy's global `--config FILE`.
+/// `init` receives), given inline or as a file name.
 #[derive(Subcommand, Debug)]
 enum PluginAction {
     /// Make a plugin crate (policy, unit tests, the SDK) that builds with
@@ -274,6 +223,12 @@ enum PluginAction {
 /// How a plugin is loaded by `plugin check|run|bench`.
 #[derive(Args, Debug)]
 struct LoadArgs {
+    /// The plugin's `config` table as JSON (what `init` receives), inline or a file
+    /// holding it, e.g. `{"header": "x-tenant"}`. Default for `run` and `bench`: `{}`,
+    /// what the proxy passes for a table without `config`; `check` runs `init` only
+    /// when it is given.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
     /// routing, health-check (or health) or recovery; by default the one world the
     /// component implements.
     #[arg(long, value_parser = parse_kind)]
@@ -353,11 +308,7 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
+    let cli = Cli::parse();
     match &cli.command {
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
@@ -372,33 +323,20 @@ fn main() -> ExitCode {
         Some(Command::Upgrade { admin, token }) => return upgrade_command(admin, token.as_deref()),
         _ => {}
     }
-    if let Some(Command::Check) = cli.command {
-        return check(cli.config.as_deref());
-    }
-    if let Some(Command::Plugin { action }) = cli.command {
-        // Only a `--config` written on this command line is a plugin config, never
-        // the proxy's SWITCHYARD_CONFIG.
-        let typed = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
-        let config = if typed { cli.config } else { None };
-        return plugin_command(*action, config.as_deref());
-    }
-    if let Some(Command::Cluster {
-        etcd,
-        prefix,
-        action,
-    }) = &cli.command
-    {
-        return cluster(cli.config.as_deref(), etcd, prefix.as_deref(), action);
-    }
-    if let Some(Command::Ctl {
-        admin,
-        token,
-        json,
-        if_revision,
-        action,
-    }) = cli.command
-    {
-        return ctl(&admin, token.as_deref(), json, if_revision, action);
+    match cli.command {
+        Some(Command::Check { config }) => return check(config.or(cli.config).as_deref()),
+        Some(Command::Plugin { action }) => return plugin_command(*action),
+        Some(Command::Cluster {
+            config,
+            etcd,
+            prefix,
+            action,
+        }) => {
+            let config = config.or(cli.config);
+            return cluster(config.as_deref(), &etcd, prefix.as_deref(), &action);
+        }
+        Some(Command::Ctl { options, action }) => return ctl(&options, action),
+        _ => {}
     }
     // Inherited descriptors are claimed while the process has a single thread.
     let activated = match systemd::activation::take_listen_fds() {
@@ -415,12 +353,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let serve = match &cli.command {
+        Some(Command::Demo { serve, .. }) => serve.clone().or(cli.serve.clone()),
+        _ => cli.serve.clone(),
+    };
     let log_output = match logging::init(
-        match cli.log_format {
+        match serve.log_format.unwrap_or(LogFormat::Text) {
             LogFormat::Text => logging::LogFormat::Text,
             LogFormat::Json => logging::LogFormat::Json,
         },
-        &cli.log_level,
+        serve.log_level.as_deref().unwrap_or("info"),
     ) {
         Ok(output) => output,
         Err(e) => {
@@ -430,13 +372,13 @@ fn main() -> ExitCode {
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    if let Some(workers) = cli.workers {
+    if let Some(workers) = serve.workers {
         runtime.worker_threads(workers.max(1));
     }
     let result = runtime
         .build()
         .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(cli, activated, incoming)));
+        .and_then(|rt| rt.block_on(run(cli, serve, activated, incoming)));
     // Queued log lines go out before the final message and the exit.
     drop(log_output);
     match result {
@@ -667,7 +609,13 @@ fn cluster(
     }
 }
 
-fn plugin_command(action: PluginAction, config: Option<&Path>) -> ExitCode {
+fn plugin_command(action: PluginAction) -> ExitCode {
+    let config = match &action {
+        PluginAction::New { .. } => None,
+        PluginAction::Check { load, .. }
+        | PluginAction::Run { load, .. }
+        | PluginAction::Bench { load, .. } => load.config.as_deref(),
+    };
     let given = match config.map(plugin_config).transpose() {
         Ok(given) => given,
         Err(e) => {
@@ -853,17 +801,8 @@ fn fetch_samples(url: &str, token: Option<&str>) -> Result<serde_json::Value> {
         .strip_prefix("http://")
         .context("--samples takes http://ADMIN/plugins/NAME/samples")?;
     let (admin, path) = rest.split_once('/').map_or((rest, "/"), |(a, p)| (a, p));
-    let call = switchyard::ctl::Call {
-        method: http::Method::GET,
-        path: format!("/{}", path.trim_start_matches('/')),
-        body: None,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start an async runtime")?;
-    runtime
-        .block_on(switchyard::ctl::send(admin, token, &call))
+    let call = switchyard::ctl::Call::get(&format!("/{}", path.trim_start_matches('/')));
+    switchyard::ctl::send_blocking(admin, token, &call, None)
         .with_context(|| format!("cannot fetch {url}"))
 }
 
@@ -964,122 +903,18 @@ fn plugin_bench(
     }
 }
 
-fn ctl(
-    admin: &str,
-    token: Option<&str>,
-    json: bool,
-    if_revision: Option<i64>,
-    action: CtlAction,
-) -> ExitCode {
-    use http::Method;
-    use switchyard::ctl::{Call, render_status, send_if};
-    let backend_path =
-        |pool: &str, backend: &str, verb: &str| format!("/pools/{pool}/backends/{backend}/{verb}");
-    let call = match &action {
-        CtlAction::Status => Call {
-            method: Method::GET,
-            path: "/status".into(),
-            body: None,
-        },
-        CtlAction::Drain { pool, backend } => Call {
-            method: Method::POST,
-            path: backend_path(pool, backend, "drain"),
-            body: None,
-        },
-        CtlAction::Enable { pool, backend } => Call {
-            method: Method::POST,
-            path: backend_path(pool, backend, "enable"),
-            body: None,
-        },
-        CtlAction::Disable { pool, backend } => Call {
-            method: Method::POST,
-            path: backend_path(pool, backend, "disable"),
-            body: None,
-        },
-        CtlAction::Weight {
-            pool,
-            backend,
-            weight,
-        } => Call {
-            method: Method::POST,
-            path: backend_path(pool, backend, "weight"),
-            body: Some(serde_json::json!({ "weight": weight })),
-        },
-        CtlAction::Switch { route, pool, force } => Call {
-            method: Method::POST,
-            path: format!("/routes/{route}/switch"),
-            body: Some(serde_json::json!({ "pool": pool, "force": force })),
-        },
-        CtlAction::Split {
-            route,
-            pools,
-            sticky,
-            force,
-        } => {
-            let mut split = serde_json::Map::new();
-            for item in pools {
-                let Some((pool, weight)) = item
-                    .split_once('=')
-                    .and_then(|(p, w)| Some((p, w.parse::<u32>().ok()?)))
-                else {
-                    eprintln!("switchyard ctl: `{item}` is not POOL=WEIGHT (e.g. green=10)");
-                    return ExitCode::from(2);
-                };
-                split.insert(pool.to_string(), weight.into());
-            }
-            Call {
-                method: Method::POST,
-                path: format!("/routes/{route}/split"),
-                body: Some(serde_json::json!({ "pools": split, "sticky": sticky, "force": force })),
-            }
-        }
-        CtlAction::Reload => Call {
-            method: Method::POST,
-            path: "/reload".into(),
-            body: None,
-        },
-        CtlAction::Rollout {
-            route,
-            to,
-            steps,
-            interval,
-            abort,
-            force,
-        } => match switchyard::ctl::rollout_call(
-            route,
-            to.as_deref(),
-            steps.as_deref(),
-            interval.as_deref(),
-            *abort,
-            *force,
-        ) {
-            Ok(call) => call,
-            Err(e) => {
-                eprintln!("switchyard ctl: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        CtlAction::AddBackend {
-            pool,
-            address,
-            weight,
-        } => switchyard::ctl::add_backend_call(pool, address, *weight),
-        CtlAction::RemoveBackend { pool, backend } => {
-            switchyard::ctl::remove_backend_call(pool, backend)
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+fn ctl(options: &switchyard::ctl::Options, action: switchyard::ctl::Action) -> ExitCode {
+    use switchyard::ctl::{render, send_blocking};
+    let call = match action.call() {
+        Ok(call) => call,
         Err(e) => {
             eprintln!("switchyard ctl: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
-    match runtime.block_on(send_if(admin, token, &call, if_revision)) {
-        Ok(value) if json => {
+    let token = options.token.as_deref();
+    match send_blocking(&options.admin, token, &call, options.if_revision) {
+        Ok(value) if options.json => {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&value).unwrap_or_default()
@@ -1087,9 +922,12 @@ fn ctl(
             ExitCode::SUCCESS
         }
         Ok(value) => {
-            match action {
-                CtlAction::Status => print!("{}", render_status(&value)),
-                _ => println!("{}", serde_json::to_string(&value).unwrap_or_default()),
+            match render(&action, &value) {
+                Ok(text) => print!("{text}"),
+                Err(e) => {
+                    eprintln!("switchyard ctl: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
             ExitCode::SUCCESS
         }
@@ -1100,7 +938,12 @@ fn ctl(
     }
 }
 
-async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incoming>) -> Result<()> {
+async fn run(
+    cli: Cli,
+    serve: ServeArgs,
+    activated: Vec<InheritedSocket>,
+    incoming: Option<Incoming>,
+) -> Result<()> {
     process::mark_started();
     let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let (takeover, mut link) = match incoming {
@@ -1119,8 +962,8 @@ async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incomin
             None,
         ),
     };
-    let started = start(cli, takeover).await;
-    let (server, watched, admin_listen, drain) = match started {
+    let started = start(cli, &serve, takeover).await;
+    let (server, watched, admin_listen, drain, demo) = match started {
         Ok(started) => started,
         Err(e) => {
             if let Some(link) = link.as_mut() {
@@ -1161,6 +1004,9 @@ async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incomin
     }
     println!("switchyard: admin on http://{admin_address}/status (also /metrics, /health/ready)");
     println!("switchyard: dashboard on http://{admin_address}/");
+    if let (Some(demo), Some(web)) = (&demo, server.listener_address("web")) {
+        print!("{}", demo.guide(web, admin_address, &demo_command()));
+    }
     if let Some(mut link) = link {
         match link.serving().await {
             Ok(()) => info!(
@@ -1199,23 +1045,25 @@ async fn run(cli: Cli, activated: Vec<InheritedSocket>, incoming: Option<Incomin
 /// config file to watch, the admin address and the drain deadline.
 async fn start(
     cli: Cli,
+    serve: &ServeArgs,
     takeover: Takeover,
 ) -> Result<(
     Arc<Server>,
     Option<PathBuf>,
     SocketAddr,
     std::time::Duration,
+    Option<demo::Demo>,
 )> {
     let options = ServerOptions {
-        access_log: !cli.no_access_log,
+        access_log: !serve.no_access_log,
     };
-    let (config, watched) = match cli.command {
-        Some(Command::Demo { listen, admin }) => {
-            let config = demo::prepare(listen, admin)
+    let (config, watched, demo) = match cli.command {
+        Some(Command::Demo { listen, admin, .. }) => {
+            let (config, demo) = demo::prepare(listen, admin)
                 .await
                 .context("cannot start the demo backends")?
                 .context("the embedded demo config is invalid")?;
-            (config, None)
+            (config, None, Some(demo))
         }
         _ => {
             let path = cli
@@ -1224,7 +1072,7 @@ async fn start(
                 .context("no config: pass --config FILE, or run `switchyard demo`")?;
             let config =
                 Config::load(&path).map_err(|e| anyhow::anyhow!("the config was refused:\n{e}"))?;
-            (config, Some(path))
+            (config, Some(path), None)
         }
     };
     let admin_listen = config.admin.listen;
@@ -1233,7 +1081,16 @@ async fn start(
     if let Some(path) = &watched {
         server.set_config_path(path.clone());
     }
-    Ok((server, watched, admin_listen, drain))
+    Ok((server, watched, admin_listen, drain, demo))
+}
+
+/// This binary as the demo's printed commands name it (`./target/release/switchyard`
+/// from a checkout).
+fn demo_command() -> String {
+    match (std::env::current_exe(), std::env::current_dir()) {
+        (Ok(exe), Ok(cwd)) => demo::command_name(&exe, &cwd),
+        _ => "switchyard".to_string(),
+    }
 }
 
 /// `switchyard man`: the man page, generated from the command-line definition
@@ -1253,23 +1110,8 @@ fn man_page() -> ExitCode {
 /// `switchyard upgrade`: asks the running proxy to hand over to a new process and
 /// reports which process serves now.
 fn upgrade_command(admin: &str, token: Option<&str>) -> ExitCode {
-    use switchyard::ctl::{Call, send};
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("switchyard upgrade: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let call = Call {
-        method: http::Method::POST,
-        path: "/upgrade".into(),
-        body: Some(serde_json::json!({})),
-    };
-    match runtime.block_on(send(admin, token, &call)) {
+    use switchyard::ctl::{send_blocking, upgrade_call};
+    match send_blocking(admin, token, &upgrade_call(), None) {
         Ok(answer) => {
             println!(
                 "switchyard: upgraded: pid {} now serves (pid {} drains and exits)",

@@ -122,6 +122,7 @@ impl RuntimeBackends {
                         address: m.address,
                         weight: m.weight,
                         origin: None,
+                        name: None,
                     });
                 }
             }
@@ -199,6 +200,7 @@ mod tests {
             address: "127.0.0.1:2".parse().unwrap(),
             weight: 1,
             origin: Some("app.test".into()),
+            name: None,
         });
         let mut rt = RuntimeBackends::default();
         rt.removed.insert(

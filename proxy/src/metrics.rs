@@ -1,31 +1,25 @@
 //! Every Prometheus metric the proxy exports, defined in one place.
 //!
 //! Request-path metrics are pre-resolved per route when a snapshot is built (no label
-//! hashing or allocation per request). Per-backend state (up, breaker, in-flight) is
-//! read from the live snapshot at scrape time by a collector, so removed backends
-//! disappear from `/metrics` without bookkeeping.
+//! hashing or allocation per request). Per-backend state (up, breaker, in-flight),
+//! plugin statistics and certificate state are read at scrape time by collectors the
+//! server attaches (`crate::scrape`), so removed backends disappear from `/metrics`
+//! without bookkeeping. This module is a leaf: every layer may count into it.
 
 mod cluster;
 mod control;
 
 use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::breaker::BreakerState;
-use crate::clock;
-use crate::health::HealthStatus;
-use crate::plugin::DURATION_BUCKETS_NS;
-use crate::policy::PluginRegistry;
-use crate::state::Snapshot;
-use crate::tls::TlsRegistry;
 
 pub use cluster::ClusterMetrics;
 pub use control::ControlMetrics;
@@ -46,17 +40,55 @@ struct PoolLabels {
     pool: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A backend's series: its pool and address, and its configured name when it has
+/// one (no empty `name` label on unnamed backends).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct BackendLabels {
     pool: String,
     backend: String,
+    name: Option<String>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+impl BackendLabels {
+    fn new(pool: &str, backend: &str, name: Option<&str>) -> Self {
+        Self {
+            pool: pool.to_string(),
+            backend: backend.to_string(),
+            name: name.map(str::to_string),
+        }
+    }
+
+    fn pairs(&self) -> Vec<(&'static str, &str)> {
+        let mut pairs = vec![
+            ("pool", self.pool.as_str()),
+            ("backend", self.backend.as_str()),
+        ];
+        if let Some(name) = &self.name {
+            pairs.push(("name", name));
+        }
+        pairs
+    }
+}
+
+impl EncodeLabelSet for BackendLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.pairs().as_slice().encode(encoder)
+    }
+}
+
+/// A backend's state change: [`BackendLabels`] and the state it went to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct TransitionLabels {
-    pool: String,
-    backend: String,
+    backend: BackendLabels,
     to: &'static str,
+}
+
+impl EncodeLabelSet for TransitionLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let mut pairs = self.backend.pairs();
+        pairs.push(("to", self.to));
+        pairs.as_slice().encode(encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -168,11 +200,12 @@ pub struct Metrics {
     alerts_sent: Family<ReceiverLabels, Counter>,
     alerts_dropped: Family<DroppedLabels, Counter>,
     dns: Family<NameResultLabels, Counter>,
-    snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
-    plugins: Arc<OnceLock<Arc<PluginRegistry>>>,
-    tls: Arc<OnceLock<Arc<TlsRegistry>>>,
+    backends: Attached,
+    plugins: Attached,
+    tls: Attached,
     control: ControlMetrics,
     cluster: Arc<ClusterMetrics>,
+    timeline: crate::timeline::Timeline,
 }
 
 impl Default for Metrics {
@@ -336,18 +369,12 @@ impl Metrics {
             "DNS lookups of backend names, by name and result (a failed one keeps the last good addresses)",
             dns.clone(),
         );
-        let snapshot = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(BackendCollector {
-            snapshot: Arc::clone(&snapshot),
-        }));
-        let plugins = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(PluginCollector {
-            registry: Arc::clone(&plugins),
-        }));
-        let tls = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(TlsCollector {
-            registry: Arc::clone(&tls),
-        }));
+        let backends = Attached::default();
+        registry.register_collector(Box::new(backends.clone()));
+        let plugins = Attached::default();
+        registry.register_collector(Box::new(plugins.clone()));
+        let tls = Attached::default();
+        registry.register_collector(Box::new(tls.clone()));
         registry.register_collector(Box::new(LogCollector));
         let control = ControlMetrics::register(&mut registry);
         let cluster = Arc::new(ClusterMetrics::default());
@@ -376,12 +403,18 @@ impl Metrics {
             alerts_sent,
             alerts_dropped,
             dns,
-            snapshot,
+            backends,
             plugins,
             tls,
             control,
             cluster,
+            timeline: crate::timeline::Timeline::default(),
         }
+    }
+
+    /// The timeline of recent events, which every holder of the metrics can add to.
+    pub fn timeline(&self) -> &crate::timeline::Timeline {
+        &self.timeline
     }
 
     /// The fleet metrics (exported once the instance joins a fleet).
@@ -423,9 +456,10 @@ impl Metrics {
         &self.control
     }
 
-    /// Lets the scrape-time collector read certificates, reloads and ACME state.
-    pub fn attach_tls(&self, registry: Arc<TlsRegistry>) {
-        let _ = self.tls.set(registry);
+    /// Installs the scrape-time reader of certificates, reloads and ACME state
+    /// (`tls_*`, `acme_*`); see `crate::scrape`. Only the first one counts.
+    pub fn attach_tls(&self, collector: Box<dyn Collector>) {
+        self.tls.attach(collector);
     }
 
     /// Counts a DNS lookup of a backend name.
@@ -438,9 +472,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Lets the scrape-time collector read plugin call statistics.
-    pub fn attach_plugins(&self, registry: Arc<PluginRegistry>) {
-        let _ = self.plugins.set(registry);
+    /// Installs the scrape-time reader of plugin call statistics (`plugin_*`); see
+    /// `crate::scrape`. Only the first one counts.
+    pub fn attach_plugins(&self, collector: Box<dyn Collector>) {
+        self.plugins.attach(collector);
     }
 
     /// The (agree, disagree) counters of a pool's shadow plugin.
@@ -469,9 +504,10 @@ impl Metrics {
         }
     }
 
-    /// Lets the scrape-time collector read live backend state.
-    pub fn attach(&self, snapshot: Arc<ArcSwap<Snapshot>>) {
-        let _ = self.snapshot.set(snapshot);
+    /// Installs the scrape-time reader of live backend and pool state (`backend_*`,
+    /// `pool_*`); see `crate::scrape`. Only the first one counts.
+    pub fn attach_backends(&self, collector: Box<dyn Collector>) {
+        self.backends.attach(collector);
     }
 
     /// Pre-resolved handles for a route.
@@ -507,12 +543,9 @@ impl Metrics {
     }
 
     /// Counts a failed connect to a backend.
-    pub fn connect_error(&self, pool: &str, backend: &str) {
+    pub fn connect_error(&self, pool: &str, backend: &str, name: Option<&str>) {
         self.connect_errors
-            .get_or_create(&BackendLabels {
-                pool: pool.to_string(),
-                backend: backend.to_string(),
-            })
+            .get_or_create(&BackendLabels::new(pool, backend, name))
             .inc();
     }
 
@@ -531,24 +564,34 @@ impl Metrics {
         self.failovers.get_or_create(&pool_labels(pool)).inc();
     }
 
-    /// Counts a health state change.
-    pub fn health_transition(&self, pool: &str, backend: &str, to: HealthStatus) {
+    /// Counts a health state change (`to`: the new status's name).
+    pub fn health_transition(
+        &self,
+        pool: &str,
+        backend: &str,
+        name: Option<&str>,
+        to: &'static str,
+    ) {
         self.health_transitions
             .get_or_create(&TransitionLabels {
-                pool: pool.to_string(),
-                backend: backend.to_string(),
-                to: to.as_str(),
+                backend: BackendLabels::new(pool, backend, name),
+                to,
             })
             .inc();
     }
 
-    /// Counts a breaker state change.
-    pub fn breaker_transition(&self, pool: &str, backend: &str, to: BreakerState) {
+    /// Counts a breaker state change (`to`: the new state's name).
+    pub fn breaker_transition(
+        &self,
+        pool: &str,
+        backend: &str,
+        name: Option<&str>,
+        to: &'static str,
+    ) {
         self.breaker_transitions
             .get_or_create(&TransitionLabels {
-                pool: pool.to_string(),
-                backend: backend.to_string(),
-                to: to.as_str(),
+                backend: BackendLabels::new(pool, backend, name),
+                to,
             })
             .inc();
     }
@@ -643,311 +686,45 @@ fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+/// A collector slot registered at start, filled once what it reads exists: metric
+/// families keep their place in the output, and this module needs to know nothing of
+/// snapshots, plugins or certificates.
+#[derive(Debug, Clone, Default)]
+struct Attached(Arc<OnceLock<Box<dyn Collector>>>);
+
+impl Attached {
+    fn attach(&self, collector: Box<dyn Collector>) {
+        let _ = self.0.set(collector);
+    }
+}
+
+impl Collector for Attached {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        match self.0.get() {
+            Some(collector) => collector.encode(encoder),
+            None => Ok(()),
+        }
+    }
+}
+
 fn pool_labels(pool: &str) -> PoolLabels {
     PoolLabels {
         pool: pool.to_string(),
     }
 }
 
-/// Reads per-backend state from the live snapshot on each scrape.
-#[derive(Debug)]
-struct BackendCollector {
-    snapshot: Arc<OnceLock<Arc<ArcSwap<Snapshot>>>>,
+/// Where [`LogCollector`] reads the count of dropped log lines: the log writer sits
+/// above this module (it belongs to the binary), so it hands in a reader at start.
+static LOG_LINES_DROPPED: OnceLock<fn() -> u64> = OnceLock::new();
+
+/// Installs the reader of the log writer's dropped-line count
+/// (`switchyard_log_lines_dropped_total`); only the first one counts.
+pub fn attach_log_drops(reader: fn() -> u64) {
+    let _ = LOG_LINES_DROPPED.set(reader);
 }
 
-impl Collector for BackendCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(shared) = self.snapshot.get() else {
-            return Ok(());
-        };
-        let snapshot = shared.load_full();
-        let now = clock::now_ms();
-        let pools = snapshot.pools.iter_sorted();
-
-        let gauge = |encoder: &mut DescriptorEncoder,
-                     name: &str,
-                     help: &str,
-                     value: &dyn Fn(&crate::upstream::Backend) -> i64|
-         -> Result<(), std::fmt::Error> {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for pool in &pools {
-                for b in &pool.backends {
-                    let labels = [("pool", pool.name.as_ref()), ("backend", b.key.as_ref())];
-                    ConstGauge::new(value(b)).encode(family.encode_family(&labels)?)?;
-                }
-            }
-            Ok(())
-        };
-        gauge(
-            &mut encoder,
-            "backend_up",
-            "1 unless active health checks say the backend is down",
-            &|b| i64::from(b.state.health.status() != HealthStatus::Down),
-        )?;
-        gauge(
-            &mut encoder,
-            "backend_usable",
-            "1 when the backend may take new requests (health, breaker and admin state)",
-            &|b| i64::from(b.state.is_usable(now)),
-        )?;
-        gauge(
-            &mut encoder,
-            "backend_breaker_state",
-            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
-            &|b| b.state.breaker.state() as i64,
-        )?;
-        gauge(
-            &mut encoder,
-            "backend_in_flight",
-            "Requests in flight to the backend",
-            &|b| i64::from(b.state.in_flight.load(std::sync::atomic::Ordering::Relaxed)),
-        )?;
-        gauge(
-            &mut encoder,
-            "backend_weight",
-            "Current weight of the backend",
-            &|b| i64::from(b.state.weight.load(std::sync::atomic::Ordering::Relaxed)),
-        )?;
-
-        let mut ejections = encoder.encode_descriptor(
-            "backend_ejections",
-            "Times the circuit breaker ejected the backend",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for pool in &pools {
-            for b in &pool.backends {
-                let labels = [("pool", pool.name.as_ref()), ("backend", b.key.as_ref())];
-                ConstCounter::new(b.state.breaker.ejections())
-                    .encode(ejections.encode_family(&labels)?)?;
-            }
-        }
-
-        let mut pool_in_flight = encoder.encode_descriptor(
-            "pool_in_flight",
-            "Requests sent to the pool (one side of a split or rollout) and not finished",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for pool in &pools {
-            let labels = [("pool", pool.name.as_ref())];
-            ConstGauge::new(i64::try_from(pool.traffic.in_flight()).unwrap_or(i64::MAX))
-                .encode(pool_in_flight.encode_family(&labels)?)?;
-        }
-
-        let mut usable = encoder.encode_descriptor(
-            "pool_usable_backends",
-            "Backends of the pool that may take new requests",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for pool in &pools {
-            let labels = [("pool", pool.name.as_ref())];
-            ConstGauge::new(pool.usable_count(now) as i64)
-                .encode(usable.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads every plugin's call statistics on each scrape.
-#[derive(Debug)]
-struct PluginCollector {
-    registry: Arc<OnceLock<Arc<PluginRegistry>>>,
-}
-
-impl Collector for PluginCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use prometheus_client::metrics::MetricType;
-        let Some(registry) = self.registry.get() else {
-            return Ok(());
-        };
-        let slots = registry.slots();
-        let actives: Vec<_> = slots.iter().map(|s| s.current_full()).collect();
-
-        let mut calls = encoder.encode_descriptor(
-            "plugin_calls",
-            "Calls that ran a plugin (quarantined calls excluded), by plugin",
-            None,
-            MetricType::Counter,
-        )?;
-        for a in &actives {
-            let labels = [("plugin", a.plugin.name())];
-            ConstCounter::new(a.plugin.stats().calls()).encode(calls.encode_family(&labels)?)?;
-        }
-
-        let mut errors = encoder.encode_descriptor(
-            "plugin_errors",
-            "Failed plugin calls, by plugin and kind (trap, timeout, memory, invalid, ...)",
-            None,
-            MetricType::Counter,
-        )?;
-        for a in &actives {
-            for (kind, count) in a.plugin.stats().errors() {
-                let labels = [("plugin", a.plugin.name()), ("kind", kind)];
-                ConstCounter::new(count).encode(errors.encode_family(&labels)?)?;
-            }
-        }
-
-        let mut durations = encoder.encode_descriptor(
-            "plugin_call_duration_seconds",
-            "Time spent in one plugin call, by plugin",
-            None,
-            MetricType::Histogram,
-        )?;
-        for a in &actives {
-            let summary = a.plugin.stats().durations();
-            let buckets: Vec<(f64, u64)> = summary
-                .buckets
-                .iter()
-                .enumerate()
-                .map(|(i, count)| {
-                    let bound = DURATION_BUCKETS_NS
-                        .get(i)
-                        .map_or(f64::MAX, |ns| *ns as f64 / 1e9);
-                    (bound, *count)
-                })
-                .collect();
-            let labels = [("plugin", a.plugin.name())];
-            durations
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(
-                    summary.sum_ns as f64 / 1e9,
-                    summary.count,
-                    &buckets,
-                    None,
-                )?;
-        }
-
-        let mut quarantined = encoder.encode_descriptor(
-            "plugin_quarantined",
-            "1 while a plugin is quarantined after repeated failures (the native policy stands in)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for a in &actives {
-            let labels = [("plugin", a.plugin.name())];
-            ConstGauge::new(i64::from(a.plugin.stats().is_quarantined()))
-                .encode(quarantined.encode_family(&labels)?)?;
-        }
-
-        let mut reloads = encoder.encode_descriptor(
-            "plugin_reloads",
-            "New versions of each plugin (file change or config reload) swapped in (ok) or refused (failed)",
-            None,
-            MetricType::Counter,
-        )?;
-        for slot in &slots {
-            for (result, count) in [("ok", slot.reloads()), ("failed", slot.failures())] {
-                let labels = [("plugin", slot.name().as_ref()), ("result", result)];
-                ConstCounter::new(count).encode(reloads.encode_family(&labels)?)?;
-            }
-        }
-
-        let mut info = encoder.encode_descriptor(
-            "plugin_loaded",
-            "The loaded version of each plugin (always 1), with its kind and file digest",
-            None,
-            MetricType::Gauge,
-        )?;
-        for a in &actives {
-            let labels = [
-                ("plugin", a.plugin.name()),
-                ("kind", a.plugin.kind().world()),
-                ("digest", a.plugin.digest()),
-            ];
-            ConstGauge::new(1).encode(info.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads certificate expiry, certificate reloads and ACME state on each scrape.
-#[derive(Debug)]
-struct TlsCollector {
-    registry: Arc<OnceLock<Arc<TlsRegistry>>>,
-}
-
-impl Collector for TlsCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use prometheus_client::metrics::MetricType;
-        let Some(registry) = self.registry.get() else {
-            return Ok(());
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let expiry = registry.expiry_by_name(now);
-        if !expiry.is_empty() {
-            let mut family = encoder.encode_descriptor(
-                "tls_certificate_expiry_seconds",
-                "Seconds until the served certificate for a host name expires (negative once expired)",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (name, left) in &expiry {
-                let labels = [("name", name.as_str())];
-                ConstGauge::new(*left).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let reloads = registry.reload_totals();
-        if !reloads.is_empty() {
-            let mut family = encoder.encode_descriptor(
-                "tls_certificate_reloads",
-                "Certificate file changes picked up, by listener and result (failed: the old certificate kept serving)",
-                None,
-                MetricType::Counter,
-            )?;
-            for (listener, ok, failed) in &reloads {
-                for (result, count) in [("ok", *ok), ("failed", *failed)] {
-                    let labels = [("listener", listener.as_str()), ("result", result)];
-                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        let slots = registry.acme_slots();
-        if !slots.is_empty() {
-            let mut orders = encoder.encode_descriptor(
-                "acme_orders",
-                "ACME certificate orders, by listener and result",
-                None,
-                MetricType::Counter,
-            )?;
-            for (listener, slot) in &slots {
-                use std::sync::atomic::Ordering::Relaxed;
-                for (result, count) in [
-                    ("issued", slot.issued.load(Relaxed)),
-                    ("failed", slot.failed.load(Relaxed)),
-                ] {
-                    let labels = [("listener", listener.as_str()), ("result", result)];
-                    ConstCounter::new(count).encode(orders.encode_family(&labels)?)?;
-                }
-            }
-            let mut failing = encoder.encode_descriptor(
-                "acme_consecutive_failures",
-                "ACME orders failed in a row for a listener (0 once one succeeds); alert when above 0 for long",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (listener, slot) in &slots {
-                let labels = [("listener", listener.as_str())];
-                ConstGauge::new(i64::from(
-                    slot.consecutive_failures
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                ))
-                .encode(failing.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Reads the log writer's dropped-line count on each scrape.
+/// Reads the log writer's dropped-line count on each scrape (0 before a writer
+/// is attached).
 #[derive(Debug)]
 struct LogCollector;
 
@@ -959,6 +736,7 @@ impl Collector for LogCollector {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        ConstCounter::new(crate::logging::dropped_lines()).encode(family)
+        let dropped = LOG_LINES_DROPPED.get().map_or(0, |read| read());
+        ConstCounter::new(dropped).encode(family)
     }
 }

@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::fs::same_file;
 use crate::server::{Server, StartError};
+use crate::timeline::{self, Happened};
 
 /// Why a reload did not take effect.
 #[derive(Debug, thiserror::Error)]
@@ -46,10 +48,28 @@ pub async fn reload(server: &Server, path: &Path) -> Result<(), ReloadError> {
     match &result {
         Ok(()) => {
             server.metrics().reload("ok");
+            server.record_event(Happened::new(
+                timeline::EventKind::Reload,
+                format!("config reloaded from {}", path.display()),
+            ));
             crate::systemd::reloaded(server, Ok(()));
         }
         Err(e) => {
             server.metrics().reload("failed");
+            let text = e.to_string();
+            let mut problems = text.lines();
+            let first = problems.next().unwrap_or_default();
+            let more = match problems.count() {
+                0 => String::new(),
+                n => format!(" (and {n} more)"),
+            };
+            server.record_event(
+                Happened::new(
+                    timeline::EventKind::Reload,
+                    format!("config reload refused, the running config stays: {first}{more}"),
+                )
+                .warning(true),
+            );
             error!(file = %path.display(), "config reload failed, keeping the running config:\n{e}");
             crate::systemd::reloaded(server, Err(&e.to_string()));
             server
@@ -143,23 +163,4 @@ fn watch_directories(
         }
     }
     Ok(())
-}
-
-/// Whether `path` names `wanted`, however either was spelled (relative, with `..`,
-/// through a symlinked directory), even when the file itself was just removed.
-pub(crate) fn same_file(path: &Path, wanted: &Path) -> bool {
-    if path == wanted {
-        return true;
-    }
-    if path.file_name() != wanted.file_name() {
-        return false;
-    }
-    let parent = |p: &Path| {
-        p.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .canonicalize()
-            .ok()
-    };
-    matches!((parent(path), parent(wanted)), (Some(a), Some(b)) if a == b)
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::policy::{PluginMap, PoolPolicies};
+use crate::plugin::PluginMap;
 use crate::router::{Route, Router};
 use crate::traffic::{Overrides, RouteTarget};
-use crate::upstream::PoolSet;
+use crate::upstream::{PoolPolicies, PoolSet};
 
 /// One consistent view of the configuration and its runtime objects.
 #[derive(Debug)]

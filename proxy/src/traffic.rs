@@ -76,6 +76,27 @@ impl RouteTarget {
     }
 }
 
+impl RouteTarget {
+    /// The target in words, for logs and the event timeline: `all traffic to pool
+    /// green`, or `split blue 90%, green 10%` (with its stickiness).
+    pub fn describe(&self) -> String {
+        match self {
+            RouteTarget::Pool(p) => format!("all traffic to pool {p}"),
+            RouteTarget::Split { pools, sticky } => {
+                let shares: Vec<String> = pools.iter().map(|(p, w)| format!("{p} {w}%")).collect();
+                match sticky {
+                    Some(on) => format!(
+                        "split {} (sticky on {})",
+                        shares.join(", "),
+                        sticky_name(on)
+                    ),
+                    None => format!("split {}", shares.join(", ")),
+                }
+            }
+        }
+    }
+}
+
 /// The rules every target set at run time follows, through the admin API or the
 /// state file: a split names at least one pool and its percentages add up to 100; a
 /// split over one pool is a plain switch to it. Whether the pools exist is the

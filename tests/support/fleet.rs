@@ -479,29 +479,3 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-
-/// The browser test directory, or why the dashboard cannot be driven here (no
-/// chromium, no node, `npm ci` not run in tests/browser).
-pub fn browser() -> Result<PathBuf, String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
-    if !Path::new("/usr/bin/chromium").exists() {
-        return Err("skipping the dashboard check: no chromium at /usr/bin/chromium (apt-get install chromium)".into());
-    }
-    if !dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return Err(format!(
-            "skipping the dashboard check: node_modules missing: run npm ci in {}",
-            dir.display()
-        ));
-    }
-    let node = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status();
-    if !node.is_ok_and(|s| s.success()) {
-        return Err("skipping the dashboard check: node not found on PATH".into());
-    }
-    Ok(dir)
-}

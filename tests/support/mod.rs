@@ -465,6 +465,21 @@ pub async fn get_with(
     (status, backend, body)
 }
 
+/// Waits for a state instead of sleeping a fixed time: polls `condition` every 10 ms
+/// until it holds, and fails the test, naming `what` it waited for, when `within`
+/// passes first. Deadlines are generous (a loaded 2-core CI machine is slow); a test
+/// waits only as long as the state takes.
+pub async fn wait_for(what: &str, within: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Polls `condition` every 20 ms until it holds or `within` passes; returns whether it held.
 pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;
@@ -492,6 +507,9 @@ pub struct Load {
     stop: Arc<std::sync::atomic::AtomicBool>,
     served: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// Requests each client has finished, so a test can wait until every client
+    /// finished one it started after some moment.
+    per_client: Vec<Arc<AtomicU64>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -501,10 +519,17 @@ impl Load {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let served = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
-        let tasks = (0..clients)
-            .map(|_| {
-                let (stop, served, failed, url) =
-                    (stop.clone(), served.clone(), failed.clone(), url.clone());
+        let per_client: Vec<Arc<AtomicU64>> = (0..clients).map(|_| Arc::default()).collect();
+        let tasks = per_client
+            .iter()
+            .map(|mine| {
+                let (stop, served, failed, mine, url) = (
+                    stop.clone(),
+                    served.clone(),
+                    failed.clone(),
+                    mine.clone(),
+                    url.clone(),
+                );
                 tokio::spawn(async move {
                     let c = client();
                     while !stop.load(Ordering::Relaxed) {
@@ -512,6 +537,7 @@ impl Load {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                         served.fetch_add(1, Ordering::Relaxed);
+                        mine.fetch_add(1, Ordering::Release);
                     }
                 })
             })
@@ -520,8 +546,36 @@ impl Load {
             stop,
             served,
             failed,
+            per_client,
             tasks,
         }
+    }
+
+    /// Waits until every client has finished a request it started after this call
+    /// (each sends one at a time, so two more finished means one started after):
+    /// then no request picked before the call is still on its way.
+    pub async fn wait_round(&self) {
+        let marks: Vec<u64> = self
+            .per_client
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .collect();
+        wait_for(
+            "every client to finish a request started after now",
+            Duration::from_secs(20),
+            async || {
+                self.per_client
+                    .iter()
+                    .zip(&marks)
+                    .all(|(c, mark)| c.load(Ordering::Acquire) >= mark + 2)
+            },
+        )
+        .await;
+    }
+
+    /// Requests not answered 200 so far.
+    pub fn failures(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Requests answered so far, for waiting until load has really flowed.
@@ -558,14 +612,64 @@ pub async fn start_watched_proxy(
     (TestProxy { server, web, admin }, watcher)
 }
 
-/// A test that needs an outside tool (chromium, promtool, etcd, ...) which is missing:
-/// outside CI it prints why and the caller skips that part; under `CI=true` (set by
-/// `.ci/run`) the missing tool is a failure, so CI never passes a check it did not run.
+/// Whether this run is CI: `CI` set to anything but empty, `0` or `false` (`.ci/run`
+/// exports `CI=true`). There a test never skips for want of a tool.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+}
+
+/// The one way a test handles a missing outside tool (chromium, node, promtool, etcd,
+/// pebble, h2load, systemd-analyze, curl, cargo-deb...): outside CI it prints `why`
+/// and the caller skips that part; under CI (see [`in_ci`]) the missing tool is a
+/// failure, so CI never passes a check it did not run.
+#[track_caller]
 pub fn skip_or_fail(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("CI=true and a required tool is missing: {why}");
+    use std::io::Write;
+    if in_ci() {
+        panic!("CI is set and a required tool is missing: {why}");
     }
-    eprintln!("{why}");
+    // Straight to the process's stderr: the test harness would hide an `eprintln!`
+    // of a passing test, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
+
+/// The headless Chromium the browser tests drive (`apt-get install chromium`).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The browser test directory (`tests/browser`) when Chromium, node and its
+/// `npm ci` are all there; otherwise [`skip_or_fail`] with what is missing.
+pub fn browser() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    let missing = if !Path::new(CHROMIUM).exists() {
+        Some(format!(
+            "no chromium at {CHROMIUM} (apt-get install chromium)"
+        ))
+    } else if !dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        Some(format!(
+            "node_modules missing: run npm ci in {}",
+            dir.display()
+        ))
+    } else if !std::process::Command::new("node")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        Some("node not found on PATH (install Node.js 20+)".to_string())
+    } else {
+        None
+    };
+    match missing {
+        None => Some(dir),
+        Some(why) => {
+            skip_or_fail(&format!("skipping the browser check: {why}"));
+            None
+        }
+    }
 }
 
 /// Runs `promtool check metrics` on an exposition (skipped, with a note, where promtool

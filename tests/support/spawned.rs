@@ -142,6 +142,21 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
+/// The blocking form of [`super::wait_for`], for tests that drive a child process
+/// from a plain thread: polls `condition` every 10 ms until it holds, and fails the
+/// test, naming `what` it waited for, when `within` passes first.
+#[track_caller]
+pub fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits for a child to exit, up to `within`.
 pub fn wait_pid(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + within;

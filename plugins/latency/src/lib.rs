@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Power of two choices avoids the herd behaviour of "always the fastest"
-//! while still steering away from slow or busy backends.
+//! while still steering away from slow or busy backends. The host ages each
+//! backend's latency average (it halves for every second without traffic), so a
+//! backend measured slow once is tried again a few seconds later instead of
+//! starving on that old figure.
 //!
 //! Config (all optional): `{ "error-penalty": 4 }`, how strongly the error
 //! rate counts (0 ignores it).

@@ -37,7 +37,7 @@ pub struct AcmeHttp {
 impl AcmeHttp {
     /// A client trusting `ca` when given, else the system roots.
     pub fn new(ca: Option<&Path>) -> Result<Self, ClientTlsError> {
-        let built = crate::tls::client::build(&ClientTlsParams {
+        let built = crate::crypto::client::build(&ClientTlsParams {
             ca,
             verify: true,
             client_auth: None,

@@ -139,7 +139,7 @@ async fn keep_certificate(
                 *slot.last_error.lock() = Some(e.to_string());
                 let delay = backoff.mul_f64(0.75 + fastrand::f64() / 2.0);
                 error!(listener = %config.listener, names = %config.names.join(","), error = %e, failures,
-                    retry_in_s = delay.as_secs_f64(), "ACME order failed");
+                    retry_in_ms = delay.as_millis() as u64, "ACME order failed");
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}

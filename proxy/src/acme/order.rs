@@ -228,7 +228,7 @@ fn validation_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, Ord
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     // Not `CertifiedKey::from_der`: its consistency check parses the certificate and
     // refuses the critical acmeIdentifier extension this certificate exists for.
-    let signing_key = crate::tls::provider()
+    let signing_key = crate::crypto::provider()
         .key_provider
         .load_private_key(der)
         .map_err(OrderError::ValidationKey)?;

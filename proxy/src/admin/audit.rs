@@ -89,7 +89,7 @@ impl Subject {
             Subject::Backend { pool, address, .. } => snapshot
                 .pools
                 .get(pool)
-                .and_then(|p| p.backends.iter().find(|b| b.key.as_ref() == address))
+                .and_then(|p| p.backends.iter().find(|b| b.is_called(address)))
                 .map_or(Value::Null, |b| {
                     json!({
                         "admin_state": b.state.admin_state().as_str(),

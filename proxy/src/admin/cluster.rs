@@ -122,31 +122,14 @@ pub async fn route(
     target: RouteTarget,
     if_match: Option<i64>,
 ) -> (StatusCode, Value) {
-    let snapshot = server.snapshot();
-    let Some(config) = snapshot.config.routes.iter().find(|r| r.name == route) else {
-        return (
-            StatusCode::NOT_FOUND,
-            json!({ "error": format!("no route named `{route}`") }),
-        );
-    };
-    if let Some(missing) = target
-        .pools()
-        .into_iter()
-        .find(|p| snapshot.pools.get(p).is_none())
-    {
-        return (
-            StatusCode::BAD_REQUEST,
-            json!({ "error": format!("no pool named `{missing}`") }),
-        );
-    }
-    let target = match crate::traffic::checked(target) {
-        Ok(t) => t,
-        Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),
+    let (config_pool, target) = match server.checked_route_target(route, target) {
+        Ok(checked) => checked,
+        Err(e) => return super::respond::route_change_refused(&e),
     };
     let who = cluster.instance().to_string();
     let result = cluster
         .commit(server, if_match, |draft| {
-            crate::cluster::edits::set_route(&mut draft.state, route, &config.pool, &target);
+            crate::cluster::edits::set_route(&mut draft.state, route, &config_pool, &target);
             crate::cluster::edits::end_rollout(
                 draft,
                 route,
@@ -161,6 +144,14 @@ pub async fn route(
     match result {
         Ok(c) => {
             info!(caller = %caller, route, target = %target.to_json(), revision = c.revision, "fleet route change");
+            server.record_event(crate::timeline::Happened::new(
+                crate::timeline::EventKind::Switch,
+                format!(
+                    "route {route}: {} (fleet revision {})",
+                    target.describe(),
+                    c.revision
+                ),
+            ));
             (
                 StatusCode::OK,
                 committed(json!({ "route": route, "target": target.to_json() }), c),
@@ -294,7 +285,7 @@ pub async fn start_rollout(
         updated_ms: crate::cluster::records::unix_ms(),
     };
     let result = cluster
-        .commit(server, if_match, |draft| {
+        .commit(server.as_ref(), if_match, |draft| {
             if draft
                 .rollouts
                 .get(route)
@@ -329,6 +320,10 @@ pub async fn abort_rollout(
     route: &str,
     if_match: Option<i64>,
 ) -> (StatusCode, Value) {
+    if server.snapshot().route(route).is_none() {
+        let e = crate::server::RouteChangeError::NoRoute(route.to_string());
+        return super::respond::route_change_refused(&e);
+    }
     let who = cluster.instance().to_string();
     let mut stopped = None;
     let result = cluster

@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::config::MAX_WEIGHT;
 use crate::server::Server;
+use crate::timeline::{EventKind, Happened};
 use crate::traffic::RouteTarget;
 use crate::upstream::{AdminState, Backend};
 
@@ -70,7 +71,7 @@ pub async fn apply(
             json!({"error": format!("no pool named `{pool}`")}),
         );
     };
-    let Some(backend) = p.backends.iter().find(|b| b.key.as_ref() == address) else {
+    let Some(backend) = p.backends.iter().find(|b| b.is_called(address)) else {
         return (
             StatusCode::NOT_FOUND,
             json!({"error": format!("pool `{pool}` has no backend {address}")}),
@@ -87,7 +88,7 @@ pub async fn apply(
             },
         };
         let config_weight = p.config_weight(backend.address).unwrap_or(1);
-        return super::cluster::backend(
+        let (status, answer) = super::cluster::backend(
             server,
             cluster,
             caller,
@@ -99,6 +100,20 @@ pub async fn apply(
             if_match,
         )
         .await;
+        if status == StatusCode::OK {
+            server.record_event(backend_event(
+                pool,
+                &backend.key,
+                &action,
+                answer["admin_state"].as_str().unwrap_or_default(),
+                answer["weight"]
+                    .as_u64()
+                    .and_then(|w| u32::try_from(w).ok())
+                    .unwrap_or_default(),
+                caller,
+            ));
+        }
+        return (status, answer);
     }
     let state = &backend.state;
     match action {
@@ -114,17 +129,48 @@ pub async fn apply(
         },
     }
     let admin_state = state.settle_drain();
-    info!(caller = %caller, pool, backend = address, action = ?action, admin_state = admin_state.as_str(),
+    info!(caller = %caller, pool, backend = %backend.key, backend_name = backend.name.as_deref(),
+        action = ?action, admin_state = admin_state.as_str(),
         weight = state.weight.load(Ordering::Relaxed), "admin change");
+    server.record_event(backend_event(
+        pool,
+        &backend.key,
+        &action,
+        admin_state.as_str(),
+        state.weight.load(Ordering::Relaxed),
+        caller,
+    ));
     (
         StatusCode::OK,
         json!({
             "pool": pool,
-            "address": address,
+            "address": backend.key.as_ref(),
+            "name": backend.name.as_deref(),
             "admin_state": admin_state.as_str(),
             "weight": state.weight.load(Ordering::Relaxed),
             "in_flight": state.in_flight.load(Ordering::Relaxed),
         }),
+    )
+}
+
+/// The timeline's entry for an operator's change of a backend.
+pub fn backend_event(
+    pool: &str,
+    address: &str,
+    action: &Action,
+    admin_state: &str,
+    weight: u32,
+    caller: SocketAddr,
+) -> Happened {
+    let what = match action {
+        Action::Weight => format!("weight set to {weight}"),
+        _ => admin_state.to_string(),
+    };
+    Happened::backend(
+        EventKind::Backend,
+        pool,
+        address,
+        format!("{what} by an operator ({caller})"),
     )
 }
 
@@ -247,6 +293,9 @@ pub async fn apply_route(
             }
         },
     };
+    if let Err(e) = server.checked_route_target(route, target.clone()) {
+        return super::respond::route_change_refused(&e);
+    }
     if !force && let Some((pool, reason)) = unusable_target(server, &target) {
         info!(caller = %caller, route, pool, %reason, "admin route change refused");
         return (
@@ -269,13 +318,12 @@ pub async fn apply_route(
                 json!({ "route": route, "target": target.to_json() }),
             )
         }
-        Err(e) if e.starts_with("no route") => (StatusCode::NOT_FOUND, json!({ "error": e })),
-        Err(e) => bad_request(e),
+        Err(e) => super::respond::route_change_refused(&e),
     }
 }
 
 /// The first pool the target would send traffic to that has no usable backend,
-/// with the reason. A pool that does not exist is left to the switch itself (404).
+/// with the reason. Names are checked before (404).
 fn unusable_target(server: &Server, target: &RouteTarget) -> Option<(String, String)> {
     let snapshot = server.snapshot();
     let now = crate::clock::now_ms();

@@ -1,9 +1,11 @@
 //! The live dashboard: a static page at `/` of the admin listener that polls `/status`
 //! and drives the control endpoints from the browser.
 //!
-//! The page, script and stylesheet are compiled into the binary, so the dashboard works
-//! offline and needs no build step. They carry no data, so they are served without the
-//! bearer token; every data call the script makes still goes through the token check.
+//! The page, script, stylesheet and icon are compiled into the binary, so the dashboard
+//! works offline and needs no build step. They carry no data, so they are served
+//! without the bearer token; every data call the script makes still goes through the
+//! token check. A browser's own request for `/favicon.ico` is answered quietly (204),
+//! so a visit leaves no warning in the log.
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
@@ -13,6 +15,7 @@ use crate::error::{ProxyBody, full_body, text_response};
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
+const ICON_SVG: &str = include_str!("assets/icon.svg");
 
 /// Only the page's own files may load, no inline script or style, no framing, no form
 /// posts elsewhere: the page handles an admin token, so nothing foreign may run in it.
@@ -30,13 +33,15 @@ pub fn serve(method: &Method, path: &str) -> Option<Response<ProxyBody>> {
         "/" => (INDEX_HTML, "text/html; charset=utf-8"),
         "/ui/app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "/ui/style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
+        "/ui/icon.svg" => (ICON_SVG, "image/svg+xml"),
+        "/favicon.ico" => return Some(no_icon(method)),
         p if p.starts_with(ASSET_PREFIX) => {
             return Some(text_response(StatusCode::NOT_FOUND, "not found\n"));
         }
         _ => return None,
     };
     if method != Method::GET && method != Method::HEAD {
-        return Some(super::method_not_allowed("GET, HEAD"));
+        return Some(super::respond::method_not_allowed("GET, HEAD"));
     }
     let mut response = Response::new(full_body(Bytes::from_static(body.as_bytes())));
     let headers = response.headers_mut();
@@ -56,6 +61,21 @@ pub fn serve(method: &Method, path: &str) -> Option<Response<ProxyBody>> {
         HeaderValue::from_static("no-referrer"),
     );
     Some(response)
+}
+
+/// `/favicon.ico`, which browsers ask for on their own: nothing to show (the page
+/// names its icon), no warning, and a day before the browser asks again.
+fn no_icon(method: &Method) -> Response<ProxyBody> {
+    if method != Method::GET && method != Method::HEAD {
+        return super::respond::method_not_allowed("GET, HEAD");
+    }
+    let mut response = Response::new(full_body(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=86400"),
+    );
+    response
 }
 
 #[cfg(test)]
@@ -108,6 +128,14 @@ mod tests {
         assert_eq!(
             serve(&Method::POST, "/").map(|r| r.status()),
             Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert_eq!(
+            serve(&Method::GET, "/favicon.ico").map(|r| r.status()),
+            Some(StatusCode::NO_CONTENT)
+        );
+        assert_eq!(
+            serve(&Method::GET, "/ui/icon.svg").map(|r| r.status()),
+            Some(StatusCode::OK)
         );
         assert!(serve(&Method::GET, "/status").is_none());
         assert!(serve(&Method::GET, "/uiX").is_none());

@@ -15,11 +15,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{json, method_not_allowed, mutation_body};
+use super::respond::{json, method_not_allowed, mutation_body};
 use crate::config::MAX_WEIGHT;
 use crate::error::ProxyBody;
 use crate::membership::Member;
 use crate::server::{MemberError, Server};
+use crate::timeline::{EventKind, Happened};
 use crate::upstream::{AdminState, DrainEnd, wait_drained};
 
 /// Which membership path was asked for.
@@ -146,7 +147,16 @@ async fn add(
     match server.add_backend(pool, member).await {
         Ok(backend) => {
             server.save_state_durably().await;
-            info!(caller = %caller, pool, backend = %backend.key, weight = body.weight, "admin backend added");
+            info!(caller = %caller, pool, backend = %backend.key, backend_name = backend.name.as_deref(), weight = body.weight, "admin backend added");
+            server.record_event(Happened::backend(
+                EventKind::Backend,
+                pool,
+                &backend.key,
+                format!(
+                    "added with weight {} by an operator ({caller})",
+                    body.weight
+                ),
+            ));
             json(
                 StatusCode::CREATED,
                 &json!({
@@ -170,7 +180,16 @@ async fn remove(
     address: &str,
     if_match: Option<i64>,
 ) -> Response<ProxyBody> {
-    let Ok(address) = address.parse::<SocketAddr>() else {
+    let Some(found) = server.snapshot().pools.get(pool).cloned() else {
+        return member_error(&MemberError::NoPool(pool.to_string()));
+    };
+    // A backend's configured name stands for its address.
+    let named = found
+        .backends
+        .iter()
+        .find(|b| b.name.as_deref() == Some(address))
+        .map(|b| b.address);
+    let Some(address) = named.or_else(|| address.parse::<SocketAddr>().ok()) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("pool `{pool}` has no backend {address}"),
@@ -187,12 +206,26 @@ async fn remove(
     }
     backend.state.set_admin_state(AdminState::Draining);
     let in_flight = backend.state.in_flight.load(Ordering::Acquire);
-    info!(caller = %caller, pool, backend = %backend.key, in_flight, "admin backend removal: draining");
+    info!(caller = %caller, pool, backend = %backend.key, backend_name = backend.name.as_deref(), in_flight, "admin backend removal: draining");
+    if in_flight > 0 {
+        server.record_event(Happened::backend(
+            EventKind::Backend,
+            pool,
+            &backend.key,
+            format!("draining to be removed, by an operator ({caller})"),
+        ));
+    }
     if in_flight == 0 {
         return match server.remove_backend(pool, address).await {
             Ok(()) => {
                 server.save_state_durably().await;
-                info!(pool, backend = %backend.key, "backend removed");
+                info!(pool, backend = %backend.key, backend_name = backend.name.as_deref(), "backend removed");
+                server.record_event(Happened::backend(
+                    EventKind::Backend,
+                    pool,
+                    &backend.key,
+                    format!("removed by an operator ({caller})"),
+                ));
                 json(
                     StatusCode::OK,
                     &json!({ "pool": pool, "address": backend.key.as_ref(), "state": "removed", "in_flight": 0 }),
@@ -225,6 +258,12 @@ async fn remove(
             Ok(()) => {
                 server.save_state();
                 info!(pool = pool_name, backend = %key, "backend removed");
+                server.record_event(Happened::backend(
+                    EventKind::Backend,
+                    &pool_name,
+                    &key,
+                    "removed after its drain",
+                ));
             }
             Err(e) => warn!(pool = pool_name, backend = %key, error = %e, "backend removal failed"),
         }

@@ -1,5 +1,6 @@
 //! The admin listener: liveness, readiness, Prometheus metrics, a JSON status view,
-//! runtime control and the live dashboard at `/`.
+//! each backend's recent history and the event timeline, runtime control and the
+//! live dashboard at `/`.
 //!
 //! It is a separate socket (loopback by default), never reachable through a traffic
 //! listener, and the hardest part of the proxy to misuse: every request passes the
@@ -15,10 +16,13 @@ mod cluster;
 mod control;
 mod dashboard;
 mod guard;
+mod history;
 mod members;
 mod plugins;
+mod respond;
 mod rollout;
 mod status;
+mod why;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,7 +31,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,8 +40,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::clock;
+use crate::conn::{ActivityIo, ConnActivity, Expiry};
 use crate::error::{ProxyBody, full_body, text_response};
-use crate::server::{ActivityIo, ConnActivity, Expiry, Server};
+use crate::server::Server;
+pub use respond::json;
+use respond::{method_not_allowed, mutation_body};
 
 /// First pause after a failed accept (such as EMFILE); doubles up to [`MAX_ACCEPT_PAUSE`].
 const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(10);
@@ -392,6 +398,11 @@ async fn route(
             response
         }
         (&Method::GET, "/status") => json(StatusCode::OK, &status::status(server)),
+        (&Method::GET, "/history") => json(
+            StatusCode::OK,
+            &history::history(server, history::since(request.uri().query())),
+        ),
+        (&Method::GET, "/events") => json(StatusCode::OK, &history::events(server)),
         (&Method::GET, "/cluster") => match server.cluster() {
             Some(cluster) => json(StatusCode::OK, &cluster.view_json()),
             None => json(
@@ -420,9 +431,11 @@ async fn route(
         },
         (&Method::POST, "/upgrade") => upgrade(server, peer).await,
         (_, "/reload" | "/upgrade") => method_not_allowed("POST"),
-        (_, "/health" | "/health/ready" | "/metrics" | "/status" | "/cluster") => {
-            method_not_allowed("GET")
-        }
+        (
+            _,
+            "/health" | "/health/ready" | "/metrics" | "/status" | "/cluster" | "/history"
+            | "/events",
+        ) => method_not_allowed("GET"),
         _ => {
             warn!(path, "unknown admin path");
             text_response(StatusCode::NOT_FOUND, "not found\n")
@@ -467,27 +480,13 @@ async fn upgrade(server: &Arc<Server>, peer: SocketAddr) -> Response<ProxyBody> 
     }
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<ProxyBody> {
-    let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
-/// The body of a mutation: POST only (405 otherwise), at most 64 KiB (400 otherwise).
-async fn mutation_body(request: Request<Incoming>) -> Result<Bytes, Response<ProxyBody>> {
-    if request.method() != Method::POST {
-        return Err(method_not_allowed("POST"));
-    }
-    http_body_util::Limited::new(request.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|_| text_response(StatusCode::BAD_REQUEST, "unreadable or oversized body\n"))
-}
-
-/// 200 when the config is loaded and every pool has a usable backend (or a usable backup).
+/// `/health/ready`: 200 when the proxy serves (config loaded, listeners up, not
+/// stopping) and every pool can take a request, with a usable backend of its own or
+/// of its backup pool. A backend is usable unless it is drained or disabled, its
+/// health checks say down, or its breaker ejected it; in a pool without `[health]`
+/// nothing probes it, so it counts as usable until requests to it fail (a dead one
+/// is found by traffic, and the breaker ejects it). The body says, pool by pool,
+/// what was counted and how.
 fn ready(server: &Server) -> Response<ProxyBody> {
     if !server.is_ready() {
         return text_response(
@@ -497,39 +496,51 @@ fn ready(server: &Server) -> Response<ProxyBody> {
     }
     let snapshot = server.snapshot();
     let now = clock::now_ms();
-    let unusable: Vec<String> = snapshot
-        .pools
-        .iter_sorted()
-        .into_iter()
-        .filter(|p| p.usable_count(now) == 0)
-        .map(|p| p.name.to_string())
-        .collect();
-    if unusable.is_empty() {
-        text_response(StatusCode::OK, "ready\n")
-    } else {
-        let mut response = Response::new(full_body(Bytes::from(format!(
-            "not ready: no usable backend in pool(s) {}\n",
-            unusable.join(", ")
-        ))));
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        response
+    let mut unusable = Vec::new();
+    let mut lines = String::new();
+    for pool in snapshot.pools.iter_sorted() {
+        let usable = pool.usable_count(now);
+        let judged = if pool.config.health.is_some() {
+            "health-checked"
+        } else {
+            "no health check: backends count as usable until requests to them fail"
+        };
+        lines.push_str(&format!(
+            "{}: {usable} of {} backends usable ({judged})",
+            pool.name,
+            pool.backends.len()
+        ));
+        if usable == 0 {
+            let backup = pool
+                .config
+                .failover
+                .backup
+                .as_deref()
+                .and_then(|b| snapshot.pools.get(b))
+                .filter(|b| b.usable_count(now) > 0);
+            match backup {
+                Some(backup) => lines.push_str(&format!(", served by backup pool {}", backup.name)),
+                None => unusable.push(pool.name.to_string()),
+            }
+        }
+        lines.push('\n');
     }
-}
-
-/// A JSON response. A 503 (a fleet's change refused while etcd is out of reach)
-/// says when to try again.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    let mut response = Response::new(full_body(Bytes::from(body)));
+    let (status, text) = if unusable.is_empty() {
+        (StatusCode::OK, format!("ready\n{lines}"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: no usable backend in pool(s) {}\n{lines}",
+                unusable.join(", ")
+            ),
+        )
+    };
+    let mut response = Response::new(full_body(Bytes::from(text)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
     response
 }

@@ -4,7 +4,7 @@
 use http::{Method, Response, StatusCode};
 use serde_json::json;
 
-use super::{json, method_not_allowed};
+use super::respond::{json, method_not_allowed};
 use crate::error::ProxyBody;
 use crate::plugin::PluginKind;
 use crate::server::Server;

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tracing::info;
 
-use super::{json, method_not_allowed, mutation_body};
+use super::respond::{json, method_not_allowed, mutation_body};
 use crate::error::ProxyBody;
 use crate::rollout::{Plan, StartError};
 use crate::server::Server;
@@ -98,7 +98,10 @@ async fn stop(server: &Server, caller: SocketAddr, route: &str) -> Response<Prox
             StatusCode::CONFLICT,
             &json!({ "error": format!("no rollout of route `{route}` is running") }),
         ),
-        Err(e) => json(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+        Err(e) => {
+            let (status, value) = super::respond::route_change_refused(&e);
+            json(status, &value)
+        }
     }
 }
 

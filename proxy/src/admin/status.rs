@@ -4,9 +4,11 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
+use super::why;
 use crate::clock;
 use crate::config::BalanceKind;
 use crate::server::Server;
+use crate::state::Snapshot;
 use crate::upstream::{Backend, Pool};
 
 /// Builds the JSON status view from the live snapshot.
@@ -52,7 +54,7 @@ pub fn status(server: &Server) -> Value {
         .pools
         .iter_sorted()
         .into_iter()
-        .map(|p| pool(p, now))
+        .map(|p| pool(&snapshot, p, now))
         .collect();
     let mut view = json!({
         "ready": server.is_ready(),
@@ -103,7 +105,7 @@ fn plugins(server: &Server) -> Vec<Value> {
                 "digest": active.plugin.digest(),
                 "loaded_at": loaded_at,
                 "on_error": active.config.on_error.as_str(),
-                "timeout_ms": active.config.spec.timeout.as_secs_f64() * 1000.0,
+                "timeout_ms": clock::millis(active.config.spec.timeout),
                 "memory_bytes": active.config.spec.memory_bytes,
                 "calls": stats.calls(),
                 "errors": errors,
@@ -118,7 +120,8 @@ fn plugins(server: &Server) -> Vec<Value> {
         .collect()
 }
 
-fn pool(pool: &Pool, now: u64) -> Value {
+fn pool(snapshot: &Snapshot, pool: &Pool, now: u64) -> Value {
+    let (routed, traffic) = why::pool_traffic(snapshot, pool);
     let native = match &pool.config.balance {
         BalanceKind::RoundRobin => "round-robin",
         BalanceKind::Weighted => "weighted",
@@ -131,7 +134,7 @@ fn pool(pool: &Pool, now: u64) -> Value {
         Some(plugin) => (format!("plugin:{plugin}"), Some(native)),
         None => (native.to_string(), None),
     };
-    let name = |slot: &Option<std::sync::Arc<crate::policy::PluginSlot>>| {
+    let name = |slot: &Option<std::sync::Arc<crate::plugin::PluginSlot>>| {
         slot.as_ref().map(|s| s.name().to_string())
     };
     let policies = &pool.policies;
@@ -150,29 +153,34 @@ fn pool(pool: &Pool, now: u64) -> Value {
         "spilled": pool.traffic.spilled(),
         "backup": pool.config.failover.backup,
         "health_checked": pool.config.health.is_some(),
+        "traffic": traffic,
+        "window_ms": pool.config.breaker.window.as_millis() as u64,
         "backends": pool
             .backends
             .iter()
             .enumerate()
-            .map(|(index, b)| backend(pool, index, b, now))
+            .map(|(index, b)| backend(pool, index, b, now, routed))
             .collect::<Vec<_>>(),
     })
 }
 
 /// One backend; `index` is the `candidate.index` routing plugins see for it.
-fn backend(pool: &Pool, index: usize, b: &Backend, now: u64) -> Value {
+fn backend(pool: &Pool, index: usize, b: &Backend, now: u64, routed: bool) -> Value {
     let s = &b.state;
+    let (receiving, why) = why::backend(pool, b, now, routed);
+    let (recent, recent_failures) = s.breaker.window_counts(pool.config.breaker.window, now);
     let config_weight = pool.config_weight(b.address);
     let last_check = s.health.last_check().map(|c| {
         json!({
             "result": c.result,
-            "latency_ms": c.latency.as_secs_f64() * 1000.0,
+            "latency_ms": clock::millis(c.latency),
             "age_ms": now.saturating_sub(c.at_ms),
         })
     });
     let open_until = s.breaker.open_until_ms();
     json!({
         "index": index,
+        "name": b.name.as_deref(),
         "address": b.key.as_ref(),
         "dns_name": b.origin.as_deref(),
         "weight": s.weight.load(Ordering::Relaxed),
@@ -194,6 +202,10 @@ fn backend(pool: &Pool, index: usize, b: &Backend, now: u64) -> Value {
         "requests": s.requests.load(Ordering::Relaxed),
         "failures": s.failures.load(Ordering::Relaxed),
         "connect_errors": s.connect_errors.load(Ordering::Relaxed),
-        "latency_ewma_ms": f64::from(s.latency_ewma_us.load(Ordering::Relaxed)) / 1000.0,
+        "latency_ewma_ms": f64::from(s.latency_ewma_us(now)) / 1000.0,
+        "recent_requests": recent,
+        "recent_failures": recent_failures,
+        "receiving": receiving,
+        "why": why,
     })
 }

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::deliver::{self, Notification};
+use super::event::{AlertEvent, AlertState, Settings};
 use super::payload::{self, Stored};
-use super::{AlertEvent, AlertState, Settings};
 use crate::config::{AlertConfig, AlertTopic};
 use crate::metrics::Metrics;
 

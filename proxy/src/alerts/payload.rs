@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::AlertState;
+use super::event::AlertState;
 
 /// What Alertmanager writes for "no end yet".
 const NO_TIME: &str = "0001-01-01T00:00:00Z";

@@ -10,7 +10,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use super::{AlertEvent, Alerts};
+use super::Alerts;
+use super::event::AlertEvent;
 use crate::breaker::BreakerState;
 use crate::clock;
 use crate::health::HealthStatus;

@@ -5,6 +5,7 @@
 //! now (health, breaker, drain, and backends already tried by this request), so the
 //! algorithms stay pure and testable without sockets.
 
+mod balancer;
 mod hash_ring;
 mod least_request;
 mod round_robin;
@@ -12,12 +13,13 @@ mod weighted;
 
 use std::time::Duration;
 
+pub use balancer::Balancer;
 pub use hash_ring::{HashRing, hash_key};
 pub use least_request::LeastRequest;
 pub use round_robin::RoundRobin;
 pub use weighted::SmoothWeighted;
 
-use crate::config::{BalanceKind, HashOn};
+use crate::config::HashOn;
 use crate::upstream::Backend;
 
 /// Per-request input to selection.
@@ -29,48 +31,9 @@ pub struct PickContext {
     pub now_ms: u64,
     /// The pool's slow-start window, if any.
     pub slow_start: Option<Duration>,
-}
-
-/// A pool's selection algorithm with its state.
-#[derive(Debug)]
-pub enum Balancer {
-    RoundRobin(RoundRobin),
-    Weighted(SmoothWeighted),
-    LeastRequest(LeastRequest),
-    Hash(HashRing),
-}
-
-impl Balancer {
-    /// Builds the algorithm for `backends`.
-    pub fn build(kind: &BalanceKind, backends: &[Backend]) -> Self {
-        match kind {
-            BalanceKind::RoundRobin => Balancer::RoundRobin(RoundRobin::default()),
-            BalanceKind::Weighted => Balancer::Weighted(SmoothWeighted::new(backends.len())),
-            BalanceKind::LeastRequest => Balancer::LeastRequest(LeastRequest),
-            BalanceKind::Hash(_) => Balancer::Hash(HashRing::build(backends)),
-        }
-    }
-
-    /// Chooses the index of a usable backend, or `None` when none is usable.
-    pub fn pick(
-        &self,
-        backends: &[Backend],
-        ctx: &PickContext,
-        usable: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
-        if backends.is_empty() {
-            return None;
-        }
-        match self {
-            Balancer::RoundRobin(rr) => rr.pick(backends, ctx, usable),
-            Balancer::Weighted(w) => w.pick(backends, ctx, usable),
-            Balancer::LeastRequest(lr) => lr.pick(backends, ctx, usable),
-            Balancer::Hash(ring) => match ctx.hash {
-                Some(h) => ring.pick(h, usable),
-                None => RoundRobin::default().pick(backends, ctx, usable),
-            },
-        }
-    }
+    /// The backend index the request's sticky cookie names: it takes the request
+    /// while it is usable, whatever the balancer or a routing plugin would choose.
+    pub pinned: Option<usize>,
 }
 
 /// The hash of a request's key (a header, a cookie or the client address), shared by

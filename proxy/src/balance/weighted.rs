@@ -72,6 +72,45 @@ mod tests {
         assert_eq!(picks, vec![0, 0, 1, 0, 2, 0, 0]);
     }
 
+    /// A backend back from an outage ramps from 5 % of its weight to all of it over
+    /// the slow-start window, on the proxy's clock (paused here: 10 s take none).
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_a_recovered_backend_up_over_the_window() {
+        use std::sync::atomic::Ordering;
+        use std::time::Duration;
+
+        use crate::clock;
+
+        let b = backends(&[1, 1]);
+        b[1].state
+            .usable_since_ms
+            .store(clock::now_ms(), Ordering::Relaxed);
+        let w = SmoothWeighted::new(2);
+        let share_of_recovered = || {
+            let ctx = PickContext {
+                now_ms: clock::now_ms(),
+                slow_start: Some(Duration::from_secs(10)),
+                ..PickContext::default()
+            };
+            (0..1000)
+                .filter(|_| w.pick(&b, &ctx, |_| true) == Some(1))
+                .count()
+        };
+        let mut shares = Vec::new();
+        for _ in 0..=4 {
+            shares.push(share_of_recovered());
+            tokio::time::advance(Duration::from_millis(2500)).await;
+        }
+        // Effective weights 0.05, 0.25, 0.5, 0.75 and 1 beside the other backend's 1.
+        let expected = [47, 200, 333, 428, 500];
+        for (share, want) in shares.iter().zip(expected) {
+            assert!(
+                share.abs_diff(want) <= 2,
+                "shares {shares:?}, expected {expected:?}"
+            );
+        }
+    }
+
     #[test]
     fn zero_weight_gets_nothing() {
         let b = backends(&[0, 3]);

@@ -14,13 +14,12 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::Value;
 
-use super::Cluster;
 use super::etcd::{Compare, EtcdError, Op};
 use super::keys;
 use super::mirror::Changed;
 use super::records::{RolloutRecord, state_entries};
+use super::{Cluster, Host};
 use crate::persist::SavedState;
-use crate::server::Server;
 
 /// The fleet's shared state as a change sees it and edits it.
 #[derive(Debug, Clone, Default)]
@@ -98,9 +97,9 @@ pub(super) enum Author {
 impl Cluster {
     /// Commits an operator's change (see the module docs); `if_match` is the etcd
     /// revision the operator based it on, when they sent one.
-    pub async fn commit(
+    pub async fn commit<H: Host>(
         &self,
-        server: &Server,
+        server: &H,
         if_match: Option<i64>,
         edit: impl FnOnce(&mut Draft) -> Result<(), Rejected>,
     ) -> Result<Committed, CommitError> {
@@ -116,9 +115,9 @@ impl Cluster {
         result
     }
 
-    pub(super) async fn commit_as(
+    pub(super) async fn commit_as<H: Host>(
         &self,
-        server: &Server,
+        server: &H,
         author: Author,
         edit: impl FnOnce(&mut Draft) -> Result<(), Rejected>,
     ) -> Result<Committed, CommitError> {

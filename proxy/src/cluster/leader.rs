@@ -23,10 +23,9 @@ use tracing::{info, warn};
 use super::commit::{Author, CommitError, Rejected};
 use super::etcd::{Compare, EtcdError, Op};
 use super::records::{LeaderRecord, RolloutRecord, unix_ms};
-use super::{Cluster, edits, keys};
+use super::{Cluster, Host, edits, keys};
 use crate::config::LeaderLoss;
 use crate::rollout::{Driver, Plan, Rollout, TrafficSample};
-use crate::server::Server;
 use crate::traffic::RouteTarget;
 
 /// How often the leader re-checks its rollouts when nothing changes.
@@ -44,7 +43,7 @@ struct Runner {
 }
 
 /// Campaigns for leadership and, while leading, runs the fleet's rollouts.
-pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
+pub(super) async fn run<H: Host>(server: Weak<H>, cluster: Arc<Cluster>) {
     let mut changes = cluster.changes.subscribe();
     let mut runners: HashMap<String, Runner> = HashMap::new();
     let mut compactor = Compactor::default();
@@ -172,7 +171,11 @@ fn still_leading(cluster: &Cluster) -> bool {
 
 /// Starts a runner for every running rollout without one; stops runners whose
 /// rollout ended elsewhere (aborted, superseded).
-fn reconcile(server: &Weak<Server>, cluster: &Arc<Cluster>, runners: &mut HashMap<String, Runner>) {
+fn reconcile<H: Host>(
+    server: &Weak<H>,
+    cluster: &Arc<Cluster>,
+    runners: &mut HashMap<String, Runner>,
+) {
     runners.retain(|_, r| !r.task.is_finished());
     let records = cluster.mirror.lock().rollouts();
     runners.retain(|route, runner| {
@@ -198,7 +201,7 @@ fn reconcile(server: &Weak<Server>, cluster: &Arc<Cluster>, runners: &mut HashMa
 
 /// Takes charge of a running rollout: from its start, where its previous leader
 /// left it, or back to the old pool.
-async fn adopt(driver: FleetDriver, record: RolloutRecord, token: CancellationToken) {
+async fn adopt<H: Host>(driver: FleetDriver<H>, record: RolloutRecord, token: CancellationToken) {
     let cluster = Arc::clone(&driver.cluster);
     let plan = match Plan::parse(record.plan.to_string().as_bytes()) {
         Ok(plan) => plan,
@@ -248,8 +251,8 @@ async fn adopt(driver: FleetDriver, record: RolloutRecord, token: CancellationTo
 }
 
 /// A fleet rollout acts through the shared state in etcd and the fleet's counters.
-struct FleetDriver {
-    server: Weak<Server>,
+struct FleetDriver<H: Host> {
+    server: Weak<H>,
     cluster: Arc<Cluster>,
 }
 
@@ -260,7 +263,7 @@ enum Wrote {
     Stopped,
 }
 
-impl FleetDriver {
+impl<H: Host> FleetDriver<H> {
     /// Commits an edit as the leader, retrying while etcd cannot take it; gives up
     /// when the rollout stopped or this instance stopped leading.
     async fn write(
@@ -274,7 +277,7 @@ impl FleetDriver {
             };
             let result = self
                 .cluster
-                .commit_as(&server, Author::Leader, &mut edit)
+                .commit_as(server.as_ref(), Author::Leader, &mut edit)
                 .await;
             drop(server);
             match result {
@@ -315,7 +318,7 @@ impl FleetDriver {
     }
 }
 
-impl Driver for FleetDriver {
+impl<H: Host> Driver for FleetDriver<H> {
     async fn set_step(
         &self,
         rollout: &Rollout,

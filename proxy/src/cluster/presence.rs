@@ -12,11 +12,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::Cluster;
 use super::etcd::{Compare, EtcdError, Op};
 use super::keys;
 use super::records::{BackendView, Counters, Presence, unix_ms};
-use crate::server::Server;
+use super::{Cluster, Host};
 
 /// How often the heartbeat is written (and the lease renewed).
 pub const PERIOD: Duration = Duration::from_secs(1);
@@ -35,7 +34,7 @@ enum BeatError {
 }
 
 /// Writes heartbeats until the instance leaves.
-pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
+pub(super) async fn run<H: Host>(server: Weak<H>, cluster: Arc<Cluster>) {
     let mut ticker = tokio::time::interval(PERIOD);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_renewed = Instant::now();
@@ -50,7 +49,7 @@ pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
             let Some(live) = server.upgrade() else {
                 break;
             };
-            match beat(&live, &cluster).await {
+            match beat(live.as_ref(), &cluster).await {
                 Ok(()) => {
                     last_renewed = Instant::now();
                     failures = 0;
@@ -84,7 +83,7 @@ pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
 }
 
 /// One heartbeat: renew (or take) the lease, then write the instance's key.
-async fn beat(server: &Server, cluster: &Cluster) -> Result<(), BeatError> {
+async fn beat<H: Host>(server: &H, cluster: &Cluster) -> Result<(), BeatError> {
     let etcd = &cluster.etcd;
     let mut lease = cluster.lease.load(Ordering::Acquire);
     if lease != 0 && etcd.keep_alive(lease).await? <= 0 {
@@ -140,7 +139,7 @@ async fn beat(server: &Server, cluster: &Cluster) -> Result<(), BeatError> {
 }
 
 /// This instance as the fleet sees it.
-fn presence(server: &Server, cluster: &Cluster) -> Presence {
+fn presence<H: Host>(server: &H, cluster: &Cluster) -> Presence {
     let snapshot = server.snapshot();
     let now = crate::clock::now_ms();
     let mut backends = BTreeMap::new();

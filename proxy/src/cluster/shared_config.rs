@@ -20,12 +20,11 @@ use std::sync::{Arc, Weak};
 use sha2::Digest;
 use tracing::{error, info, warn};
 
-use super::Cluster;
 use super::etcd::{Etcd, EtcdError};
 use super::keys::{self, Keys};
 use super::records::{ConfigView, PluginBlob, Refusal, SharedConfigRecord, unix_ms};
+use super::{Cluster, Host};
 use crate::config::Config;
-use crate::server::Server;
 
 /// Plugin files are stored in chunks well under etcd's default request limit (1.5 MiB).
 pub const CHUNK_BYTES: usize = 512 * 1024;
@@ -121,7 +120,7 @@ pub async fn push(etcd: &Etcd, keys: &Keys, config: &Config, text: &str) -> Resu
 }
 
 /// Follows the shared config, applying each new revision.
-pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
+pub(super) async fn run<H: Host>(server: Weak<H>, cluster: Arc<Cluster>) {
     let mut changes = cluster.changes.subscribe();
     loop {
         let current = cluster.mirror.lock().shared_config();
@@ -131,7 +130,7 @@ pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
             let Some(live) = server.upgrade() else {
                 break;
             };
-            apply_revision(&live, &cluster, &record, revision).await;
+            apply_revision(live.as_ref(), &cluster, &record, revision).await;
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
@@ -141,8 +140,8 @@ pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
 }
 
 /// Applies one revision of the shared config, or records why not.
-pub(super) async fn apply_revision(
-    server: &Server,
+pub(super) async fn apply_revision<H: Host>(
+    server: &H,
     cluster: &Cluster,
     record: &SharedConfigRecord,
     revision: i64,
@@ -226,8 +225,8 @@ async fn prepare(
 }
 
 /// Applies a prepared shared config over this instance's own settings.
-async fn install(
-    server: &Server,
+async fn install<H: Host>(
+    server: &H,
     cluster: &Cluster,
     shared: Config,
     revision: i64,
@@ -421,7 +420,7 @@ async fn save_cache(cluster: &Cluster, record: &SharedConfigRecord, revision: i6
 
 /// At a start without etcd: applies the last shared config this instance ran, if
 /// it kept one (and its plugin files).
-pub(super) async fn apply_cached(server: &Server, cluster: &Cluster) {
+pub(super) async fn apply_cached<H: Host>(server: &H, cluster: &Cluster) {
     let path = cluster.config.cache_dir.join(CACHE_FILE);
     let read = {
         let path = path.clone();

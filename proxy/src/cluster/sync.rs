@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::Cluster;
 use super::etcd::{EtcdError, KeyValue, wire};
 use super::keys;
-use crate::server::Server;
+use super::{Cluster, Host};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -30,7 +29,7 @@ enum Ended {
 }
 
 /// Follows the fleet's keys until the instance leaves.
-pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
+pub(super) async fn run<H: Host>(server: Weak<H>, cluster: Arc<Cluster>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         match follow(&server, &cluster).await {
@@ -60,7 +59,7 @@ pub(super) async fn run(server: Weak<Server>, cluster: Arc<Cluster>) {
 }
 
 /// Reads everything, then follows the watch until it ends.
-async fn follow(server: &Weak<Server>, cluster: &Arc<Cluster>) -> Ended {
+async fn follow<H: Host>(server: &Weak<H>, cluster: &Arc<Cluster>) -> Ended {
     let (kvs, revision) = tokio::select! {
         read = read_all(cluster) => match read {
             Ok(read) => read,
@@ -79,7 +78,7 @@ async fn follow(server: &Weak<Server>, cluster: &Arc<Cluster>) -> Ended {
         return Ended::Stopped;
     };
     let changed = cluster.mirror.lock().replace(kvs, revision);
-    cluster.absorb(&live, changed).await;
+    cluster.absorb(live.as_ref(), changed).await;
     drop(live);
     cluster.set_connected(true, None);
     cluster.first_sync.send_replace(true);
@@ -109,7 +108,7 @@ async fn follow(server: &Weak<Server>, cluster: &Arc<Cluster>) -> Ended {
             .mirror
             .lock()
             .apply(events, response.header.revision);
-        cluster.absorb(&live, changed).await;
+        cluster.absorb(live.as_ref(), changed).await;
     }
 }
 

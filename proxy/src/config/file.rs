@@ -267,6 +267,26 @@ pub struct PoolSection {
     pub retry: RetrySection,
     #[serde(default)]
     pub failover: FailoverSection,
+    /// Sticky sessions: a cookie keeps each client on the backend that served it.
+    pub sticky: Option<StickySection>,
+}
+
+/// `[pool.NAME.sticky]`: the cookie naming the backend a client stays on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickySection {
+    /// The cookie's name (`sy_srv`).
+    pub cookie: Spanned<String>,
+    /// Send it over HTTPS only (default false).
+    pub secure: Option<bool>,
+    /// Hide it from scripts (default true).
+    pub http_only: Option<bool>,
+    /// `lax` (default), `strict` or `none` (which needs `secure`).
+    pub same_site: Option<Spanned<String>>,
+    /// How long browsers keep it; a session cookie when absent.
+    pub max_age: Option<HumanDuration>,
+    /// The cookie's `Path` (default `/`).
+    pub path: Option<Spanned<String>>,
 }
 
 pub(super) fn default_balance() -> Spanned<String> {
@@ -283,6 +303,9 @@ pub struct BackendSection {
     pub srv: Option<Spanned<String>>,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// What people call this backend (`alpha`): shown beside its address in
+    /// `/status`, logs and metrics, and accepted in its place by the admin API.
+    pub name: Option<Spanned<String>>,
 }
 
 fn default_weight() -> u32 {

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::error::Reporter;
 use super::{Config, UpstreamTlsConfig};
-use crate::tls::client::{ClientTlsParams, build};
+use crate::crypto::client::{ClientTlsParams, build};
 
 /// What the load step must read, as noted by validation.
 #[derive(Debug, Default)]

@@ -142,6 +142,7 @@ impl Discovery {
                             address: f.address,
                             weight: entry.weight,
                             origin: Some(Arc::clone(&f.host)),
+                            name: None,
                         });
                     }
                 }

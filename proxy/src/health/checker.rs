@@ -1,5 +1,5 @@
 //! Runs one probe loop per backend of every pool with a `[health]` table, and keeps
-//! the set of loops in step with the live snapshot across reloads.
+//! the set of loops in step with the live snapshot's pools across reloads.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,11 +15,11 @@ use super::{CheckRecord, HealthStatus, Verdict, native_verdict, probe_as};
 use crate::clock;
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
-use crate::state::Snapshot;
-use crate::upstream::Backend;
+use crate::timeline::{EventKind, Happened};
+use crate::upstream::{Backend, PoolSet};
 
 /// The pool's health-check plugin, if it has one.
-type Plugin = Option<Arc<crate::policy::PluginSlot>>;
+type Plugin = Option<Arc<crate::plugin::PluginSlot>>;
 
 /// The pool's TLS to its backends, which probes use too.
 type Tls = Option<Arc<crate::upstream::PoolTls>>;
@@ -49,12 +49,12 @@ impl HealthSupervisor {
         }
     }
 
-    /// Makes the running loops match `snapshot`: new backends get a loop, removed ones
-    /// lose theirs, and a changed `[health]` table restarts the pool's loops. Backends
-    /// whose check did not change keep their loop and state.
-    pub fn sync(&self, snapshot: &Snapshot) {
+    /// Makes the running loops match `pools` (the live snapshot's): new backends get
+    /// a loop, removed ones lose theirs, and a changed `[health]` table restarts the
+    /// pool's loops. Backends whose check did not change keep their loop and state.
+    pub fn sync(&self, pools: &PoolSet) {
         let mut wanted: HashMap<(Arc<str>, SocketAddr), LoopSpec> = HashMap::new();
-        for pool in snapshot.pools.iter_sorted() {
+        for pool in pools.iter_sorted() {
             let Some(health) = &pool.config.health else {
                 continue;
             };
@@ -125,7 +125,7 @@ async fn check_loop(
     loop {
         let custom = match &plugin {
             Some(slot) if matches!(config.probe, crate::config::ProbeKind::Http { .. }) => {
-                crate::policy::health::probe_request(slot, &pool, &backend.key).await
+                super::plugin::probe_request(slot, &pool, &backend.key).await
             }
             _ => None,
         };
@@ -140,7 +140,7 @@ async fn check_loop(
         .await;
         let latency = report.latency;
         let verdict = match &plugin {
-            Some(slot) => crate::policy::health::evaluate(slot, &config, report).await,
+            Some(slot) => super::plugin::evaluate(slot, &config, report).await,
             None => native_verdict(&config, &report),
         };
         let (ok, result) = match &verdict {
@@ -164,10 +164,20 @@ async fn check_loop(
             .health
             .observe(record, ok, config.rise, config.fall)
         {
-            metrics.health_transition(&pool, &backend.key, now);
+            metrics.health_transition(&pool, &backend.key, backend.name.as_deref(), now.as_str());
+            let message = match now {
+                HealthStatus::Down => format!("health check: DOWN ({result})"),
+                _ => format!("health check: {}", now.as_str().to_uppercase()),
+            };
+            metrics.timeline().record(
+                Happened::backend(EventKind::Health, &pool, &backend.key, message)
+                    .warning(now == HealthStatus::Down),
+            );
             match now {
-                HealthStatus::Down => warn!(pool = %pool, backend = %backend.key, reason = %result,
-                    latency_ms = latency.as_millis() as u64, "backend is DOWN"),
+                HealthStatus::Down => {
+                    warn!(pool = %pool, backend = %backend.key, backend_name = backend.name.as_deref(), reason = %result,
+                    latency_ms = clock::millis(latency), "backend is DOWN")
+                }
                 HealthStatus::Up => {
                     if before == HealthStatus::Down {
                         backend
@@ -175,7 +185,7 @@ async fn check_loop(
                             .usable_since_ms
                             .store(clock::now_ms(), Ordering::Relaxed);
                     }
-                    info!(pool = %pool, backend = %backend.key, latency_ms = latency.as_millis() as u64,
+                    info!(pool = %pool, backend = %backend.key, backend_name = backend.name.as_deref(), latency_ms = clock::millis(latency),
                         "backend is UP");
                 }
                 HealthStatus::Unknown => {}
@@ -183,5 +193,96 @@ async fn check_loop(
         }
         let spread = 1.0 + config.jitter * (2.0 * fastrand::f64() - 1.0);
         tokio::time::sleep(config.interval.mul_f64(spread)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use tokio::time::{Instant, sleep_until};
+
+    use super::*;
+    use crate::config::ProbeKind;
+
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn tcp_check(rise: u32, fall: u32) -> HealthConfig {
+        HealthConfig {
+            probe: ProbeKind::Tcp,
+            interval: INTERVAL,
+            timeout: Duration::from_secs(1),
+            jitter: 0.0,
+            rise,
+            fall,
+            plugin: None,
+        }
+    }
+
+    /// The probe loop in paused time against a real listener on loopback: probes run
+    /// exactly `interval` apart, it takes `fall` refused probes to go down and `rise`
+    /// good ones to come back, and the recovery starts slow start at the probe that
+    /// brought the backend back. Minutes of probing take milliseconds.
+    #[tokio::test(start_paused = true)]
+    async fn rise_and_fall_count_probes_taken_an_interval_apart() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let backend = Backend::new(address, 1);
+        let health = &backend.state.health;
+        let start = Instant::now();
+        let start_ms = clock::now_ms();
+        let at = |secs: f64| sleep_until(start + Duration::from_secs_f64(secs));
+        let probe = tokio::spawn(check_loop(
+            "app".into(),
+            backend.clone(),
+            tcp_check(2, 3),
+            Arc::new(Metrics::new()),
+            None,
+            None,
+        ));
+
+        at(5.0).await;
+        assert_eq!(health.status(), HealthStatus::Up, "the first probe passed");
+        assert_eq!(health.last_check().unwrap().at_ms, start_ms);
+
+        drop(listener);
+        at(25.0).await;
+        assert_eq!(health.consecutive_failed(), 2, "probes at 10 s and 20 s");
+        assert_eq!(health.status(), HealthStatus::Up, "2 failures of fall = 3");
+        at(35.0).await;
+        assert_eq!(health.status(), HealthStatus::Down, "the third, at 30 s");
+        let last = health.last_check().unwrap();
+        assert_eq!(last.at_ms - start_ms, 30_000);
+        assert_eq!(last.result, "refused");
+
+        let listener = TcpListener::bind(address).unwrap();
+        at(45.0).await;
+        assert_eq!(health.consecutive_ok(), 1, "the probe at 40 s passed");
+        assert_eq!(health.status(), HealthStatus::Down, "1 success of rise = 2");
+        at(50.5).await;
+        assert_eq!(health.status(), HealthStatus::Up, "the second, at 50 s");
+        assert_eq!(health.transitions(), 2);
+        let since = backend.state.usable_since_ms.load(Ordering::Relaxed);
+        assert_eq!(
+            since - start_ms,
+            50_000,
+            "slow start runs from the recovery"
+        );
+
+        // Slow start over 20 s: at least 5 %, else in proportion to the time up.
+        let slow_start = Some(Duration::from_secs(20));
+        let factor = || backend.state.slow_start_factor(slow_start, clock::now_ms());
+        assert_eq!(factor(), 0.05, "half a second in: the 5 % floor");
+        at(55.0).await;
+        assert_eq!(factor(), 0.25, "5 s into the 20 s window");
+        at(60.0).await;
+        assert_eq!(factor(), 0.5);
+        at(70.0).await;
+        assert_eq!(factor(), 1.0);
+        at(500.0).await;
+        assert_eq!(factor(), 1.0);
+        assert_eq!(health.status(), HealthStatus::Up);
+        probe.abort();
+        drop(listener);
     }
 }

@@ -2,6 +2,7 @@
 //! from each probe, and rise/fall hysteresis turns verdicts into up/down.
 
 mod checker;
+pub mod plugin;
 mod probe;
 mod state;
 
@@ -23,7 +24,7 @@ pub enum Verdict {
 
 /// The built-in verdict on one probe: transport errors, status ranges, body
 /// substring. A pool's health-check plugin stands in for it (see
-/// [`crate::policy::health`]) and falls back to it.
+/// [`plugin`]) and falls back to it.
 pub fn native_verdict(config: &HealthConfig, report: &ProbeReport) -> Verdict {
     if let Some(error) = &report.error {
         return Verdict::Down(error.to_string());

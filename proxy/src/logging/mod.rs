@@ -105,6 +105,7 @@ pub fn init(format: LogFormat, filter: &str) -> std::io::Result<LogOutput> {
     )?;
     dispatch(format, filter, Destination::detect(), writer.clone()).init();
     let _ = INSTALLED.set(writer.clone());
+    crate::metrics::attach_log_drops(dropped_lines);
     Ok(LogOutput { writer })
 }
 

@@ -218,10 +218,13 @@ impl<W: World> Instances<W> {
         check: impl FnOnce(O) -> Result<R, PluginError>,
     ) -> Result<R, PluginError> {
         let stats = &*self.stats;
+        // The proxy's clock places the call in the quarantine window; the call's
+        // own duration is real time.
+        let at = crate::clock::now();
         let started = Instant::now();
-        if stats.quarantined_at(started) {
+        if stats.quarantined_at(at) {
             let err = PluginError::Quarantined;
-            stats.record_error(started, Duration::ZERO, &err);
+            stats.record_error(at, Duration::ZERO, &err);
             return Err(err);
         }
         let pooled = match self.settings.reuse {
@@ -235,7 +238,7 @@ impl<W: World> Instances<W> {
             None => match self.fresh() {
                 Ok(slot) => (slot, Instant::now()),
                 Err(e) => {
-                    stats.record_error(started, started.elapsed(), &e);
+                    stats.record_error(at, started.elapsed(), &e);
                     return Err(e);
                 }
             },
@@ -252,7 +255,7 @@ impl<W: World> Instances<W> {
         let elapsed = ended.duration_since(started);
         match result {
             Ok(value) => {
-                stats.record_ok(started, elapsed);
+                stats.record_ok(at, elapsed);
                 slot.calls += 1;
                 if slot.calls < limits::MAX_CALLS_PER_INSTANCE {
                     self.park(slot);
@@ -260,7 +263,7 @@ impl<W: World> Instances<W> {
                 Ok(value)
             }
             Err(e) => {
-                stats.record_error(started, elapsed, &e);
+                stats.record_error(at, elapsed, &e);
                 Err(e)
             }
         }

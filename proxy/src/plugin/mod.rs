@@ -59,9 +59,12 @@ mod host;
 mod inspect;
 mod instance;
 mod limits;
+mod recourse;
 mod recovery;
 mod routing;
 mod runtime;
+pub mod samples;
+mod slot;
 mod stats;
 mod wasi;
 
@@ -77,11 +80,13 @@ pub use limits::{
     DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, MAX_BODY_BYTES, MAX_MEMORY_BYTES, MAX_PROBE_BODY_BYTES,
     MAX_REQUEST_PATH_TIMEOUT, MIN_MEMORY_BYTES, TIMEOUT_RANGE,
 };
+pub(crate) use recourse::{Recourse, recourse};
 pub use recovery::{
     BreakerState, BreakerStats, FailureKind, Outcome, RecoveryAction, RecoveryPlugin,
 };
 pub use routing::{RouteCandidate, RouteDecision, RouteRequest, RoutingPlugin};
 pub use runtime::{HOST_INTERFACE, PluginRuntime, sha256_hex};
+pub use slot::{Active, LoadFailure, PluginMap, PluginSlot};
 pub use stats::{DURATION_BUCKETS_NS, DurationSummary, ERROR_KINDS, PluginStats, QuarantinePolicy};
 
 pub use crate::config::PluginKind;

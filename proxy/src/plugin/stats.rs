@@ -11,9 +11,10 @@
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::error::PluginError;
+use crate::clock::{self, Instant};
 
 /// Upper bounds (inclusive) of the call-duration buckets, in nanoseconds.
 /// A last, implicit bucket holds everything slower.
@@ -121,7 +122,7 @@ impl PluginStats {
             .unwrap_or(MAX_WINDOW_SECS)
             .clamp(1, MAX_WINDOW_SECS);
         Self {
-            origin: Instant::now(),
+            origin: clock::now(),
             policy,
             window_secs,
             calls: AtomicU64::new(0),
@@ -177,7 +178,7 @@ impl PluginStats {
 
     /// Whether calls are currently refused. Logs once when a quarantine ends.
     pub fn is_quarantined(&self) -> bool {
-        self.quarantined_at(Instant::now())
+        self.quarantined_at(clock::now())
     }
 
     pub(crate) fn quarantined_at(&self, now: Instant) -> bool {
@@ -291,7 +292,7 @@ impl PluginStats {
             tracing::warn!(
                 plugin = %self.name,
                 errors, calls, in_a_row,
-                cool_off = ?self.policy.cool_off,
+                cool_off_ms = self.policy.cool_off.as_millis() as u64,
                 "plugin failing too often, quarantined"
             );
         }
@@ -367,6 +368,83 @@ mod tests {
         assert!(s.quarantined_at(now));
         assert_eq!(s.quarantines(), 1);
         assert_eq!(s.errors_of("trap"), 3);
+    }
+
+    fn trap() -> PluginError {
+        PluginError::Trap("x".into())
+    }
+
+    /// Quarantine on the proxy's clock in paused time: it lasts exactly `cool_off`,
+    /// then the plugin is called again with a clean slate.
+    #[tokio::test(start_paused = true)]
+    async fn quarantine_lasts_exactly_the_cool_off() {
+        use tokio::time::advance;
+        let s = PluginStats::new("t", policy(Duration::from_secs(30)));
+        for _ in 0..4 {
+            s.record_error(clock::now(), Duration::ZERO, &trap());
+        }
+        assert!(s.is_quarantined());
+        advance(Duration::from_millis(29_999)).await;
+        assert!(s.is_quarantined(), "still within the cool-off");
+        advance(Duration::from_millis(1)).await;
+        assert!(!s.is_quarantined(), "released after exactly 30 s");
+        assert_eq!(s.quarantines(), 1);
+        // The failures that caused it were forgotten: it takes a full new share.
+        for _ in 0..3 {
+            s.record_error(clock::now(), Duration::ZERO, &trap());
+            assert!(!s.is_quarantined());
+        }
+        s.record_error(clock::now(), Duration::ZERO, &trap());
+        assert!(s.is_quarantined());
+        assert_eq!(s.quarantines(), 2);
+    }
+
+    /// The error share is taken over the last `window` seconds of the clock:
+    /// failures that slid out of it no longer count.
+    #[tokio::test(start_paused = true)]
+    async fn failures_outside_the_window_do_not_count() {
+        use tokio::time::advance;
+        let s = PluginStats::new("t", policy(Duration::from_secs(30)));
+        for _ in 0..3 {
+            s.record_error(clock::now(), Duration::ZERO, &trap());
+        }
+        advance(Duration::from_secs(10)).await;
+        s.record_error(clock::now(), Duration::ZERO, &trap());
+        assert!(
+            !s.is_quarantined(),
+            "3 failures 10 s ago are out of the 10 s window: 1 call in it"
+        );
+        advance(Duration::from_secs(9)).await;
+        for _ in 0..2 {
+            s.record_error(clock::now(), Duration::ZERO, &trap());
+        }
+        assert!(!s.is_quarantined(), "3 calls in the window, 4 needed");
+        s.record_error(clock::now(), Duration::ZERO, &trap());
+        assert!(s.is_quarantined(), "4 failed calls within 10 s");
+    }
+
+    /// A run of failures quarantines whatever the window says, and the run is
+    /// counted across seconds.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_of_failures_spread_over_time_is_quarantined() {
+        use tokio::time::advance;
+        let s = PluginStats::new(
+            "t",
+            QuarantinePolicy {
+                consecutive_failures: 5,
+                min_calls: 1000,
+                ..policy(Duration::from_secs(5))
+            },
+        );
+        for _ in 0..4 {
+            s.record_error(clock::now(), Duration::ZERO, &trap());
+            advance(Duration::from_secs(20)).await;
+        }
+        assert!(!s.is_quarantined());
+        s.record_error(clock::now(), Duration::ZERO, &trap());
+        assert!(s.is_quarantined(), "5 failures in a row, 80 s apart");
+        advance(Duration::from_secs(5)).await;
+        assert!(!s.is_quarantined());
     }
 
     #[test]

@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 
 use super::ToolError;
 use super::cases::{Case, HealthCase, RecoveryCase, RouteCase};
+use crate::plugin::samples::{candidate_json, decision_json};
 use crate::plugin::{
     BreakerState, HealthVerdict, Outcome, Plugin, PluginError, PluginKind, PluginRuntime,
     PluginSpec, ProbeError, ProbeReport, ProbeTarget, RecoveryAction, RouteRequest, inspect,
 };
-use crate::policy::samples::{candidate_json, decision_json};
 
 /// A component loaded for `run`, `check` or `bench`.
 #[derive(Debug)]
@@ -229,7 +229,7 @@ fn route(plugin: &Plugin, c: &RouteCase) -> Report {
             "decision": decision,
             "recorded": c.recorded,
             "same_as_recorded": same,
-            "call_us": took.as_secs_f64() * 1e6,
+            "call_us": crate::clock::micros(took),
         }),
         same_as_recorded: same,
     }
@@ -337,7 +337,7 @@ fn health(plugin: &Plugin, c: &HealthCase) -> Report {
                 "error": c.error.map(probe_error)},
             "probe_request": custom_json,
             "decision": json_verdict,
-            "call_us": took.as_secs_f64() * 1e6,
+            "call_us": crate::clock::micros(took),
         }),
         same_as_recorded: None,
     }
@@ -399,7 +399,7 @@ fn recovery(plugin: &Plugin, c: &RecoveryCase) -> Report {
                 "requests_in_window": s.requests_in_window,
                 "failures_in_window": s.failures_in_window, "event": event},
             "decision": json_action,
-            "call_us": took.as_secs_f64() * 1e6,
+            "call_us": crate::clock::micros(took),
         }),
         same_as_recorded: None,
     }

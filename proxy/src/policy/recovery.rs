@@ -3,19 +3,18 @@
 //! when the plugin cannot answer.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{PluginSlot, Recourse, recourse};
 use crate::breaker::{self, Transition};
 use crate::clock;
 use crate::metrics::Metrics;
-use crate::plugin::{self, BreakerStats, FailureKind, PluginError, RecoveryAction};
-use crate::proxy::outcome::{Outcome, log_transition};
-use crate::state::Snapshot;
-use crate::upstream::{Backend, Pool};
+use crate::outcome::Outcome;
+use crate::plugin::{
+    self, BreakerStats, FailureKind, PluginError, PluginSlot, Recourse, RecoveryAction, recourse,
+};
+use crate::upstream::{Backend, Pool, log_transition};
 
 /// How often `on-tick` runs for every backend of a pool with a recovery plugin.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
@@ -51,9 +50,10 @@ pub fn on_outcome(
 }
 
 /// Runs `on-tick` for every backend of every pool with a recovery plugin, once per
-/// [`TICK_INTERVAL`], on a blocking thread, until `stop` fires.
+/// [`TICK_INTERVAL`], on a blocking thread, until `stop` fires. `live_pools` gives
+/// the pools of the live snapshot at each tick.
 pub async fn run_ticker(
-    snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
+    live_pools: impl Fn() -> Vec<Arc<Pool>> + Send + 'static,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -64,22 +64,18 @@ pub async fn run_ticker(
             _ = interval.tick() => {}
             () = stop.cancelled() => return,
         }
-        let current = snapshot.load_full();
-        if !current
-            .pools
-            .iter_sorted()
-            .iter()
-            .any(|p| p.policies.recovery.is_some())
-        {
+        let mut pools = live_pools();
+        pools.retain(|p| p.policies.recovery.is_some());
+        if pools.is_empty() {
             continue;
         }
         let metrics = Arc::clone(&metrics);
-        let _ = tokio::task::spawn_blocking(move || tick_all(&current, &metrics)).await;
+        let _ = tokio::task::spawn_blocking(move || tick_all(&pools, &metrics)).await;
     }
 }
 
-fn tick_all(snapshot: &Snapshot, metrics: &Metrics) {
-    for pool in snapshot.pools.iter_sorted() {
+fn tick_all(pools: &[Arc<Pool>], metrics: &Metrics) {
+    for pool in pools {
         let Some(slot) = &pool.policies.recovery else {
             continue;
         };
@@ -140,7 +136,7 @@ fn stats(pool: &Pool, backend: &Backend, now_ms: u64) -> BreakerStats {
         consecutive_failures: s.breaker.consecutive_failures(),
         requests_in_window: requests,
         failures_in_window: failures,
-        latency_ewma_us: s.latency_ewma_us.load(Ordering::Relaxed),
+        latency_ewma_us: s.latency_ewma_us(now_ms),
         state: match s.breaker.state() {
             breaker::BreakerState::Closed => plugin::BreakerState::Closed,
             breaker::BreakerState::Open => plugin::BreakerState::Open,

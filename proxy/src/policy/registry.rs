@@ -2,33 +2,26 @@
 //! flows.
 //!
 //! Each configured plugin has one [`PluginSlot`] for the life of the process (or until
-//! the config drops it). Pools, probe loops and the breaker ticker hold the slot, and
-//! read its current version with one `ArcSwap` load per call, so a hot swap (new file
-//! or new `[plugin.NAME]` table) reaches every user at once while calls in flight
-//! finish on the version they started with.
+//! the config drops it); the registry loads new versions into it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use tracing::{info, warn};
+use tracing::info;
 
-use super::samples::SampleLog;
 use crate::config::{Config, PluginConfig};
-use crate::plugin::{InlineGate, Plugin, PluginError, PluginRuntime, sha256_hex};
-use crate::reload::same_file;
+use crate::fs::same_file;
+use crate::plugin::{
+    Active, InlineGate, PluginError, PluginMap, PluginRuntime, PluginSlot, sha256_hex,
+};
 
 /// Files larger than this are refused before compiling.
 pub const MAX_PLUGIN_FILE_BYTES: u64 = 64 << 20;
 /// A compile taking longer than this is abandoned and the old version kept.
 pub const COMPILE_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Plugins by name, as pools resolve their `plugin:NAME` references.
-pub type PluginMap = HashMap<String, Arc<PluginSlot>>;
 
 /// Why a plugin version could not be loaded. The running version (if any) stays.
 #[derive(Debug, thiserror::Error)]
@@ -76,103 +69,6 @@ impl PluginLoadError {
             | Self::Loader { name, .. } => Some(name),
             Self::Runtime(_) => None,
         }
-    }
-}
-
-/// One loaded version with the table it was loaded from.
-#[derive(Debug)]
-pub struct Active {
-    pub config: PluginConfig,
-    pub plugin: Plugin,
-}
-
-/// A version that failed to load, for `/status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadFailure {
-    /// When the attempt failed.
-    pub at: SystemTime,
-    /// Why (the message also logged).
-    pub error: String,
-}
-
-/// A configured plugin's stable handle; see the module docs.
-#[derive(Debug)]
-pub struct PluginSlot {
-    name: Arc<str>,
-    active: ArcSwap<Active>,
-    last_failure: Mutex<Option<LoadFailure>>,
-    failures: AtomicU64,
-    reloads: AtomicU64,
-    samples: SampleLog,
-    /// The proxy-wide bound on inline calls, shared by every slot of the registry.
-    gate: Arc<InlineGate>,
-}
-
-impl PluginSlot {
-    fn new(name: &str, active: Active, gate: Arc<InlineGate>) -> Self {
-        Self {
-            name: name.into(),
-            active: ArcSwap::from_pointee(active),
-            last_failure: Mutex::new(None),
-            failures: AtomicU64::new(0),
-            reloads: AtomicU64::new(0),
-            samples: SampleLog::default(),
-            gate,
-        }
-    }
-
-    /// Recent decisions of this plugin (routing plugins only), across versions.
-    pub fn samples(&self) -> &SampleLog {
-        &self.samples
-    }
-
-    /// How many new versions were swapped in since the proxy started.
-    pub fn reloads(&self) -> u64 {
-        self.reloads.load(Ordering::Relaxed)
-    }
-
-    fn swap_in(&self, active: Active) {
-        self.active.store(Arc::new(active));
-        self.reloads.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The operator's name for it.
-    pub fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
-    /// The latest version that failed to load (file change or config reload), if
-    /// any did since the proxy started; the running version stayed.
-    pub fn last_failure(&self) -> Option<LoadFailure> {
-        self.last_failure.lock().clone()
-    }
-
-    /// How many versions failed to load since the proxy started.
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
-    fn record_failure(&self, error: &PluginLoadError) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        *self.last_failure.lock() = Some(LoadFailure {
-            at: SystemTime::now(),
-            error: error.to_string(),
-        });
-    }
-
-    /// The bound on plugin calls running inline at once (see [`InlineGate`]).
-    pub fn inline_gate(&self) -> &InlineGate {
-        &self.gate
-    }
-
-    /// The version to use for the next call.
-    pub fn current(&self) -> arc_swap::Guard<Arc<Active>> {
-        self.active.load()
-    }
-
-    /// The version to hand to a blocking task.
-    pub fn current_full(&self) -> Arc<Active> {
-        self.active.load_full()
     }
 }
 
@@ -312,10 +208,10 @@ impl PluginRegistry {
             }
             match self.load(config).await {
                 Ok(active) => {
-                    info!(plugin = %slot.name, from = %short(slot.current().plugin.digest()),
+                    info!(plugin = %slot.name(), from = %short(slot.current().plugin.digest()),
                         to = %short(active.plugin.digest()), "plugin file changed: new version swapped in");
                     slot.swap_in(active);
-                    swapped.push(slot.name.to_string());
+                    swapped.push(slot.name().to_string());
                 }
                 Err(e) => {
                     slot.record_failure(&e);
@@ -366,12 +262,11 @@ impl PluginRegistry {
                 name,
                 detail: join.to_string(),
             }),
-            Ok(Ok(result)) => result.map_err(|source| {
-                warn!(plugin = %name, error = %source, "plugin failed to load");
-                match table.locate_error(&source) {
-                    Some(located) => PluginLoadError::Config { name, located },
-                    None => PluginLoadError::Load { name, source },
-                }
+            // Not logged here: whoever asked for the load reports the failure once,
+            // with what it keeps running.
+            Ok(Ok(result)) => result.map_err(|source| match table.locate_error(&source) {
+                Some(located) => PluginLoadError::Config { name, located },
+                None => PluginLoadError::Load { name, source },
             }),
         }
     }

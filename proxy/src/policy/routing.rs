@@ -2,19 +2,19 @@
 //! shadow evaluation of a candidate policy that is never obeyed.
 
 use std::cell::RefCell;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::StatusCode;
-use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info};
 
-use super::samples::{Observed, SampleKind, deciding_headers};
-use super::{PluginSlot, Recourse, recourse};
-use crate::plugin::{PluginError, RouteCandidate, RouteDecision, RouteRequest};
-use crate::upstream::Pool;
+use crate::balance::PickContext;
+use crate::plugin::samples::{Observed, SampleKind, deciding_headers};
+use crate::plugin::{
+    PluginError, PluginSlot, Recourse, RouteCandidate, RouteDecision, RouteRequest, recourse,
+};
+use crate::upstream::{Pool, Shadow};
 
 /// Where a request goes, as decided by the pool's policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,40 +31,47 @@ pub enum Selection {
     Exhausted,
 }
 
-/// A routing plugin run beside the live policy, whose agreement is counted.
-#[derive(Debug)]
-pub struct Shadow {
-    pub slot: Arc<PluginSlot>,
-    pub agree: Counter,
-    pub disagree: Counter,
-    /// Clock milliseconds of the last disagreement logged, to sample the log.
-    last_logged_ms: AtomicU64,
-}
-
-impl Shadow {
-    /// A shadow with its two pre-resolved counters.
-    pub fn new(slot: Arc<PluginSlot>, agree: Counter, disagree: Counter) -> Self {
-        Self {
-            slot,
-            agree,
-            disagree,
-            last_logged_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-/// Disagreements are logged at most this often per pool.
-const DISAGREEMENT_LOG_INTERVAL_MS: u64 = 1000;
-
 thread_local! {
     /// Reused per worker thread so a routing call allocates nothing.
     static CANDIDATES: RefCell<Vec<RouteCandidate>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The select step: where a request goes. The pool's routing plugin decides when it
+/// has one (with the native balancer as its fallback), else the native balancer
+/// alone; a shadow plugin is run beside either. A usable backend named by the
+/// request's sticky cookie (`ctx.pinned`) comes before both. `request` is only read
+/// by plugins; `exclude` rejects backend indexes (those this request already tried).
+pub fn select(
+    pool: &Pool,
+    ctx: &PickContext,
+    request: Option<&RouteRequest<'_>>,
+    exclude: impl Fn(usize) -> bool,
+) -> Selection {
+    let native = || pool.pick(ctx, &exclude);
+    if let Some(pinned) = ctx.pinned.filter(|&i| {
+        !exclude(i)
+            && pool
+                .backends
+                .get(i)
+                .is_some_and(|b| b.state.is_usable(ctx.now_ms))
+    }) {
+        return Selection::Backend(pinned);
+    }
+    match request {
+        Some(request) if pool.policies.routes() => {
+            let now = ctx.now_ms;
+            let panic = pool.in_panic_mode(now);
+            let admits = |i: usize| !exclude(i) && pool.selectable(i, now, panic);
+            with_plugins(pool, request, now, &admits, &native)
+        }
+        _ => native().map_or(Selection::Exhausted, Selection::Backend),
+    }
+}
+
 /// Chooses with the pool's routing plugin (and runs its shadow), falling back to
 /// `native` as the plugin's `on_error` and quarantine say. `admits` says which
 /// backend indexes may take the request now.
-pub fn select(
+fn with_plugins(
     pool: &Pool,
     request: &RouteRequest<'_>,
     now_ms: u64,
@@ -128,7 +135,7 @@ fn fill_candidates(
             index: i as u32,
             weight: s.effective_weight(slow_start, now_ms).ceil() as u32,
             in_flight: s.in_flight.load(Ordering::Relaxed),
-            latency_ewma_us: s.latency_ewma_us.load(Ordering::Relaxed),
+            latency_ewma_us: s.latency_ewma_us(now_ms),
             error_rate_permille,
             healthy: true,
         });
@@ -281,13 +288,7 @@ fn compare(
     let Some(proposed) = proposed.filter(|_| disagrees) else {
         return;
     };
-    let last = shadow.last_logged_ms.load(Ordering::Relaxed);
-    if now_ms >= last + DISAGREEMENT_LOG_INTERVAL_MS
-        && shadow
-            .last_logged_ms
-            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if shadow.log_due(now_ms) {
         let headers = deciding(pool, shadow, request);
         info!(pool = %pool.name, shadow = %shadow.slot.name(), method = request.method,
             path = request.path, client_ip = %request.client_ip, headers = %headers,

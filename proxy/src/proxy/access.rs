@@ -16,9 +16,17 @@ pub struct AccessRecord<'a> {
     pub path: &'a str,
     /// The route's name, `-` when none matched.
     pub route: &'a str,
-    /// The backend's `ip:port`, `-` when none was tried.
+    /// The `ip:port` of the backend that answered or was tried last, `-` when none was.
     pub backend: &'a str,
+    /// That backend's name, when it has one.
+    pub backend_name: Option<&'a str>,
     pub status: u16,
+    /// Why the proxy answered with an error itself (`refused`, `timeout`, ...).
+    pub failure: Option<&'a str>,
+    /// How many backends were tried, when more than one.
+    pub tries: Option<u32>,
+    /// Every try that failed and why (`127.0.0.1:9003 (charlie): 500`).
+    pub failed_tries: Option<&'a str>,
     pub elapsed: Duration,
     /// `complete`, `upstream-aborted` or `client-aborted`.
     pub outcome: &'static str,
@@ -35,9 +43,13 @@ impl AccessRecord<'_> {
             path = self.path,
             route = self.route,
             backend = self.backend,
+            backend_name = self.backend_name,
             status = self.status,
+            failure = self.failure,
+            tries = self.tries,
+            failed_tries = self.failed_tries,
             // Whole microseconds: three decimals at most, and cheap to print.
-            duration_ms = self.elapsed.as_micros() as f64 / 1000.0,
+            duration_ms = crate::clock::millis(self.elapsed),
             outcome = self.outcome,
         );
     }

@@ -17,9 +17,11 @@ use std::sync::atomic::Ordering;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::outcome::{self, Outcome};
+use super::failure::Failure;
+use super::outcome;
 use crate::breaker::{Rejected, Transition, Trial};
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::router::Route;
 use crate::upstream::{Backend, Pool};
 
@@ -30,6 +32,12 @@ pub struct Attempt {
     current: Option<Try>,
     retry: Option<RetryToken>,
     tries: u32,
+    /// The backend of the latest try once that try has ended, so the access log
+    /// names the backend a failed request last tried.
+    last: Option<Backend>,
+    /// The tries that failed, in order, and why (empty, without an allocation,
+    /// while none has).
+    failures: Vec<(Backend, Failure)>,
 }
 
 /// How the current try stands.
@@ -90,6 +98,8 @@ impl Attempt {
             current: None,
             retry: None,
             tries: 0,
+            last: None,
+            failures: Vec::new(),
         }
     }
 
@@ -186,7 +196,30 @@ impl Attempt {
 
     /// Ends the current try (after a failure, before looking for another backend).
     pub fn end_try(&mut self) {
-        self.current = None;
+        if let Some(ended) = self.current.take() {
+            self.last = Some(ended.backend.clone());
+        }
+    }
+
+    /// Notes why the current try failed, for the access log.
+    pub fn failed(&mut self, failure: Failure) {
+        if let Some(current) = &self.current {
+            self.failures.push((current.backend.clone(), failure));
+        }
+    }
+
+    /// The tries that failed, in order, and why.
+    pub fn failures(&self) -> &[(Backend, Failure)] {
+        &self.failures
+    }
+
+    /// The backend the request is on, or the one it last tried: what the access log
+    /// names.
+    pub fn last_backend(&self) -> Option<&Backend> {
+        self.current
+            .as_ref()
+            .map(|t| &t.backend)
+            .or(self.last.as_ref())
     }
 
     /// Takes one retry from `pool`'s budget for the next try; `false` when the
@@ -247,7 +280,7 @@ mod tests {
     use super::*;
     use crate::breaker::BreakerState;
     use crate::config::Config;
-    use crate::policy::PoolPolicies;
+    use crate::upstream::PoolPolicies;
 
     fn pool(breaker: &str) -> Arc<Pool> {
         let text = format!(

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
-use crate::upstream::client::BoxError;
+use crate::error::{BoxError, ClientBodyError};
 use crate::upstream::{ResponseBody, UpstreamBody};
 
 /// What a client's request body may do, from `[limits]` and the pool's retry policy.
@@ -32,49 +32,7 @@ pub struct BodyLimits {
     pub buffer: u64,
 }
 
-/// Why a client's request body could not be read. Always the client's fault: the
-/// client gets a 4xx and nothing counts against a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ClientBodyError {
-    /// The framing broke (chunk-size line, line endings, extensions, trailers).
-    #[error("the request body is malformed")]
-    Malformed,
-    /// Over `limits.max_body_bytes`.
-    #[error("the request body is larger than the limit")]
-    TooLarge,
-    /// Nothing arrived for `limits.body_idle_timeout`.
-    #[error("the client sent no body bytes within the body idle timeout")]
-    Idle,
-    /// The whole body took longer than `limits.body_timeout`.
-    #[error("the request body took longer than the body timeout")]
-    Slow,
-    /// The connection closed or was reset before the body ended.
-    #[error("the client went away before the end of the request body")]
-    Aborted,
-}
-
 impl ClientBodyError {
-    /// The status the client gets.
-    pub fn status(self) -> http::StatusCode {
-        use http::StatusCode;
-        match self {
-            ClientBodyError::Malformed | ClientBodyError::Aborted => StatusCode::BAD_REQUEST,
-            ClientBodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ClientBodyError::Idle | ClientBodyError::Slow => StatusCode::REQUEST_TIMEOUT,
-        }
-    }
-
-    /// The `reason` label of `switchyard_client_errors_total`.
-    pub fn reason(self) -> &'static str {
-        match self {
-            ClientBodyError::Malformed => "body_malformed",
-            ClientBodyError::TooLarge => "body_too_large",
-            ClientBodyError::Idle => "body_idle_timeout",
-            ClientBodyError::Slow => "body_timeout",
-            ClientBodyError::Aborted => "client_aborted",
-        }
-    }
-
     fn code(self) -> u8 {
         match self {
             ClientBodyError::Malformed => 1,

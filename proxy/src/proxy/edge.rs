@@ -9,78 +9,15 @@
 
 use std::borrow::Cow;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Version, header};
 
 use crate::config::Limits;
-use crate::path::{self, PathError};
+use crate::error::EdgeError;
+use crate::path;
 use crate::router::Router;
 
 /// The `HTTP2-Settings` header of an h2c upgrade (RFC 7540 §3.2.1).
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
-
-/// Why the edge refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum EdgeError {
-    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
-    #[error("HTTP/1.1 request without a Host header")]
-    MissingHost,
-    /// More than one `Host` field.
-    #[error("more than one Host header")]
-    MultipleHost,
-    /// A `Host` (or absolute-form authority) that is not `host[:port]`.
-    #[error("invalid Host header or request authority")]
-    InvalidHost,
-    /// `chunked` applied more than once, or other list syntax the proxy will not guess at.
-    #[error("Transfer-Encoding must be exactly `chunked`")]
-    TransferEncoding,
-    /// A transfer coding other than `chunked` (RFC 9112 §6.1: 501).
-    #[error("unsupported transfer coding")]
-    UnknownCoding,
-    /// The request target is longer than `limits.max_uri_bytes`.
-    #[error("request target too long")]
-    UriTooLong,
-    /// A path with a broken percent-encoding, or not starting with `/`.
-    #[error("{0}")]
-    Path(PathError),
-    /// The declared body is over `limits.max_body_bytes`.
-    #[error("request body larger than the limit")]
-    BodyTooLarge,
-    /// CONNECT: a reverse proxy does not open tunnels to arbitrary addresses.
-    #[error("CONNECT is not supported")]
-    Connect,
-}
-
-impl EdgeError {
-    /// The status the client gets.
-    pub fn status(self) -> StatusCode {
-        match self {
-            EdgeError::MissingHost
-            | EdgeError::MultipleHost
-            | EdgeError::InvalidHost
-            | EdgeError::TransferEncoding
-            | EdgeError::Path(_) => StatusCode::BAD_REQUEST,
-            EdgeError::UnknownCoding => StatusCode::NOT_IMPLEMENTED,
-            EdgeError::UriTooLong => StatusCode::URI_TOO_LONG,
-            EdgeError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            EdgeError::Connect => StatusCode::METHOD_NOT_ALLOWED,
-        }
-    }
-
-    /// The `reason` label of `switchyard_client_errors_total`.
-    pub fn reason(self) -> &'static str {
-        match self {
-            EdgeError::MissingHost => "missing_host",
-            EdgeError::MultipleHost => "multiple_host",
-            EdgeError::InvalidHost => "invalid_host",
-            EdgeError::TransferEncoding => "transfer_encoding",
-            EdgeError::UnknownCoding => "unknown_transfer_coding",
-            EdgeError::UriTooLong => "uri_too_long",
-            EdgeError::Path(_) => "invalid_path",
-            EdgeError::BodyTooLarge => "body_too_large",
-            EdgeError::Connect => "connect_method",
-        }
-    }
-}
 
 /// What the edge learned about an accepted request.
 #[derive(Debug)]
@@ -273,6 +210,7 @@ pub fn filter_upgrade(headers: &mut HeaderMap, router: Option<&Router>) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::path::PathError;
 
     fn req(version: Version, target: &str, headers: &[(&str, &str)]) -> Request<()> {
         let mut b = Request::builder().version(version).uri(target);

@@ -1,8 +1,9 @@
 //! Sending one request to a pool, as named steps around the request's [`Attempt`]
-//! guard: **pick** a backend, **admit** it (breaker, in-flight), **send**, **judge**
-//! the answer, and on a retryable failure **retry** on another backend within the
-//! retry policy and budget; fail over to the backup pool when the pool has no usable
-//! backend left.
+//! guard: **pick** a backend (failing over to the backup pool when the pool has no
+//! usable backend left), **admit** it (breaker, in-flight), **send**, **judge** the
+//! answer, the **retry decision** (policy, replayable body, budget) and the **retry**
+//! on another backend. [`forward`] is the loop; each step is a method of [`Steps`],
+//! tested on its own in `forward/tests.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,18 +14,21 @@ use http::{Method, Request, Response, StatusCode, Uri, header};
 use tracing::debug;
 
 use super::attempt::Attempt;
-use super::body::{BodyWatch, ClientBodyError, RequestBody};
-use super::outcome::{self, Outcome};
+use super::body::{BodyWatch, RequestBody};
+use super::failure::Failure;
 use crate::balance::{PickContext, request_key_hash};
 use crate::clock;
 use crate::config::RetryConfig;
-use crate::error::ProxyError;
+use crate::error::{BoxError, ClientBodyError, ProxyError};
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::plugin::RouteRequest;
-use crate::policy::routing::Selection;
+use crate::policy::routing::{self, Selection};
+use crate::rollout::Observation;
 use crate::state::Snapshot;
 use crate::upstream::{
-    Backend, ClientError, Pool, ResponseBody, UpstreamClient, capture_connection,
+    Backend, ClientError, Pool, ResponseBody, UpstreamBody, UpstreamClient, capture_connection,
+    log_transition,
 };
 
 /// `HTTP/1.1 200 OK\r\n` and the final `\r\n`, as counted against the head limit.
@@ -105,13 +109,17 @@ enum Judged {
     Answer(Response<ResponseBody>),
     /// A 5xx answer: relayed unless it is retried.
     ServerError(Response<ResponseBody>),
-    /// The backend failed (connect, reset, timeout, an invalid answer).
-    Failed(Outcome, ProxyError),
+    /// The backend failed (connect, reset, timeout, an invalid answer), for this reason.
+    Failed(Outcome, Failure, ProxyError),
     /// The client's body broke, stalled or was too large: not the backend's doing.
     ClientFault(ClientBodyError),
 }
 
-/// Runs the attempt loop for one request; `attempt` holds everything it takes.
+/// Runs one request through its pool: pick a backend, admit it, send, judge the
+/// answer, and retry on another backend (or fail over to the backup pool) until an
+/// answer can be relayed or nothing is left to try. `attempt` holds everything the
+/// request takes, so every way out (a return, an error, or this future dropped
+/// because the client went away) gives it back.
 pub async fn forward(
     client: &UpstreamClient,
     metrics: &Metrics,
@@ -121,139 +129,286 @@ pub async fn forward(
     target: &Target<'_>,
     body: &RequestBody,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let retry = first_pool.config.retry.clone();
-    let idempotent = is_idempotent(&target.parts.method);
-    let max_tries = if target.single_attempt {
-        1
-    } else {
-        1 + retry.attempts
+    let steps = Steps {
+        client,
+        metrics,
+        snapshot,
+        target,
+        body,
+        rules: RetryRules::new(&first_pool.config.retry, target),
     };
     first_pool.deposit_retry_budget();
-
-    let mut pool = first_pool;
-    attempt.enter(&pool);
-    let mut on_backup = false;
-    let mut tried = Tried::default();
-    let mut last_error: Option<ProxyError> = None;
-
+    attempt.enter(&first_pool);
+    let mut search = Search::new(first_pool);
     loop {
         let now = clock::now_ms();
-        // Pick.
-        let Some(index) = pick(&pool, target, &tried, now)? else {
-            if !on_backup && let Some(backup) = usable_backup(&pool, snapshot, now) {
-                debug!(pool = %pool.name, backup = %backup.name, "failing over to backup pool");
-                metrics.failover(&pool.name);
-                pool = backup;
-                attempt.enter(&pool);
-                on_backup = true;
-                tried.clear();
-                continue;
-            }
-            if last_error.is_none() {
-                metrics.no_backend(&pool.name);
-                pool.traffic.observe(crate::rollout::Observation::Failed);
-            }
-            return Err(last_error.unwrap_or(ProxyError::NoBackend {
-                pool: Arc::clone(&pool.name),
-            }));
+        let Some(backend) = steps.pick(&mut search, attempt, now)? else {
+            continue; // Failed over: pick again in the backup pool.
         };
-        tried.insert(index);
-        let backend = pool.backends[index].clone();
-
-        // Admit.
-        match attempt.admit(&pool, &backend, now) {
-            Err(_rejected) => continue,
-            Ok(Some(transition)) => outcome::log_transition(&pool, &backend, transition, metrics),
-            Ok(None) => {}
+        if !steps.admit(attempt, &search.pool, &backend, now) {
+            continue;
         }
         let Some(attempt_body) = body.for_attempt() else {
             attempt.end_try();
-            return Err(last_error.unwrap_or(ProxyError::NoBackend {
-                pool: Arc::clone(&pool.name),
-            }));
+            return Err(search.give_up());
         };
-
-        // Send.
         let started = Instant::now();
-        let mut request = upstream_request(target, &backend, attempt_body);
-        let connection = capture_connection(&mut request);
-        let sent = send(
-            backend.client(client),
-            request,
-            retry.per_try_timeout,
-            body.watch(),
-        )
-        .await;
-
-        // Judge.
-        let judged = judge(sent, &backend, &retry, target, body.watch());
-        if let Judged::Failed(Outcome::BadResponse, _) = &judged
-            && let Some(connected) = connection.connection_metadata().as_ref()
-        {
-            // Its framing cannot be trusted: never reuse the connection.
-            connected.poison();
-        }
-        let (outcome, error) = match judged {
-            Judged::Answer(response) => {
-                attempt.settle(Outcome::Success(started.elapsed()), metrics);
-                return Ok(response);
+        let judged = steps.exchange(&backend, attempt_body).await;
+        match steps.decide(judged, started, attempt, &search.pool, &backend) {
+            Decision::Relay(response) => return Ok(response),
+            Decision::Fail(error) => return Err(error),
+            Decision::Retry(outcome, error) => {
+                steps.retry(&mut search, attempt, outcome, error).await;
             }
-            Judged::ClientFault(error) => {
-                attempt.client_fault();
-                return Err(ProxyError::ClientBody(error));
-            }
-            Judged::ServerError(response) => {
-                let status = response.status();
-                attempt.settle(Outcome::ServerError(status.as_u16()), metrics);
-                let retryable = retry.on.status(status.as_u16()) && idempotent;
-                if !(retryable
-                    && attempt.tries() < max_tries
-                    && body.can_replay()
-                    && attempt.take_retry(&pool))
-                {
-                    return Ok(response);
-                }
-                (
-                    Outcome::ServerError(status.as_u16()),
-                    ProxyError::Status {
-                        backend: Arc::clone(&backend.key),
-                        status,
-                    },
-                )
-            }
-            Judged::Failed(outcome, error) => {
-                attempt.settle(outcome, metrics);
-                debug!(pool = %pool.name, backend = %backend.key, error = %error, attempt = attempt.tries(), "attempt failed");
-                let allowed = match outcome {
-                    Outcome::ConnectFailed => retry.on.connect_failure,
-                    Outcome::Reset | Outcome::BadResponse => retry.on.reset && idempotent,
-                    Outcome::TimedOut => retry.on.timeout && idempotent,
-                    _ => false,
-                };
-                if !(allowed
-                    && attempt.tries() < max_tries
-                    && body.can_replay()
-                    && attempt.take_retry(&pool))
-                {
-                    return Err(error);
-                }
-                (outcome, error)
-            }
-        };
-
-        // Retry.
-        attempt.end_try();
-        last_error = Some(error);
-        metrics.retry(&pool.name);
-        if outcome != Outcome::ConnectFailed {
-            backoff(retry.backoff, attempt.tries()).await;
         }
     }
 }
 
-/// The pick step: a backend index not tried yet, `None` when the pool has none
-/// usable, or the routing plugin's own answer as an error.
-fn pick(
+/// What every step of one request reads: the client, the live snapshot (for a
+/// backup pool), the request and its body, and its retry rules.
+struct Steps<'a> {
+    client: &'a UpstreamClient,
+    metrics: &'a Metrics,
+    snapshot: &'a Snapshot,
+    target: &'a Target<'a>,
+    body: &'a RequestBody,
+    rules: RetryRules,
+}
+
+/// Where the search for an answering backend stands: the pool the request is on
+/// (its own, or the backup once it failed over), the backends tried there, and the
+/// error of the last failed try, returned if nothing else answers.
+struct Search {
+    pool: Arc<Pool>,
+    on_backup: bool,
+    tried: Tried,
+    last_error: Option<ProxyError>,
+}
+
+impl Search {
+    fn new(pool: Arc<Pool>) -> Self {
+        Self {
+            pool,
+            on_backup: false,
+            tried: Tried::default(),
+            last_error: None,
+        }
+    }
+
+    /// The error to return when nothing is left to try: the last try's, or that the
+    /// pool had no usable backend at all.
+    fn give_up(&mut self) -> ProxyError {
+        self.last_error.take().unwrap_or(ProxyError::NoBackend {
+            pool: Arc::clone(&self.pool.name),
+        })
+    }
+}
+
+/// What the pool's retry policy allows this request.
+#[derive(Debug, Clone)]
+struct RetryRules {
+    retry: RetryConfig,
+    /// Whether the method may be repeated (RFC 9110 §9.2.2).
+    idempotent: bool,
+    /// The first try and its retries; upgrade requests get exactly one.
+    max_tries: u32,
+}
+
+impl RetryRules {
+    fn new(retry: &RetryConfig, target: &Target<'_>) -> Self {
+        Self {
+            retry: retry.clone(),
+            idempotent: is_idempotent(&target.parts.method),
+            max_tries: if target.single_attempt {
+                1
+            } else {
+                1 + retry.attempts
+            },
+        }
+    }
+
+    /// Whether a try that ended in `outcome`, the `tries`th, may be retried as far as
+    /// the policy goes; the body must still be replayable and the pool's budget must
+    /// grant the retry.
+    fn allow(&self, outcome: Outcome, tries: u32) -> bool {
+        let on = &self.retry.on;
+        let by_outcome = match outcome {
+            Outcome::ServerError(status) => on.status(status) && self.idempotent,
+            Outcome::ConnectFailed => on.connect_failure,
+            Outcome::Reset | Outcome::BadResponse => on.reset && self.idempotent,
+            Outcome::TimedOut => on.timeout && self.idempotent,
+            Outcome::Success(_) | Outcome::BodyFailed => false,
+        };
+        by_outcome && tries < self.max_tries
+    }
+}
+
+/// What the retry decision made of a judged try.
+enum Decision {
+    /// Relay this answer (a success, or a 5xx that is not retried).
+    Relay(Response<ResponseBody>),
+    /// Answer the client with this error.
+    Fail(ProxyError),
+    /// Try another backend; the try ended with this outcome and error.
+    Retry(Outcome, ProxyError),
+}
+
+impl Steps<'_> {
+    /// The pick step: the next backend of the current pool the request has not tried
+    /// (the routing plugin's choice, or the native balancer's). With nothing usable
+    /// left, the request fails over to the pool's backup once (`Ok(None)`: pick again
+    /// there), else the search gives up. A routing plugin that answers or refuses the
+    /// request itself ends it here too.
+    fn pick(
+        &self,
+        search: &mut Search,
+        attempt: &mut Attempt,
+        now_ms: u64,
+    ) -> Result<Option<Backend>, ProxyError> {
+        if let Some(index) = select(&search.pool, self.target, &search.tried, now_ms)? {
+            search.tried.insert(index);
+            return Ok(Some(search.pool.backends[index].clone()));
+        }
+        let backup = match search.on_backup {
+            false => usable_backup(&search.pool, self.snapshot, now_ms),
+            true => None,
+        };
+        let Some(backup) = backup else {
+            if search.last_error.is_none() {
+                self.metrics.no_backend(&search.pool.name);
+                search.pool.traffic.observe(Observation::Failed);
+            }
+            return Err(search.give_up());
+        };
+        debug!(pool = %search.pool.name, backup = %backup.name, "failing over to backup pool");
+        self.metrics.failover(&search.pool.name);
+        attempt.enter(&backup);
+        search.pool = backup;
+        search.on_backup = true;
+        search.tried.clear();
+        Ok(None)
+    }
+
+    /// The admit step: the backend's breaker lets the request in (taking a half-open
+    /// trial when it needs one) and the backend counts it in flight. `false`: refused,
+    /// pick again.
+    fn admit(
+        &self,
+        attempt: &mut Attempt,
+        pool: &Arc<Pool>,
+        backend: &Backend,
+        now_ms: u64,
+    ) -> bool {
+        match attempt.admit(pool, backend, now_ms) {
+            Err(_rejected) => false,
+            Ok(transition) => {
+                if let Some(transition) = transition {
+                    log_transition(pool, backend, transition, self.metrics);
+                }
+                true
+            }
+        }
+    }
+
+    /// The send and judge steps of one try: the request goes out with its per-try
+    /// timeout, and what comes back is judged. A connection whose answer broke the
+    /// framing is never reused.
+    async fn exchange(&self, backend: &Backend, body: UpstreamBody) -> Judged {
+        let retry = &self.rules.retry;
+        let watch = self.body.watch();
+        let mut request = upstream_request(self.target, backend, body);
+        let connection = capture_connection(&mut request);
+        let sent = send(
+            backend.client(self.client),
+            request,
+            retry.per_try_timeout,
+            watch,
+        )
+        .await;
+        let judged = judge(sent, backend, retry, self.target, watch);
+        if let Judged::Failed(Outcome::BadResponse, _, _) = &judged
+            && let Some(connected) = connection.connection_metadata().as_ref()
+        {
+            connected.poison();
+        }
+        judged
+    }
+
+    /// The retry decision: the try's outcome is settled (counters, breaker, rollout
+    /// guard), then the answer is relayed, the error returned, or the request goes
+    /// round again.
+    fn decide(
+        &self,
+        judged: Judged,
+        started: Instant,
+        attempt: &mut Attempt,
+        pool: &Arc<Pool>,
+        backend: &Backend,
+    ) -> Decision {
+        match judged {
+            Judged::Answer(response) => {
+                attempt.settle(Outcome::Success(started.elapsed()), self.metrics);
+                Decision::Relay(response)
+            }
+            Judged::ClientFault(error) => {
+                attempt.client_fault();
+                Decision::Fail(ProxyError::ClientBody(error))
+            }
+            Judged::ServerError(response) => {
+                let status = response.status();
+                let outcome = Outcome::ServerError(status.as_u16());
+                attempt.settle(outcome, self.metrics);
+                if !self.may_retry(outcome, attempt, pool) {
+                    return Decision::Relay(response);
+                }
+                attempt.failed(Failure::Status(status.as_u16()));
+                let backend = Arc::clone(&backend.key);
+                Decision::Retry(outcome, ProxyError::Status { backend, status })
+            }
+            Judged::Failed(outcome, failure, error) => {
+                attempt.settle(outcome, self.metrics);
+                attempt.failed(failure);
+                debug!(pool = %pool.name, backend = %backend.key, error = %error, attempt = attempt.tries(), "attempt failed");
+                if !self.may_retry(outcome, attempt, pool) {
+                    return Decision::Fail(error);
+                }
+                Decision::Retry(outcome, error)
+            }
+        }
+    }
+
+    /// Whether the request goes round again after a try that ended in `outcome`: the
+    /// policy allows it, the body can be sent again, and the pool's budget grants a
+    /// retry (taken from it here, given back if the request ends before using it).
+    fn may_retry(&self, outcome: Outcome, attempt: &mut Attempt, pool: &Arc<Pool>) -> bool {
+        self.rules.allow(outcome, attempt.tries())
+            && self.body.can_replay()
+            && attempt.take_retry(pool)
+    }
+
+    /// The retry step: the failed try ends (its in-flight count and trial go back),
+    /// its error is kept in case nothing else answers, and the next try waits out the
+    /// backoff, unless the backend refused the connection (nothing reached it).
+    async fn retry(
+        &self,
+        search: &mut Search,
+        attempt: &mut Attempt,
+        outcome: Outcome,
+        error: ProxyError,
+    ) {
+        attempt.end_try();
+        search.last_error = Some(error);
+        self.metrics.retry(&search.pool.name);
+        if outcome != Outcome::ConnectFailed {
+            backoff(self.rules.retry.backoff, attempt.tries()).await;
+        }
+    }
+}
+
+/// Asks the pool's select step (routing plugin or native balancer) for a backend
+/// index not tried yet: `None` when the pool has none usable, the routing plugin's
+/// own answer as an error.
+fn select(
     pool: &Pool,
     target: &Target<'_>,
     tried: &Tried,
@@ -263,9 +418,13 @@ fn pick(
         hash: request_hash(pool, target),
         now_ms,
         slow_start: pool.config.failover.slow_start,
+        pinned: pool
+            .sticky
+            .as_ref()
+            .and_then(|s| s.pinned(&target.parts.headers)),
     };
     let view = pool.policies.routes().then(|| route_request(target));
-    match pool.select(&ctx, view.as_ref(), |i| tried.contains(i)) {
+    match routing::select(pool, &ctx, view.as_ref(), |i| tried.contains(i)) {
         Selection::Backend(index) => Ok(Some(index)),
         Selection::Exhausted => Ok(None),
         Selection::Respond { status, body } => Err(ProxyError::PolicyResponse { status, body }),
@@ -339,6 +498,7 @@ fn judge(
             {
                 return Judged::Failed(
                     Outcome::BadResponse,
+                    Failure::BadResponse,
                     ProxyError::BadResponse {
                         backend: Arc::clone(&backend.key),
                         reason,
@@ -357,22 +517,31 @@ fn judge(
             }
             let source = root_cause(&error);
             let backend = Arc::clone(&backend.key);
+            let invalid = is_invalid_answer(&error);
+            let failure = Failure::of_send(&error, invalid);
             if error.is_connect() {
                 Judged::Failed(
                     Outcome::ConnectFailed,
+                    failure,
                     ProxyError::Connect { backend, source },
                 )
-            } else if is_invalid_answer(&error) {
+            } else if invalid {
                 Judged::Failed(
                     Outcome::BadResponse,
+                    failure,
                     ProxyError::Upstream { backend, source },
                 )
             } else {
-                Judged::Failed(Outcome::Reset, ProxyError::Upstream { backend, source })
+                Judged::Failed(
+                    Outcome::Reset,
+                    failure,
+                    ProxyError::Upstream { backend, source },
+                )
             }
         }
         Sent::TimedOut => Judged::Failed(
             Outcome::TimedOut,
+            Failure::Timeout,
             ProxyError::Timeout {
                 backend: Arc::clone(&backend.key),
                 timeout: retry.per_try_timeout,
@@ -481,10 +650,13 @@ fn upstream_request(
 }
 
 /// The innermost error, which names what actually happened (refused, reset, ...).
-fn root_cause(err: &ClientError) -> crate::upstream::client::BoxError {
+fn root_cause(err: &ClientError) -> BoxError {
     let mut cause: &dyn std::error::Error = err;
     while let Some(next) = cause.source() {
         cause = next;
     }
     cause.to_string().into()
 }
+
+#[cfg(test)]
+mod tests;

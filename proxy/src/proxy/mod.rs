@@ -5,40 +5,37 @@
 mod access;
 mod attempt;
 mod body;
+mod completion;
 mod edge;
+mod failure;
 mod forward;
 mod headers;
 pub mod outcome;
 mod upgrade;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tracing::info;
 
 pub use access::AccessRecord;
 pub use attempt::Attempt;
-pub use body::{
-    BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, ClientBodyError, RequestBody,
-    TrackedBody,
-};
-pub use edge::EdgeError;
+pub use body::{BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, RequestBody, TrackedBody};
+pub use completion::Completion;
+pub use failure::Failure;
 pub use headers::{REQUEST_ID, ensure_request_id, is_upgrade, set_forwarded, strip_hop_by_hop};
 pub use upgrade::Tunnels;
 
 use crate::clock;
+use crate::conn::ConnInfo;
 use crate::error::{ProxyBody, ProxyError};
 use crate::metrics::Metrics;
 use crate::rollout::Observation;
 use crate::router::Route;
-use crate::server::{ConnActivity, ConnPermit};
 use crate::state::Snapshot;
 use crate::traffic::RouteTarget;
 use crate::upstream::{Pool, UpstreamClient};
@@ -53,19 +50,7 @@ pub struct Proxy {
     /// Upgraded connections, so shutdown can wait for them and then close them.
     pub tunnels: Tunnels,
     /// Open connections per client address, for `limits.max_connections_per_ip`.
-    pub clients: Arc<crate::server::PerClient>,
-}
-
-/// What the pipeline knows about the client connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub listener: Arc<str>,
-    pub client: SocketAddr,
-    pub tls: bool,
-    pub activity: Arc<ConnActivity>,
-    /// The connection's place under the connection caps; an upgraded connection
-    /// keeps it for as long as its tunnel lives.
-    pub permit: Arc<ConnPermit>,
+    pub clients: Arc<crate::conn::PerClient>,
 }
 
 impl Proxy {
@@ -79,7 +64,7 @@ impl Proxy {
         self.metrics.in_flight().inc();
         let request_id = ensure_request_id(request.headers_mut());
         let snapshot = self.snapshot.load_full();
-        let mut done = Completion::new(self, conn, &request, request_id);
+        let mut done = Completion::new(&self.metrics, self.access_log, conn, &request, request_id);
 
         // Edge rules: nothing below runs for a request that breaks them.
         let limits = &snapshot.config.limits;
@@ -103,12 +88,14 @@ impl Proxy {
         // Route, then the pool (a split may spill to its other side).
         let router = snapshot.router(&conn.listener);
         let Some(route) = router.and_then(|r| r.route(host, path)).cloned() else {
+            done.failure = Some("no-route".into());
             return done.local(ProxyError::NoRoute.response());
         };
         done.route = Some(Arc::clone(&route));
         done.attempt.route(&route);
         let Some(pool) = choose_pool(&snapshot, &route, request.headers(), &self.metrics) else {
             let pool = Arc::clone(route.target.choose(request.headers()));
+            done.failure = Some("no-usable-backend".into());
             return done.local(ProxyError::NoBackend { pool }.response());
         };
 
@@ -161,10 +148,12 @@ impl Proxy {
             Err(e) if e.is_client_error() => return done.refuse(e),
             Err(e) => {
                 tracing::debug!(request_id = ?done.request_id, error = %e, "request failed");
+                done.failure = failure_of(&e, &done.attempt);
                 return done.local(e.response());
             }
         };
         done.status = response.status().as_u16();
+        set_sticky_cookie(&done.attempt, &parts.headers, response.headers_mut());
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
@@ -221,6 +210,52 @@ fn choose_pool(
     Some(Arc::clone(other))
 }
 
+/// Why the proxy answered a request with `error`, as the access log says it: the
+/// reason the last try failed when backends were tried, else what stopped the
+/// request before any was. `None` for the routing policy's own answers.
+fn failure_of(error: &ProxyError, attempt: &Attempt) -> Option<Cow<'static, str>> {
+    let last_try = || {
+        attempt
+            .failures()
+            .last()
+            .map(|(_, failure)| Cow::Owned(failure.to_string()))
+    };
+    match error {
+        ProxyError::NoBackend { .. } => Some("no-usable-backend".into()),
+        ProxyError::PolicyFailed { .. } => Some("routing-policy-failed".into()),
+        ProxyError::Connect { .. } => last_try().or(Some("connect-error".into())),
+        ProxyError::Upstream { .. } => last_try().or(Some("reset".into())),
+        ProxyError::Timeout { .. } => last_try().or(Some("timeout".into())),
+        ProxyError::BadResponse { .. } => last_try().or(Some("bad-response".into())),
+        ProxyError::Status { status, .. } => {
+            last_try().or_else(|| Some(Cow::Owned(status.as_u16().to_string())))
+        }
+        ProxyError::NoRoute => Some("no-route".into()),
+        ProxyError::PolicyResponse { .. }
+        | ProxyError::Rejected
+        | ProxyError::ClientBody(_)
+        | ProxyError::Edge(_) => None,
+    }
+}
+
+/// The answer step of a sticky pool: an answer from a backend other than the one the
+/// request's cookie named (or to a request without one) carries the cookie naming
+/// the backend that answered, so the client's next requests go there.
+fn set_sticky_cookie(attempt: &Attempt, request: &http::HeaderMap, answer: &mut http::HeaderMap) {
+    let Some((pool, backend)) = attempt.upstream() else {
+        return;
+    };
+    let Some(sticky) = &pool.sticky else {
+        return;
+    };
+    let Some(index) = pool.backends.iter().position(|b| b.key == backend.key) else {
+        return;
+    };
+    if let Some(cookie) = sticky.set_cookie_for(index, sticky.pinned(request)) {
+        answer.append(header::SET_COOKIE, cookie.clone());
+    }
+}
+
 /// What goes on the backend's request line: the normalised path (or, with
 /// `forward_path = "original"`, the client's own bytes) and the query untouched.
 fn forwarded_path(uri: &Uri, normalized: Option<&str>, route: &Route) -> PathAndQuery {
@@ -249,137 +284,4 @@ fn strip_port(authority: &str) -> &str {
         .rsplit_once(':')
         .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
         .map_or(authority, |(h, _)| h)
-}
-
-/// Everything to account for once a request is over: the request's [`Attempt`]
-/// guard (in-flight counts, trial, retry), metrics, breaker feedback for a body
-/// that failed midway, and the access-log line.
-pub struct Completion {
-    proxy: Arc<Proxy>,
-    conn: Arc<ConnActivity>,
-    route: Option<Arc<Route>>,
-    attempt: Attempt,
-    started: Instant,
-    status: u16,
-    request_id: HeaderValue,
-    method: Method,
-    uri: Uri,
-    version: Version,
-    /// The normalised path when it differs from the request's.
-    path: Option<String>,
-    client: SocketAddr,
-    finished: bool,
-}
-
-impl Completion {
-    fn new<B>(
-        proxy: &Arc<Proxy>,
-        conn: &ConnInfo,
-        request: &Request<B>,
-        request_id: HeaderValue,
-    ) -> Self {
-        Self {
-            proxy: Arc::clone(proxy),
-            conn: Arc::clone(&conn.activity),
-            route: None,
-            attempt: Attempt::new(),
-            started: Instant::now(),
-            status: 0,
-            request_id,
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
-            path: None,
-            client: conn.client,
-            finished: false,
-        }
-    }
-
-    /// Finishes a request the proxy answered itself.
-    fn local(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
-        self.status = response.status().as_u16();
-        let mut response = response;
-        response
-            .headers_mut()
-            .insert(REQUEST_ID.clone(), self.request_id.clone());
-        self.finish(BodyOutcome::Complete);
-        response
-    }
-
-    /// Refuses a request the client got wrong: its 4xx, a log line, the metric, and
-    /// (on HTTP/1) the connection closed after the answer.
-    fn refuse(self, error: ProxyError) -> Response<ProxyBody> {
-        let reason = match &error {
-            ProxyError::Edge(e) => e.reason(),
-            ProxyError::ClientBody(e) => e.reason(),
-            _ => "other",
-        };
-        self.proxy.metrics.client_error(reason);
-        if reason == "client_aborted" {
-            tracing::debug!(request_id = self.request_id.to_str().unwrap_or("-"),
-                client = %self.client, "the client went away during its request body");
-        } else {
-            info!(
-                request_id = self.request_id.to_str().unwrap_or("-"),
-                client = %self.client,
-                method = %self.method,
-                reason,
-                status = error.status().as_u16(),
-                error = %error,
-                "refused a request",
-            );
-        }
-        let mut response = error.response();
-        if self.version <= Version::HTTP_11 {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        self.local(response)
-    }
-}
-
-impl BodyEnd for Completion {
-    fn finish(&mut self, outcome: BodyOutcome) {
-        if std::mem::replace(&mut self.finished, true) {
-            return;
-        }
-        let elapsed = self.started.elapsed();
-        let metrics = &self.proxy.metrics;
-        match outcome {
-            BodyOutcome::UpstreamFailed => self.attempt.body_failed(metrics),
-            BodyOutcome::Abandoned => metrics.client_error("client_aborted"),
-            BodyOutcome::Complete => {}
-        }
-        metrics.in_flight().dec();
-        self.conn.request_finished();
-        if let Some(route) = &self.route {
-            route.metrics.observe(self.status, elapsed.as_secs_f64());
-        }
-        if self.proxy.access_log {
-            AccessRecord {
-                request_id: self.request_id.to_str().unwrap_or("-"),
-                client: self.client,
-                method: &self.method,
-                path: self.path.as_deref().unwrap_or(self.uri.path()),
-                route: self.route.as_ref().map_or("-", |r| &r.name),
-                backend: self.attempt.upstream().map_or("-", |(_, b)| &b.key),
-                status: self.status,
-                elapsed,
-                outcome: match outcome {
-                    BodyOutcome::Complete => "complete",
-                    BodyOutcome::UpstreamFailed => "upstream-aborted",
-                    BodyOutcome::Abandoned => "client-aborted",
-                },
-            }
-            .emit();
-        }
-        self.attempt.release();
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        self.finish(BodyOutcome::Abandoned);
-    }
 }

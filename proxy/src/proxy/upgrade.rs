@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::{BodyEnd, BodyOutcome, Completion};
+use super::body::{BodyEnd, BodyOutcome};
+use super::completion::Completion;
 use crate::clock;
-use crate::server::ConnPermit;
+use crate::conn::ConnPermit;
 
 /// The upgraded connections of a proxy: tracked, so shutdown can wait for them
 /// within its drain timeout, and closed together once it passes.

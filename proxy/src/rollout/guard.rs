@@ -66,7 +66,7 @@ fn side_json(s: &TrafficSample) -> Value {
 }
 
 fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    crate::clock::millis(d)
 }
 
 impl Guard {

@@ -7,10 +7,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{Rollout, RolloutState, step_target, tick};
+use crate::clock::Instant;
 use crate::rollout::TrafficSample;
 use crate::traffic::RouteTarget;
 
@@ -171,4 +171,222 @@ pub fn rolled_back(rollout: &Rollout, reason: &str) -> bool {
         warn!(route = %rollout.route, from = %rollout.from, %reason, "rollout rolled back: all traffic on the old pool");
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::clock;
+    use crate::rollout::{Guard, Observation, Plan, PoolTraffic};
+
+    /// What the walk did, in milliseconds of the clock since the rollout began.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Event {
+        Step { at_ms: u64, percent: u32 },
+        RolledBack { at_ms: u64, reason: String },
+        Completed { at_ms: u64 },
+    }
+
+    /// A route over two pools whose counters a traffic task feeds, split as the walk
+    /// last said; it records what the walk did and when.
+    struct Route {
+        start_ms: u64,
+        percent: AtomicU32,
+        blue: PoolTraffic,
+        green: PoolTraffic,
+        green_fails: AtomicBool,
+        events: Mutex<Vec<Event>>,
+    }
+
+    impl Route {
+        fn new() -> Arc<Route> {
+            Arc::new(Route {
+                start_ms: clock::now_ms(),
+                percent: AtomicU32::new(0),
+                blue: PoolTraffic::default(),
+                green: PoolTraffic::default(),
+                green_fails: AtomicBool::new(false),
+                events: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn at_ms(&self) -> u64 {
+            clock::now_ms() - self.start_ms
+        }
+
+        fn events(&self) -> Vec<Event> {
+            self.events.lock().clone()
+        }
+
+        /// Ten requests every 100 ms, spread evenly by the current step.
+        async fn serve(self: Arc<Self>) {
+            let mut sent = 0u32;
+            loop {
+                for _ in 0..10 {
+                    sent += 1;
+                    let percent = self.percent.load(Ordering::Relaxed);
+                    let on_green = (sent * percent) % 100 < percent;
+                    let answered = Observation::Answered(Duration::from_millis(2));
+                    if !on_green {
+                        self.blue.observe(answered);
+                    } else if self.green_fails.load(Ordering::Relaxed) {
+                        self.green.observe(Observation::Failed);
+                    } else {
+                        self.green.observe(answered);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    impl Driver for Arc<Route> {
+        fn set_step(
+            &self,
+            _: &Rollout,
+            _: usize,
+            percent: u32,
+            _: RouteTarget,
+        ) -> impl Future<Output = Result<bool, String>> + Send {
+            self.percent.store(percent, Ordering::Relaxed);
+            let at_ms = self.at_ms();
+            self.events.lock().push(Event::Step { at_ms, percent });
+            std::future::ready(Ok(true))
+        }
+
+        fn traffic(&self, pool: &str) -> Option<TrafficSample> {
+            Some(
+                if pool == "green" {
+                    &self.green
+                } else {
+                    &self.blue
+                }
+                .sample(),
+            )
+        }
+
+        fn roll_back(&self, rollout: &Rollout, reason: String) -> impl Future<Output = ()> + Send {
+            self.percent.store(0, Ordering::Relaxed);
+            let at_ms = self.at_ms();
+            rolled_back(rollout, &reason);
+            self.events.lock().push(Event::RolledBack { at_ms, reason });
+            std::future::ready(())
+        }
+
+        fn complete(&self, rollout: &Rollout) -> impl Future<Output = ()> + Send {
+            let at_ms = self.at_ms();
+            completed(rollout);
+            self.events.lock().push(Event::Completed { at_ms });
+            std::future::ready(())
+        }
+
+        fn stopped(&self, rollout: &Rollout) {
+            stopped_by_shutdown(rollout);
+        }
+    }
+
+    fn rollout(steps: &[u32], interval: Duration) -> Arc<Rollout> {
+        let plan = Plan {
+            to: "green".into(),
+            steps: steps.to_vec(),
+            interval,
+            sticky: None,
+            guard: Guard::default(),
+            force: false,
+        };
+        Arc::new(Rollout::running(
+            "app",
+            "blue".into(),
+            "blue".into(),
+            plan,
+            CancellationToken::new(),
+            0,
+            0,
+        ))
+    }
+
+    /// Each step is held exactly one interval; after the last the rollout completes.
+    /// Thirty seconds of rollout take milliseconds.
+    #[tokio::test(start_paused = true)]
+    async fn each_step_is_held_one_interval_then_the_rollout_completes() {
+        let route = Route::new();
+        let traffic = tokio::spawn(Arc::clone(&route).serve());
+        let r = rollout(&[10, 50, 100], Duration::from_secs(10));
+        run(Arc::clone(&route), Arc::clone(&r)).await;
+        traffic.abort();
+        assert_eq!(
+            route.events(),
+            vec![
+                Event::Step {
+                    at_ms: 0,
+                    percent: 10
+                },
+                Event::Step {
+                    at_ms: 10_000,
+                    percent: 50
+                },
+                Event::Step {
+                    at_ms: 20_000,
+                    percent: 100
+                },
+                Event::Completed { at_ms: 30_000 },
+            ]
+        );
+        assert_eq!(r.state(), RolloutState::Completed);
+    }
+
+    /// A guard broken in the middle of a step rolls back at the next judgement (a
+    /// fifth of the interval, at most a second), not at the end of the step.
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_guard_rolls_back_at_the_next_tick() {
+        let route = Route::new();
+        let traffic = tokio::spawn(Arc::clone(&route).serve());
+        let r = rollout(&[10, 50, 100], Duration::from_secs(10));
+        let walk = tokio::spawn(run(Arc::clone(&route), Arc::clone(&r)));
+        tokio::time::sleep(Duration::from_millis(15_500)).await;
+        route.green_fails.store(true, Ordering::Relaxed);
+        walk.await.unwrap();
+        traffic.abort();
+        let events = route.events();
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(
+            events[1],
+            Event::Step {
+                at_ms: 10_000,
+                percent: 50
+            }
+        );
+        let Event::RolledBack { at_ms, reason } = &events[2] else {
+            panic!("{events:?}");
+        };
+        assert_eq!(
+            *at_ms, 16_000,
+            "the first judgement after the failures began"
+        );
+        assert!(reason.starts_with("step 1 (50%): error rate"), "{reason}");
+        assert_eq!(r.state(), RolloutState::RolledBack);
+    }
+
+    /// A step that never sees `min_requests` on the new side is held three more
+    /// intervals, then rolled back: a rollout never advances on a step it could
+    /// not judge.
+    #[tokio::test(start_paused = true)]
+    async fn an_unjudged_step_is_extended_then_rolled_back() {
+        let route = Route::new();
+        let r = rollout(&[10, 100], Duration::from_secs(10));
+        run(Arc::clone(&route), Arc::clone(&r)).await;
+        let events = route.events();
+        assert_eq!(events.len(), 2, "{events:?}");
+        let Event::RolledBack { at_ms, reason } = &events[1] else {
+            panic!("{events:?}");
+        };
+        assert_eq!(*at_ms, 40_000);
+        assert!(reason.ends_with("after 4 intervals"), "{reason}");
+    }
 }

@@ -5,13 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds of the latency buckets, in microseconds (the last bucket is open).
-const BOUNDS_US: [u64; 23] = [
-    500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 50_000, 75_000,
-    100_000, 150_000, 200_000, 300_000, 500_000, 750_000, 1_000_000, 1_500_000, 2_000_000,
-    5_000_000, 10_000_000,
-];
-const BUCKETS: usize = BOUNDS_US.len() + 1;
+use crate::latency::{LatencyCounts, LatencyHistogram};
 
 /// What one attempt against a pool amounted to, as far as a rollout guard cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +24,7 @@ pub enum Observation {
 pub struct PoolTraffic {
     requests: AtomicU64,
     failures: AtomicU64,
-    latency: [AtomicU64; BUCKETS],
+    latency: LatencyHistogram,
     /// Requests currently sent to this pool (its side of a split or rollout),
     /// held by each request's guard from the pool choice to the end of its answer.
     in_flight: AtomicU64,
@@ -70,9 +64,7 @@ impl PoolTraffic {
         match observation {
             Observation::Answered(latency) => {
                 self.requests.fetch_add(1, Ordering::Relaxed);
-                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-                let bucket = BOUNDS_US.partition_point(|&b| b < us);
-                self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+                self.latency.observe(latency);
             }
             Observation::Failed => {
                 self.requests.fetch_add(1, Ordering::Relaxed);
@@ -89,7 +81,7 @@ impl PoolTraffic {
         TrafficSample {
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
-            latency: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+            latency: self.latency.counts(),
         }
     }
 }
@@ -101,14 +93,14 @@ pub struct TrafficSample {
     pub requests: u64,
     /// 5xx, connection failures, timeouts, no backend, broken bodies.
     pub failures: u64,
-    latency: [u64; BUCKETS],
+    latency: LatencyCounts,
 }
 
 impl TrafficSample {
     /// A sample from published parts (a fleet's counters); `None` when the latency
     /// buckets do not match this build's.
     pub fn from_parts(requests: u64, failures: u64, latency: &[u64]) -> Option<TrafficSample> {
-        let latency: [u64; BUCKETS] = latency.try_into().ok()?;
+        let latency = LatencyCounts::from_slice(latency)?;
         Some(TrafficSample {
             requests,
             failures,
@@ -118,7 +110,7 @@ impl TrafficSample {
 
     /// The latency bucket counts, for publishing.
     pub fn buckets(&self) -> &[u64] {
-        &self.latency
+        self.latency.as_slice()
     }
 
     /// What happened between `earlier` and `self`.
@@ -126,7 +118,7 @@ impl TrafficSample {
         TrafficSample {
             requests: self.requests.saturating_sub(earlier.requests),
             failures: self.failures.saturating_sub(earlier.failures),
-            latency: std::array::from_fn(|i| self.latency[i].saturating_sub(earlier.latency[i])),
+            latency: self.latency.since(&earlier.latency),
         }
     }
 
@@ -141,23 +133,7 @@ impl TrafficSample {
     /// The 99th percentile of answered requests, as the upper bound of its bucket
     /// (`None` without answered requests).
     pub fn p99(&self) -> Option<Duration> {
-        let answered: u64 = self.latency.iter().sum();
-        if answered == 0 {
-            return None;
-        }
-        let rank = answered.saturating_mul(99).div_ceil(100);
-        let mut seen = 0;
-        for (i, count) in self.latency.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                let bound = BOUNDS_US
-                    .get(i)
-                    .copied()
-                    .unwrap_or(BOUNDS_US[BUCKETS - 2] * 2);
-                return Some(Duration::from_micros(bound));
-            }
-        }
-        None
+        self.latency.p99()
     }
 }
 

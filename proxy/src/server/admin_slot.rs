@@ -1,17 +1,12 @@
-//! Where the admin listener runs, so a reload that changes `admin.listen` moves it:
-//! the new socket is bound before anything changes (a failure keeps everything as
-//! it was), and the old one stops, with its open connections, before the new
-//! config's rules (its token) take effect.
+//! The admin listener as the server holds it: where it was configured and bound,
+//! how to stop it, and a copy of its socket for an upgrade. Starting and moving it
+//! is in `admin_listener`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
-
-use super::{Server, StartError, bind};
-use crate::config::Config;
 
 /// Serves the admin API on a bound socket until the token fires (see
 /// [`crate::admin::start`]). The server calls it again on each move.
@@ -20,139 +15,25 @@ pub type AdminServe = Arc<dyn Fn(TcpListener, CancellationToken) + Send + Sync>;
 /// The running admin listener.
 pub(super) struct AdminSlot {
     /// `admin.listen` as configured (a reload compares this, not the bound port).
-    configured: SocketAddr,
-    bound: SocketAddr,
-    stop: CancellationToken,
-    serve: AdminServe,
+    pub(super) configured: SocketAddr,
+    pub(super) bound: SocketAddr,
+    pub(super) stop: CancellationToken,
+    pub(super) serve: AdminServe,
     /// A duplicate of the listening socket, to hand to the next process in an
     /// upgrade; dropped with the slot's socket when the listener moves or stops.
-    copy: Option<std::os::fd::OwnedFd>,
+    pub(super) copy: Option<std::os::fd::OwnedFd>,
 }
 
 /// A new admin socket, bound and held until the config is committed.
 pub(super) struct AdminMove {
-    configured: SocketAddr,
-    socket: TcpListener,
-    bound: SocketAddr,
-}
-
-impl Server {
-    /// Binds the admin listener on `address` and serves it with `serve`; a reload
-    /// that changes `admin.listen` moves it. Returns the bound address.
-    pub fn start_admin(
-        &self,
-        address: SocketAddr,
-        serve: AdminServe,
-    ) -> std::io::Result<SocketAddr> {
-        let socket = match self.inherited.take_admin(address) {
-            Some(inherited) => inherited?,
-            None => bind(address)?,
-        };
-        let bound = socket.local_addr()?;
-        let copy = duplicate(&socket);
-        let stop = self.shutdown.child_token();
-        serve(socket, stop.clone());
-        let previous = self.admin.lock().replace(AdminSlot {
-            configured: address,
-            bound,
-            stop,
-            serve,
-            copy,
-        });
-        if let Some(previous) = previous {
-            previous.stop.cancel();
-        }
-        self.alerts.set_external_url(format!("http://{bound}/"));
-        info!(address = %bound, "admin listening");
-        Ok(bound)
-    }
-
-    /// Binds the new admin socket when `config` moves the admin listener.
-    pub(super) fn plan_admin(&self, config: &Config) -> Result<Option<AdminMove>, StartError> {
-        let slot = self.admin.lock();
-        let Some(slot) = slot.as_ref() else {
-            return Ok(None);
-        };
-        let wanted = config.admin.listen;
-        if slot.configured == wanted {
-            return Ok(None);
-        }
-        let bind_error = |source| StartError::AdminBind {
-            at: Box::new(config.locate("admin.listen")),
-            address: wanted,
-            source,
-        };
-        let socket = bind(wanted).map_err(bind_error)?;
-        let bound = socket.local_addr().map_err(bind_error)?;
-        Ok(Some(AdminMove {
-            configured: wanted,
-            socket,
-            bound,
-        }))
-    }
-
-    /// Stops the old admin listener and its connections: called before the new
-    /// config (and its token rules) is published, so nothing accepted on the old
-    /// socket is ever judged by the new rules.
-    pub(super) fn stop_admin(&self) {
-        if let Some(slot) = self.admin.lock().as_ref() {
-            slot.stop.cancel();
-        }
-    }
-
-    /// Starts serving the admin API on the moved socket.
-    pub(super) fn commit_admin(&self, moved: AdminMove) {
-        let mut slot = self.admin.lock();
-        let Some(slot) = slot.as_mut() else {
-            return;
-        };
-        let stop = self.shutdown.child_token();
-        slot.copy = duplicate(&moved.socket);
-        (slot.serve)(moved.socket, stop.clone());
-        info!(from = %slot.bound, to = %moved.bound, "admin listener moved");
-        self.alerts
-            .set_external_url(format!("http://{}/", moved.bound));
-        slot.configured = moved.configured;
-        slot.bound = moved.bound;
-        slot.stop = stop;
-    }
-
-    /// A duplicate of the admin socket and its configured address, for the next
-    /// process in an upgrade.
-    pub(super) fn admin_duplicate(
-        &self,
-    ) -> Option<std::io::Result<(SocketAddr, std::net::TcpListener)>> {
-        let slot = self.admin.lock();
-        let slot = slot.as_ref()?;
-        let copy = slot.copy.as_ref()?;
-        Some(
-            copy.try_clone()
-                .map(|fd| (slot.configured, std::net::TcpListener::from(fd))),
-        )
-    }
-
-    /// Lets go of the admin socket's duplicate once the listener stopped for good.
-    pub(super) fn release_admin_socket(&self) {
-        if let Some(slot) = self.admin.lock().as_mut() {
-            slot.copy = None;
-        }
-    }
-
-    /// The admin listener's connection cap (`admin.max_connections`, applied on
-    /// reload like every other limit).
-    pub fn admin_connections(&self) -> &super::ConnectionCap {
-        &self.admin_connections
-    }
-
-    /// The admin listener's bound address, once started.
-    pub fn admin_address(&self) -> Option<SocketAddr> {
-        self.admin.lock().as_ref().map(|s| s.bound)
-    }
+    pub(super) configured: SocketAddr,
+    pub(super) socket: TcpListener,
+    pub(super) bound: SocketAddr,
 }
 
 /// A duplicate descriptor of a listening socket (`None`, logged, if the process is
 /// out of descriptors: only an upgrade would miss it).
-fn duplicate(socket: &TcpListener) -> Option<std::os::fd::OwnedFd> {
+pub(super) fn duplicate(socket: &TcpListener) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::AsFd;
     match socket.as_fd().try_clone_to_owned() {
         Ok(fd) => Some(fd),

@@ -9,12 +9,20 @@
 //! configured there in the old process). The admin listener takes the old admin
 //! socket, a systemd socket named `admin`, or one bound at its address. Sockets no
 //! listener took are closed at the end of start-up, with a warning.
+//!
+//! What a process starts from ([`Takeover`]: these sockets, handed-over health and
+//! runtime changes) and what an old process hands over ([`Handover`]) are here too;
+//! producing and applying them is the server's side, in `takeover`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
+
+use crate::persist::SavedState;
 
 /// The name that marks a systemd socket for the admin listener.
 pub const ADMIN_SOCKET_NAME: &str = "admin";
@@ -180,6 +188,42 @@ impl InheritedSockets {
                 "no listener uses this inherited socket; closing it");
         }
     }
+}
+
+/// How a new process starts from what an old one (or systemd) handed it. The
+/// default is a cold start.
+#[derive(Debug, Default)]
+pub struct Takeover {
+    /// Listening sockets to use instead of binding.
+    pub sockets: Arc<InheritedSockets>,
+    /// Health as the previous process last saw it.
+    pub health: Vec<HealthSeed>,
+    /// Runtime changes of the previous process (used instead of the state file).
+    pub state: Option<SavedState>,
+}
+
+/// One backend's health, as handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSeed {
+    pub pool: String,
+    /// `ip:port`.
+    pub backend: String,
+    /// `up` or `down`.
+    pub status: String,
+    pub consecutive_ok: u32,
+    pub consecutive_failed: u32,
+}
+
+/// Everything an old process hands over. The sockets are duplicates: the old
+/// process keeps accepting on its own copies until the new one is serving.
+#[derive(Debug)]
+pub struct Handover {
+    /// Traffic listeners: name, configured address, socket.
+    pub listeners: Vec<(String, SocketAddr, std::net::TcpListener)>,
+    /// The admin listener: configured address, socket.
+    pub admin: Option<(SocketAddr, std::net::TcpListener)>,
+    pub health: Vec<HealthSeed>,
+    pub state: SavedState,
 }
 
 #[cfg(test)]

@@ -17,12 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::activity::{ActivityIo, ConnActivity, Expiry, Watch};
-use super::caps::ConnPermit;
 use super::park::{PARK_AFTER, Parkable, Readiness};
 use super::tls::TlsSlot;
 use crate::config::Limits;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::conn::{ActivityIo, ConnActivity, ConnInfo, ConnPermit, Expiry, Watch};
+use crate::proxy::Proxy;
 use crate::tls::{ACME_TLS_ALPN, Challenges};
 
 /// First pause after a failed accept; doubled on each failure in a row.

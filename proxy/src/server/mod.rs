@@ -1,11 +1,12 @@
 //! The running proxy: listeners, admin endpoint, health checks and the live snapshot,
 //! with config application (start and reload) and graceful shutdown.
 
-mod activity;
+mod admin_listener;
 mod admin_slot;
 mod cap;
-mod caps;
-mod h2_flood;
+mod error;
+mod fleet;
+mod history;
 mod inherited;
 mod listener;
 mod listeners;
@@ -28,110 +29,29 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-pub use activity::{ActivityIo, ConnActivity, Expiry, Watch};
 pub use admin_slot::AdminServe;
 pub use cap::ConnectionCap;
-pub use caps::{ClientSlot, ConnPermit, PerClient};
-pub use h2_flood::Flood;
-pub use inherited::{ADMIN_SOCKET_NAME, InheritedSocket, InheritedSockets};
+pub use error::{RouteChangeError, StartError};
+pub use inherited::{
+    ADMIN_SOCKET_NAME, Handover, HealthSeed, InheritedSocket, InheritedSockets, Takeover,
+};
 pub use listener::bind;
 pub use members::MemberError;
 pub use rollouts::LocalDriver;
-pub use takeover::{Handover, HealthSeed, Takeover};
 pub use tls::{ListenerTls, TlsError, TlsSlot, build_acceptor};
 
 use crate::acme::AcmeManager;
-use crate::config::{Config, Located};
-use crate::discovery::{Discovery, ResolverError};
+use crate::config::Config;
+use crate::discovery::Discovery;
 use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
 use crate::proxy::Proxy;
 use crate::state::Snapshot;
+use crate::timeline::{EventKind, Happened};
 use crate::tls::{CertStore, TlsRegistry};
 use crate::traffic::{Overrides, RouteOverride, RouteTarget};
 use crate::upstream::UpstreamClient;
-
-/// Why the server could not start or apply a config. Each names the file, line and
-/// field at fault; the running config is untouched.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{at}: listener `{name}` cannot listen on {address}: {source}")]
-    Bind {
-        at: Box<Located>,
-        name: String,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{at}: listener `{name}`: {source}")]
-    Tls {
-        at: Box<Located>,
-        name: String,
-        #[source]
-        source: TlsError,
-    },
-    #[error("{at}: the admin listener cannot listen on {address}: {source}")]
-    AdminBind {
-        at: Box<Located>,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{at}: {source}")]
-    Plugin {
-        at: Box<Located>,
-        #[source]
-        source: PluginLoadError,
-    },
-    #[error("{at}: {source}")]
-    Cluster {
-        at: Box<Located>,
-        #[source]
-        source: crate::cluster::EtcdError,
-    },
-    /// A plugin's `init` refused a value of its `config` table; the error already
-    /// names that value's place in the file.
-    #[error("{source}")]
-    PluginConfig {
-        #[source]
-        source: PluginLoadError,
-    },
-    #[error("{at}: {source}")]
-    Dns {
-        at: Box<Located>,
-        #[source]
-        source: ResolverError,
-    },
-}
-
-impl StartError {
-    fn plugin(config: &Config, source: PluginLoadError) -> Self {
-        if matches!(source, PluginLoadError::Config { .. }) {
-            return StartError::PluginConfig { source };
-        }
-        let field = source.plugin().map_or_else(
-            || "plugin".to_string(),
-            |name| format!("plugin.{name}.path"),
-        );
-        StartError::Plugin {
-            at: Box::new(config.locate(&field)),
-            source,
-        }
-    }
-
-    fn dns(config: &Config, source: ResolverError) -> Self {
-        let field = if config.dns.servers.is_empty() {
-            "dns"
-        } else {
-            "dns.servers"
-        };
-        StartError::Dns {
-            at: Box::new(config.locate(field)),
-            source,
-        }
-    }
-}
 
 /// Settings that come from the command line rather than the config file.
 #[derive(Debug, Clone)]
@@ -210,7 +130,7 @@ impl Server {
             .map_err(|e| StartError::plugin(&config, e))?;
         let shutdown = CancellationToken::new();
         let tls = TlsRegistry::new();
-        metrics.attach_tls(Arc::clone(&tls));
+        metrics.attach_tls(crate::scrape::TlsCollector::new(Arc::clone(&tls)));
         let discovery = Discovery::new(Arc::clone(&metrics), shutdown.child_token());
         let dns = discovery
             .prepare(&config)
@@ -223,8 +143,8 @@ impl Server {
             &Overrides::new(),
             &plugins.commit(prepared),
         )));
-        metrics.attach(Arc::clone(&snapshot));
-        metrics.attach_plugins(Arc::clone(&plugins));
+        metrics.attach_backends(crate::scrape::BackendCollector::new(Arc::clone(&snapshot)));
+        metrics.attach_plugins(crate::scrape::PluginCollector::new(Arc::clone(&plugins)));
         let proxy = Arc::new(Proxy {
             snapshot: Arc::clone(&snapshot),
             client: UpstreamClient::new(&config.limits),
@@ -295,16 +215,29 @@ impl Server {
                 .cluster
                 .set((Arc::clone(&joined), joined.stop_token().drop_guard()));
         }
-        server.health.sync(&server.snapshot.load());
+        server.health.sync(&server.snapshot.load().pools);
         crate::alerts::watch(
             server.alerts.clone(),
             Arc::clone(&server.snapshot),
             Arc::clone(&server.plugins),
             server.shutdown.child_token(),
         );
+        let snapshot = Arc::clone(&server.snapshot);
         tokio::spawn(crate::policy::recovery::run_ticker(
-            Arc::clone(&server.snapshot),
+            move || {
+                snapshot
+                    .load()
+                    .pools
+                    .iter_sorted()
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            },
             Arc::clone(&server.proxy.metrics),
+            server.shutdown.child_token(),
+        ));
+        tokio::spawn(history::run(
+            Arc::clone(&server.snapshot),
             server.shutdown.child_token(),
         ));
         server.ready.store(true, Ordering::Release);
@@ -372,7 +305,7 @@ impl Server {
         self.connections.resize(config.limits.max_connections);
         self.admin_connections.resize(config.admin.max_connections);
         self.alerts.configure(&config.alerts);
-        self.health.sync(&self.snapshot.load());
+        self.health.sync(&self.snapshot.load().pools);
         let dropped = self.members.lock().reconcile(&base);
         *self.base_config.lock() = Arc::new(base);
         self.rollouts.abort_invalid(&config);
@@ -429,6 +362,10 @@ impl Server {
         let (swapped, failures) = self.plugins.reload_file(path).await;
         for name in &swapped {
             self.proxy.metrics.plugin_reload(name, true);
+            self.record_event(Happened::new(
+                EventKind::Plugin,
+                format!("plugin {name}: new version swapped in"),
+            ));
         }
         for failure in &failures {
             self.proxy
@@ -436,6 +373,13 @@ impl Server {
                 .plugin_reload(failure.plugin().unwrap_or(""), false);
             tracing::error!(file = %path.display(), error = %failure,
                 "plugin reload failed, keeping the running version");
+            self.record_event(
+                Happened::new(
+                    EventKind::Plugin,
+                    format!("plugin reload refused, the running version stays: {failure}"),
+                )
+                .warning(true),
+            );
             self.alerts.send(crate::alerts::AlertEvent::PluginRefused {
                 plugin: failure.plugin().unwrap_or("").to_string(),
                 file: path.display().to_string(),
@@ -467,10 +411,45 @@ impl Server {
         &self,
         route: &str,
         target: RouteTarget,
-    ) -> Result<RouteTarget, String> {
+    ) -> Result<RouteTarget, RouteChangeError> {
+        // A change that would be refused leaves a running rollout alone.
+        self.checked_route_target(route, target.clone())?;
         self.rollouts
             .abort(route, "superseded by a switch or split of the route");
-        self.route_target(route, target, None).await
+        let target = self.route_target(route, target, None).await?;
+        self.record_event(Happened::new(
+            EventKind::Switch,
+            format!("route {route}: {}", target.describe()),
+        ));
+        Ok(target)
+    }
+
+    /// Adds an event to the timeline `/events` and the dashboard show.
+    pub fn record_event(&self, happened: Happened) {
+        self.proxy.metrics.timeline().record(happened);
+    }
+
+    /// Checks a switch or split of `route` against the live config: the route and
+    /// every pool it names exist, a split adds up. Returns the pool the config gives
+    /// the route and the target as it would be applied.
+    pub fn checked_route_target(
+        &self,
+        route: &str,
+        target: RouteTarget,
+    ) -> Result<(String, RouteTarget), RouteChangeError> {
+        let current = self.snapshot.load_full();
+        let Some(route_config) = current.config.routes.iter().find(|r| r.name == route) else {
+            return Err(RouteChangeError::NoRoute(route.to_string()));
+        };
+        if let Some(missing) = target
+            .pools()
+            .into_iter()
+            .find(|p| current.pools.get(p).is_none())
+        {
+            return Err(RouteChangeError::NoPool(missing.to_string()));
+        }
+        let target = crate::traffic::checked(target).map_err(RouteChangeError::Invalid)?;
+        Ok((route_config.pool.clone(), target))
     }
 
     /// [`Server::set_route_target`] for a rollout step: does nothing (`Ok(false)`)
@@ -480,7 +459,7 @@ impl Server {
         route: &str,
         target: RouteTarget,
         token: &CancellationToken,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, RouteChangeError> {
         match self.route_target(route, target, Some(token)).await {
             Ok(_) => Ok(!token.is_cancelled()),
             Err(e) if token.is_cancelled() => {
@@ -496,19 +475,8 @@ impl Server {
         route: &str,
         target: RouteTarget,
         unless: Option<&CancellationToken>,
-    ) -> Result<RouteTarget, String> {
-        let current = self.snapshot.load_full();
-        let Some(route_config) = current.config.routes.iter().find(|r| r.name == route) else {
-            return Err(format!("no route named `{route}`"));
-        };
-        if let Some(missing) = target
-            .pools()
-            .into_iter()
-            .find(|p| current.pools.get(p).is_none())
-        {
-            return Err(format!("no pool named `{missing}`"));
-        }
-        let target = crate::traffic::checked(target)?;
+    ) -> Result<RouteTarget, RouteChangeError> {
+        let (config_pool, target) = self.checked_route_target(route, target)?;
         {
             let mut overrides = self.overrides.lock();
             if unless.is_some_and(CancellationToken::is_cancelled) {
@@ -518,11 +486,13 @@ impl Server {
                 route.to_string(),
                 RouteOverride {
                     target: target.clone(),
-                    config_pool: route_config.pool.clone(),
+                    config_pool,
                 },
             );
         }
-        self.reapply().await.map_err(|e| e.to_string())?;
+        self.reapply()
+            .await
+            .map_err(|e| RouteChangeError::Apply(e.to_string()))?;
         info!(route, target = %target.to_json(), "route switched");
         Ok(target)
     }

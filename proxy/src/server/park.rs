@@ -170,7 +170,7 @@ impl Readiness for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-impl<T: Readiness> Readiness for super::activity::ActivityIo<T> {
+impl<T: Readiness> Readiness for crate::conn::ActivityIo<T> {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_ref().poll_readable(cx)
     }

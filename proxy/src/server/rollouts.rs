@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::Server;
+use super::{RouteChangeError, Server};
 use crate::rollout::{Driver, Plan, Rollout, StartError, TrafficSample};
+use crate::timeline::{EventKind, Happened};
 use crate::traffic::RouteTarget;
 
 /// The proxy itself as what a rollout acts through: its own routes (saved to the
@@ -17,16 +18,27 @@ impl Driver for LocalDriver {
     async fn set_step(
         &self,
         rollout: &Rollout,
-        _index: usize,
-        _percent: u32,
+        index: usize,
+        percent: u32,
         target: RouteTarget,
     ) -> Result<bool, String> {
         let applied = self
             .0
             .set_route_target_unless(&rollout.route, target, rollout.cancelled())
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         if applied {
             self.0.save_state();
+            self.0.record_event(Happened::new(
+                EventKind::Rollout,
+                format!(
+                    "route {}: rollout step {} of {}, {percent}% on {}",
+                    rollout.route,
+                    index + 1,
+                    rollout.plan.steps.len(),
+                    rollout.to
+                ),
+            ));
         }
         Ok(applied)
     }
@@ -76,6 +88,24 @@ impl Server {
             "completed"
         };
         self.metrics().rollout_finished(&rollout.route, result);
+        let ended = match &rolled_back {
+            Some(reason) => Happened::new(
+                EventKind::Rollout,
+                format!(
+                    "route {}: rollout to {} rolled back to {}: {reason}",
+                    rollout.route, rollout.to, rollout.from
+                ),
+            )
+            .warning(true),
+            None => Happened::new(
+                EventKind::Rollout,
+                format!(
+                    "route {}: rollout completed, all traffic on {}",
+                    rollout.route, rollout.to
+                ),
+            ),
+        };
+        self.record_event(ended);
         if let Some(reason) = rolled_back {
             self.alerts()
                 .send(crate::alerts::AlertEvent::RolloutRolledBack {
@@ -100,6 +130,17 @@ impl Server {
         tokio::spawn(crate::rollout::run(
             LocalDriver(Arc::clone(self)),
             Arc::clone(&rollout),
+        ));
+        let steps: Vec<String> = rollout.plan.steps.iter().map(|p| format!("{p}%")).collect();
+        self.record_event(Happened::new(
+            EventKind::Rollout,
+            format!(
+                "route {route}: rollout from {} to {} started, steps {} every {}",
+                rollout.from,
+                rollout.to,
+                steps.join(", "),
+                crate::config::HumanDuration(rollout.plan.interval)
+            ),
         ));
         Ok(rollout)
     }
@@ -158,13 +199,26 @@ impl Server {
 
     /// Stops the running rollout of `route` and sends all its traffic back to the old
     /// pool; `Ok(None)` when none is running.
-    pub async fn abort_rollout(&self, route: &str) -> Result<Option<Arc<Rollout>>, String> {
+    pub async fn abort_rollout(
+        &self,
+        route: &str,
+    ) -> Result<Option<Arc<Rollout>>, RouteChangeError> {
+        if self.snapshot().route(route).is_none() {
+            return Err(RouteChangeError::NoRoute(route.to_string()));
+        }
         let Some(rollout) = self.rollouts.abort(route, "aborted by an operator") else {
             return Ok(None);
         };
         self.route_target(route, RouteTarget::Pool(Arc::clone(&rollout.from)), None)
             .await?;
         info!(route, pool = %rollout.from, "rollout aborted: all traffic back on the old pool");
+        self.record_event(Happened::new(
+            EventKind::Rollout,
+            format!(
+                "route {route}: rollout to {} aborted, all traffic back on {}",
+                rollout.to, rollout.from
+            ),
+        ));
         Ok(Some(rollout))
     }
 }

@@ -1,55 +1,14 @@
-//! What one process of the proxy hands to the next in a zero-downtime upgrade, and
-//! what the next one starts from: the listening sockets, each backend's health, and
-//! the runtime changes (drains, weights, switches, splits, added and removed
-//! backends). The transport (a Unix socket, descriptors passed with `SCM_RIGHTS`) is
+//! The server's side of a zero-downtime upgrade: what it hands to the next process
+//! (the listening sockets, each backend's health, and the runtime changes: drains,
+//! weights, switches, splits, added and removed backends) and how it starts from
+//! what it was handed. The transport (a Unix socket, descriptors passed with `SCM_RIGHTS`) is
 //! in [`crate::upgrade`].
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::Server;
-use super::inherited::InheritedSockets;
+use super::inherited::{Handover, HealthSeed};
 use crate::health::HealthStatus;
-use crate::persist::SavedState;
-
-/// How a new process starts from what an old one (or systemd) handed it. The
-/// default is a cold start.
-#[derive(Debug, Default)]
-pub struct Takeover {
-    /// Listening sockets to use instead of binding.
-    pub sockets: Arc<InheritedSockets>,
-    /// Health as the previous process last saw it.
-    pub health: Vec<HealthSeed>,
-    /// Runtime changes of the previous process (used instead of the state file).
-    pub state: Option<SavedState>,
-}
-
-/// One backend's health, as handed over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthSeed {
-    pub pool: String,
-    /// `ip:port`.
-    pub backend: String,
-    /// `up` or `down`.
-    pub status: String,
-    pub consecutive_ok: u32,
-    pub consecutive_failed: u32,
-}
-
-/// Everything an old process hands over. The sockets are duplicates: the old
-/// process keeps accepting on its own copies until the new one is serving.
-#[derive(Debug)]
-pub struct Handover {
-    /// Traffic listeners: name, configured address, socket.
-    pub listeners: Vec<(String, SocketAddr, std::net::TcpListener)>,
-    /// The admin listener: configured address, socket.
-    pub admin: Option<(SocketAddr, std::net::TcpListener)>,
-    pub health: Vec<HealthSeed>,
-    pub state: SavedState,
-}
 
 impl Server {
     /// Duplicates of the listening sockets, health and runtime changes, for the next

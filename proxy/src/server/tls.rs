@@ -84,7 +84,7 @@ pub fn build_acceptor(
     config: &ListenerTlsConfig,
     registry: &TlsRegistry,
 ) -> Result<ListenerTls, TlsError> {
-    let store = CertStore::load(listener, config, registry)?;
+    let store = registry.load_store(listener, config)?;
     let resolver = SniResolver::new(
         Arc::clone(&store),
         config.acme.then(|| Arc::clone(registry.challenges())),
@@ -93,7 +93,7 @@ pub fn build_acceptor(
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut server = ServerConfig::builder_with_provider(crate::tls::provider())
+    let mut server = ServerConfig::builder_with_provider(crate::crypto::provider())
         .with_protocol_versions(versions)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));

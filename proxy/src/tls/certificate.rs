@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-use super::pem::{self, PemError};
+use crate::crypto::pem::{self, PemError};
 
 /// Why a certificate and key pair was refused.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ impl LoadedCert {
     ) -> Result<Self, CertError> {
         let (names, not_before, not_after) = describe(&chain[0], &origin)?;
         let certified =
-            CertifiedKey::from_der(chain, key, &super::provider()).map_err(|error| {
+            CertifiedKey::from_der(chain, key, &crate::crypto::provider()).map_err(|error| {
                 CertError::KeyMismatch {
                     source_name: origin.clone(),
                     error,

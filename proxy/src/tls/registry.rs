@@ -3,49 +3,16 @@
 //! ACME manager fills, pending challenges, and reload counters for metrics.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::certificate::LoadedCert;
 use super::challenge::Challenges;
-use super::store::CertStore;
-
-/// Certificate reloads of one listener, by result. Kept across listener rebuilds.
-#[derive(Debug, Default)]
-pub struct ReloadCounts {
-    pub ok: AtomicU64,
-    pub failed: AtomicU64,
-}
-
-/// Where the ACME manager puts the certificates it obtained for a listener, and how
-/// obtaining them is going (read by metrics and, later, alerting).
-#[derive(Debug, Default)]
-pub struct AcmeSlot {
-    certificates: ArcSwap<Vec<Arc<LoadedCert>>>,
-    /// Certificates obtained.
-    pub issued: AtomicU64,
-    /// Orders that failed (each is retried with backoff).
-    pub failed: AtomicU64,
-    /// Failures since the last success; 0 when all is well.
-    pub consecutive_failures: AtomicU32,
-    /// The last failure, for `/status` and logs.
-    pub last_error: Mutex<Option<String>>,
-}
-
-impl AcmeSlot {
-    /// The certificates currently obtained for the listener.
-    pub fn certificates(&self) -> Arc<Vec<Arc<LoadedCert>>> {
-        self.certificates.load_full()
-    }
-
-    /// Replaces the obtained certificates.
-    pub fn set(&self, certificates: Vec<Arc<LoadedCert>>) {
-        self.certificates.store(Arc::new(certificates));
-    }
-}
+use super::slots::{AcmeSlot, ReloadCounts};
+use super::store::{CertStore, StoreError};
+use crate::config::ListenerTlsConfig;
 
 /// The process's TLS state that outlives any one listener or config.
 #[derive(Debug, Default)]
@@ -102,6 +69,19 @@ impl TlsRegistry {
                 )
             })
             .collect()
+    }
+
+    /// Loads a listener's certificates into a store wired to the listener's ACME
+    /// slot and reload counters, and remembers it (see [`CertStore::load`]).
+    pub fn load_store(
+        &self,
+        listener: &str,
+        config: &ListenerTlsConfig,
+    ) -> Result<Arc<CertStore>, StoreError> {
+        let acme = config.acme.then(|| self.acme_slot(listener));
+        let store = CertStore::load(listener, config, acme, self.reload_counts(listener))?;
+        self.register(&store);
+        Ok(store)
     }
 
     /// Remembers a store so metrics see its certificates while it lives.

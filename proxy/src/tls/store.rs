@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
 use super::certificate::{CertError, LoadedCert};
-use super::pem::{self, PemError};
-use super::registry::{AcmeSlot, ReloadCounts, TlsRegistry};
+use super::slots::{AcmeSlot, ReloadCounts};
 use crate::config::{CertificatePair, ListenerTlsConfig};
+use crate::crypto::pem::{self, PemError};
 
 /// Why a listener's certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -160,11 +160,14 @@ pub struct CertStore {
 
 impl CertStore {
     /// Loads every certificate of a listener; any pair that does not load is an
-    /// error (a start or config change must not go live with a broken file).
+    /// error (a start or config change must not go live with a broken file). `acme`
+    /// is the listener's ACME slot when it has one, `counts` its reload counters
+    /// ([`TlsRegistry::load_store`](super::TlsRegistry::load_store) wires both).
     pub fn load(
         listener: &str,
         config: &ListenerTlsConfig,
-        registry: &TlsRegistry,
+        acme: Option<Arc<AcmeSlot>>,
+        counts: Arc<ReloadCounts>,
     ) -> Result<Arc<Self>, StoreError> {
         let store = CertStore {
             listener: listener.into(),
@@ -172,10 +175,10 @@ impl CertStore {
             directory: config.directory.clone(),
             field: config.field.clone(),
             default: config.default.clone(),
-            acme: config.acme.then(|| registry.acme_slot(listener)),
+            acme,
             loaded: Mutex::new(BTreeMap::new()),
             current: ArcSwap::from_pointee(CertSet::default()),
-            counts: registry.reload_counts(listener),
+            counts,
         };
         let pairs = store.pairs()?;
         let mut loaded = BTreeMap::new();
@@ -205,9 +208,7 @@ impl CertStore {
             return Err(StoreError::NoDefault(name.clone()));
         }
         store.current.store(Arc::new(set));
-        let store = Arc::new(store);
-        registry.register(&store);
-        Ok(store)
+        Ok(Arc::new(store))
     }
 
     /// The listener this store serves.

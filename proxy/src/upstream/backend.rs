@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
 use crate::health::HealthState;
+use crate::history::{History, Totals};
+use crate::latency::LatencyHistogram;
 use crate::upstream::UpstreamClient;
 
 /// A backend as one config snapshot sees it: address and configured weight, plus a
@@ -25,6 +27,8 @@ pub struct Backend {
     pub scheme: Scheme,
     /// The DNS name this address was resolved from, if any.
     pub origin: Option<Arc<str>>,
+    /// The operator's name for it (`name = "alpha"` in the config), if any.
+    pub name: Option<Arc<str>>,
     /// The backend's own client when its pool speaks TLS (else the shared one is used).
     pub client: Option<Arc<UpstreamClient>>,
     pub state: Arc<BackendState>,
@@ -47,8 +51,30 @@ impl Backend {
             authority,
             scheme: Scheme::HTTP,
             origin: None,
+            name: None,
             client: None,
             state,
+        }
+    }
+
+    /// Gives the backend the operator's name for it.
+    pub fn named(mut self, name: Option<Arc<str>>) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// Whether `text` names this backend: its `ip:port` key or its configured name,
+    /// as the admin API accepts either.
+    pub fn is_called(&self, text: &str) -> bool {
+        self.key.as_ref() == text || self.name.as_deref() == Some(text)
+    }
+
+    /// `alpha (127.0.0.1:9001)`, or the address alone for an unnamed backend: how
+    /// messages meant for people refer to it.
+    pub fn describe(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name} ({})", self.key),
+            None => self.key.to_string(),
         }
     }
 
@@ -139,8 +165,15 @@ pub struct BackendState {
     pub requests: AtomicU64,
     pub failures: AtomicU64,
     pub connect_errors: AtomicU64,
-    /// Exponentially weighted moving average of response latency, microseconds.
-    pub latency_ewma_us: AtomicU32,
+    /// Exponentially weighted moving average of response latency, microseconds, as of
+    /// its last sample; read it through [`BackendState::latency_ewma_us`], which ages it.
+    latency_ewma_us: AtomicU32,
+    /// When the latency average last took a sample (ms clock; 0 = never).
+    latency_sampled_ms: AtomicU64,
+    /// Every answered request's latency, for the p99 of the backend's history.
+    pub latency: LatencyHistogram,
+    /// The last minutes of the backend's traffic, filled by the server's ticker.
+    pub history: History,
     /// When the backend last became usable after being unusable (ms clock; 0 = since start).
     pub usable_since_ms: AtomicU64,
     /// Upgraded (WebSocket) tunnels open to this backend; each also counts in `in_flight`.
@@ -162,6 +195,9 @@ impl BackendState {
             failures: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             latency_ewma_us: AtomicU32::new(0),
+            latency_sampled_ms: AtomicU64::new(0),
+            latency: LatencyHistogram::default(),
+            history: History::default(),
             usable_since_ms: AtomicU64::new(0),
             tunnels: AtomicU32::new(0),
             tunnel_close: parking_lot::Mutex::new(CancellationToken::new()),
@@ -238,17 +274,82 @@ impl BackendState {
         f64::from(self.weight.load(Ordering::Relaxed)) * self.slow_start_factor(slow_start, now_ms)
     }
 
-    /// Folds one response latency into the EWMA (alpha = 1/8).
-    pub fn record_latency(&self, latency: Duration) {
-        let sample = latency.as_micros().min(u128::from(u32::MAX)) as u32;
+    /// The counters a point of [`BackendState::history`] is measured from.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            latency: self.latency.counts(),
+        }
+    }
+
+    /// The latency average as selection should see it at `now_ms`: the average of
+    /// recent answers, halved for every [`LATENCY_HALF_LIFE_MS`] without a sample. A
+    /// backend that gets no traffic thus looks faster and faster until a latency-aware
+    /// balancer tries it again (as Finagle's and linkerd's decaying averages do), so
+    /// an average measured during a bad moment cannot starve a backend that recovered.
+    pub fn latency_ewma_us(&self, now_ms: u64) -> u32 {
+        let value = self.latency_ewma_us.load(Ordering::Relaxed);
+        let sampled = self.latency_sampled_ms.load(Ordering::Relaxed);
+        aged(value, now_ms.saturating_sub(sampled))
+    }
+
+    /// Folds one response latency, measured at `now_ms`, into the average: by 1/8
+    /// when the average is fresh, by more the staler it is, so a backend tried again
+    /// after a long idle period is judged by what it does now.
+    pub fn record_latency(&self, latency: Duration, now_ms: u64) {
+        let sample = latency.as_micros().min(u128::from(u32::MAX)) as f64;
+        let age = now_ms.saturating_sub(self.latency_sampled_ms.swap(now_ms, Ordering::Relaxed));
+        let staleness = 1.0 - half_lives(age);
         let _ = self
             .latency_ewma_us
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(if old == 0 {
-                    sample
-                } else {
-                    old - old / 8 + sample / 8
-                })
+                if old == 0 {
+                    return Some(sample as u32);
+                }
+                let current = f64::from(old) * half_lives(age);
+                let alpha = staleness.max(1.0 / 8.0);
+                Some((current + alpha * (sample - current)).round() as u32)
             });
+    }
+}
+
+/// How long a backend's latency average keeps half its weight without a sample.
+pub const LATENCY_HALF_LIFE_MS: u64 = 1000;
+
+/// `value` after `age_ms` without a sample.
+fn aged(value: u32, age_ms: u64) -> u32 {
+    (f64::from(value) * half_lives(age_ms)).round() as u32
+}
+
+/// `0.5^(age / half-life)`: what is left of a latency average after `age_ms`.
+fn half_lives(age_ms: u64) -> f64 {
+    if age_ms == 0 {
+        return 1.0;
+    }
+    0.5f64.powf(age_ms as f64 / LATENCY_HALF_LIFE_MS as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_average_without_samples_fades_and_a_fresh_sample_replaces_it() {
+        let state = BackendState::new(1);
+        let t0 = 10_000;
+        state.record_latency(Duration::from_millis(40), t0);
+        assert_eq!(state.latency_ewma_us(t0), 40_000);
+        // Busy: samples a millisecond apart move it by about 1/8 each.
+        state.record_latency(Duration::from_millis(8), t0 + 1);
+        let busy = state.latency_ewma_us(t0 + 1);
+        assert!((35_900..=36_100).contains(&busy), "{busy}");
+        // Idle: half as much after each half-life.
+        assert_eq!(state.latency_ewma_us(t0 + 1 + 1000), busy / 2);
+        assert_eq!(state.latency_ewma_us(t0 + 1 + 3000), busy / 8);
+        // Tried again after ten idle seconds: the new answer is most of the average.
+        state.record_latency(Duration::from_millis(2), t0 + 10_001);
+        let fresh = state.latency_ewma_us(t0 + 10_001);
+        assert!((1_950..=2_050).contains(&fresh), "{fresh}");
     }
 }

@@ -45,9 +45,7 @@ use tracing::debug;
 use super::connect::{self, ConnectError, PoolTls, TcpSettings, UpstreamIo};
 use crate::clock;
 use crate::config::Limits;
-
-/// Boxed error type of request and response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::error::BoxError;
 
 /// The body type sent to backends.
 pub type UpstreamBody = BoxBody<Bytes, BoxError>;

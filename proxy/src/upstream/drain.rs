@@ -35,7 +35,7 @@ pub async fn wait_drained(
     loop {
         match state.settle_drain() {
             AdminState::Drained => {
-                info!(backend = %backend.key, "backend drained: no request in flight");
+                info!(backend = %backend.key, backend_name = backend.name.as_deref(), "backend drained: no request in flight");
                 return DrainEnd::Drained;
             }
             AdminState::Draining => {}
@@ -45,7 +45,7 @@ pub async fn wait_drained(
         if !tunnels_closed && elapsed >= grace {
             let open = state.tunnels.load(Ordering::Acquire);
             if open > 0 {
-                info!(backend = %backend.key, tunnels = open, grace_ms = grace.as_millis() as u64,
+                info!(backend = %backend.key, backend_name = backend.name.as_deref(), tunnels = open, grace_ms = grace.as_millis() as u64,
                     "drain grace over: closing upgraded connections");
                 state.close_tunnels();
                 tunnels_closed = true;

@@ -4,7 +4,10 @@ mod backend;
 pub mod client;
 pub mod connect;
 mod drain;
+mod policies;
 mod pool;
+mod sticky;
+mod transition;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
 pub use client::{
@@ -13,4 +16,7 @@ pub use client::{
 };
 pub use connect::{ConnectError, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
 pub use drain::{DrainEnd, wait_drained};
+pub use policies::{PoolPolicies, Shadow};
 pub use pool::{Pool, PoolSet};
+pub use sticky::Sticky;
+pub use transition::log_transition;

@@ -4,15 +4,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use super::backend::{Backend, BackendState, Usability};
+use super::client::UpstreamClient;
+use super::connect::PoolTls;
+use super::policies::PoolPolicies;
+use super::sticky::Sticky;
 use crate::balance::{Balancer, PickContext};
 use crate::breaker::BreakerState;
 use crate::config::Limits;
 use crate::config::PoolConfig;
-use crate::plugin::RouteRequest;
-use crate::policy::PoolPolicies;
-use crate::policy::routing::{self, Selection};
 use crate::rollout::PoolTraffic;
-use crate::upstream::{Backend, BackendState, PoolTls, UpstreamClient};
 
 /// One retry costs this many milli-tokens; each first attempt deposits
 /// `budget_percent * 10`, so 20 % means one retry per five requests.
@@ -36,6 +37,8 @@ pub struct Pool {
     /// TLS to the backends (each backend has its own client); kept across rebuilds,
     /// with the backends' clients, while the pool's `tls` table and files stay the same.
     pub tls: Option<Arc<PoolTls>>,
+    /// The backends' sticky cookies, when the pool has `[pool.NAME.sticky]`.
+    pub sticky: Option<Sticky>,
     retry_tokens: AtomicI64,
 }
 
@@ -72,7 +75,9 @@ impl Pool {
                     Some(Arc::clone(&old.state))
                 });
                 let state = kept.unwrap_or_else(|| Arc::new(BackendState::new(b.weight)));
-                let backend = Backend::with_state(b.address, state).resolved_from(b.origin.clone());
+                let backend = Backend::with_state(b.address, state)
+                    .resolved_from(b.origin.clone())
+                    .named(b.name.clone());
                 let Some(tls) = &tls else {
                     return backend;
                 };
@@ -98,6 +103,10 @@ impl Pool {
             }
         }
         let balancer = Balancer::build(&config.balance, &backends);
+        let sticky = config
+            .sticky
+            .as_ref()
+            .map(|s| Sticky::build(s, &config.name, &backends));
         Self {
             name: config.name.as_str().into(),
             retry_tokens: AtomicI64::new(
@@ -109,6 +118,7 @@ impl Pool {
             balancer,
             policies,
             tls,
+            sticky,
         }
     }
 
@@ -117,35 +127,25 @@ impl Pool {
         self.config.backend_weight(address)
     }
 
-    /// Picks a usable backend not rejected by `exclude`.
+    /// The native pick: a usable backend not rejected by `exclude`, chosen by the
+    /// pool's balancer. Whether a routing plugin decides instead is the select step's
+    /// call (`crate::policy::routing::select`).
     pub fn pick(&self, ctx: &PickContext, exclude: impl Fn(usize) -> bool) -> Option<usize> {
         let now = ctx.now_ms;
         let panic = self.in_panic_mode(now);
         self.balancer.pick(&self.backends, ctx, |i| {
-            !exclude(i) && (panic || self.backends[i].state.is_usable(now))
+            !exclude(i) && self.selectable(i, now, panic)
         })
     }
 
-    /// Picks where a request goes: the routing plugin when the pool has one (with the
-    /// native balancer as its fallback), else the native balancer. `request` is only
-    /// read by plugins.
-    pub fn select(
-        &self,
-        ctx: &PickContext,
-        request: Option<&RouteRequest<'_>>,
-        exclude: impl Fn(usize) -> bool,
-    ) -> Selection {
-        let native = || self.pick(ctx, &exclude);
-        match request {
-            Some(request) if self.policies.routes() => {
-                let now = ctx.now_ms;
-                let panic = self.in_panic_mode(now);
-                let admits =
-                    |i: usize| !exclude(i) && (panic || self.backends[i].state.is_usable(now));
-                routing::select(self, request, now, &admits, &native)
-            }
-            _ => native().map_or(Selection::Exhausted, Selection::Backend),
-        }
+    /// Whether backend `i` may be chosen for a new request: usable (anything goes in
+    /// panic mode) and not set to weight 0, which takes a backend out of every
+    /// balancer's and routing plugin's choice (a sticky cookie still reaches it).
+    pub fn selectable(&self, i: usize, now_ms: u64, panic: bool) -> bool {
+        let Some(b) = self.backends.get(i) else {
+            return false;
+        };
+        b.state.weight.load(Ordering::Relaxed) > 0 && (panic || b.state.is_usable(now_ms))
     }
 
     /// Backends that could take a request right now.
@@ -159,7 +159,6 @@ impl Pool {
     /// Why no backend of this pool could take a request now, backend by backend
     /// (`None` when one can). Used to refuse switching traffic where it must fail.
     pub fn unusable_reason(&self, now_ms: u64) -> Option<String> {
-        use crate::upstream::Usability;
         let mut why = Vec::with_capacity(self.backends.len());
         for b in &self.backends {
             let state = &b.state;
@@ -190,7 +189,7 @@ impl Pool {
 
     /// Envoy's panic threshold: when too few backends are usable, spread over all of
     /// them rather than overload the few that are left.
-    fn in_panic_mode(&self, now_ms: u64) -> bool {
+    pub fn in_panic_mode(&self, now_ms: u64) -> bool {
         let Some(threshold) = self.config.failover.panic_threshold else {
             return false;
         };

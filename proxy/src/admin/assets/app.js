@@ -1,10 +1,14 @@
 // Switchyard dashboard: polls /status on the admin listener and renders pools, backends,
-// routes and plugins. Every data call carries the bearer token when one was entered; the
-// token lives in sessionStorage only (gone when the tab closes).
+// routes and plugins; polls /history and /events for each backend's last five minutes and
+// the timeline of events, both kept by the proxy (a reload of the page loses nothing).
+// Every data call carries the bearer token when one was entered; the token lives in
+// sessionStorage only (gone when the tab closes).
 "use strict";
 
 (function () {
   const POLL_MS = 1000;
+  const HISTORY_MS = 2000;
+  const SVG = "http://www.w3.org/2000/svg";
   const FETCH_TIMEOUT_MS = 3000;
   const TOKEN_KEY = "switchyard.adminToken";
 
@@ -22,6 +26,8 @@
     fleetInstances: $("fleet-instances").tBodies[0],
     fleetBackends: $("fleet-backends"),
     plugins: $("plugins").tBodies[0],
+    events: $("events"),
+    eventsEmpty: $("events-empty"),
     updated: $("updated"),
     tokenForm: $("token-form"),
     token: $("token"),
@@ -30,6 +36,17 @@
 
   // Last counters per backend, for rates between two polls.
   const previous = new Map();
+  // Each backend's points from /history ("pool|address" -> oldest first), the newest
+  // point's time (for ?since_ms=), and how long a window the proxy keeps.
+  const series = new Map();
+  let historySince = 0;
+  let windowMs = 300000;
+  let lastExtras = 0;
+  // The browser's clock minus the proxy's, so "3 min ago" is the proxy's time.
+  let clockOffset = 0;
+  // Backend names by address, from the latest /status.
+  const names = new Map();
+  let events = [];
   let timer = null;
   let inFlight = false;
 
@@ -131,6 +148,13 @@
       const status = await response.json();
       hideBanner();
       render(status);
+      if (Date.now() - lastExtras >= HISTORY_MS) {
+        lastExtras = Date.now();
+        await pollExtras();
+      } else {
+        renderTrends();
+        renderEvents();
+      }
     } catch (error) {
       const why = error && error.name === "AbortError" ? "timed out" : "unreachable";
       showBanner("Disconnected: the admin API is " + why + ". Retrying every second…");
@@ -187,6 +211,48 @@
     return (ratio * 100).toFixed(ratio > 0 && ratio < 0.1 ? 1 : 0) + "%";
   }
 
+  // Now on the proxy's clock, in Unix milliseconds.
+  function serverNow() {
+    return Date.now() - clockOffset;
+  }
+
+  // "just now", "42 s ago", "3 min ago", "2 h ago", "4 days ago".
+  function ago(atMs) {
+    const seconds = Math.max(0, Math.round((serverNow() - atMs) / 1000));
+    if (seconds < 5) {
+      return "just now";
+    }
+    if (seconds < 60) {
+      return seconds + " s ago";
+    }
+    if (seconds < 3600) {
+      return Math.floor(seconds / 60) + " min ago";
+    }
+    if (seconds < 86400) {
+      return Math.floor(seconds / 3600) + " h ago";
+    }
+    const days = Math.floor(seconds / 86400);
+    return days + (days === 1 ? " day ago" : " days ago");
+  }
+
+  // A <time> saying how long ago `atMs` was, with the exact time on hover.
+  function agoTime(atMs) {
+    const when = new Date(atMs + clockOffset);
+    return el("time", { datetime: new Date(atMs).toISOString(), title: when.toLocaleString() }, ago(atMs));
+  }
+
+  function fmtMs(ms) {
+    if (ms === null || ms === undefined) {
+      return "–";
+    }
+    return ms >= 100 ? ms.toFixed(0) + " ms" : ms >= 10 ? ms.toFixed(1) + " ms" : ms.toFixed(2) + " ms";
+  }
+
+  // A backend as people know it: its name when it has one, else its address.
+  function backendLabel(address) {
+    return names.get(address) || address;
+  }
+
   // Keeps the characters backend addresses use (host:port, [v6]:port) readable in the path;
   // the admin router matches the address as written in the config.
   function pathPart(text) {
@@ -205,6 +271,7 @@
     ["in_flight", "In flight", "num"],
     ["rate", "Req/s", "num"],
     ["error_rate", "Errors", "num"],
+    ["trend", "Last 5 min"],
     ["actions", "Actions"],
   ];
 
@@ -242,6 +309,15 @@
       const cell = el(field === "address" ? "th" : "td", { "data-field": field });
       if (field === "address") {
         cell.setAttribute("scope", "row");
+        cell.append(el("span", { class: "backend-name" }), el("span", { class: "backend-address" }));
+      }
+      if (field === "trend") {
+        cell.classList.add("trend");
+        cell.append(
+          sparkline("rps", "requests per second"),
+          sparkline("errors", "error rate"),
+          sparkline("p99", "p99 latency")
+        );
       }
       if (cls) {
         cell.classList.add(cls);
@@ -249,7 +325,7 @@
       row.append(cell);
     }
     const actions = row.querySelector('[data-field="actions"]');
-    const label = backend.address + " in pool " + pool.name;
+    const label = (backend.name || backend.address) + " in pool " + pool.name;
     for (const action of ["drain", "enable", "disable"]) {
       const button = el("button", { type: "button", "data-action": action, "aria-label": action + " " + label }, action);
       button.addEventListener("click", () => act(pool.name, backend.address, action));
@@ -314,7 +390,9 @@
     row.dataset.usable = String(backend.usable);
     row.classList.toggle("unusable", !backend.usable);
 
-    setText(field("address"), backend.address);
+    const named = typeof backend.name === "string" && backend.name !== "";
+    setText(field("address").querySelector(".backend-name"), named ? backend.name : backend.address);
+    setText(field("address").querySelector(".backend-address"), named ? backend.address : "");
     badge(field("health"), backend.health, "health-" + backend.health);
     const breaker = backend.breaker === "open" && backend.breaker_open_remaining_ms > 0
       ? "open (" + Math.ceil(backend.breaker_open_remaining_ms / 1000) + " s)"
@@ -455,9 +533,22 @@
     }
     ui.pluginsSection.hidden = false;
     fillRows(ui.plugins, plugins, "data-plugin", (plugin) => {
-      const errors = plugin.errors && typeof plugin.errors === "object"
-        ? Object.entries(plugin.errors).map(([kind, count]) => kind + ": " + count).join(", ")
-        : "";
+      const errors = el("span", { class: "error-badges" });
+      for (const [kind, count] of Object.entries(plugin.errors || {})) {
+        if (count > 0) {
+          errors.append(el("span", { class: "badge error-kind", "data-error-kind": kind, title: count + " " + kind + " error(s)" },
+            kind + " " + count));
+        }
+      }
+      if (!errors.firstChild) {
+        errors.textContent = "none";
+      }
+      const loaded = typeof plugin.loaded_at === "number" ? agoTime(plugin.loaded_at * 1000) : "–";
+      if (plugin.last_reload_error && typeof plugin.last_reload_error.at === "number") {
+        const refused = el("span", { class: "badge plugin-quarantined", title: plugin.last_reload_error.error || "" },
+          "reload refused " + ago(plugin.last_reload_error.at * 1000));
+        errors.append(" ", refused);
+      }
       const state = el("span", { class: "badge " + (plugin.quarantined ? "plugin-quarantined" : "plugin-ok") },
         plugin.quarantined ? "quarantined" : "active");
       const digest = typeof plugin.digest === "string" ? plugin.digest : "";
@@ -467,9 +558,9 @@
         plugin.kind,
         state,
         plugin.calls,
-        errors || "none",
+        errors,
         plugin.on_error,
-        plugin.loaded_at,
+        loaded,
         short,
         plugin.path,
       ];
@@ -592,6 +683,14 @@
         (listeners ? " · listeners " + listeners : "")
     );
     document.body.dataset.ready = String(Boolean(status.ready));
+    names.clear();
+    for (const pool of status.pools || []) {
+      for (const backend of pool.backends || []) {
+        if (typeof backend.name === "string" && backend.name !== "") {
+          names.set(backend.address, backend.name);
+        }
+      }
+    }
     renderPools(status.pools || []);
     renderRoutes(status.routes || []);
     renderPlugins(status.plugins);
@@ -602,6 +701,132 @@
     }
     ui.updated.dateTime = new Date().toISOString();
     setText(ui.updated, new Date().toLocaleTimeString());
+  }
+
+  // ---- history (sparklines) and events ------------------------------------------------
+
+  async function pollExtras() {
+    try {
+      const [historyResponse, eventsResponse] = await Promise.all([
+        call("GET", "/history?since_ms=" + historySince),
+        call("GET", "/events"),
+      ]);
+      if (historyResponse.ok) {
+        mergeHistory(await historyResponse.json());
+      }
+      if (eventsResponse.ok) {
+        const body = await eventsResponse.json();
+        clockOffset = Date.now() - body.now_ms;
+        events = Array.isArray(body.events) ? body.events : [];
+      }
+    } catch (_) {
+      // The next poll tries again; /status already shows when the admin API is gone.
+    }
+    renderTrends();
+    renderEvents();
+  }
+
+  function mergeHistory(history) {
+    if (typeof history.window_ms === "number") {
+      windowMs = history.window_ms;
+    }
+    const oldest = history.now_ms - windowMs;
+    for (const backend of history.backends || []) {
+      const key = backend.pool + "|" + backend.address;
+      const kept = (series.get(key) || []).concat(backend.points || []).filter((p) => p.at_ms > oldest);
+      series.set(key, kept);
+      for (const p of backend.points || []) {
+        historySince = Math.max(historySince, p.at_ms);
+      }
+    }
+  }
+
+  function sparkline(kind, label) {
+    const wrap = el("span", { class: "spark spark-" + kind, "data-spark": kind, "data-points": "0" });
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 100 24");
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", label + " over the last five minutes");
+    svg.append(document.createElementNS(SVG, "polyline"));
+    wrap.append(svg, el("span", { class: "spark-value" }, "–"));
+    wrap.dataset.label = label;
+    return wrap;
+  }
+
+  // Draws `values` ([at_ms, value] pairs, oldest first) from 0 up to their maximum
+  // (at least `floor`), and shows the newest value. The curve spans the proxy's
+  // window once it has that much, and at least the last minute before that, so a
+  // young curve is not squeezed into the right edge.
+  function drawSpark(wrap, values, floor, format) {
+    const now = serverNow();
+    const max = Math.max(floor, ...values.map(([, v]) => v));
+    const oldest = values.length ? values[0][0] : now;
+    const span = Math.min(windowMs, Math.max(60000, now - oldest));
+    const points = values.map(([at, v]) => {
+      const x = Math.max(0, Math.min(100, 100 - ((now - at) / span) * 100));
+      const y = 22 - (v / max) * 20;
+      return x.toFixed(2) + "," + y.toFixed(2);
+    });
+    const line = wrap.querySelector("polyline");
+    const joined = points.join(" ");
+    if (line.getAttribute("points") !== joined) {
+      line.setAttribute("points", joined);
+    }
+    wrap.dataset.points = String(values.length);
+    const latest = values.length ? format(values[values.length - 1][1]) : "–";
+    setText(wrap.querySelector(".spark-value"), latest);
+    wrap.title = wrap.dataset.label + ": now " + latest + ", highest " + (values.length ? format(max) : "–") +
+      " in the last five minutes";
+  }
+
+  function renderTrends() {
+    for (const row of ui.pools.querySelectorAll("tr[data-backend]")) {
+      const points = series.get(row.dataset.pool + "|" + row.dataset.backend) || [];
+      const cell = row.querySelector('[data-field="trend"]');
+      drawSpark(cell.querySelector('[data-spark="rps"]'), points.map((p) => [p.at_ms, p.requests_per_s]), 1,
+        (v) => fmtRate(v) + "/s");
+      drawSpark(cell.querySelector('[data-spark="errors"]'), points.map((p) => [p.at_ms, p.error_rate]), 0.05,
+        fmtPercent);
+      drawSpark(cell.querySelector('[data-spark="p99"]'),
+        points.filter((p) => typeof p.p99_ms === "number").map((p) => [p.at_ms, p.p99_ms]), 1, fmtMs);
+    }
+  }
+
+  function renderEvents() {
+    ui.eventsEmpty.hidden = events.length > 0;
+    const newest = events.length ? events[events.length - 1].id : 0;
+    if (String(newest) !== ui.events.dataset.newest || events.length !== ui.events.children.length) {
+      const items = events.slice().reverse().map((e) => {
+        const item = el("li", { "data-event-id": String(e.id), "data-kind": e.kind });
+        if (e.warning) {
+          item.classList.add("warning");
+        }
+        const subject = e.backend
+          ? backendLabel(e.backend) + (e.pool ? " (" + e.pool + ")" : "")
+          : "";
+        item.append(
+          agoTime(e.at_ms),
+          el("span", { class: "badge kind-" + e.kind }, e.kind),
+          el("span", { class: "event-subject", title: e.backend || "" }, subject),
+          el("span", { class: "event-message" }, e.message)
+        );
+        item.dataset.at = String(e.at_ms);
+        return item;
+      });
+      ui.events.replaceChildren(...items);
+      ui.events.dataset.newest = String(newest);
+    }
+    for (const item of ui.events.children) {
+      setText(item.querySelector("time"), ago(Number(item.dataset.at)));
+      const subject = item.querySelector(".event-subject");
+      if (subject.title) {
+        const e = events.find((x) => String(x.id) === item.dataset.eventId);
+        if (e) {
+          setText(subject, backendLabel(e.backend) + (e.pool ? " (" + e.pool + ")" : ""));
+        }
+      }
+    }
   }
 
   // ---- actions ----------------------------------------------------------------------
@@ -634,6 +859,8 @@
     } catch (_) {
       report(action + " " + address + " failed: the admin API is unreachable.", true);
     }
+    // The change is on the timeline at once.
+    lastExtras = 0;
     await refreshNow();
   }
 

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::config::{ClusterConfig, EtcdAuth, EtcdTls};
-use crate::tls::pem;
+use crate::crypto::pem;
 pub use wire::{Compare, Event, KeyValue, Op, RangeResponse, TxnResponse, WatchResponse};
 use wire::{ErrorBody, Streamed, b64};
 
@@ -632,7 +632,7 @@ impl Watch {
 
 /// rustls settings for `https://` endpoints (plain `http://` ones never use them).
 fn tls_config(tls: Option<&EtcdTls>) -> Result<rustls::ClientConfig, EtcdError> {
-    let provider = crate::tls::provider();
+    let provider = crate::crypto::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| EtcdError::Tls(e.to_string()))?;

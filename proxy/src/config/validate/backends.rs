@@ -2,6 +2,7 @@
 //! `srv = "..."`) that are resolved at run time.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use toml::Spanned;
 
@@ -17,6 +18,7 @@ pub(super) fn backends(
 ) -> (Vec<BackendConfig>, Vec<DnsBackend>) {
     let mut seen = HashSet::new();
     let mut names = HashSet::new();
+    let mut labels: HashSet<&str> = HashSet::new();
     if spanned.get_ref().is_empty() {
         r.at(
             spanned.span(),
@@ -40,6 +42,10 @@ pub(super) fn backends(
                 format!("weight {} is above the maximum {MAX_WEIGHT}", b.weight),
             );
         }
+        let name = b
+            .name
+            .as_ref()
+            .filter(|n| backend_name(n, &entry, &mut labels, r));
         match (&b.address, &b.srv) {
             (Some(address), None) => {
                 let text = address.get_ref().trim();
@@ -55,6 +61,7 @@ pub(super) fn backends(
                         address: socket,
                         weight: b.weight,
                         origin: None,
+                        name: name.map(|n| Arc::from(n.get_ref().as_str())),
                     });
                     continue;
                 }
@@ -63,6 +70,9 @@ pub(super) fn backends(
                     let host = host.to_ascii_lowercase();
                     is_host_name(&host, false).then_some((host, port))
                 });
+                if let Some(n) = name {
+                    r.at(n.span(), format!("{entry}.name"), DNS_NAMED);
+                }
                 let Some((name, port)) = parsed else {
                     r.at(
                         span,
@@ -86,6 +96,9 @@ pub(super) fn backends(
                 });
             }
             (None, Some(srv)) => {
+                if let Some(n) = name {
+                    r.at(n.span(), format!("{entry}.name"), DNS_NAMED);
+                }
                 let name = srv.get_ref().trim().to_ascii_lowercase();
                 if !is_host_name(&name, true) {
                     r.at(
@@ -116,6 +129,44 @@ pub(super) fn backends(
         }
     }
     (by_address, by_name)
+}
+
+/// Why a backend found in DNS takes no `name`.
+const DNS_NAMED: &str = "a name needs one address: backends found in DNS are known by their \
+                         address (and show the DNS name they came from)";
+
+/// Checks a backend's `name`: 1 to 63 letters, digits, `-`, `_` or `.`, unique in
+/// its pool (`seen`). Returns whether it is one.
+fn backend_name<'a>(
+    name: &'a Spanned<String>,
+    entry: &str,
+    seen: &mut HashSet<&'a str>,
+    r: &mut Reporter<'_>,
+) -> bool {
+    let text = name.get_ref().as_str();
+    let field = format!("{entry}.name");
+    let valid = !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid {
+        r.at(
+            name.span(),
+            field,
+            format!("`{text}` is not a backend name: use 1 to 63 letters, digits, `-`, `_` or `.`"),
+        );
+        return false;
+    }
+    if !seen.insert(text) {
+        r.at(
+            name.span(),
+            field,
+            format!("the name `{text}` is given to two backends of this pool"),
+        );
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -155,6 +206,27 @@ mod tests {
                 "t.toml:15:9: pool.web.backends[3].srv: `not a name` is not a DNS name such as _http._tcp.app.internal",
                 "t.toml:16:13: pool.web.backends[4]: give either address or srv, not both",
                 "t.toml:17:1: pool.web.backends[5]: a backend needs address = \"ip:port\" (or \"host:port\") or srv = \"_service._tcp.name\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn names_are_unique_words_and_need_one_address() {
+        let config = valid_with(&pool(
+            "{ address = \"10.0.0.1:80\", name = \"alpha\" },\n{ address = \"10.0.0.2:80\" },\n",
+        ));
+        let web = &config.pools["web"];
+        assert_eq!(web.backends[0].name.as_deref(), Some("alpha"));
+        assert_eq!(web.backends[1].name, None);
+        assert_eq!(
+            problems_with(&pool(
+                "{ address = \"10.0.0.1:80\", name = \"alpha\" },\n{ address = \"10.0.0.2:80\", name = \"alpha\" },\n\
+                 { address = \"10.0.0.3:80\", name = \"no spaces\" },\n{ address = \"app.internal:80\", name = \"app\" },\n"
+            )),
+            [
+                "t.toml:13:35: pool.web.backends[1].name: the name `alpha` is given to two backends of this pool",
+                "t.toml:14:35: pool.web.backends[2].name: `no spaces` is not a backend name: use 1 to 63 letters, digits, `-`, `_` or `.`",
+                "t.toml:15:39: pool.web.backends[3].name: a name needs one address: backends found in DNS are known by their address (and show the DNS name they came from)",
             ]
         );
     }

@@ -21,6 +21,7 @@ mod plugins;
 mod pools;
 mod retry;
 mod routes;
+mod sticky;
 mod upstream_tls;
 
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@ use http::HeaderName;
 use toml::Spanned;
 
 use super::plugins::plugin_ref;
-use super::{backends, breaker, health, retry, upstream_tls};
+use super::{backends, breaker, health, retry, sticky, upstream_tls};
 use crate::config::error::Reporter;
 use crate::config::file::{PoolSection, default_balance};
 use crate::config::resolve::Reads;
@@ -105,6 +105,7 @@ pub(super) fn pools(
         let retry = retry::retry(&field, &s.retry, r);
         breaker.trial_timeout = retry.per_try_timeout + TRIAL_GRACE;
         let failover = failover(name, s, sections, r);
+        let sticky = s.sticky.as_ref().map(|t| sticky::sticky(&field, t, r));
         out.insert(
             name.clone(),
             PoolConfig {
@@ -121,6 +122,7 @@ pub(super) fn pools(
                 breaker,
                 retry,
                 failover,
+                sticky,
             },
         );
     }

@@ -5,9 +5,17 @@ use crate::config::file::RetrySection;
 use crate::config::suggest::unknown_choice;
 use crate::config::{RetryConfig, RetryOn};
 
-const RETRY_ON: [&str; 6] = ["connect-failure", "reset", "timeout", "502", "503", "504"];
+const RETRY_ON: [&str; 7] = [
+    "connect-failure",
+    "reset",
+    "timeout",
+    "500",
+    "502",
+    "503",
+    "504",
+];
 /// The conditions a misspelling may have meant (a status code is not suggested: a
-/// 500 is not a 502).
+/// 501 is not a 500).
 const RETRY_ON_WORDS: [&str; 3] = ["connect-failure", "reset", "timeout"];
 
 pub(super) fn retry(field: &str, s: &RetrySection, r: &mut Reporter<'_>) -> RetryConfig {
@@ -22,6 +30,7 @@ pub(super) fn retry(field: &str, s: &RetrySection, r: &mut Reporter<'_>) -> Retr
                     "connect-failure" => on.connect_failure = true,
                     "reset" => on.reset = true,
                     "timeout" => on.timeout = true,
+                    "500" => on.status_500 = true,
                     "502" => on.status_502 = true,
                     "503" => on.status_503 = true,
                     "504" => on.status_504 = true,
@@ -85,11 +94,11 @@ mod tests {
     fn refuses_unknown_conditions_and_out_of_range_numbers() {
         assert_eq!(
             problems_with(
-                "[pool.app.retry]\non = [\"reset\", \"connect_failure\", \"500\"]\nattempts = 11\nper_try_timeout = \"0\"\n"
+                "[pool.app.retry]\non = [\"reset\", \"connect_failure\", \"501\"]\nattempts = 11\nper_try_timeout = \"0\"\n"
             ),
             [
-                "t.toml:11:16: pool.app.retry.on[1]: unknown retry condition `connect_failure`, did you mean `connect-failure`? Expected one of: connect-failure, reset, timeout, 502, 503, 504",
-                "t.toml:11:35: pool.app.retry.on[2]: unknown retry condition `500`; expected one of: connect-failure, reset, timeout, 502, 503, 504",
+                "t.toml:11:16: pool.app.retry.on[1]: unknown retry condition `connect_failure`, did you mean `connect-failure`? Expected one of: connect-failure, reset, timeout, 500, 502, 503, 504",
+                "t.toml:11:35: pool.app.retry.on[2]: unknown retry condition `501`; expected one of: connect-failure, reset, timeout, 500, 502, 503, 504",
                 "t.toml:12:12: pool.app.retry.attempts: at most 10 retries are allowed",
                 "t.toml:13:19: pool.app.retry.per_try_timeout: must be greater than zero",
             ]

@@ -14,7 +14,8 @@ use http::HeaderName;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::plugin::{PluginError, RouteCandidate, RouteDecision, RouteRequest};
+use super::error::PluginError;
+use super::routing::{RouteCandidate, RouteDecision, RouteRequest};
 
 /// Samples kept per plugin (the oldest goes first).
 pub const SAMPLES_KEPT: usize = 64;
@@ -163,7 +164,7 @@ fn to_json(o: &Observed<'_>) -> Value {
         },
         "candidates": o.candidates.iter().map(candidate_json).collect::<Vec<_>>(),
         "decision": decision_json(o.result),
-        "call_us": o.took.as_secs_f64() * 1e6,
+        "call_us": crate::clock::micros(o.took),
     });
     if let Some(live) = &o.live {
         sample["live_decision"] = live.clone();

@@ -1,12 +1,15 @@
 //! Probe verdicts from a health-check plugin, with the native evaluator as fallback,
-//! and the custom probe request a plugin may ask for.
+//! and the custom probe request a plugin may ask for. This seam lives with the
+//! checks rather than in `crate::policy`, since the probe loops below the policy
+//! layer call it.
 
 use std::sync::Arc;
 
-use super::{PluginSlot, Recourse, recourse};
+use super::probe::{ProbeError, ProbeReport};
+use super::{Verdict, native_verdict};
 use crate::config::HealthConfig;
-use crate::health::{ProbeError, ProbeReport, Verdict, native_verdict};
 use crate::plugin::{self, CustomProbe, HealthVerdict, ProbeTarget};
+use crate::plugin::{PluginSlot, Recourse, recourse};
 
 /// Asks the plugin in `slot` which request to probe `address` of `pool` with. `None`
 /// means the configured probe: the plugin has no `probe-request` export, answered
