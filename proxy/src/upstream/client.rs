@@ -181,12 +181,23 @@ impl UpstreamClient {
             let now = clock::now_ms();
             let (conn, reused) = match pool.checkout(now, shared.settings.idle_timeout_ms) {
                 Some(conn) => (conn, true),
-                None => (shared.connect(addr).await?, false),
+                None => {
+                    let conn = shared.connect(addr).await?;
+                    // An HTTP/2 connection is shared from the start: later requests
+                    // open streams on it while this one runs.
+                    if let Conn::H2(sender) = &conn {
+                        pool.put(Conn::H2(sender.clone()));
+                    }
+                    (conn, false)
+                }
             };
             let sent = match conn {
                 Conn::H2(mut sender) => {
-                    if sender.ready().await.is_err() {
-                        continue;
+                    if let Err(e) = sender.ready().await {
+                        if reused {
+                            continue;
+                        }
+                        return Err(ClientError::Send(e));
                     }
                     sender
                         .try_send_request(request)
@@ -497,7 +508,11 @@ impl HostPool {
             match idle.conn {
                 Conn::H2(ref sender) => {
                     let shared = Conn::H2(sender.clone());
-                    let _ = self.idle.push(idle);
+                    // In use again: its idle time starts over.
+                    let _ = self.idle.push(Idle {
+                        since_ms: now_ms,
+                        ..idle
+                    });
                     return Some(shared);
                 }
                 Conn::H1(mut conn) => {
