@@ -725,7 +725,7 @@ Usage: switchyard ctl drain [OPTIONS] <POOL> <BACKEND>
 
 Arguments:
   <POOL>     The pool, as named in the config (`[pool.NAME]`)
-  <BACKEND>  The backend's address, as `ctl status` lists it (e.g. 10.0.0.5:8080)
+  <BACKEND>  The backend's name or address, as `ctl status` lists it (e.g. alpha or 10.0.0.5:8080)
 
 Options:
       --admin <HOST:PORT>       Admin address (host:port). A host name other than `localhost` must be in the proxy's `admin.allowed_hosts` [env: SWITCHYARD_ADMIN=] [default: 127.0.0.1:9901]
@@ -737,6 +737,7 @@ Options:
     );
     let commands = [
         "status",
+        "why",
         "drain",
         "enable",
         "disable",
