@@ -284,7 +284,12 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0;
 # --------------------------------------------------------------- backends ---
 
 backend_ports=()
-for ((i = 0; i < 64; i++)); do backend_ports+=("$(free_port)"); done
+# free_port runs in a subshell here, so it cannot see the ports it picked before:
+# the loop keeps the list free of duplicates itself.
+while ((${#backend_ports[@]} < 64)); do
+    p=$(free_port)
+    [[ " ${backend_ports[*]} " == *" $p "* ]] || backend_ports+=("$p")
+done
 body_marker="switchyard-load-backend"
 # The body is BODY_BYTES long including the " PORT\n" that tells the backends apart.
 body=$body_marker
