@@ -140,6 +140,25 @@ fn routing(c: &mut Criterion) {
             ))
         })
     });
+
+    // The shape of load.sh's routes-200 row: one host and path per route, the
+    // request matching the last one.
+    let mut router = Router::default();
+    for i in 1..=200 {
+        router.add(
+            Some(&format!("h{i}.bench")),
+            Arc::new(Route {
+                name: format!("r{i}").into(),
+                target: RouteTarget::Pool("p".into()),
+                path_prefix: format!("/r{i}/"),
+                forward_original_path: false,
+                metrics: metrics.route(&format!("r{i}")),
+            }),
+        );
+    }
+    c.bench_function("route/200-routes", |b| {
+        b.iter(|| black_box(router.route(Some(black_box("h200.bench")), black_box("/r200/item"))))
+    });
 }
 
 fn breaker(c: &mut Criterion) {

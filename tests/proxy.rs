@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn spread(proxy: &TestProxy, n: usize, path: &str) -> HashMap<String, usize> {
@@ -855,4 +855,240 @@ async fn tls_listener_speaks_h2_and_http11_by_alpn() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "a");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads one HTTP/1.1 answer (a `Content-Length` or chunked body) from `stream`;
+/// after `stall_at` body bytes, pauses for `stall` before reading the rest. Returns
+/// the status line and the body length.
+async fn read_answer(stream: &mut TcpStream, stall_at: usize, stall: Duration) -> (String, usize) {
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    let read_line = async |reader: &mut tokio::io::BufReader<&mut TcpStream>, line: &mut String| {
+        line.clear();
+        tokio::time::timeout(Duration::from_secs(10), reader.read_line(line))
+            .await
+            .expect("a line in time")
+            .unwrap()
+    };
+    read_line(&mut reader, &mut line).await;
+    let status = line.trim_end().to_string();
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        assert!(
+            read_line(&mut reader, &mut line).await > 0,
+            "closed in the head"
+        );
+        let lower = line.trim_end().to_ascii_lowercase();
+        if lower.is_empty() {
+            break;
+        }
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = Some(v.trim().parse::<usize>().unwrap());
+        }
+        chunked |= lower == "transfer-encoding: chunked";
+    }
+    let mut got = 0;
+    let mut stalled = false;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut take = async |reader: &mut tokio::io::BufReader<&mut TcpStream>,
+                          mut n: usize,
+                          got: &mut usize| {
+        while n > 0 {
+            if !stalled && *got >= stall_at {
+                tokio::time::sleep(stall).await;
+                stalled = true;
+            }
+            let want = n.min(buf.len());
+            let read = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf[..want]))
+                .await
+                .expect("body bytes in time")
+                .unwrap();
+            assert!(read > 0, "closed after {got} body bytes");
+            n -= read;
+            *got += read;
+        }
+    };
+    if chunked {
+        loop {
+            read_line(&mut reader, &mut line).await;
+            let size = usize::from_str_radix(line.trim_end(), 16).unwrap();
+            take(&mut reader, size, &mut got).await;
+            read_line(&mut reader, &mut line).await;
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        take(&mut reader, length.unwrap_or(0), &mut got).await;
+    }
+    (status, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connections_are_parked_and_keep_serving() {
+    let a = TestBackend::start("a").await;
+    let config = simple_config(&[&a], "").replace(
+        "[[listener]]",
+        "[limits]\nidle_timeout = \"20s\"\n\n[[listener]]",
+    );
+    let proxy = start_proxy(&config).await;
+    let parked = |metrics: &str| metric_value(metrics, "switchyard_connections_parked");
+
+    // A big answer the client stops reading near its end, for longer than a
+    // connection may idle before it is parked: the proxy still holds bytes for
+    // it, so it must not be parked then, and the answer arrives whole.
+    let size = 48 << 20;
+    // A small receive buffer (no autotuning): the proxy cannot hand the kernel the
+    // rest of the answer while the client does not read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut client = socket.connect(proxy.web).await.unwrap();
+    client
+        .write_all(format!("GET /big?bytes={size} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (status, got) =
+        read_answer(&mut client, size - (8 << 20), Duration::from_millis(2500)).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(got, size, "the whole answer arrived");
+
+    // Now idle: parked within two seconds, without closing the connection.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while parked(&metrics_text(&proxy).await) != 1.0 {
+        assert!(Instant::now() < deadline, "the idle connection is parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its next request wakes it: served on the same connection.
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _) = read_answer(&mut client, usize::MAX, Duration::ZERO).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(
+        parked(&metrics_text(&proxy).await),
+        0.0,
+        "no longer parked while busy"
+    );
+    // A second quiet spell parks it again, and it serves again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _) = read_answer(&mut client, usize::MAX, Duration::ZERO).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(
+        a.connections(),
+        1,
+        "every request reused one backend connection"
+    );
+}
+
+/// A backend that answers each request on a connection with `200 ok` (keep-alive),
+/// closes the connection `close_after` after its first answer when given, and
+/// reports each connection's end (the proxy closing it) on `closed`.
+async fn keepalive_backend(
+    close_after: Option<Duration>,
+) -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicU64>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&accepted);
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = closed_tx.send(());
+                            return;
+                        }
+                        Ok(n) => n,
+                    };
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if let Some(after) = close_after {
+                            tokio::time::sleep(after).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, closed)
+}
+
+fn one_backend_config(addr: std::net::SocketAddr, limits: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[limits]\n{limits}\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbackends = [{{ address = \"{addr}\" }}]\n[pool.app.retry]\nattempts = 0\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_the_backend_closed_is_replaced_without_an_error() {
+    use std::sync::atomic::Ordering;
+    let (backend, accepted, _closed) = keepalive_backend(Some(Duration::from_millis(100))).await;
+    // No retries: only the client's own resend of an unsent request may save it.
+    let proxy = start_proxy(&one_backend_config(backend, "")).await;
+    let c = client();
+    for i in 0..3 {
+        let (status, _, body) = get(&c, &format!("http://{}/", proxy.web)).await;
+        assert_eq!(
+            (status, body.as_ref()),
+            (200, b"ok".as_ref()),
+            "request {i}"
+        );
+        // The backend closes the kept connection while it sits idle.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        3,
+        "a new connection each time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_idle_past_their_timeout_are_closed() {
+    use std::sync::atomic::Ordering;
+    let (backend, accepted, mut closed) = keepalive_backend(None).await;
+    let proxy = start_proxy(&one_backend_config(
+        backend,
+        "upstream_idle_timeout = \"1s\"",
+    ))
+    .await;
+    let c = client();
+    assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    assert_eq!(accepted.load(Ordering::Relaxed), 1, "kept and reused");
+    // Idle past the timeout: the proxy closes it (within its sweep period).
+    tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the idle connection was closed")
+        .unwrap();
+    assert_eq!(get(&c, &format!("http://{}/", proxy.web)).await.0, 200);
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        2,
+        "the next request opened a new one"
+    );
 }

@@ -500,3 +500,77 @@ async fn under_the_journal_lines_carry_a_priority_and_no_timestamp() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_drops_and_counts_log_lines_instead_of_stalling_requests() {
+    let backend = TestBackend::start("app").await;
+    let live = backend.addr;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let dir = temp_dir("stalled-log");
+        let config = dir.join("switchyard.toml");
+        std::fs::write(&config, one_backend(live)).unwrap();
+        // stderr is a pipe the test holds but does not read: it fills up, and the
+        // proxy's writes to it block.
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let mut command = Command::new(binary());
+        command.arg("--config").arg(&config);
+        let proxy = Spawned::start_with_stderr(
+            command,
+            std::process::Stdio::from(writer),
+            &dir.join("unused.log"),
+            Duration::from_secs(60),
+        );
+        // Each access line carries the ~7 KB path: a few hundred fill the pipe and
+        // the writer's 4 MiB queue; every request must still be answered.
+        let path = format!("/{}", "p".repeat(7000));
+        let web = proxy.listener("web");
+        for i in 0..1500 {
+            let (status, _) = http_get(web, &path)
+                .unwrap_or_else(|e| panic!("request {i} was not answered: {e}"));
+            assert_eq!(status, 200, "request {i}");
+        }
+        let (code, metrics) = http_get(proxy.admin, "/metrics").unwrap();
+        assert_eq!(code, 200);
+        let dropped: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchyard_log_lines_dropped_total "))
+            .unwrap_or_else(|| panic!("no dropped-lines counter:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(dropped > 0.0, "lines were dropped and counted: {dropped}");
+
+        // Once stderr drains, the proxy says how many lines it dropped.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            let mut seen = Vec::new();
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen);
+                if text.contains("log lines dropped") {
+                    let _ = tx.send(text.into_owned());
+                    break;
+                }
+                let keep = seen.len().saturating_sub(4096);
+                seen.drain(..keep);
+            }
+        });
+        let text = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a warning about the dropped lines once stderr drained");
+        let warning = text
+            .lines()
+            .find(|l| l.contains("log lines dropped"))
+            .unwrap();
+        assert!(warning.contains("WARN"), "{warning}");
+        drop(proxy);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+    .unwrap();
+}

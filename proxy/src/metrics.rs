@@ -12,8 +12,10 @@ mod control;
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, LabelSetEncoder};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -179,6 +181,7 @@ pub struct Metrics {
     requests: Family<RouteClassLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     in_flight: Gauge,
+    parked: Gauge,
     route_in_flight: Family<RouteLabels, Gauge>,
     spills: Family<SpillLabels, Counter>,
     accept_errors: Family<ListenerLabels, Counter>,
@@ -234,6 +237,12 @@ impl Metrics {
             "requests_in_flight",
             "Requests being proxied right now",
             in_flight.clone(),
+        );
+        let parked = Gauge::default();
+        registry.register(
+            "connections_parked",
+            "Idle HTTP/1 keep-alive client connections parked without their HTTP buffers until their next request",
+            parked.clone(),
         );
         let route_in_flight = Family::<RouteLabels, Gauge>::default();
         registry.register(
@@ -366,6 +375,7 @@ impl Metrics {
         registry.register_collector(Box::new(plugins.clone()));
         let tls = Attached::default();
         registry.register_collector(Box::new(tls.clone()));
+        registry.register_collector(Box::new(LogCollector));
         let control = ControlMetrics::register(&mut registry);
         let cluster = Arc::new(ClusterMetrics::default());
         registry.register_collector(Box::new(cluster::ClusterCollector(Arc::clone(&cluster))));
@@ -374,6 +384,7 @@ impl Metrics {
             requests,
             duration,
             in_flight,
+            parked,
             route_in_flight,
             spills,
             accept_errors,
@@ -524,6 +535,11 @@ impl Metrics {
     /// The global in-flight gauge.
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    /// Idle client connections parked right now (see `server::park`).
+    pub fn parked(&self) -> &Gauge {
+        &self.parked
     }
 
     /// Counts a failed connect to a backend.
@@ -694,5 +710,33 @@ impl Collector for Attached {
 fn pool_labels(pool: &str) -> PoolLabels {
     PoolLabels {
         pool: pool.to_string(),
+    }
+}
+
+/// Where [`LogCollector`] reads the count of dropped log lines: the log writer sits
+/// above this module (it belongs to the binary), so it hands in a reader at start.
+static LOG_LINES_DROPPED: OnceLock<fn() -> u64> = OnceLock::new();
+
+/// Installs the reader of the log writer's dropped-line count
+/// (`switchyard_log_lines_dropped_total`); only the first one counts.
+pub fn attach_log_drops(reader: fn() -> u64) {
+    let _ = LOG_LINES_DROPPED.set(reader);
+}
+
+/// Reads the log writer's dropped-line count on each scrape (0 before a writer
+/// is attached).
+#[derive(Debug)]
+struct LogCollector;
+
+impl Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines (access log included) dropped because stderr could not keep up; requests never wait for the log",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        let dropped = LOG_LINES_DROPPED.get().map_or(0, |read| read());
+        ConstCounter::new(dropped).encode(family)
     }
 }

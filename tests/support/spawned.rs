@@ -40,11 +40,22 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `command` with stdout piped and stderr to `log`, and waits (up to
     /// `within`) until it printed its admin address.
-    pub fn start(mut command: Command, log: &Path, within: Duration) -> Spawned {
+    pub fn start(command: Command, log: &Path, within: Duration) -> Spawned {
         let log_file = std::fs::File::create(log).unwrap();
+        Self::start_with_stderr(command, Stdio::from(log_file), log, within)
+    }
+
+    /// [`Spawned::start`] with stderr going to `stderr` (`log` is then only where
+    /// [`Spawned::log_text`] looks).
+    pub fn start_with_stderr(
+        mut command: Command,
+        stderr: Stdio,
+        log: &Path,
+        within: Duration,
+    ) -> Spawned {
         command
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
+            .stderr(stderr)
             .stdin(Stdio::null());
         // `Spawned` waits for it on drop.
         #[allow(clippy::zombie_processes)]

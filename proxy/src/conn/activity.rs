@@ -93,28 +93,67 @@ impl ConnActivity {
 
     /// Resolves when the connection should be closed; checks on each deadline.
     pub async fn watchdog(&self, header_timeout: Duration, idle_timeout: Duration) -> Expiry {
+        match self.watch(header_timeout, idle_timeout, None).await {
+            Watch::Expired(expiry) => expiry,
+            // Never asked for.
+            Watch::Park => Expiry::Idle,
+        }
+    }
+
+    /// [`Self::watchdog`] that also resolves once an HTTP/1 keep-alive connection
+    /// has been idle for `park_after` (with no part of a next request received).
+    pub async fn watch(
+        &self,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+        park_after: Option<Duration>,
+    ) -> Watch {
         let header_ms = header_timeout.as_millis() as u64;
         let idle_ms = idle_timeout.as_millis() as u64;
+        let park_ms = park_after.map(|p| p.as_millis() as u64);
         loop {
             let now = clock::now_ms();
             let head = self.head_started_ms.load(Ordering::Relaxed);
             let busy = self.in_flight.load(Ordering::Acquire) > 0;
             let mut wake = now + header_ms.min(idle_ms).max(100);
+            if let Some(park_ms) = park_ms {
+                // Requests come and go without waking this: look again soon enough
+                // to park within two `park_after` of the last one.
+                wake = wake.min(now + park_ms.max(100));
+            }
             if head != 0 {
                 if now >= head + header_ms {
-                    return Expiry::HeaderTimeout;
+                    return Watch::Expired(Expiry::HeaderTimeout);
                 }
                 wake = wake.min(head + header_ms);
             } else if !busy {
                 let idle = self.idle_since_ms.load(Ordering::Relaxed);
                 if now >= idle + idle_ms {
-                    return Expiry::Idle;
+                    return Watch::Expired(Expiry::Idle);
                 }
                 wake = wake.min(idle + idle_ms);
+                if let Some(park_ms) = park_ms
+                    && !self.h2.load(Ordering::Relaxed)
+                    && self.first_read_done.load(Ordering::Relaxed)
+                {
+                    if now >= idle + park_ms {
+                        return Watch::Park;
+                    }
+                    wake = wake.min(idle + park_ms);
+                }
             }
             tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now).max(5))).await;
         }
     }
+}
+
+/// What [`ConnActivity::watch`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// The connection is to be closed.
+    Expired(Expiry),
+    /// An idle HTTP/1 connection may be parked (see [`super::park`]).
+    Park,
 }
 
 /// What the reader knows about the protocol so far.
@@ -145,6 +184,11 @@ impl<T> ActivityIo<T> {
             protocol: Protocol::Sniffing(0),
             max_header_block,
         }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
     }
 
     fn observe(&mut self, mut data: &[u8]) -> io::Result<()> {

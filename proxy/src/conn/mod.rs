@@ -11,7 +11,7 @@ mod h2_flood;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use activity::{ActivityIo, ConnActivity, Expiry};
+pub use activity::{ActivityIo, ConnActivity, Expiry, Watch};
 pub use caps::{ClientSlot, ConnPermit, PerClient};
 pub use h2_flood::Flood;
 

@@ -184,8 +184,29 @@ fn validate(
     }
 }
 
-/// Formats an address into `buf` without allocating.
+/// Formats an address into `buf` without allocating (IPv4 digit by digit: the
+/// formatting machinery cost more than the rest of a call's request).
 fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
+    if let IpAddr::V4(v4) = ip {
+        let mut len = 0;
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                buf[len] = b'.';
+                len += 1;
+            }
+            if octet >= 100 {
+                buf[len] = b'0' + octet / 100;
+                len += 1;
+            }
+            if octet >= 10 {
+                buf[len] = b'0' + octet / 10 % 10;
+                len += 1;
+            }
+            buf[len] = b'0' + octet % 10;
+            len += 1;
+        }
+        return std::str::from_utf8(&buf[..len]).unwrap_or("");
+    }
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     // An IPv6 address is at most 45 characters, so this cannot fail.
     let len = match write!(cursor, "{ip}") {
@@ -201,11 +222,16 @@ mod tests {
 
     #[test]
     fn formats_addresses_without_allocating() {
-        let mut buf = [0u8; 48];
-        assert_eq!(
-            format_ip("192.0.2.7".parse().unwrap(), &mut buf),
-            "192.0.2.7"
-        );
+        for v4 in [
+            "192.0.2.7",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.100.9.99",
+            "1.20.103.240",
+        ] {
+            let mut buf = [0u8; 48];
+            assert_eq!(format_ip(v4.parse().unwrap(), &mut buf), v4);
+        }
         let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
             .parse()
             .unwrap();

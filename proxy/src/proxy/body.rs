@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{BoxError, ClientBodyError};
-use crate::upstream::UpstreamBody;
+use crate::upstream::{ResponseBody, UpstreamBody};
 
 /// What a client's request body may do, from `[limits]` and the pool's retry policy.
 #[derive(Debug, Clone, Copy)]
@@ -454,13 +454,13 @@ pub trait BodyEnd: Send + Sync + 'static {
 
 /// A backend response body that tells its [`BodyEnd`] how it ended.
 pub struct TrackedBody<E: BodyEnd> {
-    inner: Incoming,
+    inner: ResponseBody,
     end: Option<E>,
 }
 
 impl<E: BodyEnd> TrackedBody<E> {
     /// Wraps a backend body.
-    pub fn new(inner: Incoming, end: E) -> Self {
+    pub fn new(inner: ResponseBody, end: E) -> Self {
         Self {
             inner,
             end: Some(end),

@@ -10,6 +10,7 @@ use std::time::Instant;
 use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
 use tracing::info;
 
+use super::access::AccessRecord;
 use super::attempt::Attempt;
 use super::body::{BodyEnd, BodyOutcome};
 use super::failure::Failure;
@@ -151,26 +152,28 @@ impl BodyEnd for Completion {
             route.metrics.observe(self.status, elapsed.as_secs_f64());
         }
         if self.access_log {
-            info!(
-                target: "switchyard::access",
-                request_id = self.request_id.to_str().unwrap_or("-"),
-                client = %self.client,
-                method = %self.method,
-                path = self.path.as_deref().unwrap_or(self.uri.path()),
-                route = self.route.as_ref().map_or("-", |r| &r.name),
-                backend = self.attempt.last_backend().map_or("-", |b| &b.key),
-                backend_name = self.attempt.last_backend().and_then(|b| b.name.as_deref()),
-                status = self.status,
-                failure = self.failure.as_deref(),
-                tries = (self.attempt.tries() > 1).then_some(self.attempt.tries()),
-                failed_tries = failed_tries(self.attempt.failures()).as_deref(),
-                duration_ms = crate::clock::millis(elapsed),
-                outcome = match outcome {
+            let failed = failed_tries(self.attempt.failures());
+            let last = self.attempt.last_backend();
+            AccessRecord {
+                request_id: self.request_id.to_str().unwrap_or("-"),
+                client: self.client,
+                method: &self.method,
+                path: self.path.as_deref().unwrap_or(self.uri.path()),
+                route: self.route.as_ref().map_or("-", |r| &r.name),
+                backend: last.map_or("-", |b| &b.key),
+                backend_name: last.and_then(|b| b.name.as_deref()),
+                status: self.status,
+                failure: self.failure.as_deref(),
+                tries: (self.attempt.tries() > 1).then_some(self.attempt.tries()),
+                failed_tries: failed.as_deref(),
+                elapsed,
+                outcome: match outcome {
                     BodyOutcome::Complete => "complete",
                     BodyOutcome::UpstreamFailed => "upstream-aborted",
                     BodyOutcome::Abandoned => "client-aborted",
                 },
-            );
+            }
+            .emit();
         }
         self.attempt.release();
     }

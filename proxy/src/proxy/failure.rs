@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io;
 
-use crate::upstream::ConnectError;
+use crate::upstream::{ClientError, ConnectError};
 
 /// Why a try failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl Failure {
     /// What a failed send amounted to: the connect error's kind when the connection
     /// could not be opened, else a reset (`invalid` when hyper could not parse the
     /// answer).
-    pub fn of_send(error: &hyper_util::client::legacy::Error, invalid: bool) -> Failure {
+    pub fn of_send(error: &ClientError, invalid: bool) -> Failure {
         if !error.is_connect() {
             return if invalid {
                 Failure::BadResponse

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, header};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::capture_connection;
 use tracing::debug;
 
 use super::attempt::Attempt;
@@ -28,7 +26,10 @@ use crate::plugin::RouteRequest;
 use crate::policy::routing::{self, Selection};
 use crate::rollout::Observation;
 use crate::state::Snapshot;
-use crate::upstream::{Backend, Pool, UpstreamBody, UpstreamClient, log_transition};
+use crate::upstream::{
+    Backend, ClientError, Pool, ResponseBody, UpstreamBody, UpstreamClient, capture_connection,
+    log_transition,
+};
 
 /// `HTTP/1.1 200 OK\r\n` and the final `\r\n`, as counted against the head limit.
 const STATUS_LINE: usize = 19;
@@ -97,17 +98,17 @@ impl Tried {
 
 /// What a send step came back with.
 enum Sent {
-    Response(Response<Incoming>),
-    Error(hyper_util::client::legacy::Error),
+    Response(Response<ResponseBody>),
+    Error(ClientError),
     TimedOut,
 }
 
 /// What the judge step made of a send.
 enum Judged {
     /// A usable answer (not 5xx).
-    Answer(Response<Incoming>),
+    Answer(Response<ResponseBody>),
     /// A 5xx answer: relayed unless it is retried.
-    ServerError(Response<Incoming>),
+    ServerError(Response<ResponseBody>),
     /// The backend failed (connect, reset, timeout, an invalid answer), for this reason.
     Failed(Outcome, Failure, ProxyError),
     /// The client's body broke, stalled or was too large: not the backend's doing.
@@ -127,7 +128,7 @@ pub async fn forward(
     first_pool: Arc<Pool>,
     target: &Target<'_>,
     body: &RequestBody,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let steps = Steps {
         client,
         metrics,
@@ -245,7 +246,7 @@ impl RetryRules {
 /// What the retry decision made of a judged try.
 enum Decision {
     /// Relay this answer (a success, or a 5xx that is not retried).
-    Relay(Response<Incoming>),
+    Relay(Response<ResponseBody>),
     /// Answer the client with this error.
     Fail(ProxyError),
     /// Try another backend; the try ended with this outcome and error.
@@ -451,7 +452,7 @@ async fn send(
     per_try: Duration,
     watch: Option<&Arc<BodyWatch>>,
 ) -> Sent {
-    let response = client.inner().request(request);
+    let response = client.request(request);
     tokio::pin!(response);
     let mut deadline = tokio::time::Instant::now() + per_try;
     loop {
@@ -554,7 +555,7 @@ fn judge(
 /// from 100 to 599, `101` only to a request that asked to upgrade, and a head no
 /// larger than `limits.max_header_bytes` (hyper's read buffer bounds it only roughly).
 fn check_answer(
-    response: &Response<Incoming>,
+    response: &Response<ResponseBody>,
     upgrade: bool,
     max_head: usize,
 ) -> Result<(), &'static str> {
@@ -591,7 +592,7 @@ fn check_answer(
 
 /// hyper could not parse the answer: a bad status line, a head over the limits,
 /// invalid or conflicting lengths, HTTP/0.9.
-fn is_invalid_answer(error: &hyper_util::client::legacy::Error) -> bool {
+fn is_invalid_answer(error: &ClientError) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
@@ -649,7 +650,7 @@ fn upstream_request(
 }
 
 /// The innermost error, which names what actually happened (refused, reset, ...).
-fn root_cause(err: &hyper_util::client::legacy::Error) -> BoxError {
+fn root_cause(err: &ClientError) -> BoxError {
     let mut cause: &dyn std::error::Error = err;
     while let Some(next) = cause.source() {
         cause = next;

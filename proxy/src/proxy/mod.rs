@@ -2,6 +2,7 @@
 //! stream back. Everything a request takes is held by its [`Completion`] and the
 //! [`attempt::Attempt`] guard inside it, so it is given back on every path out.
 
+mod access;
 mod attempt;
 mod body;
 mod completion;
@@ -21,6 +22,7 @@ use http::{Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+pub use access::AccessRecord;
 pub use attempt::Attempt;
 pub use body::{BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, RequestBody, TrackedBody};
 pub use completion::Completion;

@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::park::{PARK_AFTER, Parkable, Readiness};
 use super::tls::TlsSlot;
 use crate::config::Limits;
-use crate::conn::{ActivityIo, ConnActivity, ConnInfo, ConnPermit, Expiry};
+use crate::conn::{ActivityIo, ConnActivity, ConnInfo, ConnPermit, Expiry, Watch};
 use crate::proxy::Proxy;
 use crate::tls::{ACME_TLS_ALPN, Challenges};
 
@@ -197,29 +198,43 @@ async fn serve_stream(
 ) {
     match &ctx.tls {
         None => serve_io(stream, peer, false, &ctx, &builder, permit).await,
-        Some(slot) => {
-            let acceptor = slot.acceptor();
-            let handshake =
-                tokio::time::timeout(ctx.limits.header_read_timeout, acceptor.accept(stream)).await;
-            match handshake {
-                // An ACME TLS-ALPN-01 validation: the handshake was the whole answer.
-                Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {
-                    debug!(client = %peer, "answered an ACME tls-alpn-01 validation");
-                }
-                Ok(Ok(tls)) => serve_io(tls, peer, true, &ctx, &builder, permit).await,
-                Ok(Err(e)) => {
-                    ctx.proxy.metrics.client_error("tls_handshake");
-                    debug!(client = %peer, error = %e, "TLS handshake failed");
-                }
-                Err(_) => {
-                    ctx.proxy.metrics.client_error("tls_handshake");
-                    debug!(client = %peer, "TLS handshake timed out");
-                }
-            }
+        // Boxed: a plain connection's task does not carry the room a TLS one needs.
+        Some(slot) => Box::pin(serve_tls(stream, peer, slot, &ctx, &builder, permit)).await,
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: &TlsSlot,
+    ctx: &ListenerContext,
+    builder: &auto::Builder<TokioExecutor>,
+    permit: Arc<ConnPermit>,
+) {
+    let acceptor = slot.acceptor();
+    let handshake =
+        tokio::time::timeout(ctx.limits.header_read_timeout, acceptor.accept(stream)).await;
+    match handshake {
+        // An ACME TLS-ALPN-01 validation: the handshake was the whole answer.
+        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {
+            debug!(client = %peer, "answered an ACME tls-alpn-01 validation");
+        }
+        Ok(Ok(tls)) => serve_io(tls, peer, true, ctx, builder, permit).await,
+        Ok(Err(e)) => {
+            ctx.proxy.metrics.client_error("tls_handshake");
+            debug!(client = %peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            ctx.proxy.metrics.client_error("tls_handshake");
+            debug!(client = %peer, "TLS handshake timed out");
         }
     }
 }
 
+/// Serves one client connection: hyper over the stream, the watchdog's deadlines,
+/// drains, and parking while idle (see [`super::park`]): a keep-alive connection
+/// quiet for [`PARK_AFTER`] gives up its hyper connection and waits on the bare
+/// socket; its next request starts a fresh one.
 async fn serve_io<I>(
     io: I,
     peer: SocketAddr,
@@ -228,7 +243,7 @@ async fn serve_io<I>(
     builder: &auto::Builder<TokioExecutor>,
     permit: Arc<ConnPermit>,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
 {
     let activity = ConnActivity::new();
     let info = ConnInfo {
@@ -238,9 +253,135 @@ async fn serve_io<I>(
         activity: Arc::clone(&activity),
         permit,
     };
+    let stream = Parkable::new(ActivityIo::new(
+        io,
+        Arc::clone(&activity),
+        ctx.limits.max_header_bytes,
+    ));
+    let limits = &ctx.limits;
+    let watch = activity.watch(
+        limits.header_read_timeout,
+        limits.idle_timeout,
+        Some(PARK_AFTER),
+    );
+    tokio::pin!(watch);
+    // A connection accepted just before a drain began has its first request on the
+    // way: hyper would close it unread (the client sees a reset), so it gets a
+    // moment to arrive, and is then answered with `Connection: close`.
+    let first_request_grace = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(first_request_grace);
+    let mut awaiting_first_request = false;
+    let mut closing = false;
+    loop {
+        // On the heap, so a parked connection does not keep hyper's state.
+        let mut conn = Box::pin(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream.handle()), service(ctx, &info)),
+        );
+        let mut parking = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Some(flood) = activity.flood() {
+                        ctx.proxy.metrics.client_error(flood.reason());
+                        info!(client = %peer, reason = flood.reason(), "closing connection: {flood}");
+                    } else if let Err(e) = result {
+                        report_connection_error(&ctx.proxy, peer, &*e);
+                    }
+                    break;
+                }
+                () = ctx.drain.cancelled(), if !closing && !awaiting_first_request => {
+                    if activity.received_nothing() {
+                        awaiting_first_request = true;
+                        first_request_grace.as_mut().reset(
+                            tokio::time::Instant::now()
+                                + FIRST_REQUEST_GRACE.min(limits.header_read_timeout),
+                        );
+                    } else {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+                () = &mut first_request_grace, if awaiting_first_request && !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                watched = &mut watch, if !closing && !parking => match watched {
+                    Watch::Expired(Expiry::HeaderTimeout) => {
+                        ctx.proxy.metrics.client_error("header_timeout");
+                        info!(client = %peer, timeout_ms = limits.header_read_timeout.as_millis() as u64,
+                            "closing connection: request head not received in time");
+                        return;
+                    }
+                    Watch::Expired(Expiry::Idle) => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Watch::Park => {
+                        stream.park();
+                        parking = true;
+                        watch.set(activity.watch(limits.header_read_timeout, limits.idle_timeout, None));
+                    }
+                },
+            }
+        }
+        drop(conn);
+        if closing || !stream.parked() {
+            return;
+        }
+        // Parked: only the socket, until the client speaks, the idle timeout, or a drain.
+        let counted = Counted::new(ctx.proxy.metrics.parked());
+        let resume = tokio::select! {
+            ready = stream.readable() => ready.is_ok(),
+            () = ctx.drain.cancelled() => false,
+            _ = &mut watch => false,
+        };
+        drop(counted);
+        if !resume {
+            return;
+        }
+        watch.set(activity.watch(
+            limits.header_read_timeout,
+            limits.idle_timeout,
+            Some(PARK_AFTER),
+        ));
+    }
+}
+
+/// Counts one in a gauge for as long as it lives.
+struct Counted<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The hyper service of one connection: ACME HTTP-01 answers, else the proxy.
+fn service(
+    ctx: &ListenerContext,
+    info: &ConnInfo,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<crate::error::ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<crate::error::ProxyBody>, Infallible>>
+             + Send
+             + 'static,
+> + Clone
++ Send
++ 'static {
     let proxy = Arc::clone(&ctx.proxy);
     let challenges = Arc::clone(&ctx.challenges);
-    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+    let info = info.clone();
+    service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
         let info = info.clone();
         let challenge = challenges.http_answer(request.uri().path());
@@ -250,64 +391,7 @@ async fn serve_io<I>(
             }
             Ok::<_, Infallible>(proxy.serve(&info, request).await)
         }
-    });
-    let io = TokioIo::new(ActivityIo::new(
-        io,
-        Arc::clone(&activity),
-        ctx.limits.max_header_bytes,
-    ));
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    let watchdog = activity.watchdog(ctx.limits.header_read_timeout, ctx.limits.idle_timeout);
-    tokio::pin!(watchdog);
-    // A connection accepted just before a drain began has its first request on the
-    // way: hyper would close it unread (the client sees a reset), so it gets a
-    // moment to arrive, and is then answered with `Connection: close`.
-    let first_request_grace = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(first_request_grace);
-    let mut awaiting_first_request = false;
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Some(flood) = activity.flood() {
-                    ctx.proxy.metrics.client_error(flood.reason());
-                    info!(client = %peer, reason = flood.reason(), "closing connection: {flood}");
-                } else if let Err(e) = result {
-                    report_connection_error(&ctx.proxy, peer, &*e);
-                }
-                break;
-            }
-            () = ctx.drain.cancelled(), if !closing && !awaiting_first_request => {
-                if activity.received_nothing() {
-                    awaiting_first_request = true;
-                    first_request_grace.as_mut().reset(
-                        tokio::time::Instant::now()
-                            + FIRST_REQUEST_GRACE.min(ctx.limits.header_read_timeout),
-                    );
-                } else {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
-            () = &mut first_request_grace, if awaiting_first_request && !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            expiry = &mut watchdog, if !closing => match expiry {
-                Expiry::HeaderTimeout => {
-                    ctx.proxy.metrics.client_error("header_timeout");
-                    info!(client = %peer, timeout_ms = ctx.limits.header_read_timeout.as_millis() as u64,
-                        "closing connection: request head not received in time");
-                    break;
-                }
-                Expiry::Idle => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            },
-        }
-    }
+    })
 }
 
 /// The reply to an ACME HTTP-01 validation request: the key authorization.

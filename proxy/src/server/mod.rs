@@ -11,6 +11,7 @@ mod inherited;
 mod listener;
 mod listeners;
 mod members;
+mod park;
 mod rollouts;
 mod shared;
 mod state_file;

@@ -1,9 +1,7 @@
 //! Connecting to a backend: TCP with a deadline, then TLS when the pool asks for it
 //! (SNI, certificate verification, a client certificate, ALPN). [`connect`] is the
-//! building block any HTTP client can use; [`Connector`] adapts it to hyper-util's
-//! pooled client.
+//! building block of the upstream client, health probes and the ACME client.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,7 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
@@ -275,75 +272,5 @@ impl hyper::rt::Write for UpstreamIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-/// [`connect`] as a `tower::Service<Uri>` for hyper-util's client: plain TCP to the
-/// URI's authority (the backend's `ip:port`), or TLS to one fixed backend (whose
-/// requests carry the client's host as their authority, as HTTP/2 needs).
-#[derive(Debug, Clone)]
-pub struct Connector {
-    tls: Option<Arc<TlsTarget>>,
-    settings: TcpSettings,
-}
-
-/// Where a TLS connector connects, and with what.
-#[derive(Debug)]
-struct TlsTarget {
-    addr: SocketAddr,
-    config: Arc<ClientConfig>,
-    name: ServerName<'static>,
-}
-
-impl Connector {
-    /// Plain TCP to whatever `ip:port` the request URI names.
-    pub fn plain(settings: TcpSettings) -> Self {
-        Self {
-            tls: None,
-            settings,
-        }
-    }
-
-    /// TLS to the backend at `addr`, presenting and verifying `name`.
-    pub fn tls(
-        settings: TcpSettings,
-        addr: SocketAddr,
-        config: Arc<ClientConfig>,
-        name: ServerName<'static>,
-    ) -> Self {
-        Self {
-            tls: Some(Arc::new(TlsTarget { addr, config, name })),
-            settings,
-        }
-    }
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = UpstreamIo;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<UpstreamIo, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let settings = self.settings;
-        if let Some(target) = &self.tls {
-            let target = Arc::clone(target);
-            return Box::pin(async move {
-                let tls = Some((Arc::clone(&target.config), target.name.clone()));
-                connect(target.addr, tls, settings)
-                    .await
-                    .map(UpstreamIo::new)
-            });
-        }
-        let addr = uri
-            .authority()
-            .map(|a| a.as_str())
-            .unwrap_or_default()
-            .parse::<SocketAddr>()
-            .map_err(|_| ConnectError::Address(uri.to_string()));
-        Box::pin(async move { connect(addr?, None, settings).await.map(UpstreamIo::new) })
     }
 }

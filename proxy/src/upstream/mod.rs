@@ -10,8 +10,11 @@ mod sticky;
 mod transition;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
-pub use client::{UpstreamBody, UpstreamClient};
-pub use connect::{ConnectError, Connector, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
+pub use client::{
+    CaptureConnection, ClientError, Gate, ResponseBody, UpstreamBody, UpstreamClient,
+    capture_connection,
+};
+pub use connect::{ConnectError, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
 pub use drain::{DrainEnd, wait_drained};
 pub use policies::{PoolPolicies, Shadow};
 pub use pool::{Pool, PoolSet};

@@ -11,13 +11,29 @@
 //!   `target` (the module, e.g. `switchyard::audit`), `message`, then the event's own
 //!   fields at the top level (e.g. `pool`, `backend`, `error`). JSON keeps its
 //!   timestamp under the journal too, so every consumer sees the same schema.
+//!
+//! Lines are written by one thread in batches ([`writer`]): a request that logs never
+//! waits for stderr, and when stderr cannot keep up lines are dropped and counted
+//! ([`dropped_lines`], exported as `switchyard_log_lines_dropped_total`).
+
+pub mod writer;
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+
+pub use writer::BatchWriter;
+
+/// How long the process waits at exit for queued lines to reach stderr.
+const EXIT_FLUSH: Duration = Duration::from_secs(2);
+
+/// The writer of the installed subscriber, for [`dropped_lines`].
+static INSTALLED: OnceLock<BatchWriter> = OnceLock::new();
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,16 +92,39 @@ pub fn syslog_priority(level: &Level) -> u8 {
     }
 }
 
-/// Installs the global subscriber writing to stderr. `filter` is an `EnvFilter`
-/// directive such as `info` or `switchyard=debug` (an invalid one falls back to
-/// `info`).
-pub fn init(format: LogFormat, filter: &str) {
-    let destination = Destination::detect();
+/// Installs the global subscriber writing to stderr through a [`BatchWriter`].
+/// `filter` is an `EnvFilter` directive such as `info` or `switchyard=debug` (an
+/// invalid one falls back to `info`). Keep the returned [`LogOutput`] until the
+/// process ends: dropping it writes out the lines still queued.
+pub fn init(format: LogFormat, filter: &str) -> std::io::Result<LogOutput> {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let writer = BatchWriter::start(
+        std::io::stderr(),
+        writer::DEFAULT_CAPACITY,
+        writer::DEFAULT_LINGER,
+    )?;
+    dispatch(format, filter, Destination::detect(), writer.clone()).init();
+    let _ = INSTALLED.set(writer.clone());
+    crate::metrics::attach_log_drops(dropped_lines);
+    Ok(LogOutput { writer })
+}
+
+/// The subscriber [`init`] installs, writing to `writer` and shaped for
+/// `destination`; benchmarks and tests build it without installing it.
+pub fn dispatch<W>(
+    format: LogFormat,
+    filter: &str,
+    destination: Destination,
+    writer: W,
+) -> tracing::Dispatch
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(true);
     match format {
         LogFormat::Json => builder
@@ -94,7 +133,8 @@ pub fn init(format: LogFormat, filter: &str) {
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .init(),
+            .finish()
+            .into(),
         LogFormat::Text if destination.journal => {
             let lines = tracing_subscriber::fmt::format()
                 .with_target(true)
@@ -103,9 +143,37 @@ pub fn init(format: LogFormat, filter: &str) {
             builder
                 .with_ansi(false)
                 .event_format(SyslogPrefix(lines))
-                .init();
+                .finish()
+                .into()
         }
-        LogFormat::Text => builder.with_ansi(destination.terminal).init(),
+        LogFormat::Text => builder.with_ansi(destination.terminal).finish().into(),
+    }
+}
+
+/// Log lines dropped since start because stderr could not keep up (0 before
+/// [`init`]).
+pub fn dropped_lines() -> u64 {
+    INSTALLED.get().map_or(0, BatchWriter::dropped)
+}
+
+/// The installed log output. Dropping it (or [`LogOutput::flush`]) writes out the
+/// lines still queued, so nothing logged before exit is lost or printed after a
+/// final message on stderr.
+#[derive(Debug)]
+pub struct LogOutput {
+    writer: BatchWriter,
+}
+
+impl LogOutput {
+    /// Waits (bounded) until every line logged so far is on stderr.
+    pub fn flush(&self) {
+        self.writer.flush(EXIT_FLUSH);
+    }
+}
+
+impl Drop for LogOutput {
+    fn drop(&mut self) {
+        self.writer.close(EXIT_FLUSH);
     }
 }
 

@@ -1,0 +1,336 @@
+//! The upstream client's connection pools, seen from real backends on loopback: a
+//! kept connection carries sequential requests, one whose answer was not read to
+//! the end is never reused, a backend closing a kept connection costs no client an
+//! error, a client walking away mid-answer gives back the backend's in-flight
+//! count, and HTTP/2 backends carry concurrent requests as streams of one
+//! connection.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use support::{backend_status, client, get, start_proxy, wait_for};
+
+/// Generous bound for conditions on a loaded 2-core machine.
+const WITHIN: Duration = Duration::from_secs(20);
+
+/// How a [`RawBackend`] answers a request whose path is `/stall`: the head and
+/// the first chunk of a chunked body, then nothing more until the peer leaves.
+const STALL_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n";
+
+/// An HTTP/1.1 backend on a raw socket: answers `200 ok` (keep-alive) to each
+/// request, stalls on `/stall`, counts the connections it accepted and reports
+/// each connection's end.
+struct RawBackend {
+    addr: SocketAddr,
+    accepted: Arc<AtomicU64>,
+    closed: mpsc::UnboundedReceiver<()>,
+}
+
+impl RawBackend {
+    /// `close_after_answer`: close each connection right after its first answer,
+    /// without saying so in the answer (as a backend with a short keep-alive
+    /// timeout does).
+    async fn start(close_after_answer: bool) -> RawBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&accepted);
+        let (closed_tx, closed) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let closed_tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    serve_raw(&mut stream, close_after_answer).await;
+                    drop(stream);
+                    let _ = closed_tx.send(());
+                });
+            }
+        });
+        RawBackend {
+            addr,
+            accepted,
+            closed,
+        }
+    }
+
+    fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits until one more connection has ended.
+    async fn one_closed(&mut self, what: &str) {
+        tokio::time::timeout(WITHIN, self.closed.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no backend connection ended"))
+            .expect("backend running");
+    }
+}
+
+/// Serves requests on one connection until the peer leaves (or after the first
+/// answer when `close_after_answer`).
+async fn serve_raw(stream: &mut tokio::net::TcpStream, close_after_answer: bool) {
+    let mut buf = vec![0u8; 8192];
+    let mut seen = Vec::new();
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = seen.drain(..end + 4).collect();
+            if head.starts_with(b"GET /stall ") {
+                if stream.write_all(STALL_HEAD).await.is_err() {
+                    return;
+                }
+                // Nothing more: wait for the peer to leave.
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+                return;
+            }
+            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            if stream.write_all(answer).await.is_err() || close_after_answer {
+                return;
+            }
+        }
+    }
+}
+
+/// One listener, one route and pool `app` over `backend`, with no retries (so only
+/// the client's handling of its connections can save a request).
+fn config(backend: SocketAddr, pool_extra: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbackends = [{{ address = \"{backend}\" }}]\n{pool_extra}\n[pool.app.retry]\nattempts = 0\n"
+    )
+}
+
+/// Sends `GET /stall` over a raw connection to `web`, reads the answer's head and
+/// first chunk, and walks away (closes the connection) in the middle of the body.
+async fn walk_away_mid_answer(web: SocketAddr) {
+    let mut stream = tokio::net::TcpStream::connect(web).await.unwrap();
+    stream
+        .write_all(b"GET /stall HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !got.windows(5).any(|w| w == b"first") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed before relaying the first chunk");
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(WITHIN, read)
+        .await
+        .expect("the first chunk was relayed");
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_one_backend_connection() {
+    let backend = RawBackend::start(false).await;
+    let proxy = start_proxy(&config(backend.addr, "")).await;
+    let c = client();
+    for i in 0..10 {
+        let (status, _, body) = get(&c, &format!("http://{}/item/{i}", proxy.web)).await;
+        assert_eq!(
+            (status, body.as_ref()),
+            (200, b"ok".as_ref()),
+            "request {i}"
+        );
+    }
+    assert_eq!(
+        backend.accepted(),
+        1,
+        "ten sequential requests went out on one kept connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_answer_was_not_read_to_the_end_is_not_reused() {
+    let mut backend = RawBackend::start(false).await;
+    let proxy = start_proxy(&config(backend.addr, "")).await;
+    walk_away_mid_answer(proxy.web).await;
+    // The proxy closes the connection that still has the rest of an answer on it.
+    backend
+        .one_closed("the half-read connection was kept")
+        .await;
+    let c = client();
+    let (status, _, body) = get(&c, &format!("http://{}/", proxy.web)).await;
+    assert_eq!((status, body.as_ref()), (200, b"ok".as_ref()));
+    assert_eq!(
+        backend.accepted(),
+        2,
+        "the next request opened a new connection"
+    );
+    // That one was read to its end, so it is kept.
+    let (status, _, _) = get(&c, &format!("http://{}/", proxy.web)).await;
+    assert_eq!(status, 200);
+    assert_eq!(backend.accepted(), 2, "a fully read connection is reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closing_its_idle_connections_costs_no_client_an_error() {
+    let mut backend = RawBackend::start(true).await;
+    let proxy = start_proxy(&config(backend.addr, "")).await;
+    let c = client();
+    for i in 0..10 {
+        let (status, _, body) = get(&c, &format!("http://{}/", proxy.web)).await;
+        assert_eq!(
+            (status, body.as_ref()),
+            (200, b"ok".as_ref()),
+            "request {i}"
+        );
+        // The backend has closed the connection the proxy keeps for the next one.
+        backend.one_closed("the backend's close").await;
+    }
+    assert_eq!(
+        backend.accepted(),
+        10,
+        "each request went out on a fresh connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_walking_away_mid_answer_gives_back_the_backends_in_flight_count() {
+    let mut backend = RawBackend::start(false).await;
+    let proxy = start_proxy(&config(backend.addr, "")).await;
+    let addr = backend.addr;
+    let in_flight = async |proxy: &support::TestProxy| {
+        backend_status(proxy, addr).await["in_flight"]
+            .as_u64()
+            .expect("in_flight in /status")
+    };
+    for round in 0..3 {
+        walk_away_mid_answer(proxy.web).await;
+        backend.one_closed("the abandoned exchange").await;
+        wait_for(
+            &format!("round {round}: in-flight back to 0"),
+            WITHIN,
+            async || in_flight(&proxy).await == 0,
+        )
+        .await;
+    }
+    // The backend still takes requests: nothing was left counted against it.
+    let (status, _, _) = get(&client(), &format!("http://{}/", proxy.web)).await;
+    assert_eq!(status, 200);
+    assert_eq!(in_flight(&proxy).await, 0);
+}
+
+/// An HTTP/2 (by ALPN) TLS backend that holds each answer for `hold`, counting the
+/// TCP connections it accepted and the most streams it had open at once on one.
+async fn h2_backend(
+    server: &support::tls::Issued,
+    hold: Duration,
+) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicUsize>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(server.cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(server.key.as_bytes()).unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let most_streams = Arc::new(AtomicUsize::new(0));
+    let (count, most) = (Arc::clone(&accepted), Arc::clone(&most_streams));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, most) = (acceptor.clone(), Arc::clone(&most));
+            let open = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_req| {
+                    let (open, most) = (Arc::clone(&open), Arc::clone(&most));
+                    async move {
+                        let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(hold).await;
+                        open.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"h2")),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted, most_streams)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_backends_carry_concurrent_requests_as_streams_of_one_connection() {
+    let ca = support::tls::TestCa::new("backend CA");
+    let dir = support::tls::temp_dir("upstream-pool-h2");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (backend, accepted, most_streams) =
+        h2_backend(&ca.server(&["backend.test"]), Duration::from_millis(300)).await;
+    let tls = format!(
+        "tls = {{ sni = \"backend.test\", ca = \"{}\" }}",
+        ca_file.display()
+    );
+    let proxy = start_proxy(&config(backend, &tls)).await;
+    let c = client();
+    let (status, _, body) = get(&c, &format!("http://{}/", proxy.web)).await;
+    assert_eq!((status, body.as_ref()), (200, b"h2".as_ref()));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // Sixteen clients at once, each on its own client connection: every request
+    // becomes a stream of the one connection the proxy keeps to the backend.
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let url = format!("http://{}/", proxy.web);
+            tokio::spawn(async move { get(&client(), &url).await })
+        })
+        .collect();
+    for request in requests {
+        let (status, _, body) = request.await.unwrap();
+        assert_eq!((status, body.as_ref()), (200, b"h2".as_ref()));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "concurrent requests opened connections of their own"
+    );
+    assert!(
+        most_streams.load(Ordering::SeqCst) > 1,
+        "the requests did not overlap as streams on the connection"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
