@@ -1,14 +1,17 @@
 //! Cost of one access-log line on the thread that serves the request: formatting
-//! plus handing the line to the batch writer (text and JSON), against the same line
-//! written synchronously with one `write` per line (to /dev/null, so the figure is
-//! the system call alone, not a disk), and against the access log turned off.
+//! plus handing the line to the batch writer, written by hand as the proxy does
+//! (`*_direct`: text, journal and JSON shapes) and through `tracing`'s formatter
+//! (`*_batched`: what the proxy did before, and still does on a terminal), against
+//! the same line written synchronously with one `write` per line (to /dev/null, so
+//! the figure is the system call alone, not a disk), and against the access log
+//! turned off.
 
 use std::hint::black_box;
 use std::io::Write;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchyard::logging::{self, BatchWriter, Destination, LogFormat};
+use switchyard::logging::{self, AccessLines, AccessShape, BatchWriter, Destination, LogFormat};
 use switchyard::proxy::AccessRecord;
 
 fn record(method: &http::Method) -> AccessRecord<'_> {
@@ -94,6 +97,19 @@ fn access_line(c: &mut Criterion) {
         ),
     ];
     let mut group = c.benchmark_group("access_line");
+    let info = logging::dispatch(LogFormat::Text, "info", plain, std::io::sink);
+    for (name, shape) in [
+        ("text_direct", AccessShape::Text),
+        ("journal_direct", AccessShape::Journal),
+        ("json_direct", AccessShape::Json),
+    ] {
+        let lines = AccessLines::new(shape, batched());
+        tracing::dispatcher::with_default(&info, || {
+            group.bench_function(name, |b| {
+                b.iter(|| black_box(record(&method)).emit_to(&lines))
+            });
+        });
+    }
     for (name, dispatch) in cases {
         tracing::dispatcher::with_default(&dispatch, || {
             group.bench_function(name, |b| b.iter(|| black_box(record(&method)).emit()));

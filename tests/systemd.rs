@@ -471,6 +471,16 @@ async fn under_the_journal_lines_carry_a_priority_and_no_timestamp() {
             listening.starts_with("<6> INFO switchyard::server::listeners: listening"),
             "info lines start with <6>, no timestamp: {listening}"
         );
+        let access = text
+            .lines()
+            .find(|l| l.contains("switchyard::access"))
+            .unwrap_or_else(|| panic!("no access line:\n{text}"));
+        assert!(
+            access.starts_with("<6> INFO switchyard::access: request_id=\"")
+                && access.contains(" method=GET path=\"/\" ")
+                && access.contains(" status=200 "),
+            "access lines take the journal's shape too: {access}"
+        );
         assert!(!text.contains('\u{1b}'));
         assert!(
             text.lines().all(|l| l.starts_with('<') || l.is_empty()),

@@ -14,8 +14,11 @@
 //!
 //! Lines are written by one thread in batches ([`writer`]): a request that logs never
 //! waits for stderr, and when stderr cannot keep up lines are dropped and counted
-//! ([`dropped_lines`], exported as `switchyard_log_lines_dropped_total`).
+//! ([`dropped_lines`], exported as `switchyard_log_lines_dropped_total`). Access
+//! lines skip `tracing`'s formatter: [`access`] writes them by hand in the same
+//! shape (except on a terminal, where the formatter's colours are kept).
 
+pub mod access;
 pub mod writer;
 
 use std::io::IsTerminal;
@@ -27,6 +30,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+pub use access::{AccessLines, AccessShape};
 pub use writer::BatchWriter;
 
 /// How long the process waits at exit for queued lines to reach stderr.
@@ -103,7 +107,11 @@ pub fn init(format: LogFormat, filter: &str) -> std::io::Result<LogOutput> {
         writer::DEFAULT_CAPACITY,
         writer::DEFAULT_LINGER,
     )?;
-    dispatch(format, filter, Destination::detect(), writer.clone()).init();
+    let destination = Destination::detect();
+    dispatch(format, filter, destination, writer.clone()).init();
+    if let Some(shape) = access_shape(format, destination) {
+        crate::proxy::attach_sink(Box::new(AccessLines::new(shape, writer.clone())));
+    }
     let _ = INSTALLED.set(writer.clone());
     crate::metrics::attach_log_drops(dropped_lines);
     Ok(LogOutput { writer })
@@ -147,6 +155,18 @@ where
                 .into()
         }
         LogFormat::Text => builder.with_ansi(destination.terminal).finish().into(),
+    }
+}
+
+/// The shape in which [`AccessLines`] writes access lines as [`dispatch`] would
+/// for `format` and `destination`; `None` on a terminal, whose coloured lines are
+/// left to the formatter.
+pub fn access_shape(format: LogFormat, destination: Destination) -> Option<AccessShape> {
+    match format {
+        LogFormat::Json => Some(AccessShape::Json),
+        LogFormat::Text if destination.journal => Some(AccessShape::Journal),
+        LogFormat::Text if destination.terminal => None,
+        LogFormat::Text => Some(AccessShape::Text),
     }
 }
 

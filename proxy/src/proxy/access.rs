@@ -1,10 +1,40 @@
 //! The access log: one line per finished request, under the `switchyard::access`
 //! target, with stable field names (see the README's Logs section).
+//!
+//! The line goes through `tracing` unless the binary attached an [`AccessSink`]
+//! ([`attach_sink`]): the sink writes the same line without `tracing`'s field
+//! visitors and formatter, which cost more than the rest of the line's journey.
+//! Either way the `switchyard::access` target's level filter decides first, and a
+//! line that is filtered out is never formatted.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::Method;
+
+/// Writes finished access lines directly, in the shape the installed log output
+/// would have given them; the log output belongs to the binary, above this layer,
+/// so it hands one in at start.
+pub trait AccessSink: Send + Sync {
+    /// Formats and queues the line of `record`.
+    fn write(&self, record: &AccessRecord<'_>);
+}
+
+/// The sink [`AccessRecord::emit`] writes to, when one is attached.
+static SINK: OnceLock<Box<dyn AccessSink>> = OnceLock::new();
+
+/// Sends every later access line to `sink` instead of `tracing`; only the first
+/// sink counts. Returns whether this one was attached.
+pub fn attach_sink(sink: Box<dyn AccessSink>) -> bool {
+    SINK.set(sink).is_ok()
+}
+
+/// Whether the `switchyard::access` target is enabled at `info` for the current
+/// subscriber.
+fn enabled() -> bool {
+    tracing::enabled!(target: "switchyard::access", tracing::Level::INFO)
+}
 
 /// What the access log says about one finished request.
 #[derive(Debug, Clone, Copy)]
@@ -33,8 +63,24 @@ pub struct AccessRecord<'a> {
 }
 
 impl AccessRecord<'_> {
-    /// Emits the line (when the `switchyard::access` target is enabled).
+    /// Emits the line (when the `switchyard::access` target is enabled), through
+    /// the attached [`AccessSink`] if there is one, else through `tracing`.
     pub fn emit(&self) {
+        match SINK.get() {
+            Some(sink) => self.emit_to(&**sink),
+            None => self.emit_traced(),
+        }
+    }
+
+    /// Writes the line to `sink` when the `switchyard::access` target is enabled.
+    pub fn emit_to(&self, sink: &dyn AccessSink) {
+        if enabled() {
+            sink.write(self);
+        }
+    }
+
+    /// Emits the line as a `tracing` event: the reference shape of every sink.
+    pub fn emit_traced(&self) {
         tracing::info!(
             target: "switchyard::access",
             request_id = self.request_id,

@@ -22,7 +22,7 @@ use http::{Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-pub use access::AccessRecord;
+pub use access::{AccessRecord, AccessSink, attach_sink};
 pub use attempt::Attempt;
 pub use body::{BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, RequestBody, TrackedBody};
 pub use completion::Completion;
