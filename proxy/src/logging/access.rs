@@ -86,14 +86,14 @@ struct Scratch {
 
 /// `YYYY-MM-DDTHH:MM:SS` of the last second a timestamp was formatted in.
 #[derive(Default)]
-pub struct SecondStamp {
+struct SecondStamp {
     second: Option<u64>,
     text: Vec<u8>,
 }
 
 /// Appends the line of `record` in `shape` to `out`, stamped `now` (unused by the
 /// journal shape, which has no timestamp).
-pub fn format_line(
+fn format_line(
     shape: AccessShape,
     record: &AccessRecord<'_>,
     now: Option<SystemTime>,
@@ -204,7 +204,7 @@ fn json_line(r: &AccessRecord<'_>, now: SystemTime, stamp: &mut SecondStamp, out
 
 /// RFC 3339 in UTC to the microsecond, `2026-01-02T03:04:05.123456Z`, as the
 /// `tracing` formatter's system-time timer prints it.
-pub fn write_timestamp(out: &mut Vec<u8>, now: SystemTime, stamp: &mut SecondStamp) {
+fn write_timestamp(out: &mut Vec<u8>, now: SystemTime, stamp: &mut SecondStamp) {
     let Ok(since_epoch) = now.duration_since(UNIX_EPOCH) else {
         // Before 1970: not worth a cache.
         date_time(out, now);
