@@ -120,40 +120,8 @@ fn format_line(
 /// does, addresses and methods as they display, numbers bare).
 fn text_fields(r: &AccessRecord<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(TARGET.as_bytes());
-    out.extend_from_slice(b": request_id=");
-    debug_str(out, r.request_id);
-    out.extend_from_slice(b" client=");
-    socket_addr(out, r.client);
-    out.extend_from_slice(b" method=");
-    out.extend_from_slice(r.method.as_str().as_bytes());
-    out.extend_from_slice(b" path=");
-    debug_str(out, r.path);
-    out.extend_from_slice(b" route=");
-    debug_str(out, r.route);
-    out.extend_from_slice(b" backend=");
-    debug_str(out, r.backend);
-    if let Some(name) = r.backend_name {
-        out.extend_from_slice(b" backend_name=");
-        debug_str(out, name);
-    }
-    out.extend_from_slice(b" status=");
-    integer(out, r.status);
-    if let Some(failure) = r.failure {
-        out.extend_from_slice(b" failure=");
-        debug_str(out, failure);
-    }
-    if let Some(tries) = r.tries {
-        out.extend_from_slice(b" tries=");
-        integer(out, tries);
-    }
-    if let Some(failed) = r.failed_tries {
-        out.extend_from_slice(b" failed_tries=");
-        debug_str(out, failed);
-    }
-    out.extend_from_slice(b" duration_ms=");
-    millis(out, r.elapsed, Notation::Debug);
-    out.extend_from_slice(b" outcome=");
-    debug_str(out, r.outcome);
+    out.push(b':');
+    fields(r, Notation::Debug, out);
     out.push(b'\n');
 }
 
@@ -163,43 +131,89 @@ fn text_fields(r: &AccessRecord<'_>, out: &mut Vec<u8>) {
 fn json_line(r: &AccessRecord<'_>, now: SystemTime, stamp: &mut SecondStamp, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"timestamp\":\"");
     write_timestamp(out, now, stamp);
-    out.extend_from_slice(b"\",\"level\":\"INFO\",\"request_id\":");
-    json_str(out, r.request_id);
-    out.extend_from_slice(b",\"client\":\"");
-    socket_addr(out, r.client);
-    out.extend_from_slice(b"\",\"method\":");
-    json_str(out, r.method.as_str());
-    out.extend_from_slice(b",\"path\":");
-    json_str(out, r.path);
-    out.extend_from_slice(b",\"route\":");
-    json_str(out, r.route);
-    out.extend_from_slice(b",\"backend\":");
-    json_str(out, r.backend);
-    if let Some(name) = r.backend_name {
-        out.extend_from_slice(b",\"backend_name\":");
-        json_str(out, name);
-    }
-    out.extend_from_slice(b",\"status\":");
-    integer(out, r.status);
-    if let Some(failure) = r.failure {
-        out.extend_from_slice(b",\"failure\":");
-        json_str(out, failure);
-    }
-    if let Some(tries) = r.tries {
-        out.extend_from_slice(b",\"tries\":");
-        integer(out, tries);
-    }
-    if let Some(failed) = r.failed_tries {
-        out.extend_from_slice(b",\"failed_tries\":");
-        json_str(out, failed);
-    }
-    out.extend_from_slice(b",\"duration_ms\":");
-    millis(out, r.elapsed, Notation::Json);
-    out.extend_from_slice(b",\"outcome\":");
-    json_str(out, r.outcome);
+    out.extend_from_slice(b"\",\"level\":\"INFO\"");
+    fields(r, Notation::Json, out);
     out.extend_from_slice(b",\"target\":\"");
     out.extend_from_slice(TARGET.as_bytes());
     out.extend_from_slice(b"\"}\n");
+}
+
+/// The record's fields in their one order, each preceded by its key as `notation`
+/// writes keys (` name=` or `,"name":`); the optional ones only when present.
+fn fields(r: &AccessRecord<'_>, notation: Notation, out: &mut Vec<u8>) {
+    let mut field = Field { notation, out };
+    field.string("request_id", r.request_id);
+    field.key("client");
+    field.displayed(|out| socket_addr(out, r.client));
+    field.key("method");
+    field.displayed(|out| out.extend_from_slice(r.method.as_str().as_bytes()));
+    field.string("path", r.path);
+    field.string("route", r.route);
+    field.string("backend", r.backend);
+    if let Some(name) = r.backend_name {
+        field.string("backend_name", name);
+    }
+    field.key("status");
+    integer(field.out, r.status);
+    if let Some(failure) = r.failure {
+        field.string("failure", failure);
+    }
+    if let Some(tries) = r.tries {
+        field.key("tries");
+        integer(field.out, tries);
+    }
+    if let Some(failed) = r.failed_tries {
+        field.string("failed_tries", failed);
+    }
+    field.key("duration_ms");
+    millis(field.out, r.elapsed, notation);
+    field.string("outcome", r.outcome);
+}
+
+/// Writes keys and values of one line in one notation.
+struct Field<'a> {
+    notation: Notation,
+    out: &'a mut Vec<u8>,
+}
+
+impl Field<'_> {
+    /// ` name=` or `,"name":`.
+    fn key(&mut self, name: &str) {
+        match self.notation {
+            Notation::Debug => {
+                self.out.push(b' ');
+                self.out.extend_from_slice(name.as_bytes());
+                self.out.push(b'=');
+            }
+            Notation::Json => {
+                self.out.extend_from_slice(b",\"");
+                self.out.extend_from_slice(name.as_bytes());
+                self.out.extend_from_slice(b"\":");
+            }
+        }
+    }
+
+    /// A string field: `Debug`-quoted in text, a JSON string in JSON.
+    fn string(&mut self, name: &str, value: &str) {
+        self.key(name);
+        match self.notation {
+            Notation::Debug => debug_str(self.out, value),
+            Notation::Json => json_str(self.out, value),
+        }
+    }
+
+    /// A value printed through `Display` (needing no escaping): bare in text,
+    /// between quotes in JSON.
+    fn displayed(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let quoted = matches!(self.notation, Notation::Json);
+        if quoted {
+            self.out.push(b'"');
+        }
+        write(self.out);
+        if quoted {
+            self.out.push(b'"');
+        }
+    }
 }
 
 /// RFC 3339 in UTC to the microsecond, `2026-01-02T03:04:05.123456Z`, as the
@@ -307,12 +321,13 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// How a floating-point duration is printed where it is not formatted by hand.
+/// The notation of a line's fields: the text formatter's (`Debug` for strings and
+/// floats) or the JSON formatter's (serde_json's).
 #[derive(Clone, Copy)]
 enum Notation {
-    /// `{:?}`, as the text formatter prints an `f64` field.
+    /// `{:?}`, as the text formatter prints string and `f64` fields.
     Debug,
-    /// serde_json's, as the JSON formatter prints one.
+    /// serde_json's, as the JSON formatter prints them.
     Json,
 }
 
