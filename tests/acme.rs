@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::tls::{TestCa, client_config, get_over, handshake, served_names, temp_dir};
-use support::{TestBackend, client, get, skip_or_fail, start_proxy};
+use support::{TestBackend, client, get, ports_for_tools, skip_or_fail, start_proxy};
 
 const NAME: &str = "acme.switchyard.test";
 
@@ -45,11 +45,7 @@ fn find(tool: &str) -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports_for_tools(1)[0]
 }
 
 fn spawn(program: &Path, args: &[&str], envs: &[(&str, &str)], log: PathBuf) -> Process {
@@ -84,11 +80,45 @@ impl Pebble {
     ) -> Pebble {
         let pebble = find("pebble").unwrap();
         let challtestsrv = find("pebble-challtestsrv").unwrap();
+        // Ports are picked free and handed over, so another process on the machine can
+        // take one in between: pebble then exits on "address already in use", and the
+        // start is tried again on fresh ports.
+        let mut logs = String::new();
+        for attempt in 1..=5 {
+            match Self::try_start(
+                dir,
+                https,
+                &pebble,
+                &challtestsrv,
+                acme_port,
+                http_port,
+                tls_port,
+            )
+            .await
+            {
+                Ok(started) => return started,
+                Err(log) => logs.push_str(&format!("--- attempt {attempt} ---\n{log}\n")),
+            }
+        }
+        panic!("pebble did not start:\n{logs}");
+    }
+
+    /// One start on freshly picked ports; the logs of both tools when either exits or
+    /// pebble does not answer within 10 s.
+    async fn try_start(
+        dir: &Path,
+        https: &TestCa,
+        pebble: &Path,
+        challtestsrv: &Path,
+        acme_port: u16,
+        http_port: u16,
+        tls_port: u16,
+    ) -> Result<Pebble, String> {
         let dns_port = free_port();
         let management = free_port();
         let dns_management = free_port();
-        let dns = spawn(
-            &challtestsrv,
+        let mut dns = spawn(
+            challtestsrv,
             &[
                 "-dns01",
                 &format!("127.0.0.1:{dns_port}"),
@@ -126,8 +156,8 @@ impl Pebble {
         });
         let config_file = dir.join("pebble-config.json");
         std::fs::write(&config_file, config.to_string()).unwrap();
-        let ca = spawn(
-            &pebble,
+        let mut ca = spawn(
+            pebble,
             &[
                 "-config",
                 config_file.to_str().unwrap(),
@@ -142,22 +172,42 @@ impl Pebble {
             dir.join("pebble.log"),
         );
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", acme_port))
-                .await
-                .is_ok()
+            let exited = matches!(ca.child.try_wait(), Ok(Some(_)))
+                || matches!(dns.child.try_wait(), Ok(Some(_)));
+            if exited {
+                break;
+            }
+            // A TLS handshake under the test's CA tells pebble from a stranger that
+            // took the port.
+            let pebble_answers = |port: u16| {
+                tokio::time::timeout(
+                    Duration::from_secs(1),
+                    handshake(
+                        ([127, 0, 0, 1], port).into(),
+                        "127.0.0.1",
+                        client_config(https.roots(), &[b"http/1.1"]),
+                    ),
+                )
+            };
+            if matches!(pebble_answers(acme_port).await, Ok(Ok(_)))
+                && matches!(pebble_answers(management).await, Ok(Ok(_)))
                 && tokio::net::TcpStream::connect(("127.0.0.1", dns_port))
                     .await
                     .is_ok()
             {
-                return Pebble {
+                return Ok(Pebble {
                     _dns: dns,
                     ca,
                     management,
-                };
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("pebble did not start:\n{}", ca.log());
+        Err(format!(
+            "--- pebble ---\n{}\n--- pebble-challtestsrv ---\n{}",
+            ca.log(),
+            dns.log()
+        ))
     }
 
     /// The root certificate this pebble run issues under (fresh every run).

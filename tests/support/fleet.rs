@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 
-use super::{client, skip_or_fail};
+use super::{client, ports_for_tools, skip_or_fail};
 
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
@@ -41,17 +41,6 @@ impl Drop for TempDir {
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Free loopback ports (bound, then released).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
 }
 
 struct Member {
@@ -101,7 +90,7 @@ impl EtcdCluster {
             );
             return None;
         }
-        let ports = free_ports(3 * n);
+        let ports = ports_for_tools(3 * n);
         let members = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),

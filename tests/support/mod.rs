@@ -612,6 +612,27 @@ pub async fn start_watched_proxy(
     (TestProxy { server, web, admin }, watcher)
 }
 
+/// `n` distinct loopback ports for a tool a test starts (pebble, etcd), each free
+/// when picked. They come from below the kernel's ephemeral range (32768-60999 on
+/// Linux) so that no connection's source port and no `bind(0)` can take one between
+/// the pick and the tool's own bind.
+pub fn ports_for_tools(n: usize) -> Vec<u16> {
+    let mut held = Vec::with_capacity(n);
+    while held.len() < n {
+        let port = fastrand::u16(20_000..32_000);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
+    held.iter()
+        .map(|l| {
+            l.local_addr()
+                .expect("a bound listener has an address")
+                .port()
+        })
+        .collect()
+}
+
 /// Whether this run is CI: `CI` set to anything but empty, `0` or `false` (`.ci/run`
 /// exports `CI=true`). There a test never skips for want of a tool.
 pub fn in_ci() -> bool {
