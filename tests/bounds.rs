@@ -222,6 +222,80 @@ async fn a_stalled_request_body_is_a_408_and_never_the_backends_fault() {
     );
 }
 
+/// Reads one request with a `Content-Length` body from `s` and answers how many body
+/// bytes arrived.
+async fn answer_body_length(mut s: TcpStream) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let (head_end, length) = loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "request head cut short");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..at]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            break (at + 4, length);
+        }
+    };
+    while got.len() - head_end < length {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "request body cut short");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = format!("got {}", got.len() - head_end);
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    );
+    s.write_all(answer.as_bytes()).await.unwrap();
+}
+
+/// A streamed body's per-try clock starts when the backend's connection takes the
+/// body: a backend slow to accept the connection is bounded by `connect_timeout`,
+/// not by a per-try timeout that would run out while the proxy is still connecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_is_not_timed_out_while_the_backend_connection_is_being_made() {
+    // A backend whose accept queue (backlog 0) is full: the proxy's SYN is dropped
+    // and resent about a second later, once the queue has room again.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let filler = TcpStream::connect(addr).await.unwrap();
+    let served = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (queued, _) = listener.accept().await.unwrap();
+        drop((queued, filler));
+        let (stream, _) = listener.accept().await.unwrap();
+        answer_body_length(stream).await;
+    });
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[limits]\nconnect_timeout = \"5s\"\n\
+         [[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbackends = [{{ address = \"{addr}\" }}]\n\
+         [pool.app.retry]\nattempts = 0\nper_try_timeout = \"200ms\"\nbuffer_body = \"1KiB\"\n"
+    );
+    let proxy = start_proxy(&text).await;
+    let started = Instant::now();
+    let mut request =
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    request.extend_from_slice(&[b'u'; 100_000]);
+    let answer = raw_exchange(proxy.web, &request, Duration::from_secs(6)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert!(answer.text.ends_with("got 100000"), "{}", answer.text);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the connection was made before the backend's queue had room: {:?}",
+        started.elapsed()
+    );
+    served.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_address_can_be_capped() {
     let a = TestBackend::start("a").await;

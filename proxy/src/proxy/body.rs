@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -103,6 +103,9 @@ pub struct BodyWatch {
     finished_at_ms: AtomicU64,
     /// Clock milliseconds when the body last handed bytes on (or started).
     progress_at_ms: AtomicU64,
+    /// Whether an upstream connection has asked for the body yet: until then the
+    /// try is still connecting, which `limits.connect_timeout` bounds.
+    handed_over: AtomicBool,
 }
 
 impl BodyWatch {
@@ -134,6 +137,19 @@ impl BodyWatch {
         Duration::from_millis(
             crate::clock::now_ms().saturating_sub(self.progress_at_ms.load(Ordering::Acquire)),
         )
+    }
+
+    /// Whether an upstream connection has started taking the body.
+    pub fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire)
+    }
+
+    /// The first ask of an upstream connection: the backend's clock starts now, not
+    /// when the client's body started arriving.
+    fn hand_over(&self) {
+        if !self.handed_over.swap(true, Ordering::AcqRel) {
+            self.progressed();
+        }
     }
 
     fn progressed(&self) {
@@ -392,6 +408,9 @@ impl Body for TakeOnFirstPoll {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.body.is_none() {
             let taken = self.slot.lock().take();
+            if let Some(streamed) = &taken {
+                streamed.body.watch().hand_over();
+            }
             self.body = taken;
         }
         match self.body.as_mut() {

@@ -52,6 +52,8 @@ pub struct Target<'a> {
     pub path_and_query: PathAndQuery,
     /// Largest answer head relayed (`limits.max_header_bytes`).
     pub max_answer_head: usize,
+    /// Longest TCP (and TLS) connect to a backend (`limits.connect_timeout`).
+    pub connect_timeout: Duration,
 }
 
 /// The request as a routing plugin sees it.
@@ -322,6 +324,7 @@ impl Steps<'_> {
             backend.client(self.client),
             request,
             retry.per_try_timeout,
+            self.target.connect_timeout,
             watch,
         )
         .await;
@@ -445,16 +448,20 @@ fn usable_backup(pool: &Pool, snapshot: &Snapshot, now_ms: u64) -> Option<Arc<Po
 
 /// The send step: the request with its per-try timeout. The timeout only runs
 /// while the backend has what it needs: while the client is still sending its body
-/// (or within `per_try` of it finishing), the backend is not late.
+/// (or within `per_try` of it finishing), the backend is not late. Before the
+/// connection has asked for a streamed body, the try is still connecting, which
+/// `connect` bounds: a busy proxy is then not taken for a late backend.
 async fn send(
     client: &UpstreamClient,
     request: Request<crate::upstream::UpstreamBody>,
     per_try: Duration,
+    connect: Duration,
     watch: Option<&Arc<BodyWatch>>,
 ) -> Sent {
     let response = client.request(request);
     tokio::pin!(response);
-    let mut deadline = tokio::time::Instant::now() + per_try;
+    let started = tokio::time::Instant::now();
+    let mut deadline = started + per_try;
     loop {
         tokio::select! {
             result = &mut response => {
@@ -465,6 +472,13 @@ async fn send(
             }
             () = tokio::time::sleep_until(deadline) => {
                 let Some(watch) = watch else { return Sent::TimedOut };
+                if !watch.handed_over() {
+                    if started.elapsed() >= connect + per_try {
+                        return Sent::TimedOut;
+                    }
+                    deadline = tokio::time::Instant::now() + CLIENT_RECHECK;
+                    continue;
+                }
                 if watch.awaiting_client() {
                     deadline = tokio::time::Instant::now() + CLIENT_RECHECK;
                     continue;

@@ -132,6 +132,7 @@ impl Proxy {
             host: host.unwrap_or(""),
             path_and_query,
             max_answer_head: limits.max_header_bytes,
+            connect_timeout: limits.connect_timeout,
         };
         let forwarded = forward::forward(
             &self.client,

@@ -83,6 +83,7 @@ fn target(parts: &Parts) -> Target<'_> {
         host: "app",
         path_and_query: PathAndQuery::from_static("/"),
         max_answer_head: 64 * 1024,
+        connect_timeout: Duration::from_secs(1),
     }
 }
 
