@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http::header::{HOST, UPGRADE};
@@ -267,11 +267,7 @@ impl UpstreamClient {
 
     /// Idle connections held for `addr` right now (for tests and diagnostics).
     pub fn idle_connections(&self, addr: SocketAddr) -> usize {
-        self.shared
-            .hosts
-            .load()
-            .get(&addr)
-            .map_or(0, |p| p.idle.len())
+        self.shared.hosts.load().get(&addr).map_or(0, |p| p.len())
     }
 }
 
@@ -453,24 +449,29 @@ impl H1Conn {
     }
 }
 
-impl Conn {
-    fn is_closed(&self) -> bool {
-        match self {
-            Conn::H1(c) => c.driver.is_none() || c.sender.is_closed(),
-            Conn::H2(s) => s.is_closed(),
-        }
-    }
-}
-
-/// An idle connection and when it was last given back.
+/// An idle HTTP/1 connection and when it was last given back.
 struct Idle {
-    conn: Conn,
+    conn: Box<H1Conn>,
     since_ms: u64,
 }
 
-/// The idle connections to one backend address.
+impl Idle {
+    fn expired(&self, now_ms: u64, timeout_ms: u64) -> bool {
+        self.conn.driver.is_none()
+            || self.conn.sender.is_closed()
+            || now_ms.saturating_sub(self.since_ms) > timeout_ms
+    }
+}
+
+/// The connections to one backend address.
 struct HostPool {
+    /// Idle HTTP/1 connections, each taken by one request at a time.
     idle: ArrayQueue<Idle>,
+    /// The HTTP/2 connection, shared by every request: never taken out, so a
+    /// request that comes while another is starting a stream still finds it.
+    shared: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
+    /// When a request last used the shared connection (ms clock).
+    shared_used_ms: AtomicU64,
     /// When a request last took a connection here (ms clock).
     used_ms: AtomicU64,
 }
@@ -479,15 +480,19 @@ impl std::fmt::Debug for HostPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostPool")
             .field("idle", &self.idle.len())
+            .field("shared", &self.shared.load().is_some())
             .finish()
     }
 }
 
 impl HostPool {
     fn new(capacity: usize) -> Self {
+        let now = clock::now_ms();
         Self {
             idle: ArrayQueue::new(capacity),
-            used_ms: AtomicU64::new(clock::now_ms()),
+            shared: ArcSwapOption::empty(),
+            shared_used_ms: AtomicU64::new(now),
+            used_ms: AtomicU64::new(now),
         }
     }
 
@@ -495,57 +500,75 @@ impl HostPool {
         self.used_ms.load(Ordering::Relaxed)
     }
 
-    /// An idle connection fit for a request, if there is one. An HTTP/2 connection
-    /// stays in the pool for others to share.
+    /// Connections held: idle HTTP/1 ones and the shared HTTP/2 one.
+    fn len(&self) -> usize {
+        self.idle.len() + usize::from(self.shared.load().is_some())
+    }
+
+    /// A connection fit for a request, if there is one: the shared HTTP/2
+    /// connection, else an idle HTTP/1 one.
     fn checkout(&self, now_ms: u64, timeout_ms: u64) -> Option<Conn> {
         if self.used_ms.load(Ordering::Relaxed) != now_ms {
             self.used_ms.store(now_ms, Ordering::Relaxed);
         }
-        while let Some(idle) = self.idle.pop() {
-            if idle.conn.is_closed() || now_ms.saturating_sub(idle.since_ms) > timeout_ms {
-                continue;
-            }
-            match idle.conn {
-                Conn::H2(ref sender) => {
-                    let shared = Conn::H2(sender.clone());
-                    // In use again: its idle time starts over.
-                    let _ = self.idle.push(Idle {
-                        since_ms: now_ms,
-                        ..idle
-                    });
-                    return Some(shared);
-                }
-                Conn::H1(mut conn) => {
-                    if conn.settle() {
-                        return Some(Conn::H1(conn));
-                    }
-                }
+        if let Some(sender) = self.shared_if_fit(now_ms, timeout_ms) {
+            // In use again: its idle time starts over.
+            self.shared_used_ms.store(now_ms, Ordering::Relaxed);
+            return Some(Conn::H2(sender));
+        }
+        while let Some(mut idle) = self.idle.pop() {
+            if !idle.expired(now_ms, timeout_ms) && idle.conn.settle() {
+                return Some(Conn::H1(idle.conn));
             }
         }
         None
     }
 
-    /// Gives a connection back; closed when the pool is full.
+    /// The shared HTTP/2 connection unless it closed or sat idle past `timeout_ms`,
+    /// in which case it is let go.
+    fn shared_if_fit(
+        &self,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> Option<http2::SendRequest<UpstreamBody>> {
+        let current = self.shared.load_full()?;
+        let idle_ms = now_ms.saturating_sub(self.shared_used_ms.load(Ordering::Relaxed));
+        if current.is_closed() || idle_ms > timeout_ms {
+            // Only this one: a fresh connection stored meanwhile stays.
+            self.shared
+                .compare_and_swap(&Some(Arc::clone(&current)), None);
+            return None;
+        }
+        Some((*current).clone())
+    }
+
+    /// Gives a connection back (an idle HTTP/1 one is closed when the pool is
+    /// full), or shares a new HTTP/2 one.
     fn put(&self, conn: Conn) {
-        let _ = self.idle.push(Idle {
-            conn,
-            since_ms: clock::now_ms(),
-        });
+        match conn {
+            Conn::H1(conn) => {
+                let _ = self.idle.push(Idle {
+                    conn,
+                    since_ms: clock::now_ms(),
+                });
+            }
+            Conn::H2(sender) => {
+                self.shared_used_ms
+                    .store(clock::now_ms(), Ordering::Relaxed);
+                self.shared.store(Some(Arc::new(sender)));
+            }
+        }
     }
 
     /// Closes the idle connections past `timeout_ms`, and those the backend closed.
     fn expire(&self, now_ms: u64, timeout_ms: u64) {
+        let _ = self.shared_if_fit(now_ms, timeout_ms);
         for _ in 0..self.idle.len() {
             let Some(mut idle) = self.idle.pop() else {
                 break;
             };
-            if idle.conn.is_closed() || now_ms.saturating_sub(idle.since_ms) > timeout_ms {
-                continue;
-            }
             // An idle HTTP/1 connection is driven by nobody: look for a close.
-            if let Conn::H1(conn) = &mut idle.conn
-                && !conn.settle()
-            {
+            if idle.expired(now_ms, timeout_ms) || !idle.conn.settle() {
                 continue;
             }
             if self.idle.push(idle).is_err() {
