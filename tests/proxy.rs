@@ -985,6 +985,43 @@ async fn idle_keepalive_connections_are_parked_and_keep_serving() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_still_closes_at_the_idle_timeout() {
+    let a = TestBackend::start("a").await;
+    let config = simple_config(&[&a], "").replace(
+        "[[listener]]",
+        "[limits]\nidle_timeout = \"2500ms\"\n\n[[listener]]",
+    );
+    let proxy = start_proxy(&config).await;
+    let parked = |metrics: &str| metric_value(metrics, "switchyard_connections_parked");
+    let mut client = TcpStream::connect(proxy.web).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _) = read_answer(&mut client, usize::MAX, Duration::ZERO).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let answered = Instant::now();
+    wait_for(
+        "the idle connection to be parked",
+        Duration::from_secs(5),
+        async || parked(&metrics_text(&proxy).await) == 1.0,
+    )
+    .await;
+    // Parked, it waits on one timer for the rest of its idle time, then closes.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+        .await
+        .expect("the proxy closes the parked connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let idle = answered.elapsed();
+    assert!(
+        idle >= Duration::from_millis(2400),
+        "closed after {idle:?}, before the idle timeout"
+    );
+    assert_eq!(parked(&metrics_text(&proxy).await), 0.0);
+}
+
 /// A backend that answers each request on a connection with `200 ok` (keep-alive),
 /// closes the connection `close_after` after its first answer when given, and
 /// reports each connection's end (the proxy closing it) on `closed`.

@@ -75,6 +75,14 @@ impl ConnActivity {
         }
     }
 
+    /// What is left of the idle timeout of a connection with no request in flight:
+    /// a parked connection waits on this one timer.
+    pub fn idle_left(&self, idle_timeout: Duration) -> Duration {
+        let since = self.idle_since_ms.load(Ordering::Relaxed);
+        let until = since.saturating_add(idle_timeout.as_millis() as u64);
+        Duration::from_millis(until.saturating_sub(clock::now_ms()))
+    }
+
     /// Whether the client has not sent a byte yet (a connection just accepted).
     pub fn received_nothing(&self) -> bool {
         !self.first_read_done.load(Ordering::Relaxed)

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +77,8 @@ pub struct ListenerContext {
 /// per-client cap. A failing accept (out of file descriptors) backs off instead of
 /// spinning, and is logged once per streak.
 pub async fn accept_loop(listener: Arc<TcpListener>, ctx: ListenerContext) {
+    // Shared by every connection's task rather than copied into each.
+    let ctx = Arc::new(ctx);
     let builder = Arc::new(http_builder(&ctx.limits));
     let mut backoff = AcceptBackoff::default();
     loop {
@@ -128,11 +131,13 @@ pub async fn accept_loop(listener: Arc<TcpListener>, ctx: ListenerContext) {
         };
         let permit = Arc::new(ConnPermit::new(permit, client));
         let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
+        let ctx = Arc::clone(&ctx);
         let builder = Arc::clone(&builder);
-        ctx.tracker.clone().spawn(async move {
-            serve_stream(stream, peer, ctx, builder, permit).await;
-        });
+        // The connection's own function is the task: no wrapper holding a second
+        // copy of its arguments.
+        ctx.tracker
+            .clone()
+            .spawn(serve_stream(stream, peer, ctx, builder, permit));
     }
     debug!(listener = %ctx.name, "stopped accepting");
 }
@@ -192,7 +197,7 @@ impl AcceptBackoff {
 async fn serve_stream(
     stream: TcpStream,
     peer: SocketAddr,
-    ctx: ListenerContext,
+    ctx: Arc<ListenerContext>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     permit: Arc<ConnPermit>,
 ) {
@@ -259,6 +264,54 @@ async fn serve_io<I>(
         ctx.limits.max_header_bytes,
     ));
     let limits = &ctx.limits;
+    let mut first = true;
+    loop {
+        // On the heap, so a parked connection's task keeps neither hyper's state nor
+        // the room that serving needs: a parked connection costs little memory.
+        let served = Box::pin(serve_until_parked(&stream, &info, first, ctx, builder)).await;
+        if served == Served::Closed {
+            return;
+        }
+        first = false;
+        // Parked: only the socket, until the client speaks, the idle timeout, or a drain.
+        let counted = Counted::new(ctx.proxy.metrics.parked());
+        let resume = tokio::select! {
+            ready = stream.readable() => ready.is_ok(),
+            () = ctx.drain.cancelled() => false,
+            () = tokio::time::sleep(activity.idle_left(limits.idle_timeout)) => false,
+        };
+        drop(counted);
+        if !resume {
+            return;
+        }
+    }
+}
+
+/// How a spell of serving a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// The connection is done (closed, drained, timed out or upgraded).
+    Closed,
+    /// Idle and parked: the socket is open and hyper let go of it.
+    Parked,
+}
+
+/// One hyper connection over the stream, until the connection ends or is parked.
+/// `first`: the connection's first spell, when a drain gives a request that is on
+/// its way a moment to arrive.
+async fn serve_until_parked<I>(
+    stream: &Parkable<ActivityIo<I>>,
+    info: &ConnInfo,
+    first: bool,
+    ctx: &ListenerContext,
+    builder: &auto::Builder<TokioExecutor>,
+) -> Served
+where
+    I: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
+{
+    let activity = &info.activity;
+    let peer = info.client;
+    let limits = &ctx.limits;
     let watch = activity.watch(
         limits.header_read_timeout,
         limits.idle_timeout,
@@ -272,79 +325,60 @@ async fn serve_io<I>(
     tokio::pin!(first_request_grace);
     let mut awaiting_first_request = false;
     let mut closing = false;
+    let mut conn = pin!(
+        builder.serve_connection_with_upgrades(TokioIo::new(stream.handle()), service(ctx, info))
+    );
+    let mut parking = false;
     loop {
-        // On the heap, so a parked connection does not keep hyper's state.
-        let mut conn = Box::pin(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(stream.handle()), service(ctx, &info)),
-        );
-        let mut parking = false;
-        loop {
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Some(flood) = activity.flood() {
-                        ctx.proxy.metrics.client_error(flood.reason());
-                        info!(client = %peer, reason = flood.reason(), "closing connection: {flood}");
-                    } else if let Err(e) = result {
-                        report_connection_error(&ctx.proxy, peer, &*e);
-                    }
-                    break;
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Some(flood) = activity.flood() {
+                    ctx.proxy.metrics.client_error(flood.reason());
+                    info!(client = %peer, reason = flood.reason(), "closing connection: {flood}");
+                } else if let Err(e) = result {
+                    report_connection_error(&ctx.proxy, peer, &*e);
                 }
-                () = ctx.drain.cancelled(), if !closing && !awaiting_first_request => {
-                    if activity.received_nothing() {
-                        awaiting_first_request = true;
-                        first_request_grace.as_mut().reset(
-                            tokio::time::Instant::now()
-                                + FIRST_REQUEST_GRACE.min(limits.header_read_timeout),
-                        );
-                    } else {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                }
-                () = &mut first_request_grace, if awaiting_first_request && !closing => {
+                break;
+            }
+            () = ctx.drain.cancelled(), if !closing && !awaiting_first_request => {
+                if first && activity.received_nothing() {
+                    awaiting_first_request = true;
+                    first_request_grace.as_mut().reset(
+                        tokio::time::Instant::now()
+                            + FIRST_REQUEST_GRACE.min(limits.header_read_timeout),
+                    );
+                } else {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                watched = &mut watch, if !closing && !parking => match watched {
-                    Watch::Expired(Expiry::HeaderTimeout) => {
-                        ctx.proxy.metrics.client_error("header_timeout");
-                        info!(client = %peer, timeout_ms = limits.header_read_timeout.as_millis() as u64,
-                            "closing connection: request head not received in time");
-                        return;
-                    }
-                    Watch::Expired(Expiry::Idle) => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    Watch::Park => {
-                        stream.park();
-                        parking = true;
-                        watch.set(activity.watch(limits.header_read_timeout, limits.idle_timeout, None));
-                    }
-                },
             }
+            () = &mut first_request_grace, if awaiting_first_request && !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            watched = &mut watch, if !closing && !parking => match watched {
+                Watch::Expired(Expiry::HeaderTimeout) => {
+                    ctx.proxy.metrics.client_error("header_timeout");
+                    info!(client = %peer, timeout_ms = limits.header_read_timeout.as_millis() as u64,
+                        "closing connection: request head not received in time");
+                    return Served::Closed;
+                }
+                Watch::Expired(Expiry::Idle) => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                Watch::Park => {
+                    stream.park();
+                    parking = true;
+                    watch.set(activity.watch(limits.header_read_timeout, limits.idle_timeout, None));
+                }
+            },
         }
-        drop(conn);
-        if closing || !stream.parked() {
-            return;
-        }
-        // Parked: only the socket, until the client speaks, the idle timeout, or a drain.
-        let counted = Counted::new(ctx.proxy.metrics.parked());
-        let resume = tokio::select! {
-            ready = stream.readable() => ready.is_ok(),
-            () = ctx.drain.cancelled() => false,
-            _ = &mut watch => false,
-        };
-        drop(counted);
-        if !resume {
-            return;
-        }
-        watch.set(activity.watch(
-            limits.header_read_timeout,
-            limits.idle_timeout,
-            Some(PARK_AFTER),
-        ));
+    }
+    if closing || !stream.parked() {
+        Served::Closed
+    } else {
+        Served::Parked
     }
 }
 
