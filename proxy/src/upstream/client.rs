@@ -505,23 +505,23 @@ impl HostPool {
         self.idle.len() + usize::from(self.shared.load().is_some())
     }
 
-    /// A connection fit for a request, if there is one: the shared HTTP/2
-    /// connection, else an idle HTTP/1 one.
+    /// A connection fit for a request, if there is one: an idle HTTP/1 one, else
+    /// the shared HTTP/2 connection.
     fn checkout(&self, now_ms: u64, timeout_ms: u64) -> Option<Conn> {
         if self.used_ms.load(Ordering::Relaxed) != now_ms {
             self.used_ms.store(now_ms, Ordering::Relaxed);
         }
-        if let Some(sender) = self.shared_if_fit(now_ms, timeout_ms) {
-            // In use again: its idle time starts over.
-            self.shared_used_ms.store(now_ms, Ordering::Relaxed);
-            return Some(Conn::H2(sender));
-        }
+        // HTTP/1 first: a backend speaks one or the other, and the queue of an
+        // HTTP/2 one is empty, which costs less to see than the shared slot.
         while let Some(mut idle) = self.idle.pop() {
             if !idle.expired(now_ms, timeout_ms) && idle.conn.settle() {
                 return Some(Conn::H1(idle.conn));
             }
         }
-        None
+        let sender = self.shared_if_fit(now_ms, timeout_ms)?;
+        // In use again: its idle time starts over.
+        self.shared_used_ms.store(now_ms, Ordering::Relaxed);
+        Some(Conn::H2(sender))
     }
 
     /// The shared HTTP/2 connection unless it closed or sat idle past `timeout_ms`,
