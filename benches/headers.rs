@@ -8,7 +8,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, header};
-use switchyard::proxy::{REQUEST_ID, ensure_request_id, set_forwarded, strip_hop_by_hop};
+use switchyard::proxy::{
+    REQUEST_ID, ensure_request_id, forwarded_for, set_forwarded, strip_hop_by_hop,
+};
 
 /// The head a browser sends for a page.
 fn browser_request() -> HeaderMap {
@@ -65,7 +67,8 @@ fn backend_response() -> HeaderMap {
 }
 
 fn header_rewrite(c: &mut Criterion) {
-    let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    // Formatted once per connection, as the listener does.
+    let client = forwarded_for(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)));
     let request = browser_request();
     let host = HeaderValue::from_static("app.example.com");
     let mut group = c.benchmark_group("header_rewrite");
@@ -75,7 +78,7 @@ fn header_rewrite(c: &mut Criterion) {
             |headers| {
                 let id = ensure_request_id(headers);
                 strip_hop_by_hop(headers, false);
-                set_forwarded(headers, client, "http", Some(&host));
+                set_forwarded(headers, &client, "http", Some(&host));
                 headers.insert(header::HOST, host.clone());
                 black_box(id)
             },

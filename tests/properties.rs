@@ -13,7 +13,7 @@ use proptest::test_runner::Config as ProptestConfig;
 use switchyard::config::Config;
 use switchyard::metrics::Metrics;
 use switchyard::path::{PathError, normalize};
-use switchyard::proxy::{ensure_request_id, set_forwarded, strip_hop_by_hop};
+use switchyard::proxy::{ensure_request_id, forwarded_for, set_forwarded, strip_hop_by_hop};
 use switchyard::router::{Route, Router};
 use switchyard::traffic::RouteTarget;
 
@@ -295,7 +295,7 @@ proptest! {
         let proto = if tls { "https" } else { "http" };
         let host = host.map(|h| HeaderValue::from_str(&h).unwrap());
         strip_hop_by_hop(&mut map, false);
-        set_forwarded(&mut map, client, proto, host.as_ref());
+        set_forwarded(&mut map, &forwarded_for(client), proto, host.as_ref());
         let xff = map.get("x-forwarded-for").unwrap().to_str().unwrap().to_string();
         let client_text = client.to_string();
         prop_assert!(xff == client_text || xff.ends_with(&format!(", {client}")), "{}", xff);

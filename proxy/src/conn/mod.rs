@@ -20,6 +20,8 @@ pub use h2_flood::Flood;
 pub struct ConnInfo {
     pub listener: Arc<str>,
     pub client: SocketAddr,
+    /// The client's address as an `X-Forwarded-For` entry, formatted once.
+    pub forwarded_for: http::HeaderValue,
     pub tls: bool,
     pub activity: Arc<ConnActivity>,
     /// The connection's place under the connection caps; an upgraded connection

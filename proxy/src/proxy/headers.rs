@@ -3,7 +3,9 @@
 
 use std::net::IpAddr;
 
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 /// The request id header, generated when the client sent none.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -42,30 +44,32 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 /// When `keep_upgrade` is set, `Connection: upgrade` and `Upgrade` are passed on.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            if !(keep_upgrade && name == header::UPGRADE) {
-                headers.remove(&name);
-            }
-        }
-    }
     let keep_trailers_te = headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    for name in HOP_BY_HOP {
+    // One look at each name present rather than a lookup for every name that
+    // could be: a request usually carries one of them (`Connection`), if any.
+    let doomed: SmallVec<[HeaderName; 4]> = {
+        let connection = headers.get_all(header::CONNECTION);
+        let listed: SmallVec<[&str; 4]> = names_in(&connection).collect();
+        headers
+            .keys()
+            .filter(|name| {
+                HOP_BY_HOP.contains(name)
+                    || *name == header::PROXY_AUTHORIZATION
+                    || listed
+                        .iter()
+                        .any(|token| token.eq_ignore_ascii_case(name.as_str()))
+            })
+            .cloned()
+            .collect()
+    };
+    for name in &doomed {
         headers.remove(name);
     }
-    headers.remove(header::PROXY_AUTHORIZATION);
     if keep_trailers_te {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -75,22 +79,52 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Sets `X-Forwarded-For` (appending the client to any existing chain),
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`. The incoming chain is passed on for
-/// the backend's information only; the proxy itself never trusts it.
+/// The header names a `Connection` header lists (its comma-separated tokens).
+fn names_in<'a>(
+    connection: &'a http::header::GetAll<'a, HeaderValue>,
+) -> impl Iterator<Item = &'a str> + 'a {
+    connection
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// The client's address as an `X-Forwarded-For` entry. Formatted once per
+/// connection and shared by its requests.
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Sets `X-Forwarded-For` (appending the client, from [`forwarded_for`], to any
+/// existing chain), `X-Forwarded-Proto` and `X-Forwarded-Host`. The incoming chain
+/// is passed on for the backend's information only; the proxy itself never trusts it.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let client = client.to_string();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {client}"),
-        _ => client,
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+    let chain = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|existing| !existing.trim().is_empty())
+        .map(|existing| {
+            let mut value = BytesMut::with_capacity(existing.len() + 2 + client.len());
+            value.extend_from_slice(existing.as_bytes());
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(client.as_bytes());
+            HeaderValue::from_maybe_shared(value.freeze())
+        });
+    match chain {
+        Some(Ok(value)) => {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
+        // Cannot happen (both halves are valid values); the client alone then.
+        Some(Err(_)) | None => {
+            headers.insert(X_FORWARDED_FOR.clone(), client.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match host {
@@ -165,7 +199,12 @@ mod tests {
     fn appends_to_forwarded_for() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", None);
+        set_forwarded(
+            &mut h,
+            &forwarded_for("127.0.0.1".parse().unwrap()),
+            "http",
+            None,
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
     }

@@ -27,7 +27,9 @@ pub use attempt::Attempt;
 pub use body::{BodyEnd, BodyLimits, BodyOutcome, BodyWatch, ClientBody, RequestBody, TrackedBody};
 pub use completion::Completion;
 pub use failure::Failure;
-pub use headers::{REQUEST_ID, ensure_request_id, is_upgrade, set_forwarded, strip_hop_by_hop};
+pub use headers::{
+    REQUEST_ID, ensure_request_id, forwarded_for, is_upgrade, set_forwarded, strip_hop_by_hop,
+};
 pub use upgrade::Tunnels;
 
 use crate::clock;
@@ -106,7 +108,7 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers, upgrade);
         set_forwarded(
             &mut parts.headers,
-            conn.client.ip(),
+            &conn.forwarded_for,
             if conn.tls { "https" } else { "http" },
             authority.as_ref(),
         );

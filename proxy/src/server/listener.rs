@@ -254,6 +254,7 @@ async fn serve_io<I>(
     let info = ConnInfo {
         listener: Arc::clone(&ctx.name),
         client: peer,
+        forwarded_for: crate::proxy::forwarded_for(peer.ip()),
         tls,
         activity: Arc::clone(&activity),
         permit,
