@@ -174,7 +174,8 @@ impl UpstreamClient {
         let capture = request.extensions_mut().remove::<CaptureSlot>();
         let pool = self.host(addr);
         if request.headers().contains_key(UPGRADE) {
-            return shared.upgrade(addr, request).await;
+            // Boxed: rare, and its state would otherwise grow every request's future.
+            return Box::pin(shared.upgrade(addr, request)).await;
         }
         let uri = request.uri().clone();
         loop {
@@ -182,7 +183,9 @@ impl UpstreamClient {
             let (conn, reused) = match pool.checkout(now, shared.settings.idle_timeout_ms) {
                 Some(conn) => (conn, true),
                 None => {
-                    let conn = shared.connect(addr).await?;
+                    // Boxed: a new connection (TCP, TLS, HTTP/2 handshake) is rare
+                    // next to a pooled one, and its state is the largest part.
+                    let conn = Box::pin(shared.connect(addr)).await?;
                     // An HTTP/2 connection is shared from the start: later requests
                     // open streams on it while this one runs.
                     if let Conn::H2(sender) = &conn {
