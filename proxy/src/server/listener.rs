@@ -415,10 +415,12 @@ fn service(
 + 'static {
     let proxy = Arc::clone(&ctx.proxy);
     let challenges = Arc::clone(&ctx.challenges);
-    let info = info.clone();
+    // Shared by the connection's requests: one reference count per request rather
+    // than one for each of its fields.
+    let info = Arc::new(info.clone());
     service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
-        let info = info.clone();
+        let info = Arc::clone(&info);
         let challenge = challenges.http_answer(request.uri().path());
         async move {
             if let Some(answer) = challenge {
