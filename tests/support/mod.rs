@@ -68,9 +68,15 @@ pub struct TestBackend {
 }
 
 impl TestBackend {
-    /// Starts a backend on an ephemeral port.
+    /// Starts a backend on a port of its own (see [`ports_for_tools`]): once killed,
+    /// its port stays free for its revival, and nothing else in the tests takes it
+    /// meanwhile (a server that did would answer the proxy's health checks).
     pub async fn start(name: &str) -> TestBackend {
-        Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
+        Self::start_on(
+            name,
+            SocketAddr::from(([127, 0, 0, 1], ports_for_tools(1)[0])),
+        )
+        .await
     }
 
     /// Starts a backend on `addr` (e.g. `127.0.0.2:PORT`, for DNS tests).
@@ -78,11 +84,11 @@ impl TestBackend {
         Self::start_with(name, addr, None).await
     }
 
-    /// Starts a backend that speaks TLS with `config` on an ephemeral port.
+    /// Starts a backend that speaks TLS with `config` on a port of its own.
     pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> TestBackend {
         Self::start_with(
             name,
-            "127.0.0.1:0".parse().unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], ports_for_tools(1)[0])),
             Some(tokio_rustls::TlsAcceptor::from(config)),
         )
         .await
@@ -612,15 +618,23 @@ pub async fn start_watched_proxy(
     (TestProxy { server, web, admin }, watcher)
 }
 
-/// `n` distinct loopback ports for a tool a test starts (pebble, etcd), each free
-/// when picked. They come from below the kernel's ephemeral range (32768-60999 on
-/// Linux) so that no connection's source port and no `bind(0)` can take one between
-/// the pick and the tool's own bind.
+/// `n` distinct loopback ports for a tool a test starts (pebble, etcd) or a
+/// [`TestBackend`], each free when picked. They come from below the kernel's
+/// ephemeral range (32768-60999 on Linux) so that no connection's source port and no
+/// `bind(0)` (every other server in the tests) can take one between the pick and its
+/// bind, or while a killed backend is down; and none is handed out twice in a process.
 pub fn ports_for_tools(n: usize) -> Vec<u16> {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let mut held = Vec::with_capacity(n);
     while held.len() < n {
         let port = fastrand::u16(20_000..32_000);
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            handed_out.insert(port);
             held.push(listener);
         }
     }
