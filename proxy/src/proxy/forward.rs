@@ -472,14 +472,11 @@ async fn send(
             }
             () = tokio::time::sleep_until(deadline) => {
                 let Some(watch) = watch else { return Sent::TimedOut };
-                if !watch.handed_over() {
-                    if started.elapsed() >= connect + per_try {
-                        return Sent::TimedOut;
-                    }
-                    deadline = tokio::time::Instant::now() + CLIENT_RECHECK;
-                    continue;
+                let connecting = !watch.handed_over();
+                if connecting && started.elapsed() >= connect + per_try {
+                    return Sent::TimedOut;
                 }
-                if watch.awaiting_client() {
+                if connecting || watch.awaiting_client() {
                     deadline = tokio::time::Instant::now() + CLIENT_RECHECK;
                     continue;
                 }

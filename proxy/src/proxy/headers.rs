@@ -33,12 +33,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    names_in(&headers.get_all(header::CONNECTION)).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.

@@ -251,29 +251,28 @@ async fn serve_io<I>(
     I: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
 {
     let activity = ConnActivity::new();
-    let info = ConnInfo {
+    // Shared by every request of the connection, across its spells.
+    let info = Arc::new(ConnInfo {
         listener: Arc::clone(&ctx.name),
         client: peer,
         forwarded_for: crate::proxy::forwarded_for(peer.ip()),
         tls,
         activity: Arc::clone(&activity),
         permit,
-    };
+    });
     let stream = Parkable::new(ActivityIo::new(
         io,
         Arc::clone(&activity),
         ctx.limits.max_header_bytes,
     ));
     let limits = &ctx.limits;
-    let mut first = true;
     loop {
         // On the heap, so a parked connection's task keeps neither hyper's state nor
         // the room that serving needs: a parked connection costs little memory.
-        let served = Box::pin(serve_until_parked(&stream, &info, first, ctx, builder)).await;
+        let served = Box::pin(serve_until_parked(&stream, &info, ctx, builder)).await;
         if served == Served::Closed {
             return;
         }
-        first = false;
         // Parked: only the socket, until the client speaks, the idle timeout, or a drain.
         let counted = Counted::new(ctx.proxy.metrics.parked());
         let resume = tokio::select! {
@@ -298,12 +297,9 @@ enum Served {
 }
 
 /// One hyper connection over the stream, until the connection ends or is parked.
-/// `first`: the connection's first spell, when a drain gives a request that is on
-/// its way a moment to arrive.
 async fn serve_until_parked<I>(
     stream: &Parkable<ActivityIo<I>>,
-    info: &ConnInfo,
-    first: bool,
+    info: &Arc<ConnInfo>,
     ctx: &ListenerContext,
     builder: &auto::Builder<TokioExecutor>,
 ) -> Served
@@ -342,7 +338,9 @@ where
                 break;
             }
             () = ctx.drain.cancelled(), if !closing && !awaiting_first_request => {
-                if first && activity.received_nothing() {
+                // Only a connection's first spell can have received nothing: a
+                // parked one has served a request.
+                if activity.received_nothing() {
                     awaiting_first_request = true;
                     first_request_grace.as_mut().reset(
                         tokio::time::Instant::now()
@@ -402,7 +400,7 @@ impl Drop for Counted<'_> {
 /// The hyper service of one connection: ACME HTTP-01 answers, else the proxy.
 fn service(
     ctx: &ListenerContext,
-    info: &ConnInfo,
+    info: &Arc<ConnInfo>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<crate::error::ProxyBody>,
@@ -415,9 +413,8 @@ fn service(
 + 'static {
     let proxy = Arc::clone(&ctx.proxy);
     let challenges = Arc::clone(&ctx.challenges);
-    // Shared by the connection's requests: one reference count per request rather
-    // than one for each of its fields.
-    let info = Arc::new(info.clone());
+    // One reference count per request rather than one for each of its fields.
+    let info = Arc::clone(info);
     service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
         let info = Arc::clone(&info);

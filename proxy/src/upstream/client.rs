@@ -459,10 +459,9 @@ struct Idle {
 }
 
 impl Idle {
+    /// Idle past `timeout_ms` (whether the backend closed it is [`H1Conn::settle`]'s).
     fn expired(&self, now_ms: u64, timeout_ms: u64) -> bool {
-        self.conn.driver.is_none()
-            || self.conn.sender.is_closed()
-            || now_ms.saturating_sub(self.since_ms) > timeout_ms
+        now_ms.saturating_sub(self.since_ms) > timeout_ms
     }
 }
 
@@ -534,15 +533,15 @@ impl HostPool {
         now_ms: u64,
         timeout_ms: u64,
     ) -> Option<http2::SendRequest<UpstreamBody>> {
-        let current = self.shared.load_full()?;
+        let current = self.shared.load_full();
+        let sender = current.as_deref()?;
         let idle_ms = now_ms.saturating_sub(self.shared_used_ms.load(Ordering::Relaxed));
-        if current.is_closed() || idle_ms > timeout_ms {
+        if sender.is_closed() || idle_ms > timeout_ms {
             // Only this one: a fresh connection stored meanwhile stays.
-            self.shared
-                .compare_and_swap(&Some(Arc::clone(&current)), None);
+            self.shared.compare_and_swap(&current, None);
             return None;
         }
-        Some((*current).clone())
+        Some(sender.clone())
     }
 
     /// Gives a connection back (an idle HTTP/1 one is closed when the pool is
