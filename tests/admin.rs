@@ -508,9 +508,10 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_connections_get_head_and_idle_timeouts() {
     let a = TestBackend::start("a").await;
-    let config = simple_config(&[&a], "").replace(
-        "[[listener]]",
-        "[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"500ms\"\n\n[[listener]]",
+    let config = simple_config_with_limits(
+        &[&a],
+        "header_read_timeout = \"300ms\"\nidle_timeout = \"500ms\"",
+        "",
     );
     let proxy = start_proxy(&config).await;
 

@@ -12,13 +12,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-fn with_limits(backends: &[&TestBackend], limits: &str, pool_extra: &str) -> String {
-    simple_config(backends, pool_extra).replace(
-        "[[listener]]",
-        &format!("[limits]\n{limits}\n\n[[listener]]"),
-    )
-}
-
 /// Sends `bytes` through a tunnel and expects them echoed.
 async fn echo(s: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     s.write_all(bytes).await?;
@@ -49,7 +42,12 @@ async fn connect_from(source: IpAddr, to: SocketAddr) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnels_keep_their_connection_permit_for_their_whole_life() {
     let ws = TestBackend::start("ws").await;
-    let proxy = start_proxy(&with_limits(&[&ws], "max_connections = 3", "")).await;
+    let proxy = start_proxy(&simple_config_with_limits(
+        &[&ws],
+        "max_connections = 3",
+        "",
+    ))
+    .await;
     let mut tunnels = Vec::new();
     for _ in 0..3 {
         let mut t = open_tunnel(proxy.web).await;
@@ -78,7 +76,12 @@ async fn tunnels_keep_their_connection_permit_for_their_whole_life() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tunnels_are_closed_after_the_tunnel_idle_timeout() {
     let ws = TestBackend::start("ws").await;
-    let proxy = start_proxy(&with_limits(&[&ws], "tunnel_idle_timeout = \"400ms\"", "")).await;
+    let proxy = start_proxy(&simple_config_with_limits(
+        &[&ws],
+        "tunnel_idle_timeout = \"400ms\"",
+        "",
+    ))
+    .await;
     let mut t = open_tunnel(proxy.web).await;
     // Traffic either way keeps it open well past the timeout.
     for _ in 0..8 {
@@ -299,7 +302,12 @@ async fn a_streamed_body_is_not_timed_out_while_the_backend_connection_is_being_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_address_can_be_capped() {
     let a = TestBackend::start("a").await;
-    let proxy = start_proxy(&with_limits(&[&a], "max_connections_per_ip = 3", "")).await;
+    let proxy = start_proxy(&simple_config_with_limits(
+        &[&a],
+        "max_connections_per_ip = 3",
+        "",
+    ))
+    .await;
     let here: IpAddr = "127.0.0.1".parse().unwrap();
     let other: IpAddr = "127.0.0.2".parse().unwrap();
     let mut held = Vec::new();

@@ -292,9 +292,10 @@ async fn oversized_heads_get_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_heads_are_cut_off_but_idle_keepalive_is_not() {
     let a = TestBackend::start("a").await;
-    let config = simple_config(&[&a], "").replace(
-        "[[listener]]",
-        "[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"2s\"\n\n[[listener]]",
+    let config = simple_config_with_limits(
+        &[&a],
+        "header_read_timeout = \"300ms\"\nidle_timeout = \"2s\"",
+        "",
     );
     let proxy = start_proxy(&config).await;
     // A slowloris client: starts a head and never finishes it.
@@ -927,10 +928,7 @@ async fn read_answer(stream: &mut TcpStream, stall_at: usize, stall: Duration) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keepalive_connections_are_parked_and_keep_serving() {
     let a = TestBackend::start("a").await;
-    let config = simple_config(&[&a], "").replace(
-        "[[listener]]",
-        "[limits]\nidle_timeout = \"20s\"\n\n[[listener]]",
-    );
+    let config = simple_config_with_limits(&[&a], "idle_timeout = \"20s\"", "");
     let proxy = start_proxy(&config).await;
     let parked = |metrics: &str| metric_value(metrics, "switchyard_connections_parked");
 
@@ -988,10 +986,7 @@ async fn idle_keepalive_connections_are_parked_and_keep_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_still_closes_at_the_idle_timeout() {
     let a = TestBackend::start("a").await;
-    let config = simple_config(&[&a], "").replace(
-        "[[listener]]",
-        "[limits]\nidle_timeout = \"2500ms\"\n\n[[listener]]",
-    );
+    let config = simple_config_with_limits(&[&a], "idle_timeout = \"2500ms\"", "");
     let proxy = start_proxy(&config).await;
     let parked = |metrics: &str| metric_value(metrics, "switchyard_connections_parked");
     let mut client = TcpStream::connect(proxy.web).await.unwrap();

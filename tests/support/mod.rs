@@ -416,6 +416,18 @@ pub async fn start_proxy(config_text: &str) -> TestProxy {
     TestProxy { server, web, admin }
 }
 
+/// [`simple_config`] with `limits` (lines of the `[limits]` table) added.
+pub fn simple_config_with_limits(
+    backends: &[&TestBackend],
+    limits: &str,
+    pool_extra: &str,
+) -> String {
+    simple_config(backends, pool_extra).replace(
+        "[[listener]]",
+        &format!("[limits]\n{limits}\n\n[[listener]]"),
+    )
+}
+
 /// A config with one listener, one catch-all route and pool `app` over `backends`;
 /// `pool_extra` is appended inside `[pool.app]` (balance, tables...).
 pub fn simple_config(backends: &[&TestBackend], pool_extra: &str) -> String {
