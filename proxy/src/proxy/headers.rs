@@ -39,6 +39,11 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 /// When `keep_upgrade` is set, `Connection: upgrade` and `Upgrade` are passed on.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most requests carry no hop-by-hop field at all (not even `Connection`, so
+    // none is listed either): one look at the names present settles it.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let keep_trailers_te = headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
@@ -53,8 +58,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers
             .keys()
             .filter(|name| {
-                HOP_BY_HOP.contains(name)
-                    || *name == header::PROXY_AUTHORIZATION
+                is_hop_by_hop(name)
                     || listed
                         .iter()
                         .any(|token| token.eq_ignore_ascii_case(name.as_str()))
@@ -72,6 +76,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::UPGRADE, upgrade);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Never forwarded, whatever `Connection` lists.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name) || *name == header::PROXY_AUTHORIZATION
 }
 
 /// The header names a `Connection` header lists (its comma-separated tokens).

@@ -64,6 +64,9 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         conn.activity.request_started();
         self.metrics.in_flight().inc();
+        // Room for the request id and the three `X-Forwarded-*` fields added below,
+        // so the map grows (and rehashes) once at most.
+        request.headers_mut().reserve(4);
         let request_id = ensure_request_id(request.headers_mut());
         let snapshot = self.snapshot.load_full();
         let mut done = Completion::new(&self.metrics, self.access_log, conn, &request, request_id);
