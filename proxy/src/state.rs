@@ -6,7 +6,9 @@
 //! name and address, the way Pingora's `Backends::do_update` reuses health by key,
 //! but in a single swap.
 
-use std::collections::HashMap;
+// foldhash: these maps are looked up on every request, and their keys (addresses,
+// names from the config file) do not come from clients.
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -46,7 +48,7 @@ impl Snapshot {
             .iter()
             .map(|l| (l.name.clone(), Router::with_upgrades(l.upgrades.clone())))
             .collect();
-        let mut routes = HashMap::new();
+        let mut routes = HashMap::default();
         for r in &config.routes {
             let target = overrides
                 .get(&r.name)

@@ -19,7 +19,9 @@
 //! many requests, and one that a request upgrades (WebSocket) run on their own
 //! task.
 
-use std::collections::HashMap;
+// foldhash: these maps are looked up on every request, and their keys (addresses,
+// names from the config file) do not come from clients.
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,6 +1,8 @@
 //! A pool: its backends, its balancer and its policies, as of one config snapshot.
 
-use std::collections::HashMap;
+// foldhash: these maps are looked up on every request, and their keys (addresses,
+// names from the config file) do not come from clients.
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
