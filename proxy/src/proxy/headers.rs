@@ -41,7 +41,19 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most requests carry no hop-by-hop field at all (not even `Connection`, so
     // none is listed either): one look at the names present settles it.
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut hop_by_hop = headers.keys().filter(|name| is_hop_by_hop(name));
+    let only_connection = match (hop_by_hop.next(), hop_by_hop.next()) {
+        (None, _) => return,
+        (Some(name), None) => *name == header::CONNECTION,
+        _ => false,
+    };
+    // Most answers (and many requests) carry `Connection: keep-alive` and no other
+    // hop-by-hop field: the field it names is absent, so `Connection` alone goes.
+    if only_connection
+        && names_in(&headers.get_all(header::CONNECTION))
+            .all(|token| token.eq_ignore_ascii_case("keep-alive"))
+    {
+        headers.remove(header::CONNECTION);
         return;
     }
     let keep_trailers_te = headers
@@ -186,6 +198,34 @@ mod tests {
         assert!(h.get("keep-alive").is_none());
         assert!(h.get(header::TE).is_none());
         assert!(h.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn connection_alone_goes_and_what_it_lists_goes_with_it() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("64"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.len(), 1);
+
+        // A listed name other than keep-alive still takes its field along.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("x-hop").is_none());
+        assert!(h.get("x-kept").is_some());
+
+        // No hop-by-hop field: nothing changes.
+        let mut h = HeaderMap::new();
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]
