@@ -27,12 +27,12 @@ CLIENTS=${CLIENTS:-3}
 PROXY_THREADS=${PROXY_THREADS:-1}
 CONTENDERS=${CONTENDERS:-haproxy switchyard}
 
-log() { printf '[handshakes] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH=handshakes
+NO_INSTALL=1
+# shellcheck source=benches/lib.sh
+source "$here/lib.sh"
 
-for tool in haproxy openssl; do
-    command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || die "$tool is not installed"
-done
+ensure_tools haproxy:haproxy openssl:openssl
 export PATH="$PATH:/usr/sbin:/sbin"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-handshakes.XXXXXX")
@@ -54,15 +54,6 @@ if [[ -z $switchyard_bin ]]; then
     switchyard_bin=${CARGO_TARGET_DIR:-$repo/target}/release/switchyard
 fi
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000))
-        port_open "$p" || { echo "$p"; return 0; }
-    done
-    die "no free port"
-}
 wait_listening() {
     for _ in $(seq 100); do
         port_open "$1" && return 0

@@ -26,21 +26,11 @@ LARGE=${LARGE:-12000}
 HAPROXY=${HAPROXY:-1}
 NO_INSTALL=${NO_INSTALL:-0}
 
-die() {
-    echo "instructions.sh: $*" >&2
-    exit 1
-}
-
-need=()
-for tool in valgrind:valgrind h2load:nghttp2-client nginx:nginx haproxy:haproxy curl:curl; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
-done
-if ((${#need[@]})); then
-    ((NO_INSTALL)) && die "missing: ${need[*]} (NO_INSTALL=1)"
-    sudo=""
-    if [[ $(id -u) -ne 0 ]]; then sudo=sudo; fi
-    $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+BENCH=instructions
+# shellcheck source=benches/lib.sh
+source "$here/lib.sh"
+ensure_tools valgrind:valgrind h2load:nghttp2-client nginx:nginx haproxy:haproxy curl:curl
+export PATH="$PATH:/usr/sbin:/sbin"
 
 if [[ -z ${SWITCHYARD_BIN:-} ]]; then
     SWITCHYARD_BIN=$repo/target/release/switchyard
@@ -55,10 +45,6 @@ cleanup() {
     if [[ ${KEEP_TMP:-0} == 1 ]]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 body=$(printf '%064d' 0)
 b1=$(free_port) b2=$(free_port)

@@ -85,8 +85,9 @@ RESULTS_DIR=${RESULTS_DIR:-$repo/benches/results}
 KEEP_TMP=${KEEP_TMP:-0}
 NO_INSTALL=${NO_INSTALL:-0}
 
-log() { printf '[load] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH=load
+# shellcheck source=benches/lib.sh
+source "$here/lib.sh"
 
 # ---------------------------------------------------------------- cleanup ---
 
@@ -132,28 +133,10 @@ trap 'exit 143' TERM
 
 # ------------------------------------------------------------------ tools ---
 
-ensure_tools() {
-    local missing=() cmd pkg
-    for pair in haproxy:haproxy wrk:wrk nginx:nginx awk:mawk curl:curl openssl:openssl \
-        h2load:nghttp2-client python3:python3; do
-        cmd=${pair%%:*} pkg=${pair#*:}
-        command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("$pkg")
-    done
-    if [[ $PIN == 1 ]] && ! command -v taskset >/dev/null 2>&1; then missing+=(util-linux); fi
-    ((${#missing[@]} == 0)) && return 0
-    [[ $NO_INSTALL == 1 ]] && die "missing: ${missing[*]} (NO_INSTALL=1)"
-    command -v apt-get >/dev/null 2>&1 || die "missing: ${missing[*]}, and no apt-get to install them"
-    local sudo=()
-    if [[ $(id -u) != 0 ]]; then
-        command -v sudo >/dev/null 2>&1 || die "missing: ${missing[*]}; run as root or install them"
-        sudo=(sudo)
-    fi
-    log "installing with apt-get: ${missing[*]}"
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >&2
-}
-
-ensure_tools
+tools=(haproxy:haproxy wrk:wrk nginx:nginx awk:mawk curl:curl openssl:openssl
+    h2load:nghttp2-client python3:python3)
+if [[ $PIN == 1 ]]; then tools+=(taskset:util-linux); fi
+ensure_tools "${tools[@]}"
 export PATH="$PATH:/usr/sbin:/sbin"
 # The idle row holds IDLE_CONNECTIONS sockets in the holder and in each proxy.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -197,24 +180,6 @@ if [[ " $ROWS " == *" wasm "* && -z $POLICY_WASM ]]; then
 fi
 
 # ------------------------------------------------------------------ ports ---
-
-used_ports=" "
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-    # A port below the usual ephemeral range (32768+) so that the load
-    # generators' and the proxies' own outgoing connections cannot have taken it.
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 12000))
-        [[ $used_ports == *" $p "* ]] && continue
-        port_open "$p" && continue
-        used_ports+="$p "
-        echo "$p"
-        return 0
-    done
-    die "no free port found"
-}
 
 wait_listening() {
     # wait_listening NAME PID PORT: bounded (10 s) wait until PORT accepts.
