@@ -6,8 +6,8 @@
 //! name and address, the way Pingora's `Backends::do_update` reuses health by key,
 //! but in a single swap.
 
-// foldhash: these maps are looked up on every request, and their keys (addresses,
-// names from the config file) do not come from clients.
+// foldhash: routers are looked up by listener name on every request; the
+// names come from the config file, never from clients.
 use foldhash::HashMap;
 use std::sync::Arc;
 

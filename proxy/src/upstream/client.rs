@@ -19,8 +19,8 @@
 //! many requests, and one that a request upgrades (WebSocket) run on their own
 //! task.
 
-// foldhash: these maps are looked up on every request, and their keys (addresses,
-// names from the config file) do not come from clients.
+// foldhash: the pools are looked up by backend address on every request; the
+// addresses come from the config or discovery, never from clients.
 use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;

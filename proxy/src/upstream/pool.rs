@@ -1,7 +1,7 @@
 //! A pool: its backends, its balancer and its policies, as of one config snapshot.
 
-// foldhash: these maps are looked up on every request, and their keys (addresses,
-// names from the config file) do not come from clients.
+// foldhash: pools are looked up by name on every request; the names come from
+// the config file, never from clients.
 use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
