@@ -27,8 +27,7 @@ use crate::policy::routing::{self, Selection};
 use crate::rollout::Observation;
 use crate::state::Snapshot;
 use crate::upstream::{
-    Backend, ClientError, Pool, ResponseBody, UpstreamBody, UpstreamClient, capture_connection,
-    log_transition,
+    Backend, ClientError, H1Error, Pool, ResponseBody, UpstreamBody, UpstreamClient, log_transition,
 };
 
 /// `HTTP/1.1 200 OK\r\n` and the final `\r\n`, as counted against the head limit.
@@ -318,8 +317,7 @@ impl Steps<'_> {
     async fn exchange(&self, backend: &Backend, body: UpstreamBody) -> Judged {
         let retry = &self.rules.retry;
         let watch = self.body.watch();
-        let mut request = upstream_request(self.target, backend, body);
-        let connection = capture_connection(&mut request);
+        let request = upstream_request(self.target, backend, body);
         let sent = send(
             backend.client(self.client),
             request,
@@ -328,13 +326,7 @@ impl Steps<'_> {
             watch,
         )
         .await;
-        let judged = judge(sent, backend, retry, self.target, watch);
-        if let Judged::Failed(Outcome::BadResponse, _, _) = &judged
-            && let Some(connected) = connection.connection_metadata().as_ref()
-        {
-            connected.poison();
-        }
-        judged
+        judge(sent, backend, retry, self.target, watch)
     }
 
     /// The retry decision: the try's outcome is settled (counters, breaker, rollout
@@ -503,10 +495,12 @@ fn judge(
     watch: Option<&Arc<BodyWatch>>,
 ) -> Judged {
     match sent {
-        Sent::Response(response) => {
+        Sent::Response(mut response) => {
             if let Err(reason) =
                 check_answer(&response, target.single_attempt, target.max_answer_head)
             {
+                // Its connection is never reused: its framing cannot be trusted.
+                response.body_mut().poison();
                 return Judged::Failed(
                     Outcome::BadResponse,
                     Failure::BadResponse,
@@ -601,13 +595,16 @@ fn check_answer(
     Ok(())
 }
 
-/// hyper could not parse the answer: a bad status line, a head over the limits,
+/// The answer could not be parsed: a bad status line, a head over the limits,
 /// invalid or conflicting lengths, HTTP/0.9.
 fn is_invalid_answer(error: &ClientError) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             return h.is_parse() || h.is_parse_status() || h.is_parse_too_large();
+        }
+        if let Some(h1) = e.downcast_ref::<H1Error>() {
+            return h1.is_invalid_answer();
         }
         cause = e.source();
     }

@@ -6,7 +6,7 @@
 //! takes an idle connection (or opens one: TCP with the connect timeout, TLS when
 //! the pool asks for it, HTTP/2 when ALPN settles on it), sends, and the connection
 //! goes back once its answer has been read to the end, unless something marked it
-//! unfit ([`CaptureConnection`]: an answer whose framing cannot be trusted). A
+//! unfit ([`ResponseBody::poison`]: an answer whose framing cannot be trusted). A
 //! request that could not even be written to a reused connection (the backend
 //! closed it while it sat idle) is sent again on a fresh one. Connections idle
 //! longer than `limits.upstream_idle_timeout`, and those beyond
@@ -24,9 +24,9 @@
 use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -34,7 +34,7 @@ use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http::header::{HOST, UPGRADE};
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -44,7 +44,8 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tracing::debug;
 
-use super::connect::{self, ConnectError, PoolTls, TcpSettings, UpstreamIo};
+use super::connect::{self, ConnectError, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
+use super::h1::{Decoder, H1Conn, H1Error, HeadLimits};
 use crate::clock;
 use crate::config::Limits;
 use crate::error::BoxError;
@@ -76,8 +77,8 @@ struct Settings {
     tcp: TcpSettings,
     idle_timeout_ms: u64,
     idle_per_backend: usize,
-    max_buf_size: usize,
-    max_headers: usize,
+    /// How large an answer head may get (over them it is a 502, never relayed).
+    head: HeadLimits,
 }
 
 /// Where connections go.
@@ -103,10 +104,13 @@ pub enum ClientError {
     /// The connection was opened but HTTP could not start on it (nothing was sent).
     #[error("connection to the backend failed: {0}")]
     Handshake(#[source] hyper::Error),
-    /// The exchange failed: the request could not be written in full, or the
-    /// answer was missing, cut or invalid.
+    /// The exchange failed on an HTTP/2 or upgraded connection: the request could
+    /// not be written in full, or the answer was missing, cut or invalid.
     #[error("{0}")]
     Send(#[source] hyper::Error),
+    /// The exchange failed on an HTTP/1 connection.
+    #[error("{0}")]
+    Exchange(#[source] H1Error),
     /// The request names no `ip:port` to connect to.
     #[error("`{0}` does not name a backend address")]
     Address(String),
@@ -148,9 +152,10 @@ impl UpstreamClient {
             tcp: tcp_settings(limits),
             idle_timeout_ms: limits.upstream_idle_timeout.as_millis() as u64,
             idle_per_backend: limits.upstream_idle_per_backend,
-            // An answer head over the request limits is a 502, never relayed.
-            max_buf_size: limits.max_header_bytes.max(8192),
-            max_headers: limits.max_headers,
+            head: HeadLimits {
+                max_head: limits.max_header_bytes.max(8192),
+                max_headers: limits.max_headers,
+            },
         };
         Self {
             shared: Arc::new(Shared {
@@ -173,13 +178,11 @@ impl UpstreamClient {
             Target::Tls { addr, .. } => *addr,
             Target::Plain => backend_address(request.uri())?,
         };
-        let capture = request.extensions_mut().remove::<CaptureSlot>();
         let pool = self.host(addr);
         if request.headers().contains_key(UPGRADE) {
             // Boxed: rare, and its state would otherwise grow every request's future.
             return Box::pin(shared.upgrade(addr, request)).await;
         }
-        let uri = request.uri().clone();
         loop {
             let now = clock::now_ms();
             let (conn, reused) = match pool.checkout(now, shared.settings.idle_timeout_ms) {
@@ -196,7 +199,7 @@ impl UpstreamClient {
                     (conn, false)
                 }
             };
-            let sent = match conn {
+            match conn {
                 Conn::H2(mut sender) => {
                     if let Err(e) = sender.ready().await {
                         if reused {
@@ -204,36 +207,34 @@ impl UpstreamClient {
                         }
                         return Err(ClientError::Send(e));
                     }
-                    sender
-                        .try_send_request(request)
-                        .await
-                        .map(|response| (response, None))
-                }
-                Conn::H1(mut conn) => {
-                    origin_form(&mut request);
-                    match conn.exchange(request).await {
-                        Ok(response) => Ok((response, Some(conn))),
-                        Err(e) => Err(e),
+                    match sender.try_send_request(request).await {
+                        Ok(response) => {
+                            return Ok(response.map(ResponseBody::hyper));
+                        }
+                        Err(mut e) => match e.take_message() {
+                            // Never written: the connection had closed meanwhile.
+                            Some(unsent) if reused => {
+                                debug!(backend = %addr, error = %e.error(), "a reused connection was closed; sending on another");
+                                request = unsent;
+                            }
+                            _ => return Err(ClientError::Send(e.into_error())),
+                        },
                     }
                 }
-            };
-            match sent {
-                Ok((response, conn)) => {
-                    let gate = conn.map(|conn| Gate::new(Arc::clone(&pool), conn));
-                    if let (Some(slot), Some((gate, _))) = (&capture, &gate) {
-                        let _ = slot.0.set(Arc::clone(gate));
+                Conn::H1(mut conn) => match conn.exchange(request).await {
+                    Ok((head, decoder, keep_alive)) => {
+                        let body = ResponseBody::h1(conn, decoder, keep_alive, pool);
+                        return Ok(head.map(|()| body));
                     }
-                    let status = response.status();
-                    return Ok(response.map(|body| ResponseBody::new(body, gate, status)));
-                }
-                Err(mut e) => match e.take_message() {
-                    // Never written: the reused connection had been closed.
-                    Some(unsent) if reused => {
-                        debug!(backend = %addr, error = %e.error(), "a reused connection was closed; sending on another");
-                        request = unsent;
-                        *request.uri_mut() = uri.clone();
-                    }
-                    _ => return Err(ClientError::Send(e.into_error())),
+                    Err(failed) => match failed.request {
+                        // Nothing came back and nothing is lost by sending again:
+                        // the backend had closed the reused connection.
+                        Some(unsent) if reused => {
+                            debug!(backend = %addr, error = %failed.error, "a reused connection was closed; sending on another");
+                            request = unsent;
+                        }
+                        _ => return Err(ClientError::Exchange(failed.error)),
+                    },
                 },
             }
         }
@@ -277,20 +278,24 @@ impl UpstreamClient {
 }
 
 impl Shared {
-    /// Opens a connection to `addr` and starts HTTP on it.
-    async fn connect(&self, addr: SocketAddr) -> Result<Conn, ClientError> {
+    /// Opens a connection to `addr`.
+    async fn open(&self, addr: SocketAddr) -> Result<UpstreamStream, ClientError> {
         let tls = match &self.target {
             Target::Plain => None,
             Target::Tls { config, name, .. } => Some((Arc::clone(config), name.clone())),
         };
-        let stream = connect::connect(addr, tls, self.settings.tcp)
+        connect::connect(addr, tls, self.settings.tcp)
             .await
-            .map_err(ClientError::Connect)?;
-        let io = UpstreamIo::new(stream);
-        if io.negotiated_h2() {
+            .map_err(ClientError::Connect)
+    }
+
+    /// Opens a connection to `addr` and starts HTTP on it.
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, ClientError> {
+        let stream = self.open(addr).await?;
+        if stream.negotiated_h2() {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .handshake(io)
+                .handshake(UpstreamIo::new(stream))
                 .await
                 .map_err(ClientError::Handshake)?;
             tokio::spawn(async move {
@@ -300,23 +305,7 @@ impl Shared {
             });
             return Ok(Conn::H2(sender));
         }
-        let (sender, driver) = self.handshake_h1(io).await?;
-        Ok(Conn::H1(Box::new(H1Conn {
-            sender,
-            driver: Some(driver),
-        })))
-    }
-
-    async fn handshake_h1(
-        &self,
-        io: UpstreamIo,
-    ) -> Result<(http1::SendRequest<UpstreamBody>, H1Driver), ClientError> {
-        http1::Builder::new()
-            .max_buf_size(self.settings.max_buf_size)
-            .max_headers(self.settings.max_headers)
-            .handshake(io)
-            .await
-            .map_err(ClientError::Handshake)
+        Ok(Conn::H1(Box::new(H1Conn::new(stream, self.settings.head))))
     }
 
     /// A request that asks to switch protocols goes on a connection of its own,
@@ -327,31 +316,36 @@ impl Shared {
         addr: SocketAddr,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, ClientError> {
-        let mut sender = match self.connect(addr).await? {
-            Conn::H1(conn) => {
-                let H1Conn { sender, driver } = *conn;
-                if let Some(driver) = driver {
-                    tokio::spawn(async move {
-                        if let Err(e) = driver.with_upgrades().await {
-                            debug!(backend = %addr, error = %e, "upgraded connection to a backend ended");
-                        }
-                    });
+        let stream = self.open(addr).await?;
+        let response = if stream.negotiated_h2() {
+            let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(UpstreamIo::new(stream))
+                .await
+                .map_err(ClientError::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    debug!(backend = %addr, error = %e, "HTTP/2 connection to a backend ended");
                 }
-                origin_form(&mut request);
-                Conn::H1(Box::new(H1Conn {
-                    sender,
-                    driver: None,
-                }))
-            }
-            h2 => h2,
-        };
-        let response = match &mut sender {
-            Conn::H1(conn) => conn.sender.send_request(request).await,
-            Conn::H2(sender) => sender.send_request(request).await,
+            });
+            sender.send_request(request).await
+        } else {
+            let (mut sender, driver) = http1::Builder::new()
+                .max_buf_size(self.settings.head.max_head)
+                .max_headers(self.settings.head.max_headers)
+                .handshake(UpstreamIo::new(stream))
+                .await
+                .map_err(ClientError::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(e) = driver.with_upgrades().await {
+                    debug!(backend = %addr, error = %e, "upgraded connection to a backend ended");
+                }
+            });
+            origin_form(&mut request);
+            sender.send_request(request).await
         }
         .map_err(ClientError::Send)?;
-        let status = response.status();
-        Ok(response.map(|body| ResponseBody::new(body, None, status)))
+        Ok(response.map(ResponseBody::hyper))
     }
 }
 
@@ -389,69 +383,12 @@ async fn sweep(shared: Weak<Shared>) {
     }
 }
 
-/// The future that runs one HTTP/1 connection.
-type H1Driver = http1::Connection<UpstreamIo, UpstreamBody>;
-
 /// One HTTP connection.
 enum Conn {
     /// Boxed: it travels from pool to request to body and back.
     H1(Box<H1Conn>),
     /// Shared by every request on it (streams); stays in the pool while in use.
     H2(http2::SendRequest<UpstreamBody>),
-}
-
-/// An HTTP/1 connection and the future that runs it, driven by its user.
-struct H1Conn {
-    sender: http1::SendRequest<UpstreamBody>,
-    /// `None` once the connection ended (or when a task of its own runs it).
-    driver: Option<H1Driver>,
-}
-
-impl H1Conn {
-    /// Runs the connection for a moment: reads a close or an error that arrived
-    /// while it sat idle, or finishes taking in that an answer ended. Whether it
-    /// can take a request.
-    fn settle(&mut self) -> bool {
-        if let Some(driver) = self.driver.as_mut() {
-            let mut cx = Context::from_waker(Waker::noop());
-            if Pin::new(driver).poll(&mut cx).is_ready() {
-                self.driver = None;
-            }
-        }
-        self.driver.is_some() && !self.sender.is_closed() && self.sender.is_ready()
-    }
-
-    /// Drives the connection; `Ready` once it ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(driver) = self.driver.as_mut() else {
-            return Poll::Ready(());
-        };
-        match Pin::new(driver).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(result) => {
-                if let Err(e) = result {
-                    debug!(error = %e, "connection to a backend ended");
-                }
-                // Gone with it, a request still waiting learns it ended.
-                self.driver = None;
-                Poll::Ready(())
-            }
-        }
-    }
-
-    /// Sends `request` and drives the connection until the answer's head arrives.
-    async fn exchange(
-        &mut self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
-        let response = self.sender.try_send_request(request);
-        tokio::pin!(response);
-        std::future::poll_fn(|cx| {
-            let _ = self.drive(cx);
-            response.as_mut().poll(cx)
-        })
-        .await
-    }
 }
 
 /// An idle HTTP/1 connection and when it was last given back.
@@ -582,163 +519,151 @@ impl HostPool {
     }
 }
 
-/// The way an HTTP/1 connection goes back to its pool after one exchange: when
-/// the last holder lets go (the answer's body, and a [`CaptureConnection`] if the
-/// request had one), provided the answer was read to its end and nothing marked
-/// the connection unfit.
-pub struct Gate {
-    pool: Arc<HostPool>,
-    /// Left here by the body once it was read to its end.
-    conn: parking_lot::Mutex<Option<Box<H1Conn>>>,
-    poisoned: AtomicBool,
-}
-
-impl std::fmt::Debug for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gate")
-            .field("poisoned", &self.poisoned.load(Ordering::Relaxed))
-            .finish()
-    }
-}
-
-impl Gate {
-    fn new(pool: Arc<HostPool>, conn: Box<H1Conn>) -> (Arc<Self>, Box<H1Conn>) {
-        let gate = Arc::new(Self {
-            pool,
-            conn: parking_lot::Mutex::new(None),
-            poisoned: AtomicBool::new(false),
-        });
-        (gate, conn)
-    }
-
-    /// The connection's framing cannot be trusted: it is closed, never reused.
-    pub fn poison(&self) {
-        self.poisoned.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        if self.poisoned.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Some(mut conn) = self.conn.get_mut().take()
-            && conn.settle()
-        {
-            self.pool.put(Conn::H1(conn));
-        }
-    }
-}
-
-/// A backend's answer body. While it is read it drives its HTTP/1 connection;
-/// read to its end, it gives the connection back.
+/// A backend's answer body. An HTTP/1 one is read from its connection by whoever
+/// reads the body; read to its end, it gives the connection back.
 pub struct ResponseBody {
-    inner: Incoming,
-    conn: Option<Box<H1Conn>>,
-    gate: Option<Arc<Gate>>,
+    inner: Inner,
+}
+
+enum Inner {
+    /// An HTTP/2 stream, or the answer on an upgraded connection.
+    Hyper(Incoming),
+    /// The rest of an answer on an HTTP/1 connection.
+    H1 {
+        /// `None` once the body ended (the connection went back or closed).
+        conn: Option<Box<H1Conn>>,
+        decoder: Decoder,
+        /// Whether the connection may carry another exchange after this one.
+        keep_alive: bool,
+        pool: Arc<HostPool>,
+    },
+}
+
+/// Why a backend's answer body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// On an HTTP/2 stream or an upgraded connection.
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// On an HTTP/1 connection.
+    #[error(transparent)]
+    H1(#[from] H1Error),
 }
 
 impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("end", &self.inner.is_end_stream())
+            .field("end", &self.is_end_stream())
             .finish()
     }
 }
 
 impl ResponseBody {
-    fn new(inner: Incoming, gate: Option<(Arc<Gate>, Box<H1Conn>)>, status: StatusCode) -> Self {
-        let (gate, conn) = match gate {
-            // After a 101 the connection is no longer HTTP.
-            Some(_) if status == StatusCode::SWITCHING_PROTOCOLS => (None, None),
-            Some((gate, conn)) => (Some(gate), Some(conn)),
-            None => (None, None),
-        };
-        Self { inner, conn, gate }
-    }
-
-    /// The exchange is over: a complete one leaves the connection at its gate.
-    fn release(&mut self, complete: bool) {
-        let conn = self.conn.take();
-        if let Some(gate) = self.gate.take()
-            && complete
-        {
-            *gate.conn.lock() = conn;
+    fn hyper(inner: Incoming) -> Self {
+        Self {
+            inner: Inner::Hyper(inner),
         }
     }
 
-    fn on(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
-        match polled {
-            Poll::Ready(None) => self.release(true),
-            Poll::Ready(Some(Err(_))) => self.release(false),
-            _ => {}
+    fn h1(conn: Box<H1Conn>, decoder: Decoder, keep_alive: bool, pool: Arc<HostPool>) -> Self {
+        Self {
+            inner: Inner::H1 {
+                conn: Some(conn),
+                decoder,
+                keep_alive,
+                pool,
+            },
+        }
+    }
+
+    /// The answer's framing cannot be trusted: its connection is closed when the
+    /// body goes, never reused.
+    pub fn poison(&mut self) {
+        if let Inner::H1 { keep_alive, .. } = &mut self.inner {
+            *keep_alive = false;
+        }
+    }
+
+    /// The HTTP/1 exchange is over: a complete one whose connection can carry
+    /// another gives it back to its pool; any other closes it.
+    fn release(&mut self, complete: bool) {
+        if let Inner::H1 {
+            conn,
+            keep_alive,
+            pool,
+            ..
+        } = &mut self.inner
+            && let Some(conn) = conn.take()
+            && complete
+            && *keep_alive
+            && conn.reusable_after_answer()
+        {
+            pool.put(Conn::H1(conn));
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if polled.is_pending()
-            && let Some(conn) = this.conn.as_mut()
-        {
-            // Nothing yet: read from the backend, then look again.
-            let _ = conn.drive(cx);
-            let polled = Pin::new(&mut this.inner).poll_frame(cx);
-            this.on(&polled);
-            return polled;
+        let polled = match &mut this.inner {
+            Inner::Hyper(body) => {
+                return Pin::new(body)
+                    .poll_frame(cx)
+                    .map(|frame| frame.map(|f| f.map_err(ResponseBodyError::Hyper)));
+            }
+            Inner::H1 { conn, decoder, .. } => {
+                let Some(conn) = conn.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                conn.poll_body(cx, decoder)
+            }
+        };
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Ok(None)) => {
+                this.release(true);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                this.release(false);
+                Poll::Ready(Some(Err(ResponseBodyError::H1(e))))
+            }
         }
-        this.on(&polled);
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper(body) => body.is_end_stream(),
+            Inner::H1 { conn, decoder, .. } => conn.is_none() || decoder.is_end(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper(body) => body.size_hint(),
+            Inner::H1 { decoder, .. } => match decoder.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
     }
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        let complete = self.inner.is_end_stream();
-        self.release(complete);
+        if let Inner::H1 { decoder, .. } = &self.inner {
+            let complete = decoder.is_end();
+            self.release(complete);
+        }
     }
-}
-
-/// What [`capture_connection`] puts in a request for the client to fill.
-#[derive(Clone)]
-struct CaptureSlot(Arc<OnceLock<Arc<Gate>>>);
-
-/// The connection a request went out on, once it has been sent (HTTP/1 only).
-/// While held, the connection does not go back to its pool, so the caller can
-/// judge the answer first and [`Gate::poison`] it.
-#[derive(Debug)]
-pub struct CaptureConnection(Arc<OnceLock<Arc<Gate>>>);
-
-impl CaptureConnection {
-    /// The connection, if the request was sent on one that may be reused.
-    pub fn connection_metadata(&self) -> Option<&Arc<Gate>> {
-        self.0.get()
-    }
-}
-
-/// Asks the client to report the connection `request` goes out on.
-pub fn capture_connection<B>(request: &mut Request<B>) -> CaptureConnection {
-    let slot = Arc::new(OnceLock::new());
-    request
-        .extensions_mut()
-        .insert(CaptureSlot(Arc::clone(&slot)));
-    CaptureConnection(slot)
 }
 
 /// The backend's `ip:port` from a request URI's authority.

@@ -4,18 +4,17 @@ mod backend;
 pub mod client;
 pub mod connect;
 mod drain;
+mod h1;
 mod policies;
 mod pool;
 mod sticky;
 mod transition;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
-pub use client::{
-    CaptureConnection, ClientError, Gate, ResponseBody, UpstreamBody, UpstreamClient,
-    capture_connection,
-};
+pub use client::{ClientError, ResponseBody, ResponseBodyError, UpstreamBody, UpstreamClient};
 pub use connect::{ConnectError, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
 pub use drain::{DrainEnd, wait_drained};
+pub use h1::H1Error;
 pub use policies::{PoolPolicies, Shadow};
 pub use pool::{Pool, PoolSet};
 pub use sticky::Sticky;
