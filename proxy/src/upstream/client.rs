@@ -36,7 +36,6 @@ use http::header::{HOST, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -48,10 +47,8 @@ use super::connect::{self, ConnectError, PoolTls, TcpSettings, UpstreamIo, Upstr
 use super::h1::{Decoder, H1Conn, H1Error, HeadLimits};
 use crate::clock;
 use crate::config::Limits;
-use crate::error::BoxError;
 
-/// The body type sent to backends.
-pub type UpstreamBody = BoxBody<Bytes, BoxError>;
+pub use super::outgoing::UpstreamBody;
 
 /// How often idle connections are checked for expiry.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -222,9 +219,9 @@ impl UpstreamClient {
                     }
                 }
                 Conn::H1(mut conn) => match conn.exchange(request).await {
-                    Ok((head, decoder, keep_alive)) => {
-                        let body = ResponseBody::h1(conn, decoder, keep_alive, pool);
-                        return Ok(head.map(|()| body));
+                    Ok(head) => {
+                        let body = ResponseBody::h1(conn, head.body, head.keep_alive, pool);
+                        return Ok(head.response.map(|()| body));
                     }
                     Err(failed) => match failed.request {
                         // Nothing came back and nothing is lost by sending again:

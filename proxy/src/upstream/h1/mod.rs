@@ -8,6 +8,7 @@
 //! connection goes back to its pool only when both its request and its answer
 //! ended cleanly on it with nothing left over.
 
+mod error;
 mod request;
 mod response;
 
@@ -18,14 +19,15 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::TRAILER;
-use http::{HeaderName, Method, Request, Response};
+use http::{HeaderName, Method, Request};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+pub use self::error::H1Error;
 use self::request::BodyFraming;
-pub(crate) use self::response::{Decoder, HeadLimits, Piece};
-use super::client::UpstreamBody;
+pub(crate) use self::response::{Decoder, Head, HeadLimits, Piece};
 use super::connect::UpstreamStream;
+use super::outgoing::UpstreamBody;
 use crate::error::BoxError;
 
 /// Bytes read from the socket at a time.
@@ -33,39 +35,6 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Request body data up to this size is copied after the head (one write); larger
 /// pieces are written as they are.
 const COPY_LIMIT: usize = 16 * 1024;
-
-/// Why an HTTP/1 exchange with a backend failed.
-#[derive(Debug, thiserror::Error)]
-pub enum H1Error {
-    /// Writing to the backend failed.
-    #[error("writing to the backend: {0}")]
-    Write(#[source] io::Error),
-    /// Reading from the backend failed.
-    #[error("reading from the backend: {0}")]
-    Read(#[source] io::Error),
-    /// The backend closed the connection before its answer was complete.
-    #[error("the backend closed the connection before its answer was complete")]
-    Closed,
-    /// The answer was not valid HTTP/1 or broke its framing.
-    #[error("invalid answer: {0}")]
-    Invalid(&'static str),
-    /// The answer's head grew past `limits.max_header_bytes`.
-    #[error("answer head larger than limits.max_header_bytes")]
-    HeadTooLarge,
-    /// The request's body did not fit its own framing.
-    #[error("request body {0}")]
-    RequestBody(&'static str),
-    /// The client's body failed while it was being sent.
-    #[error("request body: {0}")]
-    ClientBody(#[source] BoxError),
-}
-
-impl H1Error {
-    /// The answer itself was at fault: not HTTP, over the limits, broken framing.
-    pub fn is_invalid_answer(&self) -> bool {
-        matches!(self, H1Error::Invalid(_) | H1Error::HeadTooLarge)
-    }
-}
 
 /// An exchange that failed, with its request when it may be sent again on another
 /// connection: nothing came back, the request had no body to lose, and its method
@@ -139,10 +108,7 @@ impl H1Conn {
 
     /// Sends `request` and reads until the answer's head; the answer's body is left
     /// to [`H1Conn::poll_body`]. Informational answers (1xx but 101) are skipped.
-    pub async fn exchange(
-        &mut self,
-        request: Request<UpstreamBody>,
-    ) -> Result<(Response<()>, Decoder, bool), Failed> {
+    pub async fn exchange(&mut self, request: Request<UpstreamBody>) -> Result<Head, Failed> {
         let (parts, body) = request.into_parts();
         self.write.clear();
         let framing = request::encode_head(
@@ -189,7 +155,7 @@ impl H1Conn {
         cx: &mut Context<'_>,
         method: &Method,
         heard: &mut bool,
-    ) -> Poll<Result<(Response<()>, Decoder, bool), H1Error>> {
+    ) -> Poll<Result<Head, H1Error>> {
         if let Poll::Ready(Err(e)) = self.poll_send(cx) {
             match e {
                 // Was it the backend's early answer? Read what it sent first.
@@ -206,8 +172,7 @@ impl H1Conn {
                     {
                         continue;
                     }
-                    let keep_alive = head.keep_alive;
-                    return Poll::Ready(Ok((head.response, head.body, keep_alive)));
+                    return Poll::Ready(Ok(head));
                 }
             }
             match ready!(self.poll_fill(cx)) {

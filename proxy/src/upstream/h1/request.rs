@@ -7,7 +7,7 @@ use http::header::{CONTENT_LENGTH, HOST, TRAILER, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, Method, Uri};
 use http_body::Body;
 
-use super::H1Error;
+use super::error::H1Error;
 
 /// How the request body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use smallvec::SmallVec;
 
-use super::H1Error;
+use super::error::H1Error;
 
 /// Field slots parsed on the stack; a higher `max_headers` parses into the heap.
 const STACK_FIELDS: usize = 64;
@@ -29,7 +29,7 @@ pub(crate) struct HeadLimits {
 
 /// A complete answer head and what it says about the rest of the exchange.
 #[derive(Debug)]
-pub(super) struct Head {
+pub(crate) struct Head {
     pub response: Response<()>,
     pub body: Decoder,
     /// Whether the connection may carry another request once this answer ends.
