@@ -50,7 +50,7 @@ struct Sending {
     body: Option<UpstreamBody>,
     /// A large piece of data being written as it is.
     pending: Option<Bytes>,
-    /// Writing stopped for good (an error, or the answer came first).
+    /// Writing stopped for good after an error (the connection cannot be reused).
     abandoned: bool,
     /// The trailer fields the request announced (only those are sent).
     trailer_names: Vec<HeaderName>,
