@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, header};
+use http::{Method, Response, StatusCode, header};
 use tracing::debug;
 
 use super::attempt::Attempt;
@@ -27,7 +27,8 @@ use crate::policy::routing::{self, Selection};
 use crate::rollout::Observation;
 use crate::state::Snapshot;
 use crate::upstream::{
-    Backend, ClientError, H1Error, Pool, ResponseBody, UpstreamBody, UpstreamClient, log_transition,
+    Backend, ClientError, H1Error, OutgoingHead, Pool, ResponseBody, UpstreamBody, UpstreamClient,
+    log_transition,
 };
 
 /// `HTTP/1.1 200 OK\r\n` and the final `\r\n`, as counted against the head limit.
@@ -317,10 +318,20 @@ impl Steps<'_> {
     async fn exchange(&self, backend: &Backend, body: UpstreamBody) -> Judged {
         let retry = &self.rules.retry;
         let watch = self.body.watch();
-        let request = upstream_request(self.target, backend, body);
+        let parts = self.target.parts;
+        let authority = backend.request_authority(&parts.headers);
+        let head = OutgoingHead {
+            method: &parts.method,
+            scheme: &backend.scheme,
+            authority: &authority,
+            path_and_query: &self.target.path_and_query,
+            headers: &parts.headers,
+            addr: backend.address,
+        };
         let sent = send(
             backend.client(self.client),
-            request,
+            head,
+            body,
             retry.per_try_timeout,
             self.target.connect_timeout,
             watch,
@@ -445,12 +456,13 @@ fn usable_backup(pool: &Pool, snapshot: &Snapshot, now_ms: u64) -> Option<Arc<Po
 /// `connect` bounds: a busy proxy is then not taken for a late backend.
 async fn send(
     client: &UpstreamClient,
-    request: Request<crate::upstream::UpstreamBody>,
+    head: OutgoingHead<'_>,
+    body: UpstreamBody,
     per_try: Duration,
     connect: Duration,
     watch: Option<&Arc<BodyWatch>>,
 ) -> Sent {
-    let response = client.request(request);
+    let response = client.request(head, body);
     tokio::pin!(response);
     let started = tokio::time::Instant::now();
     let mut deadline = started + per_try;
@@ -634,27 +646,6 @@ fn request_hash(pool: &Pool, target: &Target<'_>) -> Option<u64> {
         return None;
     };
     request_key_hash(on, &target.parts.headers, Some(target.client_ip))
-}
-
-/// Builds the request for one attempt: same head, absolute URI to the backend.
-fn upstream_request(
-    target: &Target<'_>,
-    backend: &Backend,
-    body: crate::upstream::UpstreamBody,
-) -> Request<crate::upstream::UpstreamBody> {
-    let parts = target.parts;
-    let uri = Uri::builder()
-        .scheme(backend.scheme.clone())
-        .authority(backend.request_authority(&parts.headers))
-        .path_and_query(target.path_and_query.clone())
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("/"));
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
-    *request.headers_mut() = parts.headers.clone();
-    *request.version_mut() = http::Version::HTTP_11;
-    request
 }
 
 /// The innermost error, which names what actually happened (refused, reset, ...).

@@ -48,7 +48,8 @@ use super::h1::{Decoder, H1Conn, H1Error, HeadLimits};
 use crate::clock;
 use crate::config::Limits;
 
-pub use super::outgoing::UpstreamBody;
+use super::outgoing::no_body;
+pub use super::outgoing::{OutgoingHead, UpstreamBody};
 
 /// How often idle connections are checked for expiry.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -108,9 +109,6 @@ pub enum ClientError {
     /// The exchange failed on an HTTP/1 connection.
     #[error("{0}")]
     Exchange(#[source] H1Error),
-    /// The request names no `ip:port` to connect to.
-    #[error("`{0}` does not name a backend address")]
-    Address(String),
 }
 
 impl ClientError {
@@ -164,21 +162,22 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `request` to the backend its URI names (or this client's TLS backend)
-    /// and returns the answer's head; its body streams from the connection.
+    /// Sends a request to `head.addr` (or this client's TLS backend) and returns
+    /// the answer's head; its body streams from the connection.
     pub async fn request(
         &self,
-        mut request: Request<UpstreamBody>,
+        head: OutgoingHead<'_>,
+        mut body: UpstreamBody,
     ) -> Result<Response<ResponseBody>, ClientError> {
         let shared = &*self.shared;
         let addr = match &shared.target {
             Target::Tls { addr, .. } => *addr,
-            Target::Plain => backend_address(request.uri())?,
+            Target::Plain => head.addr,
         };
         let pool = self.host(addr);
-        if request.headers().contains_key(UPGRADE) {
+        if head.headers.contains_key(UPGRADE) {
             // Boxed: rare, and its state would otherwise grow every request's future.
-            return Box::pin(shared.upgrade(addr, request)).await;
+            return Box::pin(shared.upgrade(addr, head.to_request(body))).await;
         }
         loop {
             let now = clock::now_ms();
@@ -204,34 +203,30 @@ impl UpstreamClient {
                         }
                         return Err(ClientError::Send(e));
                     }
-                    match sender.try_send_request(request).await {
-                        Ok(response) => {
-                            return Ok(response.map(ResponseBody::hyper));
-                        }
+                    match sender.try_send_request(head.to_request(body)).await {
+                        Ok(response) => return Ok(response.map(ResponseBody::hyper)),
                         Err(mut e) => match e.take_message() {
                             // Never written: the connection had closed meanwhile.
                             Some(unsent) if reused => {
                                 debug!(backend = %addr, error = %e.error(), "a reused connection was closed; sending on another");
-                                request = unsent;
+                                body = unsent.into_body();
                             }
                             _ => return Err(ClientError::Send(e.into_error())),
                         },
                     }
                 }
-                Conn::H1(mut conn) => match conn.exchange(request).await {
-                    Ok(head) => {
-                        let body = ResponseBody::h1(conn, head.body, head.keep_alive, pool);
-                        return Ok(head.response.map(|()| body));
+                Conn::H1(mut conn) => match conn.exchange(&head, body).await {
+                    Ok(answer) => {
+                        let body = ResponseBody::h1(conn, answer.body, answer.keep_alive, pool);
+                        return Ok(answer.response.map(|()| body));
                     }
-                    Err(failed) => match failed.request {
-                        // Nothing came back and nothing is lost by sending again:
-                        // the backend had closed the reused connection.
-                        Some(unsent) if reused => {
-                            debug!(backend = %addr, error = %failed.error, "a reused connection was closed; sending on another");
-                            request = unsent;
-                        }
-                        _ => return Err(ClientError::Exchange(failed.error)),
-                    },
+                    // Nothing came back and nothing is lost by sending again: the
+                    // backend had closed the reused connection.
+                    Err(failed) if failed.may_resend && reused => {
+                        debug!(backend = %addr, error = %failed.error, "a reused connection was closed; sending on another");
+                        body = no_body();
+                    }
+                    Err(failed) => return Err(ClientError::Exchange(failed.error)),
                 },
             }
         }
@@ -661,13 +656,6 @@ impl Drop for ResponseBody {
             self.release(complete);
         }
     }
-}
-
-/// The backend's `ip:port` from a request URI's authority.
-fn backend_address(uri: &Uri) -> Result<SocketAddr, ClientError> {
-    uri.authority()
-        .and_then(|a| a.as_str().parse().ok())
-        .ok_or_else(|| ClientError::Address(uri.to_string()))
 }
 
 /// An HTTP/1 request line carries the path and query only; `Host` names the

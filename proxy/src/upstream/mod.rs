@@ -12,7 +12,9 @@ mod sticky;
 mod transition;
 
 pub use backend::{AdminState, Backend, BackendState, Usability};
-pub use client::{ClientError, ResponseBody, ResponseBodyError, UpstreamBody, UpstreamClient};
+pub use client::{
+    ClientError, OutgoingHead, ResponseBody, ResponseBodyError, UpstreamBody, UpstreamClient,
+};
 pub use connect::{ConnectError, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
 pub use drain::{DrainEnd, wait_drained};
 pub use h1::H1Error;

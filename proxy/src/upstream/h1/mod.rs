@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::TRAILER;
-use http::{HeaderName, Method, Request};
+use http::{HeaderName, Method};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -27,7 +27,7 @@ pub use self::error::H1Error;
 use self::request::BodyFraming;
 pub(crate) use self::response::{Decoder, Head, HeadLimits, Piece};
 use super::connect::UpstreamStream;
-use super::outgoing::UpstreamBody;
+use super::outgoing::{OutgoingHead, UpstreamBody};
 use crate::error::BoxError;
 
 /// Bytes read from the socket at a time.
@@ -36,12 +36,12 @@ const READ_CHUNK: usize = 8 * 1024;
 /// pieces are written as they are.
 const COPY_LIMIT: usize = 16 * 1024;
 
-/// An exchange that failed, with its request when it may be sent again on another
+/// An exchange that failed, and whether its request may be sent again on another
 /// connection: nothing came back, the request had no body to lose, and its method
 /// may be repeated (RFC 9110 §9.2.2).
 pub(crate) struct Failed {
     pub error: H1Error,
-    pub request: Option<Request<UpstreamBody>>,
+    pub may_resend: bool,
 }
 
 /// The request body still being sent.
@@ -106,21 +106,19 @@ impl H1Conn {
             .is_pending()
     }
 
-    /// Sends `request` and reads until the answer's head; the answer's body is left
-    /// to [`H1Conn::poll_body`]. Informational answers (1xx but 101) are skipped.
-    pub async fn exchange(&mut self, request: Request<UpstreamBody>) -> Result<Head, Failed> {
-        let (parts, body) = request.into_parts();
+    /// Sends `head` and `body` and reads until the answer's head; the answer's body
+    /// is left to [`H1Conn::poll_body`]. Informational answers (1xx but 101) are
+    /// skipped.
+    pub async fn exchange(
+        &mut self,
+        head: &OutgoingHead<'_>,
+        body: UpstreamBody,
+    ) -> Result<Head, Failed> {
         self.write.clear();
-        let framing = request::encode_head(
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            &body,
-            &mut self.write,
-        );
+        let framing = request::encode_head(head, &body, &mut self.write);
         let bodiless = framing == BodyFraming::None;
-        let trailer_names = match parts.headers.contains_key(TRAILER) {
-            true => request::announced_trailers(&parts.headers),
+        let trailer_names = match head.headers.contains_key(TRAILER) {
+            true => request::announced_trailers(head.headers),
             false => Vec::new(),
         };
         self.sending = Sending {
@@ -130,23 +128,21 @@ impl H1Conn {
             abandoned: false,
             trailer_names,
         };
-        let method = &parts.method;
         let mut heard = false;
-        let result = poll_fn(|cx| self.poll_head(cx, method, &mut heard)).await;
-        match result {
-            Ok(head) => Ok(head),
-            Err(error) => {
-                let resend = !heard
-                    && bodiless
-                    && is_idempotent(method)
-                    && matches!(
-                        error,
-                        H1Error::Closed | H1Error::Read(_) | H1Error::Write(_)
-                    );
-                let request = resend.then(|| Request::from_parts(parts, empty_body()));
-                Err(Failed { error, request })
+        let result = poll_fn(|cx| self.poll_head(cx, head.method, &mut heard)).await;
+        result.map_err(|error| {
+            let again = !heard
+                && bodiless
+                && is_idempotent(head.method)
+                && matches!(
+                    error,
+                    H1Error::Closed | H1Error::Read(_) | H1Error::Write(_)
+                );
+            Failed {
+                error,
+                may_resend: again,
             }
-        }
+        })
     }
 
     /// Writes what there is to write and reads until a final answer head.
@@ -332,13 +328,6 @@ impl H1Conn {
             && self.write.is_empty()
             && self.read.is_empty()
     }
-}
-
-fn empty_body() -> UpstreamBody {
-    use http_body_util::BodyExt;
-    http_body_util::Empty::new()
-        .map_err(|never: std::convert::Infallible| match never {})
-        .boxed()
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -4,10 +4,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST, TRAILER, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, Method, Uri};
+use http::{HeaderMap, HeaderName, Method};
 use http_body::Body;
 
 use super::error::H1Error;
+use crate::upstream::outgoing::OutgoingHead;
 
 /// How the request body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,20 +21,17 @@ pub(super) enum BodyFraming {
     Chunked,
 }
 
-/// Writes the head of `request` into `out` and says how its body follows. The
-/// request's URI may be absolute: the request line carries its path and query, and
-/// its authority becomes `Host` when the request has none.
+/// Writes `head` into `out` in origin form and says how the body follows: the
+/// request line carries the path and query, and the authority becomes `Host` when
+/// the fields have none.
 pub(super) fn encode_head<B: Body>(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    head: &OutgoingHead<'_>,
     body: &B,
     out: &mut BytesMut,
 ) -> BodyFraming {
+    let (method, headers) = (head.method, head.headers);
     let framing = framing(method, headers, body);
-    let target = uri
-        .path_and_query()
-        .map(|p| p.as_str())
+    let target = Some(head.path_and_query.as_str())
         .filter(|p| !p.is_empty())
         .unwrap_or("/");
     out.reserve(64 + target.len() + headers.len() * 32);
@@ -41,10 +39,8 @@ pub(super) fn encode_head<B: Body>(
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(HOST)
-        && let Some(authority) = uri.authority()
-    {
-        put_field(out, b"host", authority.as_str().as_bytes());
+    if !headers.contains_key(HOST) {
+        put_field(out, b"host", head.authority.as_str().as_bytes());
     }
     let has_te = headers.contains_key(TRANSFER_ENCODING);
     for (name, value) in headers {
@@ -233,7 +229,17 @@ mod tests {
     fn head<B: Body>(request: Request<B>) -> (String, BodyFraming) {
         let mut out = BytesMut::new();
         let (parts, body) = request.into_parts();
-        let framing = encode_head(&parts.method, &parts.uri, &parts.headers, &body, &mut out);
+        let authority = parts.uri.authority().cloned().unwrap();
+        let path = parts.uri.path_and_query().cloned().unwrap();
+        let head = OutgoingHead {
+            method: &parts.method,
+            scheme: &http::uri::Scheme::HTTP,
+            authority: &authority,
+            path_and_query: &path,
+            headers: &parts.headers,
+            addr: ([127, 0, 0, 1], 1).into(),
+        };
+        let framing = encode_head(&head, &body, &mut out);
         (String::from_utf8(out.to_vec()).unwrap(), framing)
     }
 
