@@ -82,7 +82,7 @@ struct Settings {
 /// Where connections go.
 #[derive(Debug)]
 enum Target {
-    /// Plain TCP to whatever `ip:port` the request URI names.
+    /// Plain TCP to whatever address the request's head names.
     Plain,
     /// TLS to one backend, presenting and verifying `name`, whatever authority the
     /// requests carry (the client's host, as HTTP/2 wants it).
@@ -119,7 +119,7 @@ impl ClientError {
 }
 
 impl UpstreamClient {
-    /// A plain-HTTP client (the request URI names the backend) honouring the connect
+    /// A plain-HTTP client (each request's head names its backend) honouring the connect
     /// timeout, idle pool limits, and the head size and field count limits for answers.
     pub fn new(limits: &Limits) -> Self {
         Self::build(limits, Target::Plain)
