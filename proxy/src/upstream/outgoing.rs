@@ -19,13 +19,16 @@ pub type UpstreamBody = BoxBody<Bytes, BoxError>;
 /// client's fields, and a retry sends the same head again.
 #[derive(Debug, Clone, Copy)]
 pub struct OutgoingHead<'a> {
+    /// The client's method, unchanged.
     pub method: &'a Method,
     /// `http` or `https`: what an HTTP/2 backend is told.
     pub scheme: &'a Scheme,
     /// The request's authority: `Host` when the fields have none, `:authority` on
     /// HTTP/2.
     pub authority: &'a Authority,
+    /// The path the backend gets (normalised, prefix rewritten) and the query.
     pub path_and_query: &'a PathAndQuery,
+    /// The fields as rewritten for the backend (hop-by-hop gone, forwarding added).
     pub headers: &'a HeaderMap,
     /// The backend's address (a client for one TLS backend connects to its own).
     pub addr: SocketAddr,
