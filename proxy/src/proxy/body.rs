@@ -10,13 +10,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{BoxError, ClientBodyError};
-use crate::upstream::{ResponseBody, UpstreamBody};
+use crate::upstream::{ResponseBody, UpstreamBody, no_body};
 
 /// What a client's request body may do, from `[limits]` and the pool's retry policy.
 #[derive(Debug, Clone, Copy)]
@@ -369,7 +369,7 @@ impl RequestBody {
     /// The body for one attempt, or `None` if a streamed body was already consumed.
     pub fn for_attempt(&self) -> Option<UpstreamBody> {
         match self {
-            RequestBody::Empty => Some(Empty::new().map_err(|never| match never {}).boxed()),
+            RequestBody::Empty => Some(no_body()),
             RequestBody::Buffered(bytes) => Some(
                 Full::new(bytes.clone())
                     .map_err(|never| match never {})

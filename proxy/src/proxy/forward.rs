@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Method, Response, StatusCode, header};
+use http::{Response, StatusCode, header};
 use tracing::debug;
 
 use super::attempt::Attempt;
@@ -28,7 +28,7 @@ use crate::rollout::Observation;
 use crate::state::Snapshot;
 use crate::upstream::{
     Backend, ClientError, H1Error, OutgoingHead, Pool, ResponseBody, UpstreamBody, UpstreamClient,
-    log_transition,
+    is_idempotent, log_transition,
 };
 
 /// `HTTP/1.1 200 OK\r\n` and the final `\r\n`, as counted against the head limit.
@@ -630,14 +630,6 @@ async fn backoff(base: Duration, attempt: u32) {
     }
     let exp = base.saturating_mul(1 << attempt.saturating_sub(1).min(6));
     tokio::time::sleep(exp.mul_f64(0.5 + fastrand::f64())).await;
-}
-
-/// Methods whose repetition is harmless (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 /// The consistent-hashing key of the request, if the pool hashes.

@@ -285,17 +285,7 @@ impl Shared {
     async fn connect(&self, addr: SocketAddr) -> Result<Conn, ClientError> {
         let stream = self.open(addr).await?;
         if stream.negotiated_h2() {
-            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(UpstreamIo::new(stream))
-                .await
-                .map_err(ClientError::Handshake)?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    debug!(backend = %addr, error = %e, "HTTP/2 connection to a backend ended");
-                }
-            });
-            return Ok(Conn::H2(sender));
+            return Ok(Conn::H2(start_h2(addr, stream).await?));
         }
         Ok(Conn::H1(Box::new(H1Conn::new(stream, self.settings.head))))
     }
@@ -310,17 +300,7 @@ impl Shared {
     ) -> Result<Response<ResponseBody>, ClientError> {
         let stream = self.open(addr).await?;
         let response = if stream.negotiated_h2() {
-            let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(UpstreamIo::new(stream))
-                .await
-                .map_err(ClientError::Handshake)?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    debug!(backend = %addr, error = %e, "HTTP/2 connection to a backend ended");
-                }
-            });
-            sender.send_request(request).await
+            start_h2(addr, stream).await?.send_request(request).await
         } else {
             let (mut sender, driver) = http1::Builder::new()
                 .max_buf_size(self.settings.head.max_head)
@@ -339,6 +319,25 @@ impl Shared {
         .map_err(ClientError::Send)?;
         Ok(response.map(ResponseBody::hyper))
     }
+}
+
+/// Starts HTTP/2 on `stream` (ALPN settled on it), its connection run by a task of
+/// its own.
+async fn start_h2(
+    addr: SocketAddr,
+    stream: UpstreamStream,
+) -> Result<http2::SendRequest<UpstreamBody>, ClientError> {
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(UpstreamIo::new(stream))
+        .await
+        .map_err(ClientError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(backend = %addr, error = %e, "HTTP/2 connection to a backend ended");
+        }
+    });
+    Ok(sender)
 }
 
 /// Closes idle connections past their time, every [`SWEEP_EVERY`], and forgets the

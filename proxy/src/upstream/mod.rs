@@ -18,6 +18,7 @@ pub use client::{
 pub use connect::{ConnectError, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
 pub use drain::{DrainEnd, wait_drained};
 pub use h1::H1Error;
+pub use outgoing::{is_idempotent, no_body};
 pub use policies::{PoolPolicies, Shadow};
 pub use pool::{Pool, PoolSet};
 pub use sticky::Sticky;

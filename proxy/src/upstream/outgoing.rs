@@ -53,8 +53,18 @@ impl OutgoingHead<'_> {
     }
 }
 
-/// An ended body, for a request sent again after its first connection turned out
-/// closed (only requests without a body are).
+/// Whether repeating a request with this method is harmless (RFC 9110 §9.2.2):
+/// what decides both retries on another backend and a resend after a closed
+/// connection.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// An ended body: a request without one, or one sent again after its first
+/// connection turned out closed (only requests without a body are).
 pub fn no_body() -> UpstreamBody {
     use http_body_util::BodyExt;
     http_body_util::Empty::new()

@@ -17,7 +17,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::TRAILER;
 use http::{HeaderName, Method};
 use http_body::{Body, Frame};
@@ -25,9 +25,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use self::error::H1Error;
 use self::request::BodyFraming;
-pub(crate) use self::response::{Decoder, Head, HeadLimits, Piece};
+use self::response::Piece;
+pub(crate) use self::response::{Decoder, Head, HeadLimits};
 use super::connect::UpstreamStream;
-use super::outgoing::{OutgoingHead, UpstreamBody};
+use super::outgoing::{OutgoingHead, UpstreamBody, is_idempotent};
 use crate::error::BoxError;
 
 /// Bytes read from the socket at a time.
@@ -95,7 +96,7 @@ impl H1Conn {
     /// exchange, and nothing (a close, stray bytes, an error) arrived while it sat
     /// idle.
     pub fn settle(&mut self) -> bool {
-        if !self.read.is_empty() || !self.write.is_empty() || !self.sending.finished() {
+        if !self.reusable_after_answer() {
             return false;
         }
         let mut probe = [0u8; 1];
@@ -210,23 +211,9 @@ impl H1Conn {
                     Poll::Ready(frame) => self.take_frame(frame)?,
                 }
             }
-            while !self.write.is_empty() {
-                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.write))
-                    .map_err(H1Error::Write)?;
-                if n == 0 {
-                    return Poll::Ready(Err(H1Error::Write(io::ErrorKind::WriteZero.into())));
-                }
-                bytes::Buf::advance(&mut self.write, n);
-            }
+            ready!(poll_write_all(&mut self.io, cx, &mut self.write))?;
             if let Some(data) = self.sending.pending.as_mut() {
-                while !data.is_empty() {
-                    let n = ready!(Pin::new(&mut self.io).poll_write(cx, data))
-                        .map_err(H1Error::Write)?;
-                    if n == 0 {
-                        return Poll::Ready(Err(H1Error::Write(io::ErrorKind::WriteZero.into())));
-                    }
-                    bytes::Buf::advance(data, n);
-                }
+                ready!(poll_write_all(&mut self.io, cx, data))?;
                 self.sending.pending = None;
                 if self.sending.framing == BodyFraming::Chunked {
                     self.write.put_slice(request::CHUNK_END);
@@ -330,9 +317,18 @@ impl H1Conn {
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
+/// Writes all of `buf` to `io`, taking written bytes off its front as they go.
+fn poll_write_all(
+    io: &mut UpstreamStream,
+    cx: &mut Context<'_>,
+    buf: &mut impl Buf,
+) -> Poll<Result<(), H1Error>> {
+    while buf.has_remaining() {
+        let n = ready!(tokio_util::io::poll_write_buf(Pin::new(&mut *io), cx, buf))
+            .map_err(H1Error::Write)?;
+        if n == 0 {
+            return Poll::Ready(Err(H1Error::Write(io::ErrorKind::WriteZero.into())));
+        }
+    }
+    Poll::Ready(Ok(()))
 }

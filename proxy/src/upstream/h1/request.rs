@@ -2,12 +2,15 @@
 //! the way HTTP/1.1 allows (RFC 9112 §6, §7): by `Content-Length` when the length is
 //! known, chunked otherwise, nothing at all when there is no body.
 
+use std::fmt::Write as _;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST, TRAILER, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, Method};
 use http_body::Body;
 
 use super::error::H1Error;
+use super::response::last_coding_is_chunked;
 use crate::upstream::outgoing::OutgoingHead;
 
 /// How the request body goes on the wire.
@@ -55,7 +58,6 @@ pub(super) fn encode_head<B: Body>(
         put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
-        BodyFraming::Chunked if !has_te => put_field(out, b"transfer-encoding", b"chunked"),
         BodyFraming::Chunked if !ends_in_chunked(headers) => {
             put_field(out, b"transfer-encoding", b"chunked")
         }
@@ -99,14 +101,13 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     values.next().is_none().then_some(first)
 }
 
+/// Whether the fields' transfer codings end in chunked (none at all: no).
 fn ends_in_chunked(headers: &HeaderMap) -> bool {
     headers
         .get_all(TRANSFER_ENCODING)
         .iter()
         .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+        .is_some_and(|value| last_coding_is_chunked(value.as_bytes()))
 }
 
 fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
@@ -116,10 +117,10 @@ fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// Frames one piece of the body for the wire: what goes before the data (a chunk
-/// size line) and after it (the chunk's CRLF) are written into `out`, around the
-/// data itself, which the caller writes as it is. Counts down a known length and
-/// refuses a body longer than it announced.
+/// Frames one piece of the body for the wire: what goes before the data (a chunk's
+/// size line) is written into `before`; the caller writes the data and, for a
+/// chunk, [`CHUNK_END`]. Counts down a known length and refuses a body longer than
+/// it announced.
 pub(super) fn frame_data(
     framing: &mut BodyFraming,
     data: &Bytes,
@@ -140,8 +141,8 @@ pub(super) fn frame_data(
         }
         BodyFraming::Chunked => {
             if !data.is_empty() {
-                before.put_slice(format_hex(data.len()).as_bytes());
-                before.put_slice(b"\r\n");
+                // Writing to a BytesMut cannot fail.
+                let _ = write!(before, "{:x}\r\n", data.len());
             }
         }
     }
@@ -188,36 +189,6 @@ pub(super) fn announced_trailers(headers: &HeaderMap) -> Vec<HeaderName> {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect()
-}
-
-fn format_hex(n: usize) -> HexBuf {
-    HexBuf::new(n)
-}
-
-/// A number in hexadecimal without allocating.
-struct HexBuf {
-    digits: [u8; 16],
-    start: usize,
-}
-
-impl HexBuf {
-    fn new(mut n: usize) -> Self {
-        let mut digits = [b'0'; 16];
-        let mut start = 16;
-        loop {
-            start -= 1;
-            digits[start] = b"0123456789abcdef"[n & 0xf];
-            n >>= 4;
-            if n == 0 {
-                break;
-            }
-        }
-        Self { digits, start }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.digits[self.start..]
-    }
 }
 
 #[cfg(test)]

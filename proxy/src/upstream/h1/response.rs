@@ -163,8 +163,7 @@ impl Framing {
                 self.length = Some(len);
             }
         } else if name == TRANSFER_ENCODING {
-            let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
-            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            self.chunked = Some(last_coding_is_chunked(value));
         } else if name == CONNECTION {
             for token in value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -196,6 +195,12 @@ impl Framing {
             (None, None) => Decoder::Close,
         }
     }
+}
+
+/// Whether the last coding of one `Transfer-Encoding` value is chunked.
+pub(super) fn last_coding_is_chunked(value: &[u8]) -> bool {
+    let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {
