@@ -75,13 +75,7 @@ where
 }
 
 fn config(backend: SocketAddr) -> String {
-    format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
-         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
-         [pool.app]\nbackends = [{{ address = \"{backend}\" }}]\n\
-         [pool.app.breaker]\nconsecutive_failures = 0\n\
-         [pool.app.retry]\nattempts = 0\nper_try_timeout = \"2s\"\n"
-    )
+    single_try_config(backend, "2s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

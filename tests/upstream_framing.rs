@@ -79,13 +79,7 @@ fn reply(bytes: &[u8]) -> Reply {
 }
 
 fn config(backend: SocketAddr) -> String {
-    format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
-         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
-         [pool.app]\nbackends = [{{ address = \"{backend}\" }}]\n\
-         [pool.app.breaker]\nconsecutive_failures = 0\n\
-         [pool.app.retry]\nattempts = 0\nper_try_timeout = \"5s\"\n"
-    )
+    single_try_config(backend, "5s")
 }
 
 async fn get(proxy: &TestProxy, request: &str) -> RawAnswer {

@@ -443,6 +443,19 @@ pub fn simple_config(backends: &[&TestBackend], pool_extra: &str) -> String {
     )
 }
 
+/// One listener, one catch-all route and pool `app` over the single `backend`,
+/// whose breaker never opens and which never retries: every answer, and every
+/// failure, of one try reaches the client and the backend's counters as it is.
+pub fn single_try_config(backend: SocketAddr, per_try_timeout: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nname = \"all\"\nlistener = \"web\"\npool = \"app\"\n\
+         [pool.app]\nbackends = [{{ address = \"{backend}\" }}]\n\
+         [pool.app.breaker]\nconsecutive_failures = 0\n\
+         [pool.app.retry]\nattempts = 0\nper_try_timeout = \"{per_try_timeout}\"\n"
+    )
+}
+
 /// An HTTP/1.1 client with keep-alive.
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
