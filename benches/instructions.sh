@@ -5,17 +5,20 @@
 # of instructions a proxy executes for a request does not. Each proxy runs under
 # `valgrind --tool=callgrind` in front of one nginx (two backends, round-robin,
 # HTTP health checks every 2 s, Switchyard's access log on and written to a file),
-# serves SMALL and then LARGE keep-alive GETs from h2load (16 connections, HTTP/1.1)
-# in two separate runs, and the difference of the two totals divided by
-# LARGE - SMALL is its user-space instructions per request, start-up and shutdown
-# cancelled out. Same binary, same inputs: the same figure to within a fraction of
-# a percent, so a change of 1 % shows (benches/README.md, "Instructions per request").
+# serves SMALL and then LARGE keep-alive GETs from h2load (16 connections,
+# HTTP/1.1; or HTTP/2, see PROTO) in two separate runs, and the difference of the
+# two totals divided by LARGE - SMALL is its user-space instructions per request,
+# start-up and shutdown cancelled out. Same binary, same inputs: the same figure to
+# within a fraction of a percent, so a change of 1 % shows (benches/README.md,
+# "Instructions per request").
 #
 # Environment (defaults in brackets):
 #   SWITCHYARD_BIN    the binary to measure [target/release/switchyard, built if missing]
 #   SWITCHYARD_BIN_B  a second build, measured the same way beside the first
 #   SMALL [2000], LARGE [12000]   requests in the two runs
 #   HAPROXY [1]       0: leave HAProxy out
+#   PROTO [h1]        h2: the clients speak HTTP/2 (cleartext, prior knowledge),
+#                     8 connections x 8 concurrent streams, as load.sh's h2 row
 #   NO_INSTALL [0]    1: never call apt-get, fail if a tool is missing
 set -euo pipefail
 
@@ -24,6 +27,12 @@ repo=$(cd "$here/.." && pwd)
 SMALL=${SMALL:-2000}
 LARGE=${LARGE:-12000}
 HAPROXY=${HAPROXY:-1}
+PROTO=${PROTO:-h1}
+case $PROTO in
+    h1) clients=(--h1 -c 16) ;;
+    h2) clients=(-c 8 -m 8) ;;
+    *) echo "PROTO must be h1 or h2, not '$PROTO'" >&2; exit 2 ;;
+esac
 NO_INSTALL=${NO_INSTALL:-0}
 
 BENCH=instructions
@@ -82,7 +91,7 @@ measure() {
     valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$tmp/$name.$n.log" 2>&1 &
     pid=$!
     wait_answering "$port"
-    h2load --h1 -n "$n" -c 16 "http://127.0.0.1:$port/" >"$tmp/$name.$n.h2load"
+    h2load "${clients[@]}" -n "$n" "http://127.0.0.1:$port/" >"$tmp/$name.$n.h2load"
     grep -q "$n succeeded" "$tmp/$name.$n.h2load" || die "$name: not every request succeeded (see $tmp/$name.$n.h2load)"
     # A graceful stop (SIGUSR1 is HAProxy's); callgrind writes its totals as the
     # process exits.
