@@ -191,6 +191,177 @@ async fn h2c_prior_knowledge_is_proxied() {
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "a");
 }
 
+/// A backend whose `/slow` answers only once `release` is notified (each request on
+/// its own connection, so the proxy sends it several at once); anything else
+/// answers at once. Counts the `/slow` requests it holds.
+async fn gated_backend(
+    release: Arc<tokio::sync::Notify>,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&held);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let release = Arc::clone(&release);
+            let held = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let release = Arc::clone(&release);
+                        let held = Arc::clone(&held);
+                        async move {
+                            if req.uri().path() == "/slow" {
+                                held.fetch_add(1, Ordering::SeqCst);
+                                release.notified().await;
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(req.uri().path().to_owned()),
+                            )))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, held)
+}
+
+/// Opens one HTTP/2 (prior knowledge) connection to the proxy.
+async fn h2_connection(
+    proxy: &TestProxy,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tcp = TcpStream::connect(proxy.web).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, driver)
+}
+
+fn h2_get(proxy: &TestProxy, path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("http://{}{path}", proxy.web))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_of_one_connection_are_served_side_by_side() {
+    use std::sync::atomic::Ordering;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (backend, held) = gated_backend(Arc::clone(&release)).await;
+    let proxy = start_proxy(&single_try_config(backend, "10s")).await;
+    let (sender, _driver) = h2_connection(&proxy).await;
+
+    // Three streams wait on the backend; a fourth on the same connection is
+    // answered meanwhile: no stream waits for another.
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let mut sender = sender.clone();
+            let request = h2_get(&proxy, "/slow");
+            tokio::spawn(async move { sender.send_request(request).await })
+        })
+        .collect();
+    wait_for(
+        "the backend to hold three requests",
+        Duration::from_secs(10),
+        async || held.load(Ordering::SeqCst) == 3,
+    )
+    .await;
+    let mut fast_sender = sender.clone();
+    let fast = tokio::time::timeout(
+        Duration::from_secs(5),
+        fast_sender.send_request(h2_get(&proxy, "/fast")),
+    )
+    .await
+    .expect("a stream was held up by the slow ones on its connection")
+    .unwrap();
+    assert_eq!(fast.status(), 200);
+    assert_eq!(
+        fast.into_body().collect().await.unwrap().to_bytes(),
+        "/fast"
+    );
+
+    release.notify_waiters();
+    for answer in slow {
+        let answer = answer.await.unwrap().unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(
+            answer.into_body().collect().await.unwrap().to_bytes(),
+            "/slow"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_gone_mid_request_leaves_nothing_in_flight() {
+    use std::sync::atomic::Ordering;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (backend, held) = gated_backend(Arc::clone(&release)).await;
+    let proxy = start_proxy(&single_try_config(backend, "30s")).await;
+    // The h2 crate's client: its connection future owns the socket, so ending the
+    // task that drives it closes the connection at once, streams open.
+    let tcp = TcpStream::connect(proxy.web).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let request = Request::get(format!("http://{}/slow", proxy.web))
+            .body(())
+            .unwrap();
+        let (answer, _) = client.send_request(request, true).unwrap();
+        waiting.push(answer);
+        client = client.ready().await.unwrap();
+    }
+    wait_for(
+        "the backend to hold four requests",
+        Duration::from_secs(10),
+        async || held.load(Ordering::SeqCst) == 4,
+    )
+    .await;
+    let metrics = metrics_text(&proxy).await;
+    assert_eq!(metric_value(&metrics, "switchyard_requests_in_flight"), 4.0);
+
+    // The client's connection goes away with four streams waiting on the backend:
+    // every one of them gives its in-flight count back, well before the 30 s try
+    // timeout, and none is blamed on the backend.
+    driver.abort();
+    drop((client, waiting));
+    wait_for(
+        "the streams to be released",
+        Duration::from_secs(10),
+        async || {
+            let metrics = metrics_text(&proxy).await;
+            metric_value(&metrics, "switchyard_requests_in_flight") == 0.0
+        },
+    )
+    .await;
+    let pool = &status(&proxy).await["pools"][0];
+    assert_eq!(pool["in_flight"], 0, "{pool}");
+    assert_eq!(pool["backends"][0]["in_flight"], 0, "{pool}");
+    let backend_seen = backend_status(&proxy, backend).await;
+    assert_eq!(backend_seen["failures"], 0, "{backend_seen}");
+
+    // The proxy goes on serving on a new connection.
+    let (mut sender, _driver) = h2_connection(&proxy).await;
+    let answer = sender.send_request(h2_get(&proxy, "/fast")).await.unwrap();
+    assert_eq!(answer.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_kept_alive_and_reused() {
     let a = TestBackend::start("a").await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::park::{PARK_AFTER, Parkable, Readiness};
+use super::streams::{ConnExecutor, ConnStreams};
 use super::tls::TlsSlot;
 use crate::config::Limits;
 use crate::conn::{ActivityIo, ConnActivity, ConnInfo, ConnPermit, Expiry, Watch};
@@ -198,7 +199,7 @@ async fn serve_stream(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerContext>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<auto::Builder<ConnExecutor>>,
     permit: Arc<ConnPermit>,
 ) {
     match &ctx.tls {
@@ -213,7 +214,7 @@ async fn serve_tls(
     peer: SocketAddr,
     slot: &TlsSlot,
     ctx: &ListenerContext,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<ConnExecutor>,
     permit: Arc<ConnPermit>,
 ) {
     let acceptor = slot.acceptor();
@@ -245,7 +246,7 @@ async fn serve_io<I>(
     peer: SocketAddr,
     tls: bool,
     ctx: &ListenerContext,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<ConnExecutor>,
     permit: Arc<ConnPermit>,
 ) where
     I: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
@@ -269,7 +270,10 @@ async fn serve_io<I>(
     loop {
         // On the heap, so a parked connection's task keeps neither hyper's state nor
         // the room that serving needs: a parked connection costs little memory.
-        let served = Box::pin(serve_until_parked(&stream, &info, ctx, builder)).await;
+        let served = Box::pin(ConnStreams::scope(serve_until_parked(
+            &stream, &info, ctx, builder,
+        )))
+        .await;
         if served == Served::Closed {
             return;
         }
@@ -301,7 +305,7 @@ async fn serve_until_parked<I>(
     stream: &Parkable<ActivityIo<I>>,
     info: &Arc<ConnInfo>,
     ctx: &ListenerContext,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<ConnExecutor>,
 ) -> Served
 where
     I: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
@@ -328,6 +332,9 @@ where
     let mut parking = false;
     loop {
         tokio::select! {
+            // The connection first, then its HTTP/2 streams: a stream it accepted in
+            // this poll starts in the same one (nothing else would wake this task).
+            biased;
             result = conn.as_mut() => {
                 if let Some(flood) = activity.flood() {
                     ctx.proxy.metrics.client_error(flood.reason());
@@ -372,6 +379,7 @@ where
                     watch.set(activity.watch(limits.header_read_timeout, limits.idle_timeout, None));
                 }
             },
+            () = std::future::poll_fn(ConnStreams::poll_running) => {}
         }
     }
     if closing || !stream.parked() {
@@ -491,8 +499,8 @@ fn h2_abuse(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
 
 /// hyper settings from the configured limits: head size and field count (431 beyond),
 /// HTTP/2 stream, window, header-list and reset limits.
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn http_builder(limits: &Limits) -> auto::Builder<ConnExecutor> {
+    let mut builder = auto::Builder::new(ConnExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())

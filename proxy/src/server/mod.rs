@@ -15,6 +15,7 @@ mod park;
 mod rollouts;
 mod shared;
 mod state_file;
+mod streams;
 mod takeover;
 mod tls;
 
