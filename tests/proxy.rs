@@ -213,8 +213,11 @@ async fn gated_backend(
                         let held = Arc::clone(&held);
                         async move {
                             if req.uri().path() == "/slow" {
+                                // Waiting before it is counted: a release sent as soon
+                                // as the count is reached reaches this request too.
+                                let released = release.notified();
                                 held.fetch_add(1, Ordering::SeqCst);
-                                release.notified().await;
+                                released.await;
                             }
                             Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
                                 Bytes::from(req.uri().path().to_owned()),
