@@ -2,8 +2,9 @@
 //! kept connection carries sequential requests, one whose answer was not read to
 //! the end is never reused, a backend closing a kept connection costs no client an
 //! error, a client walking away mid-answer gives back the backend's in-flight
-//! count, and HTTP/2 backends carry concurrent requests as streams of one
-//! connection.
+//! count, HTTP/2 backends carry concurrent requests as streams of one
+//! connection, a burst's connections are kept for the next burst, and the ones it
+//! left over age out while steady traffic reuses the newest.
 
 mod support;
 
@@ -18,12 +19,22 @@ use tokio::sync::mpsc;
 
 use support::{backend_status, client, get, start_proxy, wait_for};
 
+/// The test client [`client`] builds.
+type TestClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
 /// Generous bound for conditions on a loaded 2-core machine.
 const WITHIN: Duration = Duration::from_secs(20);
 
 /// How a [`RawBackend`] answers a request whose path is `/stall`: the head and
 /// the first chunk of a chunked body, then nothing more until the peer leaves.
 const STALL_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n";
+
+/// The path on which a [`RawBackend`] started with a gathering count holds each
+/// request until that many wait together.
+const GATHER: &str = "/gather";
 
 /// An HTTP/1.1 backend on a raw socket: answers `200 ok` (keep-alive) to each
 /// request, stalls on `/stall`, counts the connections it accepted and reports
@@ -39,6 +50,13 @@ impl RawBackend {
     /// without saying so in the answer (as a backend with a short keep-alive
     /// timeout does).
     async fn start(close_after_answer: bool) -> RawBackend {
+        Self::start_gathering(close_after_answer, 1).await
+    }
+
+    /// As [`RawBackend::start`], holding each request to [`GATHER`] until
+    /// `gather` of them wait at once (so they need that many connections).
+    async fn start_gathering(close_after_answer: bool, gather: usize) -> RawBackend {
+        let gathering = Arc::new(tokio::sync::Barrier::new(gather));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicU64::new(0));
@@ -48,8 +66,9 @@ impl RawBackend {
             while let Ok((mut stream, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 let closed_tx = closed_tx.clone();
+                let gathering = Arc::clone(&gathering);
                 tokio::spawn(async move {
-                    serve_raw(&mut stream, close_after_answer).await;
+                    serve_raw(&mut stream, close_after_answer, &gathering).await;
                     drop(stream);
                     let _ = closed_tx.send(());
                 });
@@ -66,6 +85,11 @@ impl RawBackend {
         self.accepted.load(Ordering::SeqCst)
     }
 
+    /// Connection ends reported so far and not yet counted.
+    fn closed_since(&mut self) -> usize {
+        std::iter::from_fn(|| self.closed.try_recv().ok()).count()
+    }
+
     /// Waits until one more connection has ended.
     async fn one_closed(&mut self, what: &str) {
         tokio::time::timeout(WITHIN, self.closed.recv())
@@ -77,7 +101,11 @@ impl RawBackend {
 
 /// Serves requests on one connection until the peer leaves (or after the first
 /// answer when `close_after_answer`).
-async fn serve_raw(stream: &mut tokio::net::TcpStream, close_after_answer: bool) {
+async fn serve_raw(
+    stream: &mut tokio::net::TcpStream,
+    close_after_answer: bool,
+    gathering: &tokio::sync::Barrier,
+) {
     let mut buf = vec![0u8; 8192];
     let mut seen = Vec::new();
     loop {
@@ -98,6 +126,9 @@ async fn serve_raw(stream: &mut tokio::net::TcpStream, close_after_answer: bool)
                     }
                 }
                 return;
+            }
+            if head.starts_with(format!("GET {GATHER} ").as_bytes()) {
+                gathering.wait().await;
             }
             let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
             if stream.write_all(answer).await.is_err() || close_after_answer {
@@ -207,6 +238,82 @@ async fn a_backend_closing_its_idle_connections_costs_no_client_an_error() {
         backend.accepted(),
         10,
         "each request went out on a fresh connection"
+    );
+}
+
+/// Sends `n` concurrent GETs of `path` through `web` and checks each answer.
+async fn burst(c: &TestClient, web: SocketAddr, path: &str, n: usize) {
+    let requests = (0..n).map(|i| {
+        let c = c.clone();
+        let url = format!("http://{web}{path}");
+        tokio::spawn(async move {
+            let (status, _, body) = get(&c, &url).await;
+            assert_eq!(
+                (status, body.as_ref()),
+                (200, b"ok".as_ref()),
+                "request {i}"
+            );
+        })
+    });
+    for request in futures_util::future::join_all(requests).await {
+        request.expect("request task");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_keeps_its_backend_connections_for_the_next_one() {
+    // More than a small idle ceiling (64 per backend until it was raised) would keep.
+    const AT_ONCE: usize = 100;
+    let backend = RawBackend::start_gathering(false, AT_ONCE).await;
+    let proxy = start_proxy(&config(backend.addr, "")).await;
+    let c = client();
+    for round in 0..3 {
+        tokio::time::timeout(WITHIN, burst(&c, proxy.web, GATHER, AT_ONCE))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the burst was not answered"));
+        assert_eq!(
+            backend.accepted(),
+            AT_ONCE as u64,
+            "round {round}: every connection of the first burst was kept for the next"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_burst_steady_traffic_reuses_the_newest_connection_and_the_rest_age_out() {
+    const AT_ONCE: usize = 8;
+    let mut backend = RawBackend::start_gathering(false, AT_ONCE).await;
+    let config = config(backend.addr, "").replace(
+        "[[listener]]",
+        "[limits]\nupstream_idle_timeout = \"1s\"\n[[listener]]",
+    );
+    let proxy = start_proxy(&config).await;
+    let c = client();
+    tokio::time::timeout(WITHIN, burst(&c, proxy.web, GATHER, AT_ONCE))
+        .await
+        .expect("the burst was answered");
+    // One request every 50 ms: were the kept connections handed out in turn, each
+    // would be reused every 400 ms, well within the 1 s idle timeout, and none
+    // would ever close.
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let mut closed = 0;
+    while closed < AT_ONCE - 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{closed} of the {} connections steady traffic did not need were closed",
+            AT_ONCE - 1
+        );
+        let (status, _, _) = get(&c, &format!("http://{}/", proxy.web)).await;
+        assert_eq!(status, 200);
+        closed += backend.closed_since();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _, _) = get(&c, &format!("http://{}/", proxy.web)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (backend.accepted(), closed + backend.closed_since()),
+        (AT_ONCE as u64, AT_ONCE - 1),
+        "steady traffic ran on one connection of the burst, opening none"
     );
 }
 

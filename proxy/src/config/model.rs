@@ -182,7 +182,9 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Upstream TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Idle keep-alive connections kept per backend.
+    /// Idle keep-alive connections kept per backend: a ceiling, above what the
+    /// busiest moment needs, so steady load never closes connections it will want
+    /// again (those a burst left over age out after `upstream_idle_timeout`).
     pub upstream_idle_per_backend: usize,
     /// How long an idle upstream connection is kept.
     pub upstream_idle_timeout: Duration,
@@ -210,7 +212,7 @@ impl Default for Limits {
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
-            upstream_idle_per_backend: 64,
+            upstream_idle_per_backend: 1024,
             upstream_idle_timeout: Duration::from_secs(90),
             body_idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),

@@ -1,8 +1,8 @@
 //! The HTTP client that carries requests to backends.
 //!
-//! Every backend address has its own pool of idle keep-alive connections, a
-//! lock-free queue: taking a connection and giving it back are one atomic
-//! operation each, with no lock shared between backends or workers. A request
+//! Every backend address has its own pool of idle keep-alive connections, a stack
+//! ([`IdleStack`]): the connection given back last is taken next, under a lock
+//! held for the push or pop alone and shared by no other backend. A request
 //! takes an idle connection (or opens one: TCP with the connect timeout, TLS when
 //! the pool asks for it, HTTP/2 when ALPN settles on it), sends, and the connection
 //! goes back once its answer has been read to the end, unless something marked it
@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
-use crossbeam_queue::ArrayQueue;
 use http::header::{HOST, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
@@ -45,6 +44,7 @@ use tracing::debug;
 
 use super::connect::{self, ConnectError, PoolTls, TcpSettings, UpstreamIo, UpstreamStream};
 use super::h1::{Decoder, H1Conn, H1Error, HeadLimits};
+use super::idle::IdleStack;
 use crate::clock;
 use crate::config::Limits;
 
@@ -382,23 +382,10 @@ enum Conn {
     H2(http2::SendRequest<UpstreamBody>),
 }
 
-/// An idle HTTP/1 connection and when it was last given back.
-struct Idle {
-    conn: Box<H1Conn>,
-    since_ms: u64,
-}
-
-impl Idle {
-    /// Idle past `timeout_ms` (whether the backend closed it is [`H1Conn::settle`]'s).
-    fn expired(&self, now_ms: u64, timeout_ms: u64) -> bool {
-        now_ms.saturating_sub(self.since_ms) > timeout_ms
-    }
-}
-
 /// The connections to one backend address.
 struct HostPool {
     /// Idle HTTP/1 connections, each taken by one request at a time.
-    idle: ArrayQueue<Idle>,
+    idle: IdleStack<Box<H1Conn>>,
     /// The HTTP/2 connection, shared by every request: never taken out, so a
     /// request that comes while another is starting a stream still finds it.
     shared: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
@@ -421,7 +408,7 @@ impl HostPool {
     fn new(capacity: usize) -> Self {
         let now = clock::now_ms();
         Self {
-            idle: ArrayQueue::new(capacity),
+            idle: IdleStack::new(capacity),
             shared: ArcSwapOption::empty(),
             shared_used_ms: AtomicU64::new(now),
             used_ms: AtomicU64::new(now),
@@ -445,10 +432,8 @@ impl HostPool {
         }
         // HTTP/1 first: a backend speaks one or the other, and the queue of an
         // HTTP/2 one is empty, which costs less to see than the shared slot.
-        while let Some(mut idle) = self.idle.pop() {
-            if !idle.expired(now_ms, timeout_ms) && idle.conn.settle() {
-                return Some(Conn::H1(idle.conn));
-            }
+        if let Some(conn) = self.idle.pop_fit(now_ms, timeout_ms, |conn| conn.settle()) {
+            return Some(Conn::H1(conn));
         }
         let sender = self.shared_if_fit(now_ms, timeout_ms)?;
         // In use again: its idle time starts over.
@@ -479,10 +464,8 @@ impl HostPool {
     fn put(&self, conn: Conn) {
         match conn {
             Conn::H1(conn) => {
-                let _ = self.idle.push(Idle {
-                    conn,
-                    since_ms: clock::now_ms(),
-                });
+                // Full: this one is closed (dropped here, outside the lock).
+                let _ = self.idle.push(conn, clock::now_ms());
             }
             Conn::H2(sender) => {
                 self.shared_used_ms
@@ -495,18 +478,8 @@ impl HostPool {
     /// Closes the idle connections past `timeout_ms`, and those the backend closed.
     fn expire(&self, now_ms: u64, timeout_ms: u64) {
         let _ = self.shared_if_fit(now_ms, timeout_ms);
-        for _ in 0..self.idle.len() {
-            let Some(mut idle) = self.idle.pop() else {
-                break;
-            };
-            // An idle HTTP/1 connection is driven by nobody: look for a close.
-            if idle.expired(now_ms, timeout_ms) || !idle.conn.settle() {
-                continue;
-            }
-            if self.idle.push(idle).is_err() {
-                break;
-            }
-        }
+        // An idle HTTP/1 connection is driven by nobody: look for a close.
+        self.idle.expire(now_ms, timeout_ms, |conn| conn.settle());
     }
 }
 

@@ -5,6 +5,7 @@ pub mod client;
 pub mod connect;
 mod drain;
 mod h1;
+mod idle;
 mod outgoing;
 mod policies;
 mod pool;
