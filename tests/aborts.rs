@@ -1,6 +1,7 @@
 //! Clients walk away: 200 requests aborted at random points (before the head,
 //! mid-body, while the backend is slow, during a retry, during a half-open trial,
-//! inside a WebSocket) under steady load. Afterwards every in-flight count is 0, a
+//! inside a WebSocket, HTTP/2 streams cancelled alone or with their connection)
+//! under steady load. Afterwards every in-flight count is 0, a
 //! drain reaches `drained`, the breaker closes once its backend recovers, and no
 //! backend's failure counter moved because of a client.
 
@@ -98,10 +99,16 @@ fn walk_away(stream: TcpStream, reset: bool) {
     drop(stream);
 }
 
+/// How many kinds of abort [`abort_once`] knows.
+const KINDS: usize = 6;
+
 /// One abort of the given kind; `rng` picks the moment and the way.
 async fn abort_once(web: SocketAddr, kind: usize, rng: &mut fastrand::Rng) {
     let reset = rng.bool();
     let mut s = TcpStream::connect(web).await.unwrap();
+    if kind == KINDS - 1 {
+        return abort_h2(s, reset, rng).await;
+    }
     match kind {
         // Before the head is complete.
         0 => {
@@ -146,6 +153,46 @@ async fn abort_once(web: SocketAddr, kind: usize, rng: &mut fastrand::Rng) {
         }
     }
     walk_away(s, reset);
+}
+
+/// HTTP/2: one to four streams on one connection, to the slow and the retrying
+/// pools; each stream may be cancelled alone (a `RST_STREAM`) at a random moment,
+/// and then the whole connection goes, with whatever streams are still open.
+async fn abort_h2(s: TcpStream, reset: bool, rng: &mut fastrand::Rng) {
+    if reset {
+        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+    }
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .expect("HTTP/2 handshake with the proxy");
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut streams = Vec::new();
+    for _ in 0..rng.usize(1..5) {
+        if sender.ready().await.is_err() {
+            break;
+        }
+        let path = if rng.bool() { "/slow" } else { "/retry" };
+        let request = http::Request::get(format!("http://x{path}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let answer = sender.send_request(request);
+        // Dropping the answer's future before it completes cancels the stream.
+        let cancel_after = Duration::from_millis(rng.u64(0..500));
+        streams.push(tokio::spawn(async move {
+            let _ = tokio::time::timeout(cancel_after, answer).await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(rng.u64(0..350))).await;
+    driver.abort();
+    let _ = driver.await;
+    for stream in streams {
+        let _ = stream.await;
+    }
 }
 
 /// Opens the trial pool's breaker with one deliberate failure; returns when open.
@@ -236,13 +283,13 @@ async fn random_aborts_leave_nothing_in_flight_and_nothing_blamed() {
 
     // The other 180, twenty at a time.
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut kinds = [0usize; 5];
+    let mut kinds = [0usize; KINDS];
     let mut remaining = ABORTS - trials;
     while remaining > 0 {
         let batch = remaining.min(20);
         let mut tasks = Vec::new();
         for _ in 0..batch {
-            let kind = rng.usize(0..5);
+            let kind = rng.usize(0..KINDS);
             kinds[kind] += 1;
             let mut task_rng = fastrand::Rng::with_seed(rng.u64(..));
             let web = proxy.web;
@@ -256,7 +303,9 @@ async fn random_aborts_leave_nothing_in_flight_and_nothing_blamed() {
         remaining -= batch;
     }
     trial_task.await.unwrap();
-    eprintln!("aborts by kind (head, body, slow, retry, websocket): {kinds:?}, trials: {trials}");
+    eprintln!(
+        "aborts by kind (head, body, slow, retry, websocket, h2): {kinds:?}, trials: {trials}"
+    );
     assert!(
         kinds.iter().all(|&k| k > 0),
         "every kind was exercised: {kinds:?}"
