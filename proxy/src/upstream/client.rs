@@ -2,7 +2,7 @@
 //!
 //! Every backend address has its own pool of idle keep-alive connections, a stack
 //! ([`IdleStack`]): the connection given back last is taken next, under a lock
-//! held for the push or pop alone and shared by no other backend. A request
+//! held for a push or a pop (and the sweep) and shared by no other backend. A request
 //! takes an idle connection (or opens one: TCP with the connect timeout, TLS when
 //! the pool asks for it, HTTP/2 when ALPN settles on it), sends, and the connection
 //! goes back once its answer has been read to the end, unless something marked it
