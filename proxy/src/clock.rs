@@ -57,15 +57,27 @@ pub fn micros(d: std::time::Duration) -> f64 {
 
 /// `at` in whole milliseconds on a clock that reads [`ORIGIN_MS`] at `origin`,
 /// rounded down the same way on both sides of the origin so that differences of
-/// readings are exact.
+/// readings are exact. Whole seconds and the millisecond part are added in 64 bits:
+/// no 128-bit division on a path every request takes several times.
 fn ms_at(origin: Instant, at: Instant) -> u64 {
-    const NS_PER_MS: u128 = 1_000_000;
-    let origin_ns = u128::from(ORIGIN_MS) * NS_PER_MS;
-    let ns = match at.checked_duration_since(origin) {
-        Some(after) => origin_ns.saturating_add(after.as_nanos()),
-        None => origin_ns.saturating_sub((origin - at).as_nanos()),
+    let ms = match at.checked_duration_since(origin) {
+        Some(after) => ORIGIN_MS.saturating_add(whole_ms(after)),
+        // Before the origin: rounding the reading down means rounding the
+        // distance back up.
+        None => {
+            let before = origin - at;
+            let partial = !before.subsec_nanos().is_multiple_of(1_000_000);
+            ORIGIN_MS.saturating_sub(whole_ms(before).saturating_add(u64::from(partial)))
+        }
     };
-    u64::try_from(ns / NS_PER_MS).unwrap_or(u64::MAX).max(1)
+    ms.max(1)
+}
+
+/// `d` in whole milliseconds, rounded down.
+fn whole_ms(d: std::time::Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 #[cfg(test)]
@@ -104,6 +116,16 @@ mod tests {
         let later = ms_at(origin, origin - Duration::from_secs(1));
         assert_eq!(later - early, 2000);
         assert_eq!(ms_at(origin, origin), ORIGIN_MS);
+        // Whole milliseconds either side, and a reading past the origin by more
+        // than a second.
+        assert_eq!(
+            ms_at(origin, origin - Duration::from_millis(4)),
+            ORIGIN_MS - 4
+        );
+        assert_eq!(
+            ms_at(origin, origin + Duration::from_nanos(3_007_999_999)),
+            ORIGIN_MS + 3_007
+        );
     }
 
     #[tokio::test(start_paused = true)]
