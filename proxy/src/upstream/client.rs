@@ -239,7 +239,7 @@ impl UpstreamClient {
             return Arc::clone(pool);
         }
         self.start_sweeping();
-        let capacity = shared.settings.idle_per_backend.max(1);
+        let capacity = shared.settings.idle_per_backend;
         let mut created = None;
         shared.hosts.rcu(|hosts| {
             let mut hosts = HashMap::clone(hosts);
@@ -430,8 +430,8 @@ impl HostPool {
         if self.used_ms.load(Ordering::Relaxed) != now_ms {
             self.used_ms.store(now_ms, Ordering::Relaxed);
         }
-        // HTTP/1 first: a backend speaks one or the other, and the queue of an
-        // HTTP/2 one is empty, which costs less to see than the shared slot.
+        // HTTP/1 first: a backend speaks one or the other, and the idle stack of
+        // an HTTP/2 one stays empty.
         if let Some(conn) = self.idle.pop_fit(now_ms, timeout_ms, |conn| conn.settle()) {
             return Some(Conn::H1(conn));
         }
