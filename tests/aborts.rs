@@ -162,15 +162,7 @@ async fn abort_h2(s: TcpStream, reset: bool, rng: &mut fastrand::Rng) {
     if reset {
         let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
     }
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(s),
-    )
-    .await
-    .expect("HTTP/2 handshake with the proxy");
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let (mut sender, driver) = h2_client(s).await;
     let mut streams = Vec::new();
     for _ in 0..rng.usize(1..5) {
         if sender.ready().await.is_err() {

@@ -233,26 +233,6 @@ async fn gated_backend(
     (addr, held)
 }
 
-/// Opens one HTTP/2 (prior knowledge) connection to the proxy.
-async fn h2_connection(
-    proxy: &TestProxy,
-) -> (
-    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let tcp = TcpStream::connect(proxy.web).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    (sender, driver)
-}
-
 fn h2_get(proxy: &TestProxy, path: &str) -> Request<Full<Bytes>> {
     Request::get(format!("http://{}{path}", proxy.web))
         .body(Full::new(Bytes::new()))
@@ -265,7 +245,7 @@ async fn h2_streams_of_one_connection_are_served_side_by_side() {
     let release = Arc::new(tokio::sync::Notify::new());
     let (backend, held) = gated_backend(Arc::clone(&release)).await;
     let proxy = start_proxy(&single_try_config(backend, "10s")).await;
-    let (sender, _driver) = h2_connection(&proxy).await;
+    let (sender, _driver) = h2_client(TcpStream::connect(proxy.web).await.unwrap()).await;
 
     // Three streams wait on the backend; a fourth on the same connection is
     // answered meanwhile: no stream waits for another.
@@ -360,7 +340,7 @@ async fn an_h2_client_gone_mid_request_leaves_nothing_in_flight() {
     assert_eq!(backend_seen["failures"], 0, "{backend_seen}");
 
     // The proxy goes on serving on a new connection.
-    let (mut sender, _driver) = h2_connection(&proxy).await;
+    let (mut sender, _driver) = h2_client(TcpStream::connect(proxy.web).await.unwrap()).await;
     let answer = sender.send_request(h2_get(&proxy, "/fast")).await.unwrap();
     assert_eq!(answer.status(), 200);
 }
@@ -998,13 +978,7 @@ async fn tls_listener_speaks_h2_and_http11_by_alpn() {
 
     let tls = tls_connect(&proxy, roots.clone(), &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _driver) = h2_client(tls).await;
     let req = Request::get("https://localhost/headers")
         .body(Full::new(Bytes::new()))
         .unwrap();

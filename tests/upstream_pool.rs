@@ -17,13 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use support::{backend_status, client, get, start_proxy, wait_for};
-
-/// The test client [`client`] builds.
-type TestClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Full<bytes::Bytes>,
->;
+use support::{TestClient, backend_status, client, get, start_proxy, wait_for};
 
 /// Generous bound for conditions on a loaded 2-core machine.
 const WITHIN: Duration = Duration::from_secs(20);

@@ -456,20 +456,44 @@ pub fn single_try_config(backend: SocketAddr, per_try_timeout: &str) -> String {
     )
 }
 
+/// The keep-alive HTTP/1.1 client [`client`] builds.
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
 /// An HTTP/1.1 client with keep-alive.
-pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+pub fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// An HTTP/2 client connection (prior knowledge, or what ALPN chose) over `io`, its
+/// driver running as a task: aborting the task drops the connection.
+pub async fn h2_client<IO>(
+    io: IO,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("HTTP/2 handshake with the proxy");
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, driver)
+}
+
 /// GET `url`; returns status, the answering backend's name and the body.
-pub async fn get(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> (u16, String, Bytes) {
+pub async fn get(client: &TestClient, url: &str) -> (u16, String, Bytes) {
     get_with(client, url, None).await
 }
 
 /// GET `url` with one extra header; returns status, the answering backend's name and
 /// the body.
 pub async fn get_with(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &TestClient,
     url: &str,
     header: Option<(&str, &str)>,
 ) -> (u16, String, Bytes) {
