@@ -18,7 +18,7 @@
 //!
 //! | layer | modules | what sits here |
 //! |---|---|---|
-//! | base | [`address_policy`], [`clock`], [`crypto`], [`error`], [`fs`], [`latency`], [`path`], [`process`] | leaves: the standard library and outside crates only |
+//! | base | [`address_policy`], [`clock`], [`crypto`], [`error`], [`fs`], [`latency`], [`path`], [`process`], [`shard`] | leaves: the standard library and outside crates only |
 //! | config | [`config`], [`membership`] | what the operator asked for: the validated file and backends added at run time |
 //! | metrics | [`history`], [`metrics`], [`timeline`] | the metric handles every layer counts into, each backend's last minutes of traffic and the timeline of events; scrape-time readers sit higher, in [`scrape`] |
 //! | mechanisms | [`breaker`], [`outcome`], [`plugin`], [`tls`] | self-contained machines: the breaker and the outcomes it judges, the WebAssembly host and its hot-swappable slots, certificates |
@@ -68,6 +68,7 @@ pub mod rollout;
 pub mod router;
 pub mod scrape;
 pub mod server;
+pub mod shard;
 pub mod state;
 pub mod systemd;
 pub mod timeline;
