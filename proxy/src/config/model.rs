@@ -185,6 +185,7 @@ pub struct Limits {
     /// Idle keep-alive connections kept per backend: a ceiling, above what the
     /// busiest moment needs, so steady load never closes connections it will want
     /// again (those a burst left over age out after `upstream_idle_timeout`).
+    /// Shared out evenly between the worker threads, each of which keeps its own.
     pub upstream_idle_per_backend: usize,
     /// How long an idle upstream connection is kept.
     pub upstream_idle_timeout: Duration,

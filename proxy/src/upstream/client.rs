@@ -2,7 +2,9 @@
 //!
 //! Every backend address has its own pool of idle keep-alive connections, a stack
 //! ([`IdleStack`]): the connection given back last is taken next, under a lock
-//! held for a push or a pop (and the sweep) and shared by no other backend. A request
+//! held for a push or a pop (and the sweep) and shared by no other backend; each
+//! shard ([`crate::shard`]) has a stack of its own, so a connection is only ever
+//! used by the thread whose event loop it is registered in. A request
 //! takes an idle connection (or opens one: TCP with the connect timeout, TLS when
 //! the pool asks for it, HTTP/2 when ALPN settles on it), sends, and the connection
 //! goes back once its answer has been read to the end, unless something marked it
@@ -47,6 +49,7 @@ use super::h1::{Decoder, H1Conn, H1Error, HeadLimits};
 use super::idle::IdleStack;
 use crate::clock;
 use crate::config::Limits;
+use crate::shard;
 
 use super::outgoing::no_body;
 pub use super::outgoing::{OutgoingHead, UpstreamBody};
@@ -356,7 +359,7 @@ async fn sweep(shared: Weak<Shared>) {
         let mut unused = Vec::new();
         for (addr, pool) in shared.hosts.load().iter() {
             pool.expire(now, timeout);
-            if pool.idle.is_empty() && now.saturating_sub(pool.used_ms()) > timeout {
+            if pool.idle_is_empty() && now.saturating_sub(pool.used_ms()) > timeout {
                 unused.push(*addr);
             }
         }
@@ -364,7 +367,7 @@ async fn sweep(shared: Weak<Shared>) {
             shared.hosts.rcu(|hosts| {
                 let mut hosts = HashMap::clone(hosts);
                 for addr in &unused {
-                    if hosts.get(addr).is_some_and(|p| p.idle.is_empty()) {
+                    if hosts.get(addr).is_some_and(|p| p.idle_is_empty()) {
                         hosts.remove(addr);
                     }
                 }
@@ -384,8 +387,12 @@ enum Conn {
 
 /// The connections to one backend address.
 struct HostPool {
-    /// Idle HTTP/1 connections, each taken by one request at a time.
+    /// Idle HTTP/1 connections, each taken by one request at a time, off the shards
+    /// (a proxy started without them).
     idle: IdleStack<Box<H1Conn>>,
+    /// Each shard's idle HTTP/1 connections, by shard number: a connection is
+    /// registered in the event loop of the shard that opened it and stays there.
+    shard_idle: Box<[IdleStack<Box<H1Conn>>]>,
     /// The HTTP/2 connection, shared by every request: never taken out, so a
     /// request that comes while another is starting a stream still finds it.
     shared: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
@@ -398,7 +405,7 @@ struct HostPool {
 impl std::fmt::Debug for HostPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostPool")
-            .field("idle", &self.idle.len())
+            .field("idle", &self.idle_len())
             .field("shared", &self.shared.load().is_some())
             .finish()
     }
@@ -407,8 +414,12 @@ impl std::fmt::Debug for HostPool {
 impl HostPool {
     fn new(capacity: usize) -> Self {
         let now = clock::now_ms();
+        let shards = shard::slots() - 1;
+        // The ceiling is shared out: together the shards keep about `capacity`.
+        let per_shard = capacity.div_ceil(shards.max(1));
         Self {
             idle: IdleStack::new(capacity),
+            shard_idle: (0..shards).map(|_| IdleStack::new(per_shard)).collect(),
             shared: ArcSwapOption::empty(),
             shared_used_ms: AtomicU64::new(now),
             used_ms: AtomicU64::new(now),
@@ -419,9 +430,28 @@ impl HostPool {
         self.used_ms.load(Ordering::Relaxed)
     }
 
+    /// The idle stack of the shard running this thread (or the one off the shards).
+    fn idle_here(&self) -> &IdleStack<Box<H1Conn>> {
+        self.shard_idle
+            .get(shard::current().wrapping_sub(1))
+            .unwrap_or(&self.idle)
+    }
+
+    fn idle_stacks(&self) -> impl Iterator<Item = &IdleStack<Box<H1Conn>>> {
+        std::iter::once(&self.idle).chain(self.shard_idle.iter())
+    }
+
+    fn idle_len(&self) -> usize {
+        self.idle_stacks().map(IdleStack::len).sum()
+    }
+
+    fn idle_is_empty(&self) -> bool {
+        self.idle_stacks().all(IdleStack::is_empty)
+    }
+
     /// Connections held: idle HTTP/1 ones and the shared HTTP/2 one.
     fn len(&self) -> usize {
-        self.idle.len() + usize::from(self.shared.load().is_some())
+        self.idle_len() + usize::from(self.shared.load().is_some())
     }
 
     /// A connection fit for a request, if there is one: an idle HTTP/1 one, else
@@ -432,7 +462,10 @@ impl HostPool {
         }
         // HTTP/1 first: a backend speaks one or the other, and the idle stack of
         // an HTTP/2 one stays empty.
-        if let Some(conn) = self.idle.pop_fit(now_ms, timeout_ms, |conn| conn.settle()) {
+        if let Some(conn) = self
+            .idle_here()
+            .pop_fit(now_ms, timeout_ms, |conn| conn.settle())
+        {
             return Some(Conn::H1(conn));
         }
         let sender = self.shared_if_fit(now_ms, timeout_ms)?;
@@ -465,7 +498,7 @@ impl HostPool {
         match conn {
             Conn::H1(conn) => {
                 // Full: this one is closed (dropped here, outside the lock).
-                let _ = self.idle.push(conn, clock::now_ms());
+                let _ = self.idle_here().push(conn, clock::now_ms());
             }
             Conn::H2(sender) => {
                 self.shared_used_ms
@@ -479,7 +512,9 @@ impl HostPool {
     fn expire(&self, now_ms: u64, timeout_ms: u64) {
         let _ = self.shared_if_fit(now_ms, timeout_ms);
         // An idle HTTP/1 connection is driven by nobody: look for a close.
-        self.idle.expire(now_ms, timeout_ms, |conn| conn.settle());
+        for stack in self.idle_stacks() {
+            stack.expire(now_ms, timeout_ms, |conn| conn.settle());
+        }
     }
 }
 
