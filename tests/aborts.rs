@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::*;
+use switchyard::server::ServerOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -255,7 +256,13 @@ async fn random_aborts_leave_nothing_in_flight_and_nothing_blamed() {
     for slow in [&b.slow_a, &b.slow_b, &b.after_reset] {
         slow.set_mode(Mode::Slow(SLOW));
     }
-    let proxy = Arc::new(start_proxy(&config(&b)).await);
+    // Served on two shards, as the binary serves them: each connection, and the
+    // backend connections its requests take, on a thread of its own.
+    let options = ServerOptions {
+        access_log: false,
+        shards: 2,
+    };
+    let proxy = Arc::new(start_proxy_with(&config(&b), options).await);
     let load = Load::start(4, format!("http://{}/", proxy.web));
 
     // Half-open trials are aborted one after another, beside the other aborts.
@@ -344,6 +351,13 @@ async fn random_aborts_leave_nothing_in_flight_and_nothing_blamed() {
     }
     let metrics = metrics_text(&proxy).await;
     assert_eq!(metric_value(&metrics, "switchyard_requests_in_flight"), 0.0);
+    // Every aborted connection gave back its seat on its shard.
+    wait_for(
+        "every shard to serve no connection",
+        Duration::from_secs(10),
+        async || proxy.server.shard_loads() == [0, 0],
+    )
+    .await;
     assert!(
         metric_value(
             &metrics,

@@ -33,7 +33,10 @@ async fn proxy_from_file(dir: &Path, text: &str) -> (TestProxy, PathBuf) {
     let admin_listen = config.admin.listen;
     let server = switchyard::server::Server::start(
         config,
-        switchyard::server::ServerOptions { access_log: false },
+        switchyard::server::ServerOptions {
+            access_log: false,
+            shards: 0,
+        },
     )
     .await
     .expect("proxy starts");

@@ -4,7 +4,8 @@
 //! error, a client walking away mid-answer gives back the backend's in-flight
 //! count, HTTP/2 backends carry concurrent requests as streams of one
 //! connection, a burst's connections are kept for the next burst, and the ones it
-//! left over age out while steady traffic reuses the newest.
+//! left over age out while steady traffic reuses the newest; with shards, each
+//! keeps backend connections of its own.
 
 mod support;
 
@@ -17,7 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use support::{TestClient, backend_status, client, get, start_proxy, wait_for};
+use support::{TestClient, backend_status, client, get, start_proxy, start_proxy_with, wait_for};
+use switchyard::server::ServerOptions;
 
 /// Generous bound for conditions on a loaded 2-core machine.
 const WITHIN: Duration = Duration::from_secs(20);
@@ -309,6 +311,117 @@ async fn after_a_burst_steady_traffic_reuses_the_newest_connection_and_the_rest_
         (AT_ONCE as u64, AT_ONCE - 1),
         "steady traffic ran on one connection of the burst, opening none"
     );
+}
+
+/// An HTTP/1.1 backend that answers every request with the number of the
+/// connection it came on (1 for the first one accepted).
+async fn numbering_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut number = 0u64;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            number += 1;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let body = number.to_string();
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `GET /` on a kept-alive client connection and returns the answer's body
+/// (its head has a `Content-Length`).
+async fn ask(stream: &mut tokio::net::TcpStream) -> String {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("a Content-Length");
+                if got.len() >= end + 4 + length {
+                    return String::from_utf8_lossy(&got[end + 4..end + 4 + length]).into_owned();
+                }
+            }
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed the connection");
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(WITHIN, read).await.expect("an answer")
+}
+
+/// The binary serves connections on shards (one thread and event loop each); a
+/// backend connection is registered in the event loop of the shard that opened
+/// it, so only that shard may use it again. Two keep-alive clients, one on each
+/// shard, take turns: each is always answered on its own backend connection. A
+/// pool shared by the shards would hand the one idle connection to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_shard_reuses_only_the_backend_connections_it_opened() {
+    let backend = numbering_backend().await;
+    let options = ServerOptions {
+        access_log: false,
+        shards: 2,
+    };
+    let proxy = start_proxy_with(&config(backend, ""), options).await;
+    let mut first = tokio::net::TcpStream::connect(proxy.web).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(proxy.web).await.unwrap();
+    wait_for("one client on each shard", WITHIN, async || {
+        proxy.server.shard_loads() == [1, 1]
+    })
+    .await;
+    let (mut on_first, mut on_second) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        on_first.push(ask(&mut first).await);
+        on_second.push(ask(&mut second).await);
+    }
+    on_first.dedup();
+    on_second.dedup();
+    assert_eq!(
+        on_first.len(),
+        1,
+        "one backend connection for the first client: {on_first:?}"
+    );
+    assert_eq!(on_second.len(), 1, "one for the second: {on_second:?}");
+    assert_ne!(
+        on_first, on_second,
+        "each shard on a backend connection of its own"
+    );
+    assert_eq!(proxy.server.shard_loads(), [1, 1]);
+
+    drop((first, second));
+    wait_for("the shards to let both clients go", WITHIN, async || {
+        proxy.server.shard_loads() == [0, 0]
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,7 @@ complete -c switchyard -n "__fish_switchyard_needs_command" -s c -l config -d 'C
 complete -c switchyard -n "__fish_switchyard_needs_command" -l log-format -d 'Log format on stderr: `text` (the default), or `json` (one object per line with `timestamp`, `level`, `target`, `message` and the event\'s fields)' -r -f -a "text\t''
 json\t''"
 complete -c switchyard -n "__fish_switchyard_needs_command" -l log-level -d 'Log filter, e.g. `info` (the default) or `switchyard=debug`' -r
-complete -c switchyard -n "__fish_switchyard_needs_command" -l workers -d 'Worker threads (default: one per core)' -r
+complete -c switchyard -n "__fish_switchyard_needs_command" -l workers -d 'Threads that serve client connections, each with its own event loop (default: one per core)' -r
 complete -c switchyard -n "__fish_switchyard_needs_command" -l no-access-log -d 'Do not write one access-log line per request'
 complete -c switchyard -n "__fish_switchyard_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c switchyard -n "__fish_switchyard_needs_command" -s V -l version -d 'Print version'
@@ -233,7 +233,7 @@ complete -c switchyard -n "__fish_switchyard_using_subcommand demo" -l admin -d 
 complete -c switchyard -n "__fish_switchyard_using_subcommand demo" -l log-format -d 'Log format on stderr: `text` (the default), or `json` (one object per line with `timestamp`, `level`, `target`, `message` and the event\'s fields)' -r -f -a "text\t''
 json\t''"
 complete -c switchyard -n "__fish_switchyard_using_subcommand demo" -l log-level -d 'Log filter, e.g. `info` (the default) or `switchyard=debug`' -r
-complete -c switchyard -n "__fish_switchyard_using_subcommand demo" -l workers -d 'Worker threads (default: one per core)' -r
+complete -c switchyard -n "__fish_switchyard_using_subcommand demo" -l workers -d 'Threads that serve client connections, each with its own event loop (default: one per core)' -r
 complete -c switchyard -n "__fish_switchyard_using_subcommand demo" -l no-access-log -d 'Do not write one access-log line per request'
 complete -c switchyard -n "__fish_switchyard_using_subcommand demo" -s h -l help -d 'Print help'
 complete -c switchyard -n "__fish_switchyard_using_subcommand help; and not __fish_seen_subcommand_from check plugin ctl cluster upgrade completions man demo help" -f -a "check" -d 'Validate a config file and exit (non-zero on error), like `nginx -t`'

@@ -24,6 +24,10 @@ use tracing::{error, info, warn};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Threads of the main runtime, which accepts connections (the shards serve them)
+/// and runs health checks, the admin API and reloads.
+const MAIN_RUNTIME_THREADS: usize = 2;
+
 /// Signals, files and environment, for `--help` and the man page.
 const AFTER_HELP: &str = "\
 Signals:
@@ -70,7 +74,8 @@ struct ServeArgs {
     /// Log filter, e.g. `info` (the default) or `switchyard=debug`.
     #[arg(long, env = "SWITCHYARD_LOG")]
     log_level: Option<String>,
-    /// Worker threads (default: one per core).
+    /// Threads that serve client connections, each with its own event loop
+    /// (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
     /// Do not write one access-log line per request.
@@ -370,11 +375,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Client connections are served on the shards (`--workers`, see
+    // `switchyard::shard`); this runtime accepts them and runs everything else:
+    // health checks, the admin API, reloads. Two threads keep those responsive.
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(workers) = serve.workers {
-        runtime.worker_threads(workers.max(1));
-    }
+    runtime.enable_all().worker_threads(MAIN_RUNTIME_THREADS);
     let result = runtime
         .build()
         .context("cannot start the async runtime")
@@ -1056,6 +1061,12 @@ async fn start(
 )> {
     let options = ServerOptions {
         access_log: !serve.no_access_log,
+        shards: serve
+            .workers
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            })
+            .max(1),
     };
     let (config, watched, demo) = match cli.command {
         Some(Command::Demo { listen, admin, .. }) => {

@@ -403,14 +403,27 @@ pub struct TestProxy {
 }
 
 /// Starts a proxy from config text; `listen` and admin addresses should use port 0.
+/// Its connections are served on the test's own runtime (no shards), whose paused
+/// time then drives them.
 pub async fn start_proxy(config_text: &str) -> TestProxy {
+    start_proxy_with(
+        config_text,
+        ServerOptions {
+            access_log: false,
+            shards: 0,
+        },
+    )
+    .await
+}
+
+/// [`start_proxy`] with `options`: `shards` > 0 serves connections on threads of
+/// their own, as the binary does.
+pub async fn start_proxy_with(config_text: &str, options: ServerOptions) -> TestProxy {
     let config = Config::parse(Path::new("test.toml"), config_text)
         .unwrap_or_else(|e| panic!("bad test config:\n{e}"));
     let admin_listen = config.admin.listen;
     let first = config.listeners[0].name.clone();
-    let server = Server::start(config, ServerOptions { access_log: false })
-        .await
-        .expect("proxy starts");
+    let server = Server::start(config, options).await.expect("proxy starts");
     let admin = switchyard::admin::start(Arc::clone(&server), admin_listen).expect("admin starts");
     let web = server.listener_address(&first).unwrap();
     TestProxy { server, web, admin }
@@ -658,9 +671,11 @@ pub async fn start_watched_proxy(
 ) -> (TestProxy, Arc<Mutex<notify::RecommendedWatcher>>) {
     let config = Config::load(file).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
     let admin_listen = config.admin.listen;
-    let server = Server::start(config, ServerOptions { access_log: false })
-        .await
-        .expect("proxy starts");
+    let options = ServerOptions {
+        access_log: false,
+        shards: 0,
+    };
+    let server = Server::start(config, options).await.expect("proxy starts");
     let admin = switchyard::admin::start(Arc::clone(&server), admin_listen).unwrap();
     let watcher = switchyard::reload::watch(Arc::clone(&server), file.to_path_buf()).unwrap();
     let web = server.listener_address("web").unwrap();

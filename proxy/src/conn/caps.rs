@@ -1,7 +1,7 @@
 //! Connection caps: the global `limits.max_connections` and the optional
 //! per-client `limits.max_connections_per_ip`. A [`ConnPermit`] holds a
-//! connection's place under both; an upgraded connection (WebSocket) keeps it for
-//! its tunnel's whole life.
+//! connection's place under both, and its seat on the shard serving it; an
+//! upgraded connection (WebSocket) keeps it for its tunnel's whole life.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,11 +10,14 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::shard::Seat;
+
 /// One connection's place under the caps; released when the last holder drops it.
 #[derive(Debug)]
 pub struct ConnPermit {
     _global: Option<OwnedSemaphorePermit>,
     _client: Option<ClientSlot>,
+    _seat: Option<Seat>,
 }
 
 impl ConnPermit {
@@ -23,6 +26,15 @@ impl ConnPermit {
         Self {
             _global: Some(global),
             _client: client,
+            _seat: None,
+        }
+    }
+
+    /// The same permit, also counting the connection on the shard serving it.
+    pub fn seated(self, seat: Seat) -> Self {
+        Self {
+            _seat: Some(seat),
+            ..self
         }
     }
 
@@ -31,6 +43,7 @@ impl ConnPermit {
         Self {
             _global: None,
             _client: None,
+            _seat: None,
         }
     }
 }

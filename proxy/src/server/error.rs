@@ -52,6 +52,9 @@ pub enum StartError {
         #[source]
         source: PluginLoadError,
     },
+    /// The threads that serve connections could not be started.
+    #[error("cannot start the connection threads: {0}")]
+    Shards(#[source] std::io::Error),
     #[error("{at}: {source}")]
     Dns {
         at: Box<Located>,

@@ -24,6 +24,7 @@ use super::tls::TlsSlot;
 use crate::config::Limits;
 use crate::conn::{ActivityIo, ConnActivity, ConnInfo, ConnPermit, Expiry, Watch};
 use crate::proxy::Proxy;
+use crate::shard::Shards;
 use crate::tls::{ACME_TLS_ALPN, Challenges};
 
 /// First pause after a failed accept; doubled on each failure in a row.
@@ -67,6 +68,8 @@ pub struct ListenerContext {
     pub proxy: Arc<Proxy>,
     pub limits: Limits,
     pub connections: Arc<Semaphore>,
+    /// The threads that serve connections; `None` serves them on this runtime.
+    pub shards: Option<Arc<Shards>>,
     pub tracker: TaskTracker,
     /// Stops this listener's accept loop (config reload removed it, or shutdown).
     pub stop_accepting: CancellationToken,
@@ -130,15 +133,31 @@ pub async fn accept_loop(listener: Arc<TcpListener>, ctx: ListenerContext) {
                 }
             },
         };
-        let permit = Arc::new(ConnPermit::new(permit, client));
+        let permit = ConnPermit::new(permit, client);
         let _ = stream.set_nodelay(true);
-        let ctx = Arc::clone(&ctx);
-        let builder = Arc::clone(&builder);
-        // The connection's own function is the task: no wrapper holding a second
-        // copy of its arguments.
-        ctx.tracker
-            .clone()
-            .spawn(serve_stream(stream, peer, ctx, builder, permit));
+        let Some(shards) = ctx.shards.clone() else {
+            // The connection's own function is the task: no wrapper holding a
+            // second copy of its arguments.
+            ctx.tracker.clone().spawn(serve_stream(
+                stream,
+                peer,
+                Arc::clone(&ctx),
+                Arc::clone(&builder),
+                Arc::new(permit),
+            ));
+            continue;
+        };
+        let (ctx_there, builder) = (Arc::clone(&ctx), Arc::clone(&builder));
+        let handed = shards.hand_over(stream, move |stream, seat| {
+            let ctx = ctx_there;
+            let permit = Arc::new(permit.seated(seat));
+            ctx.tracker
+                .clone()
+                .spawn(serve_stream(stream, peer, ctx, builder, permit));
+        });
+        if let Err(e) = handed {
+            warn!(listener = %ctx.name, client = %peer, error = %e, "connection dropped");
+        }
     }
     debug!(listener = %ctx.name, "stopped accepting");
 }

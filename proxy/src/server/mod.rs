@@ -48,6 +48,7 @@ use crate::health::HealthSupervisor;
 use crate::metrics::Metrics;
 use crate::policy::{FileCheck, PluginLoadError, PluginRegistry};
 use crate::proxy::Proxy;
+use crate::shard::Shards;
 use crate::state::Snapshot;
 use crate::timeline::{EventKind, Happened};
 use crate::tls::{CertStore, TlsRegistry};
@@ -59,11 +60,18 @@ use crate::upstream::UpstreamClient;
 pub struct ServerOptions {
     /// Emit one access-log line per request.
     pub access_log: bool,
+    /// Threads that serve client connections, each with its own event loop (see
+    /// [`crate::shard`]); 0 serves them on the runtime that started the server,
+    /// whose paused time a test can then drive.
+    pub shards: usize,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { access_log: true }
+        Self {
+            access_log: true,
+            shards: 0,
+        }
     }
 }
 
@@ -106,6 +114,8 @@ pub struct Server {
     acme: AcmeManager,
     /// Backends named by DNS.
     discovery: Discovery,
+    /// The threads serving client connections, when the server has its own.
+    shards: Option<Arc<Shards>>,
 }
 
 impl Server {
@@ -123,6 +133,10 @@ impl Server {
         options: ServerOptions,
         takeover: Takeover,
     ) -> Result<Arc<Server>, StartError> {
+        let shards = match options.shards {
+            0 => None,
+            count => Some(Arc::new(Shards::start(count).map_err(StartError::Shards)?)),
+        };
         let metrics = Arc::new(Metrics::new());
         let plugins = Arc::new(PluginRegistry::new());
         let prepared = plugins
@@ -189,6 +203,7 @@ impl Server {
             acme,
             tls,
             discovery,
+            shards,
         });
         let plan = server.listeners.lock().plan(&config, true, &server.tls)?;
         server.commit_listeners(plan, &config);
@@ -511,6 +526,7 @@ impl Server {
                 proxy: Arc::clone(&self.proxy),
                 limits: limits.clone(),
                 connections: self.connections.semaphore(),
+                shards: self.shards.clone(),
                 tracker: self.tracker.clone(),
                 stop_accepting: self.shutdown.child_token(),
                 drain: self.drain.clone(),
@@ -536,6 +552,13 @@ impl Server {
                 .collect(),
             networks: admin.backend_networks.clone(),
         }
+    }
+
+    /// Client connections (and tunnels) each shard serves right now, in shard
+    /// order; empty when connections are served on the starting runtime. For tests
+    /// and diagnostics: every way a connection ends gives its seat back.
+    pub fn shard_loads(&self) -> Vec<usize> {
+        self.shards.as_ref().map_or_else(Vec::new, |s| s.loads())
     }
 
     /// The bound address of a traffic listener (useful with port 0).
