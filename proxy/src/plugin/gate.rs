@@ -32,7 +32,8 @@ pub fn next_average(average_ns: u64, sample_ns: u64) -> u64 {
 /// See the module docs. One per plugin registry (one per proxy).
 #[derive(Debug, Default)]
 pub struct InlineGate {
-    /// Permits, sized on first use from the runtime's worker count.
+    /// Permits, sized on first use from the worker count (the shards, or the
+    /// runtime's threads).
     permits: OnceLock<usize>,
     in_use: AtomicUsize,
 }
@@ -62,9 +63,15 @@ impl InlineGate {
 
     fn permits(&self) -> usize {
         *self.permits.get_or_init(|| {
-            let workers = tokio::runtime::Handle::try_current()
-                .map(|h| h.metrics().num_workers())
-                .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            // On a shard, the workers are the shards, each a runtime of one thread.
+            let workers = match crate::shard::siblings() {
+                0 => tokio::runtime::Handle::try_current()
+                    .map(|h| h.metrics().num_workers())
+                    .unwrap_or_else(|_| {
+                        std::thread::available_parallelism().map_or(1, |n| n.get())
+                    }),
+                shards => shards,
+            };
             workers.saturating_sub(1).max(1)
         })
     }
