@@ -548,3 +548,40 @@ async fn http2_backends_carry_concurrent_requests_as_streams_of_one_connection()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With two shards each keeps an HTTP/2 connection of its own to a backend that
+/// speaks it, as each keeps its own HTTP/1 ones: two clients, one on each shard,
+/// are carried on two backend connections, and a second round opens none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_shard_keeps_an_http2_backend_connection_of_its_own() {
+    let ca = support::tls::TestCa::new("backend CA");
+    let dir = support::tls::temp_dir("upstream-pool-h2-shards");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (backend, accepted, _) = h2_backend(&ca.server(&["backend.test"]), Duration::ZERO).await;
+    let tls = format!(
+        "tls = {{ sni = \"backend.test\", ca = \"{}\" }}",
+        ca_file.display()
+    );
+    let options = ServerOptions {
+        access_log: false,
+        shards: 2,
+    };
+    let proxy = start_proxy_with(&config(backend, &tls), options).await;
+    let mut first = tokio::net::TcpStream::connect(proxy.web).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(proxy.web).await.unwrap();
+    wait_for("one client on each shard", WITHIN, async || {
+        proxy.server.shard_loads() == [1, 1]
+    })
+    .await;
+    for round in 0..3 {
+        assert_eq!(ask(&mut first).await, "h2", "round {round}");
+        assert_eq!(ask(&mut second).await, "h2", "round {round}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "round {round}: one backend connection per shard, reused"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

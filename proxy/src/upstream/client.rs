@@ -3,8 +3,9 @@
 //! Every backend address has its own pool of idle keep-alive connections, a stack
 //! ([`IdleStack`]): the connection given back last is taken next, under a lock
 //! held for a push or a pop (and the sweep) and shared by no other backend; each
-//! shard ([`crate::shard`]) has a stack of its own, so a connection is only ever
-//! used by the thread whose event loop it is registered in. A request
+//! shard ([`crate::shard`]) has a stack of its own (and an HTTP/2 connection of its
+//! own), so a connection is only ever used by the thread whose event loop it is
+//! registered in. A request
 //! takes an idle connection (or opens one: TCP with the connect timeout, TLS when
 //! the pool asks for it, HTTP/2 when ALPN settles on it), sends, and the connection
 //! goes back once its answer has been read to the end, unless something marked it
@@ -385,28 +386,34 @@ enum Conn {
     H2(http2::SendRequest<UpstreamBody>),
 }
 
-/// The connections to one backend address.
+/// The connections to one backend address: a set for each shard, and one for
+/// requests off the shards (a proxy started without them). A connection is
+/// registered in the event loop of the thread that opened it, so only that shard
+/// takes it again.
 struct HostPool {
-    /// Idle HTTP/1 connections, each taken by one request at a time, off the shards
-    /// (a proxy started without them).
+    home: Conns,
+    /// By shard number (from 1).
+    shards: Box<[Conns]>,
+    /// When a request last took a connection here (ms clock).
+    used_ms: AtomicU64,
+}
+
+/// One thread's connections to a backend.
+struct Conns {
+    /// Idle HTTP/1 connections, each taken by one request at a time.
     idle: IdleStack<Box<H1Conn>>,
-    /// Each shard's idle HTTP/1 connections, by shard number: a connection is
-    /// registered in the event loop of the shard that opened it and stays there.
-    shard_idle: Box<[IdleStack<Box<H1Conn>>]>,
     /// The HTTP/2 connection, shared by every request: never taken out, so a
     /// request that comes while another is starting a stream still finds it.
     shared: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
     /// When a request last used the shared connection (ms clock).
     shared_used_ms: AtomicU64,
-    /// When a request last took a connection here (ms clock).
-    used_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for HostPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostPool")
-            .field("idle", &self.idle_len())
-            .field("shared", &self.shared.load().is_some())
+            .field("idle", &self.all().map(|c| c.idle.len()).sum::<usize>())
+            .field("shared", &self.all().filter(|c| c.has_shared()).count())
             .finish()
     }
 }
@@ -418,10 +425,8 @@ impl HostPool {
         // The ceiling is shared out: together the shards keep about `capacity`.
         let per_shard = capacity.div_ceil(shards.max(1));
         Self {
-            idle: IdleStack::new(capacity),
-            shard_idle: (0..shards).map(|_| IdleStack::new(per_shard)).collect(),
-            shared: ArcSwapOption::empty(),
-            shared_used_ms: AtomicU64::new(now),
+            home: Conns::new(capacity, now),
+            shards: (0..shards).map(|_| Conns::new(per_shard, now)).collect(),
             used_ms: AtomicU64::new(now),
         }
     }
@@ -430,42 +435,69 @@ impl HostPool {
         self.used_ms.load(Ordering::Relaxed)
     }
 
-    /// The idle stack of the shard running this thread (or the one off the shards).
-    fn idle_here(&self) -> &IdleStack<Box<H1Conn>> {
-        self.shard_idle
+    /// The connections of the shard running this thread (or those off the shards).
+    fn here(&self) -> &Conns {
+        self.shards
             .get(shard::current().wrapping_sub(1))
-            .unwrap_or(&self.idle)
+            .unwrap_or(&self.home)
     }
 
-    fn idle_stacks(&self) -> impl Iterator<Item = &IdleStack<Box<H1Conn>>> {
-        std::iter::once(&self.idle).chain(self.shard_idle.iter())
-    }
-
-    fn idle_len(&self) -> usize {
-        self.idle_stacks().map(IdleStack::len).sum()
+    fn all(&self) -> impl Iterator<Item = &Conns> {
+        std::iter::once(&self.home).chain(self.shards.iter())
     }
 
     fn idle_is_empty(&self) -> bool {
-        self.idle_stacks().all(IdleStack::is_empty)
+        self.all().all(|c| c.idle.is_empty())
     }
 
-    /// Connections held: idle HTTP/1 ones and the shared HTTP/2 one.
+    /// Connections held: idle HTTP/1 ones and the shared HTTP/2 ones.
     fn len(&self) -> usize {
-        self.idle_len() + usize::from(self.shared.load().is_some())
+        self.all()
+            .map(|c| c.idle.len() + usize::from(c.has_shared()))
+            .sum()
+    }
+
+    /// A connection of this thread's fit for a request, if there is one.
+    fn checkout(&self, now_ms: u64, timeout_ms: u64) -> Option<Conn> {
+        if self.used_ms.load(Ordering::Relaxed) != now_ms {
+            self.used_ms.store(now_ms, Ordering::Relaxed);
+        }
+        self.here().checkout(now_ms, timeout_ms)
+    }
+
+    /// Gives a connection back to this thread's (an idle HTTP/1 one is closed
+    /// when they are full), or shares a new HTTP/2 one there.
+    fn put(&self, conn: Conn) {
+        self.here().put(conn);
+    }
+
+    /// Closes the idle connections past `timeout_ms`, and those the backend closed.
+    fn expire(&self, now_ms: u64, timeout_ms: u64) {
+        for conns in self.all() {
+            conns.expire(now_ms, timeout_ms);
+        }
+    }
+}
+
+impl Conns {
+    fn new(capacity: usize, now_ms: u64) -> Self {
+        Self {
+            idle: IdleStack::new(capacity),
+            shared: ArcSwapOption::empty(),
+            shared_used_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    fn has_shared(&self) -> bool {
+        self.shared.load().is_some()
     }
 
     /// A connection fit for a request, if there is one: an idle HTTP/1 one, else
     /// the shared HTTP/2 connection.
     fn checkout(&self, now_ms: u64, timeout_ms: u64) -> Option<Conn> {
-        if self.used_ms.load(Ordering::Relaxed) != now_ms {
-            self.used_ms.store(now_ms, Ordering::Relaxed);
-        }
         // HTTP/1 first: a backend speaks one or the other, and the idle stack of
         // an HTTP/2 one stays empty.
-        if let Some(conn) = self
-            .idle_here()
-            .pop_fit(now_ms, timeout_ms, |conn| conn.settle())
-        {
+        if let Some(conn) = self.idle.pop_fit(now_ms, timeout_ms, |conn| conn.settle()) {
             return Some(Conn::H1(conn));
         }
         let sender = self.shared_if_fit(now_ms, timeout_ms)?;
@@ -492,13 +524,13 @@ impl HostPool {
         Some(sender.clone())
     }
 
-    /// Gives a connection back (an idle HTTP/1 one is closed when the pool is
+    /// Gives a connection back (an idle HTTP/1 one is closed when the stack is
     /// full), or shares a new HTTP/2 one.
     fn put(&self, conn: Conn) {
         match conn {
             Conn::H1(conn) => {
                 // Full: this one is closed (dropped here, outside the lock).
-                let _ = self.idle_here().push(conn, clock::now_ms());
+                let _ = self.idle.push(conn, clock::now_ms());
             }
             Conn::H2(sender) => {
                 self.shared_used_ms
@@ -512,9 +544,7 @@ impl HostPool {
     fn expire(&self, now_ms: u64, timeout_ms: u64) {
         let _ = self.shared_if_fit(now_ms, timeout_ms);
         // An idle HTTP/1 connection is driven by nobody: look for a close.
-        for stack in self.idle_stacks() {
-            stack.expire(now_ms, timeout_ms, |conn| conn.settle());
-        }
+        self.idle.expire(now_ms, timeout_ms, |conn| conn.settle());
     }
 }
 
