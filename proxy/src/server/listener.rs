@@ -147,16 +147,19 @@ pub async fn accept_loop(listener: Arc<TcpListener>, ctx: ListenerContext) {
             ));
             continue;
         };
-        let (ctx_there, builder) = (Arc::clone(&ctx), Arc::clone(&builder));
-        let handed = shards.hand_over(stream, move |stream, seat| {
-            let ctx = ctx_there;
-            let permit = Arc::new(permit.seated(seat));
-            ctx.tracker
-                .clone()
-                .spawn(serve_stream(stream, peer, ctx, builder, permit));
-        });
-        if let Err(e) = handed {
-            warn!(listener = %ctx.name, client = %peer, error = %e, "connection dropped");
+        // Runs on the shard: the connection's task is spawned on its runtime.
+        let serve = {
+            let (ctx, builder) = (Arc::clone(&ctx), Arc::clone(&builder));
+            move |stream, seat| {
+                let permit = Arc::new(permit.seated(seat));
+                ctx.tracker
+                    .clone()
+                    .spawn(serve_stream(stream, peer, ctx, builder, permit));
+            }
+        };
+        if let Err(e) = shards.hand_over(stream, serve) {
+            warn!(listener = %ctx.name, client = %peer, error = %e,
+                "connection closed: no shard could take it");
         }
     }
     debug!(listener = %ctx.name, "stopped accepting");
