@@ -97,15 +97,9 @@ async fn access_lines_name_the_backend_and_why_each_try_failed() {
     );
     let config = Config::parse(std::path::Path::new("t.toml"), &text).unwrap();
     let admin_listen = config.admin.listen;
-    let server = Server::start(
-        config,
-        ServerOptions {
-            access_log: true,
-            shards: 0,
-        },
-    )
-    .await
-    .unwrap();
+    let server = Server::start(config, ServerOptions::default())
+        .await
+        .unwrap();
     let admin = switchyard::admin::start(Arc::clone(&server), admin_listen).unwrap();
     let web = server.listener_address("web").unwrap();
     let proxy = TestProxy { server, web, admin };

@@ -570,15 +570,9 @@ async fn plugins_and_the_access_log_see_the_normalised_path() {
         ),
     );
     let config = switchyard::config::Config::parse(std::path::Path::new("t.toml"), &text).unwrap();
-    let server = Server::start(
-        config,
-        ServerOptions {
-            access_log: true,
-            shards: 0,
-        },
-    )
-    .await
-    .unwrap();
+    let server = Server::start(config, ServerOptions::default())
+        .await
+        .unwrap();
     let web = server.listener_address("web").unwrap();
     for path in ["/count", "/%63ount", "//count", "/x/../count"] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

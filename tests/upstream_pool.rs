@@ -32,9 +32,13 @@ const STALL_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\
 /// request until that many wait together.
 const GATHER: &str = "/gather";
 
+/// The path on which a [`RawBackend`] answers with the number of the connection the
+/// request came on (1 for the first one it accepted).
+const NUMBER: &str = "/number";
+
 /// An HTTP/1.1 backend on a raw socket: answers `200 ok` (keep-alive) to each
-/// request, stalls on `/stall`, counts the connections it accepted and reports
-/// each connection's end.
+/// request, stalls on `/stall`, names the connection on [`NUMBER`], counts the
+/// connections it accepted and reports each connection's end.
 struct RawBackend {
     addr: SocketAddr,
     accepted: Arc<AtomicU64>,
@@ -60,11 +64,11 @@ impl RawBackend {
         let (closed_tx, closed) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
+                let number = count.fetch_add(1, Ordering::SeqCst) + 1;
                 let closed_tx = closed_tx.clone();
                 let gathering = Arc::clone(&gathering);
                 tokio::spawn(async move {
-                    serve_raw(&mut stream, close_after_answer, &gathering).await;
+                    serve_raw(&mut stream, number, close_after_answer, &gathering).await;
                     drop(stream);
                     let _ = closed_tx.send(());
                 });
@@ -95,10 +99,11 @@ impl RawBackend {
     }
 }
 
-/// Serves requests on one connection until the peer leaves (or after the first
-/// answer when `close_after_answer`).
+/// Serves requests on connection `number` until the peer leaves (or after the
+/// first answer when `close_after_answer`).
 async fn serve_raw(
     stream: &mut tokio::net::TcpStream,
+    number: u64,
     close_after_answer: bool,
     gathering: &tokio::sync::Barrier,
 ) {
@@ -126,8 +131,15 @@ async fn serve_raw(
             if head.starts_with(format!("GET {GATHER} ").as_bytes()) {
                 gathering.wait().await;
             }
-            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-            if stream.write_all(answer).await.is_err() || close_after_answer {
+            let body = match head.starts_with(format!("GET {NUMBER} ").as_bytes()) {
+                true => number.to_string(),
+                false => "ok".to_string(),
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if stream.write_all(answer.as_bytes()).await.is_err() || close_after_answer {
                 return;
             }
         }
@@ -313,46 +325,11 @@ async fn after_a_burst_steady_traffic_reuses_the_newest_connection_and_the_rest_
     );
 }
 
-/// An HTTP/1.1 backend that answers every request with the number of the
-/// connection it came on (1 for the first one accepted).
-async fn numbering_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut number = 0u64;
-        while let Ok((mut stream, _)) = listener.accept().await {
-            number += 1;
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        let body = number.to_string();
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if stream.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// Sends `GET /` on a kept-alive client connection and returns the answer's body
-/// (its head has a `Content-Length`).
-async fn ask(stream: &mut tokio::net::TcpStream) -> String {
+/// Sends `GET path` on a kept-alive client connection and returns the answer's
+/// body (its head has a `Content-Length`).
+async fn ask(stream: &mut tokio::net::TcpStream, path: &str) -> String {
     stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: app\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -386,12 +363,12 @@ async fn ask(stream: &mut tokio::net::TcpStream) -> String {
 /// pool shared by the shards would hand the one idle connection to both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_shard_reuses_only_the_backend_connections_it_opened() {
-    let backend = numbering_backend().await;
+    let backend = RawBackend::start(false).await;
     let options = ServerOptions {
         access_log: false,
         shards: 2,
     };
-    let proxy = start_proxy_with(&config(backend, ""), options).await;
+    let proxy = start_proxy_with(&config(backend.addr, ""), options).await;
     let mut first = tokio::net::TcpStream::connect(proxy.web).await.unwrap();
     let mut second = tokio::net::TcpStream::connect(proxy.web).await.unwrap();
     wait_for("one client on each shard", WITHIN, async || {
@@ -400,8 +377,8 @@ async fn each_shard_reuses_only_the_backend_connections_it_opened() {
     .await;
     let (mut on_first, mut on_second) = (Vec::new(), Vec::new());
     for _ in 0..10 {
-        on_first.push(ask(&mut first).await);
-        on_second.push(ask(&mut second).await);
+        on_first.push(ask(&mut first, NUMBER).await);
+        on_second.push(ask(&mut second, NUMBER).await);
     }
     on_first.dedup();
     on_second.dedup();
@@ -575,8 +552,8 @@ async fn each_shard_keeps_an_http2_backend_connection_of_its_own() {
     })
     .await;
     for round in 0..3 {
-        assert_eq!(ask(&mut first).await, "h2", "round {round}");
-        assert_eq!(ask(&mut second).await, "h2", "round {round}");
+        assert_eq!(ask(&mut first, "/").await, "h2", "round {round}");
+        assert_eq!(ask(&mut second, "/").await, "h2", "round {round}");
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             2,

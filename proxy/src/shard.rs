@@ -111,16 +111,6 @@ impl Shards {
         })
     }
 
-    /// How many shards run.
-    pub fn len(&self) -> usize {
-        self.shards.len()
-    }
-
-    /// Always false: there is at least one shard.
-    pub fn is_empty(&self) -> bool {
-        self.shards.is_empty()
-    }
-
     /// Connections each shard serves right now, in shard order.
     pub fn loads(&self) -> Vec<usize> {
         self.shards
